@@ -1,0 +1,275 @@
+//! The message header: body, encrypted data keys and authentication field.
+//!
+//! Decoding keeps the exact bytes that were received, because the header tag and the
+//! signature cover those bytes, never a re-encoding of them.
+
+use super::codec::{Reader, put_u16_prefixed};
+use super::context::EncryptionContext;
+use super::suite::{AlgorithmSuite, MessageVersion};
+use super::{DecodeError, DecodeLimits, EncodeError};
+
+/// The v1 "type" byte: customer authenticated encrypted data.
+const V1_TYPE: u8 = 0x80;
+/// The only IV length a v1 header may declare.
+const V1_IV_LEN: u8 = 12;
+
+/// Length of the AES-GCM IV for every suite.
+pub const IV_LEN: usize = 12;
+/// Length of the AES-GCM tag for every suite.
+pub const TAG_LEN: usize = 16;
+
+/// How the body is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContentType {
+    /// One AES-GCM invocation over the whole content (legacy; read only).
+    NonFramed,
+    /// A sequence of frames.
+    Framed,
+}
+
+impl ContentType {
+    fn byte(self) -> u8 {
+        match self {
+            ContentType::NonFramed => 0x01,
+            ContentType::Framed => 0x02,
+        }
+    }
+}
+
+/// One encrypted copy of the data key, as a keyring wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncryptedDataKey {
+    /// Who can unwrap it: `aws-kms`, or a Raw AES keyring's namespace.
+    pub provider_id: String,
+    /// Provider-specific: a key ARN, or a Raw AES key name with its IV.
+    pub provider_info: Vec<u8>,
+    /// The wrapped data key.
+    pub ciphertext: Vec<u8>,
+}
+
+impl EncryptedDataKey {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        put_u16_prefixed(out, self.provider_id.as_bytes(), "provider ID")?;
+        put_u16_prefixed(out, &self.provider_info, "provider info")?;
+        put_u16_prefixed(out, &self.ciphertext, "encrypted data key")
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let provider_id = String::from_utf8(r.u16_prefixed()?.to_vec())
+            .map_err(|_| DecodeError::Malformed("provider ID is not UTF-8"))?;
+        let provider_info = r.u16_prefixed()?.to_vec();
+        let ciphertext = r.u16_prefixed()?.to_vec();
+        Ok(Self {
+            provider_id,
+            provider_info,
+            ciphertext,
+        })
+    }
+}
+
+/// The header fields covered by the header authentication tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderBody {
+    /// The suite; its version decides the header layout.
+    pub suite: AlgorithmSuite,
+    /// 16 bytes (v1) or 32 bytes (v2), random per message.
+    pub message_id: Vec<u8>,
+    /// The stored encryption context (without authenticate-only pairs).
+    pub context: EncryptionContext,
+    /// At least one.
+    pub encrypted_data_keys: Vec<EncryptedDataKey>,
+    /// Framed or not.
+    pub content_type: ContentType,
+    /// Plaintext bytes per frame; 0 for non-framed content.
+    pub frame_length: u32,
+    /// The commitment key for committing suites; empty otherwise.
+    pub suite_data: Vec<u8>,
+}
+
+impl HeaderBody {
+    /// The serialized header body.
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        let v = self.suite.version;
+        if self.message_id.len() != v.message_id_len() {
+            return Err(EncodeError::Invalid("message ID length does not match the version"));
+        }
+        if self.suite_data.len() != self.suite.suite_data_len() {
+            return Err(EncodeError::Invalid("suite data length does not match the suite"));
+        }
+        if self.encrypted_data_keys.is_empty() {
+            return Err(EncodeError::Invalid("a message needs at least one encrypted data key"));
+        }
+        if (self.content_type == ContentType::Framed) != (self.frame_length > 0) {
+            return Err(EncodeError::Invalid(
+                "frame length must be non-zero exactly when the content is framed",
+            ));
+        }
+        let mut out = Vec::with_capacity(256);
+        out.push(v.byte());
+        if v == MessageVersion::V1 {
+            out.push(V1_TYPE);
+        }
+        out.extend_from_slice(&self.suite.id.to_be_bytes());
+        out.extend_from_slice(&self.message_id);
+        put_u16_prefixed(&mut out, &self.context.serialize()?, "encryption context")?;
+        let count = u16::try_from(self.encrypted_data_keys.len()).map_err(|_| {
+            EncodeError::TooLong {
+                what: "encrypted data key count",
+                len: self.encrypted_data_keys.len(),
+                max: u16::MAX as usize,
+            }
+        })?;
+        out.extend_from_slice(&count.to_be_bytes());
+        for edk in &self.encrypted_data_keys {
+            edk.encode(&mut out)?;
+        }
+        out.push(self.content_type.byte());
+        if v == MessageVersion::V1 {
+            out.extend_from_slice(&[0, 0, 0, 0]);
+            out.push(V1_IV_LEN);
+        }
+        out.extend_from_slice(&self.frame_length.to_be_bytes());
+        out.extend_from_slice(&self.suite_data);
+        Ok(out)
+    }
+
+    fn read(r: &mut Reader<'_>, limits: &DecodeLimits) -> Result<Self, DecodeError> {
+        let version = match r.u8()? {
+            0x01 => MessageVersion::V1,
+            0x02 => MessageVersion::V2,
+            other => return Err(DecodeError::UnsupportedVersion(other)),
+        };
+        if version == MessageVersion::V1 {
+            let ty = r.u8()?;
+            if ty != V1_TYPE {
+                return Err(DecodeError::Malformed("v1 header type is not 0x80"));
+            }
+        }
+        let suite_id = r.u16()?;
+        let suite =
+            AlgorithmSuite::from_id(suite_id).ok_or(DecodeError::UnsupportedSuite(suite_id))?;
+        if suite.version != version {
+            return Err(DecodeError::Malformed(
+                "algorithm suite does not belong to the header version",
+            ));
+        }
+        let message_id = r.take(version.message_id_len())?.to_vec();
+        let context = EncryptionContext::deserialize(r.u16_prefixed()?)?;
+        let edk_count = r.u16()?;
+        if edk_count == 0 {
+            return Err(DecodeError::Malformed("no encrypted data keys"));
+        }
+        if edk_count > limits.max_encrypted_data_keys {
+            return Err(DecodeError::TooManyEncryptedDataKeys {
+                count: edk_count,
+                max: limits.max_encrypted_data_keys,
+            });
+        }
+        let mut encrypted_data_keys = Vec::with_capacity(edk_count as usize);
+        for _ in 0..edk_count {
+            encrypted_data_keys.push(EncryptedDataKey::read(r)?);
+        }
+        let content_type = match r.u8()? {
+            0x01 => ContentType::NonFramed,
+            0x02 => ContentType::Framed,
+            _ => return Err(DecodeError::Malformed("unknown content type")),
+        };
+        if version == MessageVersion::V1 {
+            if r.u32()? != 0 {
+                return Err(DecodeError::Malformed("v1 reserved field is not zero"));
+            }
+            if r.u8()? != V1_IV_LEN {
+                return Err(DecodeError::Malformed("v1 IV length is not 12"));
+            }
+        }
+        let frame_length = r.u32()?;
+        match content_type {
+            ContentType::NonFramed if frame_length != 0 => {
+                return Err(DecodeError::Malformed(
+                    "non-framed content with a non-zero frame length",
+                ));
+            }
+            ContentType::Framed if frame_length == 0 => {
+                return Err(DecodeError::Malformed("framed content with frame length 0"));
+            }
+            ContentType::Framed if frame_length > limits.max_frame_length => {
+                return Err(DecodeError::FrameTooLong {
+                    len: frame_length as u64,
+                    max: limits.max_frame_length,
+                });
+            }
+            _ => {}
+        }
+        let suite_data = r.take(suite.suite_data_len())?.to_vec();
+        Ok(Self {
+            suite,
+            message_id,
+            context,
+            encrypted_data_keys,
+            content_type,
+            frame_length,
+            suite_data,
+        })
+    }
+}
+
+/// The header authentication field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderAuth {
+    /// The GCM IV: written in v1 (always zeros), implicit zeros in v2.
+    pub iv: [u8; IV_LEN],
+    /// The GCM tag over the header body.
+    pub tag: [u8; TAG_LEN],
+}
+
+impl HeaderAuth {
+    /// Serialized form for the given version.
+    pub fn encode(&self, version: MessageVersion, out: &mut Vec<u8>) {
+        if version == MessageVersion::V1 {
+            out.extend_from_slice(&self.iv);
+        }
+        out.extend_from_slice(&self.tag);
+    }
+}
+
+/// A decoded header, with the bytes it was decoded from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The parsed fields.
+    pub body: HeaderBody,
+    /// The exact header-body bytes received (the header tag's AAD).
+    pub body_bytes: Vec<u8>,
+    /// The authentication field.
+    pub auth: HeaderAuth,
+}
+
+impl Header {
+    /// Decodes a header from the start of `bytes`, returning it and the number of bytes it
+    /// occupied. Returns [`DecodeError::Truncated`] when `bytes` ends before the header
+    /// does, so a stream reader can fetch more and try again.
+    pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<(Self, usize), DecodeError> {
+        let mut r = Reader::new(bytes);
+        let body = HeaderBody::read(&mut r, limits)?;
+        let body_len = r.position();
+        let iv = match body.suite.version {
+            MessageVersion::V1 => r.array()?,
+            MessageVersion::V2 => [0u8; IV_LEN],
+        };
+        let tag = r.array()?;
+        Ok((
+            Self {
+                body,
+                body_bytes: bytes[..body_len].to_vec(),
+                auth: HeaderAuth { iv, tag },
+            },
+            r.position(),
+        ))
+    }
+
+    /// The complete serialized header (body and authentication field) as received.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.body_bytes.clone();
+        self.auth.encode(self.body.suite.version, &mut out);
+        out
+    }
+}
