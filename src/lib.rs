@@ -1,4 +1,48 @@
 //! sealpipe: bulk envelope encryption in the AWS Encryption SDK message format.
+//!
+//! Every output is an ESDK message (version 2, key-committing suite 0x0478 by default)
+//! that the official SDKs and `aws-encryption-cli` decrypt, and sealpipe decrypts what
+//! they write, in all eleven suites.
+//!
+//! The layers, from the bytes up:
+//! - [`format`]: the pure message codec (no I/O, no keys);
+//! - [`crypto`]: AES-GCM backends, key derivation and commitment, ECDSA, secret types;
+//! - [`keys`]: keyrings that wrap and unwrap data keys;
+//! - [`stream`]: whole messages over readers and writers, frames sealed on rayon;
+//! - [`store`] and [`pipeline`]: many objects, concurrently, with reports.
+//!
+//! ```
+//! use sealpipe::{keys, stream, format::{AlgorithmSuite, EncryptionContext}};
+//! # fn main() -> Result<(), sealpipe::Error> {
+//! # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+//! let keyring = keys::RawAesKeyring::new("my-namespace", "my-key", vec![7u8; 32].into())
+//!     .expect("valid key");
+//! let context: EncryptionContext = [("purpose", "example")].into_iter().collect();
+//! let materials = rt.block_on(keys::encryption_materials(
+//!     &keyring,
+//!     AlgorithmSuite::AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
+//!     context,
+//!     Default::default(),
+//! ))?;
+//! let mut message = Vec::new();
+//! stream::encrypt_to_vec(&materials, &Default::default(), None, b"hello", &mut message)?;
+//!
+//! let mut input = &message[..];
+//! let options = stream::DecryptOptions::default();
+//! let (header, rest) = stream::read_header(&mut input, &options.limits)?;
+//! let dm = rt.block_on(keys::decryption_materials(&keyring, &header.body, &Default::default()))?;
+//! let mut plaintext = Vec::new();
+//! let mut body = std::io::Read::chain(&rest[..], input);
+//! stream::MessageDecryptor::new(header, &dm, &options)?.decrypt(&mut body, &mut plaintext)?;
+//! assert_eq!(plaintext, b"hello");
+//! # Ok(()) }
+//! ```
 
 pub mod crypto;
+mod error;
 pub mod format;
+pub mod keys;
+pub mod stream;
+
+pub use error::Error;
+pub use stream::CommitmentPolicy;

@@ -107,9 +107,18 @@ impl AeadKey {
                 out.copy_from_slice(tag.as_ref());
                 out
             }
-            Cipher::Aes128(c) => c.encrypt_inout_detached(&nonce, aad, buf.into()).expect(TOO_LONG).into(),
-            Cipher::Aes192(c) => c.encrypt_inout_detached(&nonce, aad, buf.into()).expect(TOO_LONG).into(),
-            Cipher::Aes256(c) => c.encrypt_inout_detached(&nonce, aad, buf.into()).expect(TOO_LONG).into(),
+            Cipher::Aes128(c) => c
+                .encrypt_inout_detached(&nonce, aad, buf.into())
+                .expect(TOO_LONG)
+                .into(),
+            Cipher::Aes192(c) => c
+                .encrypt_inout_detached(&nonce, aad, buf.into())
+                .expect(TOO_LONG)
+                .into(),
+            Cipher::Aes256(c) => c
+                .encrypt_inout_detached(&nonce, aad, buf.into())
+                .expect(TOO_LONG)
+                .into(),
         }
     }
 

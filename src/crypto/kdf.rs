@@ -80,9 +80,8 @@ mod tests {
             hex::decode("fa9ebec213d5c3d90ead82d914c4412769fa5658ba4ffed39230e8b92fb6e6cd")
                 .unwrap(),
         );
-        let id =
-            hex::decode("4dfbd1314d9d55925b817232c5e36d6e3e5e230f018930e2c2c1f243f67dc179")
-                .unwrap();
+        let id = hex::decode("4dfbd1314d9d55925b817232c5e36d6e3e5e230f018930e2c2c1f243f67dc179")
+            .unwrap();
         let keys = derive_message_keys(
             &AlgorithmSuite::AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
             &key,

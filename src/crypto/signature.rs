@@ -69,12 +69,16 @@ impl SigningKey {
                 SignatureCurve::P256 => {
                     let mut b = zeroize::Zeroizing::new([0u8; 32]);
                     getrandom::fill(&mut *b)?;
-                    p256::ecdsa::SigningKey::from_slice(&*b).ok().map(Self::P256)
+                    p256::ecdsa::SigningKey::from_slice(&*b)
+                        .ok()
+                        .map(Self::P256)
                 }
                 SignatureCurve::P384 => {
                     let mut b = zeroize::Zeroizing::new([0u8; 48]);
                     getrandom::fill(&mut *b)?;
-                    p384::ecdsa::SigningKey::from_slice(&*b).ok().map(Self::P384)
+                    p384::ecdsa::SigningKey::from_slice(&*b)
+                        .ok()
+                        .map(Self::P384)
                 }
             };
             if let Some(key) = key {

@@ -111,7 +111,9 @@ impl EncryptionContext {
             return Ok(Self(map));
         }
         let mut r = Reader::new(bytes);
-        let count = r.u16().map_err(|_| DecodeError::Malformed("encryption context count"))?;
+        let count = r
+            .u16()
+            .map_err(|_| DecodeError::Malformed("encryption context count"))?;
         if count == 0 {
             return Err(DecodeError::Malformed(
                 "encryption context has a zero pair count but a non-zero length",

@@ -91,13 +91,19 @@ impl HeaderBody {
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let v = self.suite.version;
         if self.message_id.len() != v.message_id_len() {
-            return Err(EncodeError::Invalid("message ID length does not match the version"));
+            return Err(EncodeError::Invalid(
+                "message ID length does not match the version",
+            ));
         }
         if self.suite_data.len() != self.suite.suite_data_len() {
-            return Err(EncodeError::Invalid("suite data length does not match the suite"));
+            return Err(EncodeError::Invalid(
+                "suite data length does not match the suite",
+            ));
         }
         if self.encrypted_data_keys.is_empty() {
-            return Err(EncodeError::Invalid("a message needs at least one encrypted data key"));
+            return Err(EncodeError::Invalid(
+                "a message needs at least one encrypted data key",
+            ));
         }
         if (self.content_type == ContentType::Framed) != (self.frame_length > 0) {
             return Err(EncodeError::Invalid(
@@ -112,13 +118,12 @@ impl HeaderBody {
         out.extend_from_slice(&self.suite.id.to_be_bytes());
         out.extend_from_slice(&self.message_id);
         put_u16_prefixed(&mut out, &self.context.serialize()?, "encryption context")?;
-        let count = u16::try_from(self.encrypted_data_keys.len()).map_err(|_| {
-            EncodeError::TooLong {
+        let count =
+            u16::try_from(self.encrypted_data_keys.len()).map_err(|_| EncodeError::TooLong {
                 what: "encrypted data key count",
                 len: self.encrypted_data_keys.len(),
                 max: u16::MAX as usize,
-            }
-        })?;
+            })?;
         out.extend_from_slice(&count.to_be_bytes());
         for edk in &self.encrypted_data_keys {
             edk.encode(&mut out)?;

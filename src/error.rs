@@ -1,0 +1,101 @@
+//! The library's error type.
+//!
+//! Authentication failures are deliberately terse: they say which check failed (header,
+//! which frame, commitment, signature) but never echo key material or plaintext.
+
+use crate::crypto::SignatureError;
+use crate::format::{AlgorithmSuite, DecodeError, EncodeError};
+use crate::keys::KeyringError;
+
+/// Everything that can go wrong while encrypting or decrypting a message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The bytes are not a well-formed ESDK message.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A structure could not be serialized (a field is too long for its prefix).
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// Reading or writing failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A keyring could not produce or recover the data key.
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    /// The suite is refused by the commitment policy.
+    #[error(
+        "algorithm suite {suite} does not commit to its key; policy {policy} refuses it \
+         (require-encrypt-allow-decrypt reads such legacy messages)"
+    )]
+    CommitmentPolicy {
+        /// The refused suite.
+        suite: AlgorithmSuite,
+        /// The policy in force.
+        policy: crate::CommitmentPolicy,
+    },
+    /// The data key does not produce the header's commitment: the message was built to
+    /// decrypt differently under different keys, or it is corrupt.
+    #[error("key commitment mismatch: the data key does not match the message's commitment")]
+    CommitmentMismatch,
+    /// The header tag did not verify.
+    #[error(
+        "header authentication failed (wrong key, wrong encryption context, or tampered header)"
+    )]
+    HeaderAuthentication,
+    /// A frame's tag did not verify.
+    #[error("frame {seq} failed authentication (tampered or corrupt body)")]
+    FrameAuthentication {
+        /// Sequence number of the frame (1 for non-framed content).
+        seq: u32,
+    },
+    /// Frames are out of order, missing or duplicated.
+    #[error("frame sequence broken: expected frame {expected}, found {found}")]
+    FrameSequence {
+        /// What the next frame should have been.
+        expected: u64,
+        /// What it was.
+        found: u32,
+    },
+    /// The message ended early.
+    #[error("message is truncated: {0}")]
+    Truncated(String),
+    /// Bytes follow the end of the message.
+    #[error("unexpected data after the end of the message")]
+    TrailingData,
+    /// The footer signature is missing, malformed or wrong.
+    #[error("signature: {0}")]
+    Signature(#[from] SignatureError),
+    /// The encryption context is not acceptable.
+    #[error("encryption context: {0}")]
+    Context(String),
+    /// Options do not make sense together.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The message would exceed a format limit (frame count, content length).
+    #[error("message too large: {0}")]
+    TooLarge(&'static str),
+    /// The operating system's random number generator failed.
+    #[error("random number generator failed: {0}")]
+    Random(getrandom::Error),
+}
+
+impl Error {
+    /// Whether this error means the message is not authentic (as opposed to unreadable,
+    /// unsupported or an I/O problem).
+    pub fn is_authentication_failure(&self) -> bool {
+        matches!(
+            self,
+            Error::CommitmentMismatch
+                | Error::HeaderAuthentication
+                | Error::FrameAuthentication { .. }
+                | Error::Signature(_)
+        )
+    }
+}
+
+impl From<getrandom::Error> for Error {
+    fn from(e: getrandom::Error) -> Self {
+        Error::Random(e)
+    }
+}

@@ -1,0 +1,208 @@
+//! Turning a keyring and a request into the materials one message needs, with the
+//! rules the ESDK's default and required-encryption-context CMMs apply: the reserved
+//! `aws-crypto-` prefix, the signing key in the context, authenticate-only pairs.
+
+use std::collections::BTreeSet;
+
+use super::{DecryptRequest, Keyring, KeyringError, describe_encrypted_data_keys};
+use crate::Error;
+use crate::crypto::{DataKey, SigningKey, VerifyingKey};
+use crate::format::{
+    AlgorithmSuite, EncryptedDataKey, EncryptionContext, HeaderBody, PUBLIC_KEY_CONTEXT_KEY,
+};
+
+/// Everything needed to write messages under one data key.
+///
+/// One set of materials may serve many messages: each message derives its own content
+/// key from the data key and a fresh random message ID.
+#[derive(Debug, Clone)]
+pub struct EncryptionMaterials {
+    /// The suite every message written with these materials uses.
+    pub suite: AlgorithmSuite,
+    /// The full context: caller pairs, `aws-crypto-public-key` for signing suites, and
+    /// required (authenticate-only) pairs. Keyrings bind all of it.
+    pub context: EncryptionContext,
+    /// Keys of `context` that are authenticated but not stored in the header; a reader
+    /// must supply them again.
+    pub required_context_keys: BTreeSet<String>,
+    /// The plaintext data key, once a keyring has generated it.
+    pub data_key: Option<DataKey>,
+    /// One per wrapping key, generator first.
+    pub encrypted_data_keys: Vec<EncryptedDataKey>,
+    /// For signing suites.
+    pub signing_key: Option<SigningKey>,
+}
+
+impl EncryptionMaterials {
+    /// The context as the header stores it: without the authenticate-only pairs.
+    pub fn stored_context(&self) -> EncryptionContext {
+        self.context
+            .iter()
+            .filter(|(k, _)| !self.required_context_keys.contains(*k))
+            .collect()
+    }
+
+    /// The authenticate-only pairs, appended to the header tag's AAD.
+    pub fn authenticate_only_context(&self) -> EncryptionContext {
+        self.context
+            .iter()
+            .filter(|(k, _)| self.required_context_keys.contains(*k))
+            .collect()
+    }
+}
+
+/// Asks `keyring` for fresh materials for `suite` and `context`.
+///
+/// `required_keys` are context keys to authenticate without storing them in the header
+/// (the ESDK's required-encryption-context CMM).
+pub async fn encryption_materials(
+    keyring: &dyn Keyring,
+    suite: AlgorithmSuite,
+    mut context: EncryptionContext,
+    required_keys: BTreeSet<String>,
+) -> Result<EncryptionMaterials, Error> {
+    if let Some(key) = context.reserved_key() {
+        return Err(Error::Context(format!(
+            "the key {key:?} uses the prefix aws-crypto-, which is reserved for the format"
+        )));
+    }
+    if let Some(missing) = required_keys.iter().find(|k| !context.contains_key(k)) {
+        return Err(Error::Context(format!(
+            "required context key {missing:?} has no value in the encryption context"
+        )));
+    }
+    let signing_key = match suite.signature {
+        Some(curve) => {
+            let key = SigningKey::generate(curve)?;
+            context.insert(PUBLIC_KEY_CONTEXT_KEY, key.public_key_base64());
+            Some(key)
+        }
+        None => None,
+    };
+    let materials = EncryptionMaterials {
+        suite,
+        context,
+        required_context_keys: required_keys,
+        data_key: None,
+        encrypted_data_keys: Vec::new(),
+        signing_key,
+    };
+    let materials = keyring.on_encrypt(materials).await?;
+    match &materials.data_key {
+        Some(k) if k.len() == suite.key_len => {}
+        _ => {
+            return Err(KeyringError::Wrap {
+                keyring: keyring.describe(),
+                reason: format!(
+                    "the keyring did not produce a {}-byte data key",
+                    suite.key_len
+                ),
+            }
+            .into());
+        }
+    }
+    if materials.encrypted_data_keys.is_empty() {
+        return Err(KeyringError::Wrap {
+            keyring: keyring.describe(),
+            reason: "the keyring produced no encrypted data key".into(),
+        }
+        .into());
+    }
+    Ok(materials)
+}
+
+/// What decrypting one message needs from the key side.
+#[derive(Debug)]
+pub struct DecryptionMaterials {
+    /// The recovered data key.
+    pub data_key: DataKey,
+    /// Reproduced pairs that the header does not store; they join the header tag's AAD.
+    pub authenticate_only_context: EncryptionContext,
+}
+
+/// Recovers the data key of the message whose header body is `header`.
+///
+/// `reproduced` is the context the caller expects: pairs also in the header must have
+/// the same values, and pairs absent from it are authenticate-only pairs the writer
+/// left out of the header.
+pub async fn decryption_materials(
+    keyring: &dyn Keyring,
+    header: &HeaderBody,
+    reproduced: &EncryptionContext,
+) -> Result<DecryptionMaterials, Error> {
+    let suite = header.suite;
+    let has_public_key = header.context.contains_key(PUBLIC_KEY_CONTEXT_KEY);
+    match (suite.signature, has_public_key) {
+        (Some(curve), true) => {
+            let value = header
+                .context
+                .get(PUBLIC_KEY_CONTEXT_KEY)
+                .unwrap_or_default();
+            VerifyingKey::from_base64(curve, value)?;
+        }
+        (Some(_), false) => {
+            return Err(Error::Context(format!(
+                "suite {suite} signs, but the context has no {PUBLIC_KEY_CONTEXT_KEY}"
+            )));
+        }
+        (None, true) => {
+            return Err(Error::Context(format!(
+                "suite {suite} does not sign, but the context has {PUBLIC_KEY_CONTEXT_KEY}"
+            )));
+        }
+        (None, false) => {}
+    }
+    let mut full = header.context.clone();
+    let mut authenticate_only = EncryptionContext::new();
+    for (k, v) in reproduced.iter() {
+        match header.context.get(k) {
+            Some(stored) if stored == v => {}
+            Some(_) => {
+                return Err(Error::Context(format!(
+                    "the message's value for {k:?} differs from the expected one"
+                )));
+            }
+            None => {
+                full.insert(k, v);
+                authenticate_only.insert(k, v);
+            }
+        }
+    }
+    let request = DecryptRequest {
+        suite,
+        context: &full,
+        encrypted_data_keys: &header.encrypted_data_keys,
+    };
+    let data_key = match keyring.on_decrypt(&request).await {
+        Ok(Some(key)) => key,
+        Ok(None) => {
+            return Err(KeyringError::NoMatchingKey {
+                available: describe_encrypted_data_keys(&header.encrypted_data_keys),
+                tried: String::new(),
+            }
+            .into());
+        }
+        Err(e) => {
+            return Err(KeyringError::NoMatchingKey {
+                available: describe_encrypted_data_keys(&header.encrypted_data_keys),
+                tried: format!(" (tried: {e})"),
+            }
+            .into());
+        }
+    };
+    if data_key.len() != suite.key_len {
+        return Err(KeyringError::Unwrap {
+            keyring: keyring.describe(),
+            reason: format!(
+                "recovered a {}-byte data key; suite {suite} needs {}",
+                data_key.len(),
+                suite.key_len
+            ),
+        }
+        .into());
+    }
+    Ok(DecryptionMaterials {
+        data_key,
+        authenticate_only_context: authenticate_only,
+    })
+}

@@ -1,0 +1,103 @@
+//! Keyrings: who wraps and unwraps data keys.
+//!
+//! A keyring sees materials on the way in (encrypt: generate or wrap the data key) and
+//! the header's encrypted data keys on the way out (decrypt: recover the data key).
+//! Keyring calls are asynchronous because the AWS KMS keyring is a network client;
+//! the local keyrings complete immediately.
+
+mod materials;
+mod multi;
+mod raw_aes;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use materials::{
+    DecryptionMaterials, EncryptionMaterials, decryption_materials, encryption_materials,
+};
+pub use multi::MultiKeyring;
+pub use raw_aes::RawAesKeyring;
+
+use crate::crypto::DataKey;
+use crate::format::{AlgorithmSuite, EncryptedDataKey, EncryptionContext};
+
+/// What a keyring call returns.
+pub type KeyringFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, KeyringError>> + Send + 'a>>;
+
+/// What a keyring is asked to unwrap.
+#[derive(Debug)]
+pub struct DecryptRequest<'a> {
+    /// The message's suite; the recovered key must be `suite.key_len` bytes.
+    pub suite: AlgorithmSuite,
+    /// The full encryption context: the header's plus any reproduced pairs.
+    pub context: &'a EncryptionContext,
+    /// The header's encrypted data keys, in header order.
+    pub encrypted_data_keys: &'a [EncryptedDataKey],
+}
+
+/// Wraps and unwraps data keys.
+pub trait Keyring: Send + Sync + std::fmt::Debug {
+    /// Adds an encrypted data key to `materials`, first generating the data key if there
+    /// is none yet (the generator role).
+    fn on_encrypt<'a>(
+        &'a self,
+        materials: EncryptionMaterials,
+    ) -> KeyringFuture<'a, EncryptionMaterials>;
+
+    /// Recovers the data key from one of the encrypted data keys. `Ok(None)` means none
+    /// of them is this keyring's; `Err` means one was, but unwrapping it failed.
+    fn on_decrypt<'a>(
+        &'a self,
+        request: &'a DecryptRequest<'a>,
+    ) -> KeyringFuture<'a, Option<DataKey>>;
+
+    /// A short description for messages and reports, e.g. `raw-aes:ns:name`.
+    fn describe(&self) -> String;
+}
+
+/// Why a keyring failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyringError {
+    /// A key could not wrap the data key.
+    #[error("{keyring}: cannot wrap the data key: {reason}")]
+    Wrap {
+        /// Which keyring.
+        keyring: String,
+        /// Why.
+        reason: String,
+    },
+    /// An encrypted data key that belongs to this keyring did not unwrap.
+    #[error("{keyring}: cannot unwrap the data key: {reason}")]
+    Unwrap {
+        /// Which keyring.
+        keyring: String,
+        /// Why.
+        reason: String,
+    },
+    /// No keyring could recover the data key.
+    #[error("no configured key can decrypt this message; it was encrypted for: {available}{tried}")]
+    NoMatchingKey {
+        /// The encrypted data keys' providers, for the user to compare with their keys.
+        available: String,
+        /// Errors from keys that matched but failed, if any.
+        tried: String,
+    },
+    /// The random number generator failed.
+    #[error("random number generator failed: {0}")]
+    Random(#[from] getrandom::Error),
+}
+
+/// A readable list of an EDK list's providers: `namespace/key-name` or the KMS ARN.
+pub fn describe_encrypted_data_keys(edks: &[EncryptedDataKey]) -> String {
+    edks.iter()
+        .map(|edk| {
+            format!(
+                "{}/{}",
+                edk.provider_id,
+                String::from_utf8_lossy(raw_aes::key_name_part(&edk.provider_info))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

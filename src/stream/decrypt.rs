@@ -1,0 +1,386 @@
+//! Reading messages in two phases: [`read_header`] parses the header without any key,
+//! so the caller can check policy and ask a keyring for the data key; then a
+//! [`MessageDecryptor`] authenticates the header and decrypts the body.
+
+use std::io::{self, Read, Write};
+
+use rayon::prelude::*;
+
+use super::{DEFAULT_BATCH_BYTES, DecryptOptions, min_frames_per_task};
+use crate::Error;
+use crate::crypto::{
+    AeadKey, MessageHasher, VerifyingKey, commitment_matches, derive_message_keys,
+};
+use crate::format::{
+    BodyAad, ContentKind, ContentType, DecodeError, DecodeLimits, FINAL_FRAME_MARKER, FrameHeader,
+    Header, IV_LEN, PUBLIC_KEY_CONTEXT_KEY, REGULAR_FRAME_OVERHEAD, SingleBlockHeader, TAG_LEN,
+    decode_footer,
+};
+use crate::keys::DecryptionMaterials;
+
+/// Reads and parses a message header from `reader`.
+///
+/// Returns the header and any bytes read past it (the start of the body); chain them in
+/// front of `reader` for [`MessageDecryptor::decrypt`]. Reads at most
+/// `limits.max_header_len` bytes plus one read's worth.
+pub fn read_header<R: Read>(
+    reader: &mut R,
+    limits: &DecodeLimits,
+) -> Result<(Header, Vec<u8>), Error> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        match Header::decode(&buf, limits) {
+            Ok((header, used)) => {
+                if used > limits.max_header_len {
+                    return Err(DecodeError::HeaderTooLong {
+                        max: limits.max_header_len,
+                    }
+                    .into());
+                }
+                return Ok((header, buf.split_off(used)));
+            }
+            Err(DecodeError::Truncated { .. }) if buf.len() > limits.max_header_len => {
+                return Err(DecodeError::HeaderTooLong {
+                    max: limits.max_header_len,
+                }
+                .into());
+            }
+            Err(DecodeError::Truncated { needed }) => {
+                let n = read_some(reader, &mut chunk)?;
+                if n == 0 {
+                    return Err(Error::Truncated(format!(
+                        "input ends inside the header ({} of at least {needed} bytes)",
+                        buf.len()
+                    )));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Checks a parsed header against the decryption policy, before any key is fetched.
+pub(crate) fn check_policy(header: &Header, options: &DecryptOptions) -> Result<(), Error> {
+    let suite = header.body.suite;
+    if !options.commitment_policy.allows_decrypt(&suite) {
+        return Err(Error::CommitmentPolicy {
+            suite,
+            policy: options.commitment_policy,
+        });
+    }
+    Ok(())
+}
+
+/// Decrypts one message's body once its header has been authenticated.
+pub struct MessageDecryptor {
+    header: Header,
+    key: AeadKey,
+    verifier: Option<(VerifyingKey, MessageHasher)>,
+    max_frame_length: u32,
+}
+
+impl MessageDecryptor {
+    /// Checks the policy, the key commitment and the header tag.
+    pub fn new(
+        header: Header,
+        materials: &DecryptionMaterials,
+        options: &DecryptOptions,
+    ) -> Result<Self, Error> {
+        check_policy(&header, options)?;
+        let body = &header.body;
+        let suite = body.suite;
+        if materials.data_key.len() != suite.key_len {
+            return Err(Error::Config(format!(
+                "data key is {} bytes; suite {suite} needs {}",
+                materials.data_key.len(),
+                suite.key_len
+            )));
+        }
+        let keys = derive_message_keys(&suite, &materials.data_key, &body.message_id);
+        if let Some(expected) = &keys.commitment {
+            // Before anything else is trusted: a message that decrypts differently under
+            // different keys stops here.
+            if !commitment_matches(expected, &body.suite_data) {
+                return Err(Error::CommitmentMismatch);
+            }
+        }
+        let key = AeadKey::new(options.aead, &keys.content_key);
+        let mut aad = header.body_bytes.clone();
+        aad.extend_from_slice(&materials.authenticate_only_context.serialize()?);
+        key.open_in_place(&header.auth.iv, &aad, &mut [], &header.auth.tag)
+            .map_err(|_| Error::HeaderAuthentication)?;
+        let verifier = match suite.signature {
+            Some(curve) => {
+                let value = body.context.get(PUBLIC_KEY_CONTEXT_KEY).ok_or_else(|| {
+                    Error::Context(format!(
+                        "signed suite {suite} without {PUBLIC_KEY_CONTEXT_KEY}"
+                    ))
+                })?;
+                let mut hasher = MessageHasher::new(curve);
+                hasher.update(&header.to_bytes());
+                Some((VerifyingKey::from_base64(curve, value)?, hasher))
+            }
+            None if body.context.contains_key(PUBLIC_KEY_CONTEXT_KEY) => {
+                return Err(Error::Context(format!(
+                    "unsigned suite {suite} with {PUBLIC_KEY_CONTEXT_KEY} in its context"
+                )));
+            }
+            None => None,
+        };
+        Ok(Self {
+            header,
+            key,
+            verifier,
+            max_frame_length: options.limits.max_frame_length,
+        })
+    }
+
+    /// The authenticated header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Decrypts the body from `body` into `out` and returns the plaintext length.
+    ///
+    /// Each frame is written only after its tag verifies; the final frame of a signed
+    /// message only after the signature verifies. `out` still receives the plaintext of
+    /// earlier frames before a later frame fails, so write to a temporary destination and
+    /// publish it only when this returns `Ok` (the CLI and pipeline do).
+    pub fn decrypt<R: Read, W: Write>(mut self, body: &mut R, out: &mut W) -> Result<u64, Error> {
+        let plaintext_len = match self.header.body.content_type {
+            ContentType::Framed => self.decrypt_frames(body, out)?,
+            ContentType::NonFramed => self.decrypt_single_block(body, out)?,
+        };
+        Ok(plaintext_len)
+    }
+
+    fn decrypt_frames<R: Read, W: Write>(
+        &mut self,
+        body: &mut R,
+        out: &mut W,
+    ) -> Result<u64, Error> {
+        let l = self.header.body.frame_length as usize;
+        let stride = l + REGULAR_FRAME_OVERHEAD;
+        let per_batch = (DEFAULT_BATCH_BYTES / l).max(1);
+        let message_id = self.header.body.message_id.clone();
+        let mut batch: Vec<u8> = Vec::new();
+        let mut expected: u64 = 1;
+        let mut written = 0u64;
+        loop {
+            batch.clear();
+            let first_seq = expected;
+            let mut final_frame = None;
+            while batch.len() / stride < per_batch {
+                let mut start = [0u8; 4];
+                read_exact_or_truncated(body, &mut start, || {
+                    format!(
+                        "input ends after frame {} without a final frame",
+                        expected - 1
+                    )
+                })?;
+                if u32::from_be_bytes(start) == FINAL_FRAME_MARKER {
+                    final_frame = Some(self.read_final_frame(body, expected)?);
+                    break;
+                }
+                let seq = u32::from_be_bytes(start);
+                if u64::from(seq) != expected {
+                    return Err(Error::FrameSequence {
+                        expected,
+                        found: seq,
+                    });
+                }
+                let slot_start = batch.len();
+                batch.extend_from_slice(&start);
+                read_bounded(body, &mut batch, stride - 4, || {
+                    format!("input ends inside frame {seq}")
+                })?;
+                if let Some((_, hasher)) = &mut self.verifier {
+                    hasher.update(&batch[slot_start..]);
+                }
+                expected += 1;
+            }
+            let key = &self.key;
+            batch
+                .par_chunks_mut(stride)
+                .with_min_len(min_frames_per_task(l))
+                .enumerate()
+                .try_for_each(|(i, slot)| {
+                    let seq = (first_seq + i as u64) as u32;
+                    let (head, rest) = slot.split_at_mut(4 + IV_LEN);
+                    let iv: &[u8; IV_LEN] = head[4..].try_into().expect("IV bytes");
+                    let (content, tag) = rest.split_at_mut(l);
+                    let tag: &[u8; TAG_LEN] = (&*tag).try_into().expect("tag bytes");
+                    let aad = BodyAad::new(&message_id, ContentKind::Frame, seq, l as u64);
+                    key.open_in_place(iv, aad.as_bytes(), content, tag)
+                        .map_err(|_| Error::FrameAuthentication { seq })
+                })?;
+            for slot in batch.chunks(stride) {
+                out.write_all(&slot[4 + IV_LEN..4 + IV_LEN + l])?;
+            }
+            written += batch.len() as u64 / stride as u64 * l as u64;
+            if let Some(plaintext) = final_frame {
+                self.finish(body)?;
+                out.write_all(&plaintext)?;
+                return Ok(written + plaintext.len() as u64);
+            }
+        }
+    }
+
+    /// Reads and opens the final frame (its marker already consumed).
+    fn read_final_frame<R: Read>(&mut self, body: &mut R, expected: u64) -> Result<Vec<u8>, Error> {
+        let mut head = [0u8; 4 + 4 + IV_LEN + 4];
+        head[..4].copy_from_slice(&FINAL_FRAME_MARKER.to_be_bytes());
+        read_exact_or_truncated(body, &mut head[4..], || {
+            "input ends inside the final frame header".into()
+        })?;
+        let (fh, _) = FrameHeader::decode(&head, self.header.body.frame_length)?;
+        if u64::from(fh.seq) != expected {
+            return Err(Error::FrameSequence {
+                expected,
+                found: fh.seq,
+            });
+        }
+        let len = fh.content_len(self.header.body.frame_length) as usize;
+        let mut content = Vec::new();
+        read_bounded(body, &mut content, len + TAG_LEN, || {
+            "input ends inside the final frame".into()
+        })?;
+        if let Some((_, hasher)) = &mut self.verifier {
+            hasher.update(&head);
+            hasher.update(&content);
+        }
+        let tag: [u8; TAG_LEN] = content[len..].try_into().expect("tag bytes");
+        content.truncate(len);
+        let aad = BodyAad::new(
+            &self.header.body.message_id,
+            ContentKind::FinalFrame,
+            fh.seq,
+            len as u64,
+        );
+        self.key
+            .open_in_place(&fh.iv, aad.as_bytes(), &mut content, &tag)
+            .map_err(|_| Error::FrameAuthentication { seq: fh.seq })?;
+        Ok(content)
+    }
+
+    fn decrypt_single_block<R: Read, W: Write>(
+        &mut self,
+        body: &mut R,
+        out: &mut W,
+    ) -> Result<u64, Error> {
+        let mut head = [0u8; SingleBlockHeader::LEN];
+        read_exact_or_truncated(body, &mut head, || {
+            "input ends inside the body header".into()
+        })?;
+        let block = SingleBlockHeader::decode(&head)?;
+        // The whole content must be held before its single tag can be checked, so it is
+        // bounded like a frame.
+        let max = u64::from(self.max_frame_length);
+        if block.content_len > max {
+            return Err(DecodeError::FrameTooLong {
+                len: block.content_len,
+                max: max as u32,
+            }
+            .into());
+        }
+        let len = block.content_len as usize;
+        let mut content = Vec::new();
+        read_bounded(body, &mut content, len + TAG_LEN, || {
+            "input ends inside the non-framed content".into()
+        })?;
+        if let Some((_, hasher)) = &mut self.verifier {
+            hasher.update(&head);
+            hasher.update(&content);
+        }
+        let tag: [u8; TAG_LEN] = content[len..].try_into().expect("tag bytes");
+        content.truncate(len);
+        let aad = BodyAad::new(
+            &self.header.body.message_id,
+            ContentKind::SingleBlock,
+            1,
+            len as u64,
+        );
+        self.key
+            .open_in_place(&block.iv, aad.as_bytes(), &mut content, &tag)
+            .map_err(|_| Error::FrameAuthentication { seq: 1 })?;
+        self.finish(body)?;
+        out.write_all(&content)?;
+        Ok(len as u64)
+    }
+
+    /// Verifies the footer (signed suites) and that nothing follows the message.
+    fn finish<R: Read>(&mut self, body: &mut R) -> Result<(), Error> {
+        if let Some((key, hasher)) = self.verifier.take() {
+            let mut len = [0u8; 2];
+            read_exact_or_truncated(body, &mut len, || "input ends before the footer".into())?;
+            let mut footer = len.to_vec();
+            read_bounded(body, &mut footer, u16::from_be_bytes(len) as usize, || {
+                "input ends inside the footer".into()
+            })?;
+            let (signature, _) = decode_footer(&footer)?;
+            key.verify(hasher, signature)?;
+        }
+        let mut probe = [0u8; 1];
+        if read_some(body, &mut probe)? != 0 {
+            return Err(Error::TrailingData);
+        }
+        Ok(())
+    }
+}
+
+/// Decrypts one message from `input` to `out`: reads the header, checks the policy,
+/// asks `materials_for` for the data key (the keyring step), then authenticates and
+/// decrypts. Returns the header and the plaintext length.
+pub fn decrypt_with<R: Read, W: Write>(
+    input: &mut R,
+    out: &mut W,
+    options: &DecryptOptions,
+    materials_for: impl FnOnce(&Header) -> Result<DecryptionMaterials, Error>,
+) -> Result<(Header, u64), Error> {
+    let (header, rest) = read_header(input, &options.limits)?;
+    check_policy(&header, options)?;
+    let materials = materials_for(&header)?;
+    let decryptor = MessageDecryptor::new(header, &materials, options)?;
+    let header = decryptor.header().clone();
+    let mut body = io::Cursor::new(rest).chain(input);
+    let len = decryptor.decrypt(&mut body, out)?;
+    Ok((header, len))
+}
+
+fn read_some<R: Read>(reader: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match reader.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+fn read_exact_or_truncated<R: Read>(
+    reader: &mut R,
+    buf: &mut [u8],
+    what: impl FnOnce() -> String,
+) -> Result<(), Error> {
+    reader.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => Error::Truncated(what()),
+        _ => Error::Io(e),
+    })
+}
+
+/// Appends exactly `len` bytes to `buf`. Memory grows with the bytes actually read, so a
+/// hostile length cannot make us allocate more than the input really holds.
+fn read_bounded<R: Read>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    len: usize,
+    what: impl FnOnce() -> String,
+) -> Result<(), Error> {
+    let before = buf.len();
+    reader.take(len as u64).read_to_end(buf)?;
+    if buf.len() - before != len {
+        return Err(Error::Truncated(what()));
+    }
+    Ok(())
+}

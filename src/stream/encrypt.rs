@@ -1,0 +1,355 @@
+//! Writing messages: the header, frames sealed in parallel batches, the final frame and
+//! the footer.
+
+use std::io::{self, Read, Write};
+
+use rayon::prelude::*;
+
+use super::{EncryptOptions, min_frames_per_task};
+use crate::Error;
+use crate::crypto::{AeadKey, MessageHasher, SigningKey, derive_message_keys, random_bytes};
+use crate::format::{
+    BodyAad, ContentKind, ContentType, FINAL_FRAME_OVERHEAD, FrameHeader, HeaderBody, IV_LEN,
+    REGULAR_FRAME_OVERHEAD, TAG_LEN, encode_footer, frame_iv,
+};
+use crate::keys::EncryptionMaterials;
+
+/// The last sequence number a regular frame may carry: `0xFFFFFFFF` is the final-frame
+/// marker, so only the final frame can use it.
+const MAX_REGULAR_SEQ: u64 = u32::MAX as u64 - 1;
+
+/// Seals one message's frames in order; owns the content key and the running signature
+/// hash.
+struct FrameSealer {
+    message_id: Vec<u8>,
+    key: AeadKey,
+    frame_length: usize,
+    next_seq: u64,
+    signer: Option<(SigningKey, MessageHasher)>,
+}
+
+impl FrameSealer {
+    /// Derives the message keys and builds the authenticated header.
+    fn start(
+        materials: &EncryptionMaterials,
+        options: &EncryptOptions,
+        message_id: Option<[u8; 32]>,
+    ) -> Result<(Self, Vec<u8>), Error> {
+        options.validate()?;
+        let suite = materials.suite;
+        if !suite.is_committing() {
+            return Err(Error::Config(format!(
+                "sealpipe writes only key-committing suites (0x0478, 0x0578), not {suite}"
+            )));
+        }
+        let data_key = materials
+            .data_key
+            .as_ref()
+            .filter(|k| k.len() == suite.key_len)
+            .ok_or_else(|| {
+                Error::Config("materials carry no data key of the suite's length".into())
+            })?;
+        let message_id = match message_id {
+            Some(id) => id,
+            None => {
+                let mut id = [0u8; 32];
+                random_bytes(&mut id)?;
+                id
+            }
+        };
+        let keys = derive_message_keys(&suite, data_key, &message_id);
+        let body = HeaderBody {
+            suite,
+            message_id: message_id.to_vec(),
+            context: materials.stored_context(),
+            encrypted_data_keys: materials.encrypted_data_keys.clone(),
+            content_type: ContentType::Framed,
+            frame_length: options.frame_length,
+            suite_data: keys.commitment.map(|c| c.to_vec()).unwrap_or_default(),
+        };
+        let mut header = body.encode()?;
+        let key = AeadKey::new(options.aead, &keys.content_key);
+        let mut aad = header.clone();
+        aad.extend_from_slice(&materials.authenticate_only_context().serialize()?);
+        let tag = key.seal_in_place(&[0u8; IV_LEN], &aad, &mut []);
+        header.extend_from_slice(&tag);
+        let signer = match (&materials.signing_key, suite.signature) {
+            (Some(k), Some(curve)) if k.curve() == curve => {
+                let mut hasher = MessageHasher::new(curve);
+                hasher.update(&header);
+                Some((k.clone(), hasher))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(Error::Config(
+                    "the signing key does not match the suite's signature algorithm".into(),
+                ));
+            }
+        };
+        Ok((
+            Self {
+                message_id: message_id.to_vec(),
+                key,
+                frame_length: options.frame_length as usize,
+                next_seq: 1,
+                signer,
+            },
+            header,
+        ))
+    }
+
+    /// Seals `plaintext` (a whole number of frames) as regular frames into `out`, which
+    /// must be exactly `frames * (frame_length + 32)` bytes.
+    fn seal_regular(&mut self, plaintext: &[u8], out: &mut [u8]) -> Result<(), Error> {
+        let l = self.frame_length;
+        let frames = plaintext.len() / l;
+        debug_assert_eq!(plaintext.len() % l, 0);
+        debug_assert_eq!(out.len(), frames * (l + REGULAR_FRAME_OVERHEAD));
+        let first = self.next_seq;
+        if first + frames as u64 - 1 > MAX_REGULAR_SEQ {
+            return Err(Error::TooLarge("a message holds at most 2^32 - 1 frames"));
+        }
+        let (key, message_id) = (&self.key, &self.message_id[..]);
+        out.par_chunks_mut(l + REGULAR_FRAME_OVERHEAD)
+            .zip(plaintext.par_chunks(l))
+            .with_min_len(min_frames_per_task(l))
+            .enumerate()
+            .for_each(|(i, (slot, pt))| {
+                let seq = (first + i as u64) as u32;
+                let (head, rest) = slot.split_at_mut(4 + IV_LEN);
+                FrameHeader::encode_regular(seq, head.try_into().expect("4 + IV bytes"));
+                let (content, tag) = rest.split_at_mut(l);
+                content.copy_from_slice(pt);
+                let aad = BodyAad::new(message_id, ContentKind::Frame, seq, l as u64);
+                tag.copy_from_slice(&key.seal_in_place(&frame_iv(seq), aad.as_bytes(), content));
+            });
+        self.next_seq += frames as u64;
+        if let Some((_, hasher)) = &mut self.signer {
+            hasher.update(out);
+        }
+        Ok(())
+    }
+
+    /// Appends the final frame (0 ..= frame_length bytes) and, for signing suites, the
+    /// footer.
+    fn seal_final(mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        debug_assert!(plaintext.len() <= self.frame_length);
+        let seq = u32::try_from(self.next_seq)
+            .map_err(|_| Error::TooLarge("a message holds at most 2^32 - 1 frames"))?;
+        let start = out.len();
+        FrameHeader::encode_final(seq, plaintext.len() as u32, out);
+        let content_start = out.len();
+        out.extend_from_slice(plaintext);
+        let aad = BodyAad::new(
+            &self.message_id,
+            ContentKind::FinalFrame,
+            seq,
+            plaintext.len() as u64,
+        );
+        let tag = self
+            .key
+            .seal_in_place(&frame_iv(seq), aad.as_bytes(), &mut out[content_start..]);
+        out.extend_from_slice(&tag);
+        if let Some((key, mut hasher)) = self.signer.take() {
+            hasher.update(&out[start..]);
+            encode_footer(&key.sign(hasher)?, out);
+        }
+        Ok(())
+    }
+}
+
+/// Encrypts a whole in-memory plaintext into one message, sealing frames on the rayon
+/// pool. `message_id` is for reproducible output (tests); pass `None` for a random one.
+///
+/// `out` is overwritten. Reusing it across calls avoids faulting in fresh pages.
+pub fn encrypt_to_vec(
+    materials: &EncryptionMaterials,
+    options: &EncryptOptions,
+    message_id: Option<[u8; 32]>,
+    plaintext: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), Error> {
+    let (mut sealer, header) = FrameSealer::start(materials, options, message_id)?;
+    let l = options.frame_length as usize;
+    // The final frame always carries at least one byte unless the plaintext is empty.
+    let regular = plaintext.len().saturating_sub(1) / l;
+    let (body, last) = plaintext.split_at(regular * l);
+    let frames_len = regular * (l + REGULAR_FRAME_OVERHEAD);
+    let total = header.len() + frames_len + FINAL_FRAME_OVERHEAD + last.len();
+    if out.len() < total {
+        // A fresh zeroed allocation comes from the OS lazily; pages are faulted in by
+        // the threads that seal into them.
+        *out = vec![0u8; total];
+    }
+    out.truncate(header.len() + frames_len);
+    out[..header.len()].copy_from_slice(&header);
+    sealer.seal_regular(body, &mut out[header.len()..])?;
+    sealer.seal_final(last, out)
+}
+
+/// A [`Write`] that encrypts everything written to it into one message on `inner`.
+///
+/// Call [`finish`](Self::finish) at the end: it writes the final frame (and footer);
+/// dropping the writer without it leaves an incomplete message that no reader accepts.
+pub struct EncryptingWriter<W: Write> {
+    inner: W,
+    sealer: Option<FrameSealer>,
+    /// Plaintext not yet sealed: `pending[..filled]`.
+    pending: Vec<u8>,
+    filled: usize,
+    /// Plaintext bytes sealed per batch (whole frames).
+    batch_len: usize,
+    out: Vec<u8>,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl<W: Write> EncryptingWriter<W> {
+    /// Starts a message on `inner`, writing its header immediately.
+    pub fn new(
+        inner: W,
+        materials: &EncryptionMaterials,
+        options: &EncryptOptions,
+    ) -> Result<Self, Error> {
+        Self::with_message_id(inner, materials, options, None)
+    }
+
+    /// Like [`new`](Self::new), with a chosen message ID (for reproducible output).
+    pub fn with_message_id(
+        mut inner: W,
+        materials: &EncryptionMaterials,
+        options: &EncryptOptions,
+        message_id: Option<[u8; 32]>,
+    ) -> Result<Self, Error> {
+        let (sealer, header) = FrameSealer::start(materials, options, message_id)?;
+        inner.write_all(&header)?;
+        let batch_len = options.frames_per_batch() * options.frame_length as usize;
+        Ok(Self {
+            inner,
+            sealer: Some(sealer),
+            pending: Vec::new(),
+            filled: 0,
+            batch_len,
+            out: Vec::new(),
+            bytes_in: 0,
+            bytes_out: header.len() as u64,
+        })
+    }
+
+    /// Reads `reader` to its end, encrypting as it goes. Reads go straight into the
+    /// batch buffer, with no intermediate copy.
+    pub fn copy_from<R: Read>(&mut self, reader: &mut R) -> io::Result<u64> {
+        let mut total = 0u64;
+        loop {
+            self.reserve_pending();
+            let n = match reader.read(&mut self.pending[self.filled..]) {
+                Ok(0) => return Ok(total),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.filled += n;
+            total += n as u64;
+            self.bytes_in += n as u64;
+            self.seal_full_batches()?;
+        }
+    }
+
+    /// Grows the pending buffer (up to one batch plus one frame) so a read has room.
+    fn reserve_pending(&mut self) {
+        if self.filled < self.pending.len() {
+            return;
+        }
+        let cap = self.batch_len + self.sealer.as_ref().map_or(1, |s| s.frame_length);
+        let grown = (self.pending.len() * 2).clamp(64 * 1024, cap.max(64 * 1024));
+        self.pending.resize(grown, 0);
+    }
+
+    /// Seals whole batches while more plaintext than one batch is pending: the batch is
+    /// then certainly not the end of the message.
+    fn seal_full_batches(&mut self) -> io::Result<()> {
+        while self.filled > self.batch_len {
+            let sealer = self.sealer.as_mut().expect("not finished");
+            let frames = self.batch_len / sealer.frame_length;
+            let out_len = frames * (sealer.frame_length + REGULAR_FRAME_OVERHEAD);
+            self.out.resize(out_len, 0);
+            sealer
+                .seal_regular(&self.pending[..self.batch_len], &mut self.out)
+                .map_err(io::Error::other)?;
+            self.inner.write_all(&self.out)?;
+            self.bytes_out += out_len as u64;
+            self.pending.copy_within(self.batch_len..self.filled, 0);
+            self.filled -= self.batch_len;
+        }
+        Ok(())
+    }
+
+    /// Seals what is left as the last frames, writes the footer, flushes, and returns the
+    /// inner writer.
+    pub fn finish(mut self) -> Result<(W, EncryptSummary), Error> {
+        let sealer = self.sealer.take().expect("finish is called once");
+        let mut sealer = sealer;
+        let l = sealer.frame_length;
+        let rest = &self.pending[..self.filled];
+        let regular = rest.len().saturating_sub(1) / l;
+        let (body, last) = rest.split_at(regular * l);
+        self.out.resize(regular * (l + REGULAR_FRAME_OVERHEAD), 0);
+        sealer.seal_regular(body, &mut self.out)?;
+        sealer.seal_final(last, &mut self.out)?;
+        self.inner.write_all(&self.out)?;
+        self.inner.flush()?;
+        self.bytes_out += self.out.len() as u64;
+        Ok((
+            self.inner,
+            EncryptSummary {
+                plaintext_bytes: self.bytes_in,
+                message_bytes: self.bytes_out,
+            },
+        ))
+    }
+}
+
+impl<W: Write> Write for EncryptingWriter<W> {
+    fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
+        let written = buf.len();
+        while !buf.is_empty() {
+            self.reserve_pending();
+            let n = buf.len().min(self.pending.len() - self.filled);
+            self.pending[self.filled..self.filled + n].copy_from_slice(&buf[..n]);
+            self.filled += n;
+            self.bytes_in += n as u64;
+            buf = &buf[n..];
+            self.seal_full_batches()?;
+        }
+        Ok(written)
+    }
+
+    /// Flushes the inner writer. Pending plaintext stays pending: frames are sealed only
+    /// when full, or at [`finish`](Self::finish).
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Sizes of one written message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EncryptSummary {
+    /// Plaintext bytes consumed.
+    pub plaintext_bytes: u64,
+    /// Message bytes written (header, frames, footer).
+    pub message_bytes: u64,
+}
+
+/// Encrypts all of `reader` into one message on `writer`.
+pub fn encrypt_stream<R: Read, W: Write>(
+    materials: &EncryptionMaterials,
+    options: &EncryptOptions,
+    reader: &mut R,
+    writer: W,
+) -> Result<EncryptSummary, Error> {
+    let mut enc = EncryptingWriter::new(writer, materials, options)?;
+    enc.copy_from(reader)?;
+    Ok(enc.finish()?.1)
+}
+
+const _: () = assert!(TAG_LEN == 16);

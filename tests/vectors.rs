@@ -1,0 +1,190 @@
+//! The official ESDK decrypt vectors: 132 Raw AES messages over all eleven suites, and
+//! the 46 key-commitment cases (five must fail). Both AEAD backends run every vector.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::Value;
+
+use sealpipe::crypto::{AeadBackend, DataKey};
+use sealpipe::format::EncryptionContext;
+use sealpipe::keys::{DecryptionMaterials, Keyring, MultiKeyring};
+use sealpipe::stream::{self, DecryptOptions};
+use sealpipe::{CommitmentPolicy, Error};
+
+fn legacy_options(aead: AeadBackend) -> DecryptOptions {
+    DecryptOptions {
+        commitment_policy: CommitmentPolicy::RequireEncryptAllowDecrypt,
+        aead,
+        ..Default::default()
+    }
+}
+
+fn keyring_for(desc: &Value, keys: &Value) -> Arc<dyn Keyring> {
+    match desc["type"].as_str().unwrap() {
+        "raw" => {
+            assert_eq!(desc["encryption-algorithm"], "aes");
+            let key = &keys[desc["key"].as_str().unwrap()];
+            let material = B64.decode(key["material"].as_str().unwrap()).unwrap();
+            common::raw_keyring(
+                desc["provider-id"].as_str().unwrap(),
+                key["key-id"].as_str().unwrap(),
+                &material,
+            )
+        }
+        "multi-keyring" => {
+            let children = desc["childKeyrings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| keyring_for(c, keys))
+                .collect();
+            Arc::new(MultiKeyring::new(
+                keyring_for(&desc["generator"], keys),
+                children,
+            ))
+        }
+        "required-encryption-context-cmm" => keyring_for(&desc["underlying"], keys),
+        other => panic!("unexpected key description type {other}"),
+    }
+}
+
+fn context_from(v: &Value) -> EncryptionContext {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_raw_aes_vector_decrypts_to_its_plaintext_on_both_backends() {
+    let dir = common::vectors_dir().join("raw-aes");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("decrypt-manifest.json")).unwrap()).unwrap();
+    let keys: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("keys.json")).unwrap()).unwrap();
+    let keys = &keys["keys"];
+    let plaintext = std::fs::read(dir.join("plaintexts/small")).unwrap();
+    let tests = manifest["tests"].as_object().unwrap();
+    assert_eq!(tests.len(), 132);
+    let mut suites = BTreeSet::new();
+    let mut failures = Vec::new();
+    for (id, test) in tests {
+        let scenario = &test["decryption-scenario"];
+        let path = scenario["ciphertext"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("file://");
+        let message = std::fs::read(dir.join(path)).unwrap();
+        let keyring = keyring_for(&scenario["decryptKeyDescription"], keys);
+        let reproduced = context_from(&scenario["reproduced-encryption-context"]);
+        for aead in [AeadBackend::Ring, AeadBackend::RustCrypto] {
+            match common::decrypt(
+                keyring.as_ref(),
+                &reproduced,
+                &legacy_options(aead),
+                &message,
+            ) {
+                Ok((header, out)) if out == plaintext => {
+                    suites.insert(header.body.suite.id);
+                }
+                Ok(_) => failures.push(format!("{id} ({aead}): wrong plaintext")),
+                Err(e) => failures.push(format!("{id} ({aead}): {e}")),
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert_eq!(suites.len(), 11, "suites covered: {suites:x?}");
+}
+
+#[test]
+fn legacy_vectors_are_refused_under_the_default_policy() {
+    let dir = common::vectors_dir().join("raw-aes");
+    // 0x0178, raw aes-256: a v1 message.
+    let message =
+        std::fs::read(dir.join("ciphertexts/89fcac4e-189f-489c-b214-88a9cffd9c0e")).unwrap();
+    let keyring = common::raw_keyring(
+        "aws-raw-vectors-persistent-aes-256",
+        "aes-256",
+        &B64.decode("AAECAwQFBgcICRAREhMUFRYXGBkgISIjJCUmJygpMDE=")
+            .unwrap(),
+    );
+    let err = common::decrypt(
+        keyring.as_ref(),
+        &Default::default(),
+        &Default::default(),
+        &message,
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::CommitmentPolicy { .. }), "{err}");
+    assert!(
+        err.to_string().contains("require-encrypt-allow-decrypt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn commitment_vectors_give_the_expected_outcome() {
+    let path = common::vectors_dir().join("commitment/commitment-test-vectors.json");
+    let doc: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let cases = doc["tests"].as_array().unwrap();
+    assert_eq!(cases.len(), 46);
+    let mut rejected = Vec::new();
+    let mut failures = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let n = i + 1;
+        let message = B64.decode(case["ciphertext"].as_str().unwrap()).unwrap();
+        let dek = B64.decode(case["decrypted-dek"].as_str().unwrap()).unwrap();
+        let should_pass = case["status"] == Value::Bool(true) || case["status"] == "True";
+        for aead in [AeadBackend::Ring, AeadBackend::RustCrypto] {
+            let mut out = Vec::new();
+            let options = DecryptOptions {
+                aead,
+                ..Default::default()
+            };
+            let result = stream::decrypt_with(&mut &message[..], &mut out, &options, |_| {
+                Ok(DecryptionMaterials {
+                    data_key: DataKey::new(dek.clone()),
+                    authenticate_only_context: Default::default(),
+                })
+            });
+            match (should_pass, result) {
+                (true, Ok(_)) => {
+                    let expected: String = case["plaintext-frames"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|f| f.as_str().unwrap())
+                        .collect();
+                    if out != expected.as_bytes() {
+                        failures.push(format!("case {n} ({aead}): wrong plaintext"));
+                    }
+                }
+                (true, Err(e)) => failures.push(format!("case {n} ({aead}): {e}")),
+                (false, Ok(_)) => {
+                    failures.push(format!("case {n} ({aead}): decrypted but must fail"))
+                }
+                (false, Err(Error::CommitmentMismatch)) => {
+                    if aead == AeadBackend::Ring {
+                        rejected.push(n);
+                    }
+                }
+                (false, Err(e)) => failures.push(format!("case {n} ({aead}): wrong error: {e}")),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(rejected, vec![2, 12, 13, 20, 21]);
+}
