@@ -1,0 +1,1 @@
+//! Throughput measurement (placeholder; being written).
