@@ -43,6 +43,8 @@ pub mod crypto;
 mod error;
 pub mod format;
 pub mod keys;
+pub mod pipeline;
+pub mod store;
 pub mod stream;
 
 pub use error::Error;

@@ -125,6 +125,24 @@ impl AlgorithmSuite {
         Self::ALL.iter().copied().find(|s| s.id == id)
     }
 
+    /// The suite's name in the ESDK specification.
+    pub fn name(&self) -> &'static str {
+        match self.id {
+            0x0014 => "AES_128_GCM_IV12_TAG16_NO_KDF",
+            0x0046 => "AES_192_GCM_IV12_TAG16_NO_KDF",
+            0x0078 => "AES_256_GCM_IV12_TAG16_NO_KDF",
+            0x0114 => "AES_128_GCM_IV12_TAG16_HKDF_SHA256",
+            0x0146 => "AES_192_GCM_IV12_TAG16_HKDF_SHA256",
+            0x0178 => "AES_256_GCM_IV12_TAG16_HKDF_SHA256",
+            0x0214 => "AES_128_GCM_IV12_TAG16_HKDF_SHA256_ECDSA_P256",
+            0x0346 => "AES_192_GCM_IV12_TAG16_HKDF_SHA384_ECDSA_P384",
+            0x0378 => "AES_256_GCM_IV12_TAG16_HKDF_SHA384_ECDSA_P384",
+            0x0478 => "AES_256_GCM_HKDF_SHA512_COMMIT_KEY",
+            0x0578 => "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384",
+            _ => "UNKNOWN",
+        }
+    }
+
     /// Whether the suite commits to its data key (v2 suites).
     pub fn is_committing(&self) -> bool {
         self.kdf == Kdf::HkdfSha512Committing

@@ -1,0 +1,96 @@
+//! `config.toml`: the job file. Flags override it; it overrides built-in defaults.
+//! Relative paths in it are relative to the file's own directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// The whole file. Every section and field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub job: JobSection,
+    #[serde(default)]
+    pub encrypt: EncryptSection,
+    #[serde(default)]
+    pub decrypt: DecryptSection,
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+    /// The directory the file is in; relative paths resolve against it.
+    #[serde(skip)]
+    pub base: PathBuf,
+}
+
+/// `[job]`: what `sealpipe run` does.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSection {
+    /// `encrypt` or `decrypt`.
+    pub mode: Option<String>,
+    pub source: Option<PathBuf>,
+    pub destination: Option<PathBuf>,
+    /// After encrypting, decrypt into this directory and compare with the source.
+    pub verify_destination: Option<PathBuf>,
+    /// Key references, as for `--key`.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Create a missing raw-aes key file (local development only).
+    #[serde(default)]
+    pub create_missing_dev_key: bool,
+    /// Encryption context pairs.
+    #[serde(default)]
+    pub context: BTreeMap<String, String>,
+}
+
+/// `[encrypt]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptSection {
+    pub suite: Option<String>,
+    pub frame_length: Option<u32>,
+}
+
+/// `[decrypt]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecryptSection {
+    pub commitment_policy: Option<String>,
+    pub max_encrypted_data_keys: Option<u16>,
+    pub max_header_size: Option<usize>,
+    pub max_frame_length: Option<u32>,
+    #[serde(default)]
+    pub reproduced_context: BTreeMap<String, String>,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSection {
+    pub aead: Option<String>,
+    pub concurrency: Option<usize>,
+    pub report: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut config: Config = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        config.base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(""))
+            .to_path_buf();
+        Ok(config)
+    }
+
+    /// `path` resolved against the file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.base.join(path)
+    }
+}

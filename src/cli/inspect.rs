@@ -1,0 +1,56 @@
+//! `sealpipe inspect`: a message header as JSON, without any key.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use anyhow::Context;
+use sealpipe::format::{ContentType, DecodeLimits, MessageVersion};
+use serde_json::json;
+
+use super::Outcome;
+
+pub fn run(path: &Path) -> anyhow::Result<Outcome> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let (header, _) =
+        sealpipe::stream::read_header(&mut BufReader::new(file), &DecodeLimits::default())
+            .with_context(|| format!("{} is not a readable ESDK message", path.display()))?;
+    let body = &header.body;
+    let edks: Vec<_> = body
+        .encrypted_data_keys
+        .iter()
+        .map(|edk| {
+            let raw_aes = raw_aes_info(&edk.provider_info);
+            json!({
+                "provider_id": edk.provider_id,
+                "provider_info": match std::str::from_utf8(&edk.provider_info) {
+                    Ok(s) if raw_aes.is_none() => s.to_string(),
+                    _ => hex::encode(&edk.provider_info),
+                },
+                "key_name": raw_aes,
+                "ciphertext_length": edk.ciphertext.len(),
+            })
+        })
+        .collect();
+    let doc = json!({
+        "file": path.display().to_string(),
+        "version": match body.suite.version { MessageVersion::V1 => "1.0", MessageVersion::V2 => "2.0" },
+        "suite": { "id": format!("0x{:04X}", body.suite.id), "name": body.suite.name() },
+        "message_id": hex::encode(&body.message_id),
+        "encryption_context": body.context.as_map(),
+        "encrypted_data_keys": edks,
+        "content_type": match body.content_type { ContentType::Framed => "framed", ContentType::NonFramed => "non-framed" },
+        "frame_length": body.frame_length,
+        "commitment": (!body.suite_data.is_empty()).then(|| hex::encode(&body.suite_data)),
+        "header_length": header.to_bytes().len(),
+    });
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(Outcome::Success)
+}
+
+/// The key name of a Raw AES provider info (`name || 128 || 12 || IV`), if it is one.
+fn raw_aes_info(info: &[u8]) -> Option<String> {
+    let n = info.len().checked_sub(20)?;
+    (info[n..n + 8] == [0, 0, 0, 128, 0, 0, 0, 12])
+        .then(|| String::from_utf8_lossy(&info[..n]).into_owned())
+}

@@ -1,0 +1,99 @@
+//! Progress on long jobs: a bar on a terminal, a plain line every few seconds otherwise
+//! (cron, CI logs). Rendering only reads the job's atomic counters.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use sealpipe::pipeline::Stats;
+
+/// A running progress display; stops when dropped.
+pub struct Progress {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Progress {
+    /// Starts rendering `stats` on stderr, unless `quiet`.
+    pub fn start(stats: Arc<Stats>, quiet: bool) -> Self {
+        if quiet {
+            return Self {
+                stop: None,
+                task: None,
+            };
+        }
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let terminal = std::io::stderr().is_terminal();
+        let task = tokio::spawn(async move {
+            let bar = terminal.then(|| {
+                let bar = ProgressBar::new(0);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} \
+                         ({bytes_per_sec}, eta {eta}) {msg}",
+                    )
+                    .expect("valid template"),
+                );
+                bar
+            });
+            let started = Instant::now();
+            let period = if terminal {
+                Duration::from_millis(200)
+            } else {
+                Duration::from_secs(5)
+            };
+            loop {
+                let done = tokio::select! {
+                    _ = &mut rx => true,
+                    _ = tokio::time::sleep(period) => false,
+                };
+                let line = status_line(&stats);
+                match &bar {
+                    Some(bar) => {
+                        bar.set_length(stats.bytes_planned.load(Relaxed));
+                        bar.set_position(stats.bytes_in.load(Relaxed));
+                        bar.set_message(line);
+                    }
+                    None if !done => {
+                        eprintln!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64())
+                    }
+                    None => {}
+                }
+                if done {
+                    if let Some(bar) = bar {
+                        bar.finish_and_clear();
+                    }
+                    return;
+                }
+            }
+        });
+        Self {
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops rendering and clears the bar.
+    pub async fn finish(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+fn status_line(stats: &Stats) -> String {
+    format!(
+        "objects {}/{} ({} failed, {} skipped), {} MiB in, data keys {}",
+        stats.objects_done(),
+        stats.objects_planned.load(Relaxed),
+        stats.objects_failed.load(Relaxed),
+        stats.objects_skipped.load(Relaxed),
+        stats.bytes_in.load(Relaxed) >> 20,
+        stats.data_keys.load(Relaxed),
+    )
+}

@@ -1,0 +1,144 @@
+//! Counters a job updates and a progress display polls, and the final report.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use super::Mode;
+
+/// Live counters of one job.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Objects found by listing.
+    pub objects_planned: AtomicU64,
+    /// Bytes found by listing.
+    pub bytes_planned: AtomicU64,
+    /// Objects written successfully.
+    pub objects_ok: AtomicU64,
+    /// Objects that failed.
+    pub objects_failed: AtomicU64,
+    /// Entries deliberately not processed.
+    pub objects_skipped: AtomicU64,
+    /// Bytes read from sources that completed.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to destinations that completed.
+    pub bytes_out: AtomicU64,
+    /// Data keys obtained from keyrings (generated or unwrapped).
+    pub data_keys: AtomicU64,
+    failures: Mutex<Vec<Failure>>,
+    skipped: Mutex<Vec<Failure>>,
+}
+
+impl Stats {
+    pub(super) fn plan(&self, objects: u64, bytes: u64) {
+        self.objects_planned.store(objects, Relaxed);
+        self.bytes_planned.store(bytes, Relaxed);
+    }
+
+    pub(super) fn succeed(&self, bytes_in: u64, bytes_out: u64) {
+        self.bytes_in.fetch_add(bytes_in, Relaxed);
+        self.bytes_out.fetch_add(bytes_out, Relaxed);
+        self.objects_ok.fetch_add(1, Relaxed);
+    }
+
+    pub(super) fn fail(&self, path: String, error: String) {
+        self.failures
+            .lock()
+            .expect("not poisoned")
+            .push(Failure { path, error });
+        self.objects_failed.fetch_add(1, Relaxed);
+    }
+
+    pub(super) fn skip(&self, path: String, reason: &str) {
+        self.skipped.lock().expect("not poisoned").push(Failure {
+            path,
+            error: reason.to_string(),
+        });
+        self.objects_skipped.fetch_add(1, Relaxed);
+    }
+
+    pub(super) fn add_data_key(&self) {
+        self.data_keys.fetch_add(1, Relaxed);
+    }
+
+    /// Objects finished so far (ok, failed or skipped).
+    pub fn objects_done(&self) -> u64 {
+        self.objects_ok.load(Relaxed) + self.objects_failed.load(Relaxed)
+    }
+
+    pub(super) fn report(&self, mode: Mode, elapsed: Duration, dry_run: bool) -> Report {
+        let mut failures = self.failures.lock().expect("not poisoned").clone();
+        failures.sort_by(|a, b| a.path.cmp(&b.path));
+        Report {
+            mode,
+            dry_run,
+            objects: ObjectCounts {
+                planned: self.objects_planned.load(Relaxed),
+                ok: self.objects_ok.load(Relaxed),
+                failed: self.objects_failed.load(Relaxed),
+                skipped: self.objects_skipped.load(Relaxed),
+            },
+            bytes_planned: self.bytes_planned.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            elapsed_s: elapsed.as_secs_f64(),
+            data_keys: self.data_keys.load(Relaxed),
+            failures,
+            skipped: self.skipped.lock().expect("not poisoned").clone(),
+        }
+    }
+}
+
+/// One object that failed or was skipped.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Failure {
+    /// The source path.
+    pub path: String,
+    /// What went wrong, or why it was skipped.
+    pub error: String,
+}
+
+/// Object totals.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ObjectCounts {
+    /// Found by listing.
+    pub planned: u64,
+    /// Completed.
+    pub ok: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Not processed on purpose.
+    pub skipped: u64,
+}
+
+/// What a job did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Report {
+    /// Encrypt or decrypt.
+    pub mode: Mode,
+    /// Whether nothing was written.
+    pub dry_run: bool,
+    /// Object totals.
+    pub objects: ObjectCounts,
+    /// Source bytes found by listing.
+    pub bytes_planned: u64,
+    /// Bytes read from completed objects.
+    pub bytes_in: u64,
+    /// Bytes written for completed objects.
+    pub bytes_out: u64,
+    /// Wall-clock seconds.
+    pub elapsed_s: f64,
+    /// Data keys obtained from keyrings.
+    pub data_keys: u64,
+    /// Each failed object and its error.
+    pub failures: Vec<Failure>,
+    /// Each skipped entry and the reason.
+    pub skipped: Vec<Failure>,
+}
+
+impl Report {
+    /// Whether every planned object completed.
+    pub fn all_succeeded(&self) -> bool {
+        self.objects.failed == 0
+    }
+}
