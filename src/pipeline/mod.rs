@@ -67,6 +67,9 @@ pub struct Job {
 pub async fn run(job: Arc<Job>, stats: Arc<Stats>) -> Result<Report, Error> {
     let started = Instant::now();
     check_paths(&job.source, &job.destination)?;
+    if job.mode == Mode::Encrypt {
+        job.encrypt.validate()?;
+    }
     let listing = store::list_local(&job.source)
         .map_err(|e| Error::Config(format!("cannot list source {}: {e}", job.source.display())))?;
     stats.plan(

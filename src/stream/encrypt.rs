@@ -130,10 +130,14 @@ impl FrameSealer {
         Ok(())
     }
 
-    /// Appends the final frame (0 ..= frame_length bytes) and, for signing suites, the
-    /// footer.
+    /// Appends the final frame and, for signing suites, the footer.
+    ///
+    /// The final frame is always shorter than a full frame: a plaintext that is an exact
+    /// multiple of the frame length ends with an empty final frame. The specification
+    /// prefers a full final frame there, but the Python ESDK (3.x) rejects one as
+    /// "Invalid final frame length", and every ESDK accepts the empty form.
     fn seal_final(mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
-        debug_assert!(plaintext.len() <= self.frame_length);
+        debug_assert!(plaintext.len() < self.frame_length);
         let seq = u32::try_from(self.next_seq)
             .map_err(|_| Error::TooLarge("a message holds at most 2^32 - 1 frames"))?;
         let start = out.len();
@@ -171,8 +175,7 @@ pub fn encrypt_to_vec(
 ) -> Result<(), Error> {
     let (mut sealer, header) = FrameSealer::start(materials, options, message_id)?;
     let l = options.frame_length as usize;
-    // The final frame always carries at least one byte unless the plaintext is empty.
-    let regular = plaintext.len().saturating_sub(1) / l;
+    let regular = plaintext.len() / l;
     let (body, last) = plaintext.split_at(regular * l);
     let frames_len = regular * (l + REGULAR_FRAME_OVERHEAD);
     let total = header.len() + frames_len + FINAL_FRAME_OVERHEAD + last.len();
@@ -291,7 +294,7 @@ impl<W: Write> EncryptingWriter<W> {
         let mut sealer = sealer;
         let l = sealer.frame_length;
         let rest = &self.pending[..self.filled];
-        let regular = rest.len().saturating_sub(1) / l;
+        let regular = rest.len() / l;
         let (body, last) = rest.split_at(regular * l);
         self.out.resize(regular * (l + REGULAR_FRAME_OVERHEAD), 0);
         sealer.seal_regular(body, &mut self.out)?;

@@ -11,7 +11,9 @@
 //!
 //! The final frame is always held back: the writer only knows a frame is the last one
 //! when the input ends ([`EncryptingWriter::finish`]); the reader releases the last
-//! frame of a signed message only once the signature verifies.
+//! frame of a signed message only once the signature verifies. The writer's final frame
+//! is always shorter than a full frame (empty for exact multiples), the one form every
+//! ESDK reads; the reader accepts a full final frame too.
 
 mod decrypt;
 mod encrypt;
@@ -91,7 +93,8 @@ impl Default for EncryptOptions {
 }
 
 impl EncryptOptions {
-    fn validate(&self) -> Result<(), crate::Error> {
+    /// Checks the options before any object is touched.
+    pub fn validate(&self) -> Result<(), crate::Error> {
         if self.frame_length == 0 || self.frame_length > MAX_FRAME_LENGTH {
             return Err(crate::Error::Config(format!(
                 "frame length must be between 1 and {MAX_FRAME_LENGTH} bytes, not {}",

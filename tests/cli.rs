@@ -1,0 +1,417 @@
+//! The `sealpipe` binary end to end: trees, exit codes, reports, dry runs, and
+//! tampered input that must leave nothing behind.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn sealpipe(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sealpipe"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("SEALPIPE_CONFIG")
+        .output()
+        .expect("run sealpipe")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("k.key"), [0x42u8; 32]).unwrap();
+        std::fs::write(dir.path().join("other.key"), [0x17u8; 32]).unwrap();
+        Self { dir }
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn write(&self, p: &str, data: &[u8]) {
+        let path = self.path(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, data).unwrap();
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        sealpipe(args, self.dir.path())
+    }
+}
+
+const KEY: &str = "raw-aes:tests:k1:k.key";
+const OTHER: &str = "raw-aes:tests:k2:other.key";
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = walk(dir)
+        .into_iter()
+        .map(|p| p.strip_prefix(dir).unwrap().to_path_buf())
+        .collect();
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_tree_round_trips_with_mirrored_paths_and_a_report() {
+    let ws = Workspace::new();
+    ws.write("src/a.txt", b"alpha");
+    ws.write("src/empty", b"");
+    ws.write("src/deep/er/b.bin", &common::pseudo_random(200_000, 1));
+    ws.write("src/exact", &common::pseudo_random(4096 * 3, 2));
+    let o = ws.run(&[
+        "encrypt",
+        "src",
+        "enc",
+        "--key",
+        KEY,
+        "--key",
+        OTHER,
+        "--context",
+        "team=infra",
+        "--frame-len",
+        "4096",
+        "--report",
+        "enc.json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(files_under(&ws.path("src")), files_under(&ws.path("enc")));
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(ws.path("enc.json")).unwrap()).unwrap();
+    assert_eq!(report["objects"]["ok"], 4);
+    assert_eq!(report["objects"]["failed"], 0);
+    assert_eq!(report["objects"]["skipped"], 0);
+    assert_eq!(report["bytes_in"], 5 + 200_000 + 4096 * 3);
+    assert!(report["bytes_out"].as_u64().unwrap() > report["bytes_in"].as_u64().unwrap());
+    assert!(report["elapsed_s"].is_number());
+    assert_eq!(report["failures"], Value::Array(vec![]));
+
+    // Either wrapping key alone decrypts (multi-keyring).
+    for (key, out) in [(KEY, "dec1"), (OTHER, "dec2")] {
+        let o = ws.run(&[
+            "decrypt",
+            "enc",
+            out,
+            "--key",
+            key,
+            "--reproduced-context",
+            "team=infra",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        for f in files_under(&ws.path("src")) {
+            assert_eq!(
+                std::fs::read(ws.path("src").join(&f)).unwrap(),
+                std::fs::read(ws.path(out).join(&f)).unwrap(),
+                "{}",
+                f.display()
+            );
+        }
+    }
+    // A wrong expected context fails every object: exit 1.
+    let o = ws.run(&[
+        "decrypt",
+        "enc",
+        "dec3",
+        "--key",
+        KEY,
+        "--reproduced-context",
+        "team=web",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("team"), "{}", stderr(&o));
+    assert!(files_under(&ws.path("dec3")).is_empty());
+}
+
+#[test]
+fn inspect_prints_the_header() {
+    let ws = Workspace::new();
+    ws.write("p", b"hello");
+    let o = ws.run(&[
+        "encrypt",
+        "p",
+        "p.enc",
+        "--key",
+        KEY,
+        "--suite",
+        "0578",
+        "--context",
+        "a=b",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = ws.run(&["inspect", "p.enc"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["version"], "2.0");
+    assert_eq!(doc["suite"]["id"], "0x0578");
+    assert_eq!(doc["frame_length"], 65536);
+    assert_eq!(doc["encryption_context"]["a"], "b");
+    assert!(doc["encryption_context"]["aws-crypto-public-key"].is_string());
+    assert_eq!(doc["encrypted_data_keys"][0]["provider_id"], "tests");
+    assert_eq!(doc["encrypted_data_keys"][0]["key_name"], "k1");
+    assert_eq!(doc["message_id"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn usage_and_configuration_errors_exit_2() {
+    let ws = Workspace::new();
+    ws.write("p", b"x");
+    for (args, needle) in [
+        (
+            vec![
+                "encrypt",
+                "p",
+                "q",
+                "--key",
+                KEY,
+                "--context",
+                "aws-crypto-x=1",
+            ],
+            "aws-crypto-",
+        ),
+        (
+            vec!["encrypt", "p", "q", "--key", KEY, "--suite", "0178"],
+            "unsupported suite",
+        ),
+        (
+            vec!["encrypt", "p", "q", "--key", KEY, "--frame-len", "0"],
+            "frame length",
+        ),
+        (vec!["encrypt", "p", "q"], "no key given"),
+        (
+            vec!["encrypt", "p", "q", "--key", "raw-aes:n:k:missing.key"],
+            "missing.key",
+        ),
+        (vec!["encrypt", "p", "p", "--key", KEY], "source itself"),
+        (
+            vec![
+                "decrypt",
+                "p",
+                "q",
+                "--key",
+                KEY,
+                "--commitment-policy",
+                "lax",
+            ],
+            "commitment policy",
+        ),
+        (vec!["frobnicate"], "unrecognized subcommand"),
+    ] {
+        let o = ws.run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+        assert!(!ws.path("q").exists());
+    }
+}
+
+#[test]
+fn dry_run_writes_nothing_and_counts() {
+    let ws = Workspace::new();
+    ws.write("src/a", b"1234");
+    ws.write("src/b/c", b"56");
+    let o = ws.run(&[
+        "encrypt",
+        "src",
+        "out",
+        "--key",
+        KEY,
+        "--dry-run",
+        "--report",
+        "r.json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!ws.path("out").exists());
+    assert!(
+        stderr(&o).contains("would encrypt 2 objects"),
+        "{}",
+        stderr(&o)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(ws.path("r.json")).unwrap()).unwrap();
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(report["objects"]["planned"], 2);
+    assert_eq!(report["bytes_planned"], 6);
+    assert_eq!(report["data_keys"], 0);
+}
+
+#[cfg(unix)]
+#[test]
+fn symlinks_are_skipped_and_counted() {
+    let ws = Workspace::new();
+    ws.write("src/real", b"data");
+    std::os::unix::fs::symlink("/etc/hostname", ws.path("src/link")).unwrap();
+    let o = ws.run(&["encrypt", "src", "out", "--key", KEY, "--report", "r.json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: Value = serde_json::from_slice(&std::fs::read(ws.path("r.json")).unwrap()).unwrap();
+    assert_eq!(report["objects"]["ok"], 1);
+    assert_eq!(report["objects"]["skipped"], 1);
+    assert!(!ws.path("out/link").exists());
+}
+
+/// Flipping any single byte of a small message fails decryption with a clear error and
+/// leaves no output file; the source is untouched.
+#[test]
+fn every_single_byte_flip_fails_and_leaves_no_output() {
+    let ws = Workspace::new();
+    ws.write("p", &common::pseudo_random(300, 9));
+    for suite in ["0478", "0578"] {
+        let msg = format!("m{suite}");
+        let o = ws.run(&[
+            "encrypt",
+            "p",
+            &msg,
+            "--key",
+            KEY,
+            "--context",
+            "k=v",
+            "--frame-len",
+            "128",
+            "--suite",
+            suite,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let original = std::fs::read(ws.path(&msg)).unwrap();
+        // Many tampered copies in one tree, decrypted by one job.
+        let dir = format!("tampered{suite}");
+        for i in 0..original.len() {
+            let mut t = original.clone();
+            t[i] ^= 0x01 << (i % 8);
+            ws.write(&format!("{dir}/{i:05}"), &t);
+        }
+        let out = format!("out{suite}");
+        let o = ws.run(&[
+            "decrypt", &dir, &out, "--key", KEY, "--report", "t.json", "--quiet",
+        ]);
+        assert_eq!(o.status.code(), Some(1));
+        let report: Value =
+            serde_json::from_slice(&std::fs::read(ws.path("t.json")).unwrap()).unwrap();
+        assert_eq!(report["objects"]["ok"], 0, "a tampered message decrypted");
+        assert_eq!(
+            report["objects"]["failed"].as_u64().unwrap() as usize,
+            original.len()
+        );
+        for f in report["failures"].as_array().unwrap() {
+            let e = f["error"].as_str().unwrap();
+            assert!(
+                !e.is_empty() && f["path"].as_str().unwrap().contains(&dir),
+                "{f}"
+            );
+        }
+        assert!(
+            files_under(&ws.path(&out)).is_empty(),
+            "partial output left behind"
+        );
+        // The original still decrypts: sources are never modified.
+        assert_eq!(std::fs::read(ws.path(&msg)).unwrap(), original);
+    }
+}
+
+#[test]
+fn truncated_and_extended_messages_fail_cleanly() {
+    let ws = Workspace::new();
+    ws.write("p", &common::pseudo_random(1000, 3));
+    let o = ws.run(&["encrypt", "p", "m", "--key", KEY, "--frame-len", "256"]);
+    assert!(o.status.success());
+    let m = std::fs::read(ws.path("m")).unwrap();
+    for len in 0..m.len() {
+        ws.write(&format!("cut/{len:05}"), &m[..len]);
+    }
+    let mut longer = m.clone();
+    longer.push(0);
+    ws.write("cut/longer", &longer);
+    let o = ws.run(&[
+        "decrypt", "cut", "out", "--key", KEY, "--report", "r.json", "--quiet",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&std::fs::read(ws.path("r.json")).unwrap()).unwrap();
+    assert_eq!(report["objects"]["ok"], 0);
+    assert!(files_under(&ws.path("out")).is_empty());
+    let errors: String = report["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["error"].as_str().unwrap().to_owned() + "\n")
+        .collect();
+    assert!(errors.contains("truncated"), "{errors}");
+    assert!(errors.contains("after the end"), "{errors}");
+}
+
+#[test]
+fn the_hostile_input_limits_are_enforced() {
+    let ws = Workspace::new();
+    ws.write("p", b"data");
+    let o = ws.run(&[
+        "encrypt",
+        "p",
+        "m",
+        "--key",
+        KEY,
+        "--key",
+        OTHER,
+        "--frame-len",
+        "4096",
+    ]);
+    assert!(o.status.success());
+    let o = ws.run(&[
+        "decrypt",
+        "m",
+        "out",
+        "--key",
+        KEY,
+        "--max-encrypted-data-keys",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("2 encrypted data keys; the limit is 1"),
+        "{}",
+        stderr(&o)
+    );
+    let o = ws.run(&[
+        "decrypt",
+        "m",
+        "out",
+        "--key",
+        KEY,
+        "--max-header-size",
+        "100",
+    ]);
+    assert!(
+        stderr(&o).contains("header is longer than the limit"),
+        "{}",
+        stderr(&o)
+    );
+    let o = ws.run(&[
+        "decrypt",
+        "m",
+        "out",
+        "--key",
+        KEY,
+        "--max-frame-len",
+        "1024",
+    ]);
+    assert!(
+        stderr(&o).contains("frame length 4096 exceeds"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!ws.path("out").exists());
+}
