@@ -50,7 +50,7 @@ pub struct AuthFailed;
 type Aes192Gcm = AesGcm<aes_gcm::aes::Aes192, U12>;
 
 enum Cipher {
-    Ring(ring::aead::LessSafeKey),
+    Ring(Box<ring::aead::LessSafeKey>),
     Aes128(Box<Aes128Gcm>),
     Aes192(Box<Aes192Gcm>),
     Aes256(Box<Aes256Gcm>),
@@ -72,7 +72,7 @@ impl AeadKey {
                 };
                 let unbound =
                     ring::aead::UnboundKey::new(alg, key).expect("key length checked above");
-                Cipher::Ring(ring::aead::LessSafeKey::new(unbound))
+                Cipher::Ring(Box::new(ring::aead::LessSafeKey::new(unbound)))
             }
             (_, 16) => Cipher::Aes128(Box::new(
                 Aes128Gcm::new_from_slice(key).expect("length checked"),
