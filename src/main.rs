@@ -1,5 +1,5 @@
 //! The `sealpipe` binary: a thin shell over the library. Exit codes: 0 success, 1 some
-//! objects failed, 2 usage or configuration error.
+//! objects failed, 2 usage or configuration error, 130 interrupted.
 
 mod cli;
 
@@ -22,6 +22,7 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::main(cli)) {
         Ok(cli::Outcome::Success) => ExitCode::SUCCESS,
         Ok(cli::Outcome::ObjectsFailed) => ExitCode::from(1),
+        Ok(cli::Outcome::Interrupted) => ExitCode::from(130),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)

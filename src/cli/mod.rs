@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow, bail};
 use sealpipe::crypto::AeadBackend;
 use sealpipe::format::{AlgorithmSuite, DecodeLimits, EncryptionContext};
-use sealpipe::pipeline::{self, Job, Mode, Report, Stats};
+use sealpipe::pipeline::{self, Cancel, Job, Mode, Report, Stats};
 use sealpipe::stream::{DEFAULT_FRAME_LENGTH, DecryptOptions, EncryptOptions};
 
 pub use args::Cli;
@@ -30,6 +30,8 @@ pub enum Outcome {
     Success,
     /// Some objects failed; the rest completed.
     ObjectsFailed,
+    /// Stopped by SIGINT or SIGTERM before finishing.
+    Interrupted,
 }
 
 /// Runs the parsed command line.
@@ -222,13 +224,43 @@ async fn execute(job: Job, global: &GlobalArgs, config: &Config) -> anyhow::Resu
 async fn run_job(job: Job, quiet: bool) -> anyhow::Result<Report> {
     let stats = Arc::new(Stats::default());
     let progress = progress::Progress::start(stats.clone(), quiet);
-    let result = pipeline::run(Arc::new(job), stats).await;
+    let cancel = Cancel::default();
+    let signals = tokio::spawn(cancel_on_signal(cancel.clone()));
+    let result = pipeline::run(Arc::new(job), stats, cancel).await;
+    signals.abort();
     progress.finish().await;
     Ok(result?)
 }
 
+/// Turns the first SIGINT or SIGTERM into a cooperative stop, so in-flight objects
+/// remove their partial outputs instead of being killed mid-write.
+async fn cancel_on_signal(cancel: Cancel) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    eprintln!("stopping: finishing no new objects; partial outputs are removed");
+    cancel.cancel();
+}
+
 fn outcome(report: &Report) -> Outcome {
-    if report.all_succeeded() {
+    if report.interrupted {
+        Outcome::Interrupted
+    } else if report.all_succeeded() {
         Outcome::Success
     } else {
         Outcome::ObjectsFailed

@@ -8,9 +8,10 @@
 mod stats;
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tokio::sync::Semaphore;
@@ -60,11 +61,44 @@ pub struct Job {
     pub dry_run: bool,
 }
 
-/// Runs `job`, updating `stats` as objects complete.
+/// Asks a running job to stop: no new object starts, objects in flight fail at their next
+/// read (so their partial outputs are removed), and the report says `interrupted`.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// Requests the stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a stop was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A reader that fails once the job is cancelled.
+struct Cancellable<R> {
+    inner: R,
+    cancel: Cancel,
+}
+
+impl<R: Read> Read for Cancellable<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            // Not `Interrupted`: read loops retry that kind.
+            return Err(io::Error::other("job cancelled"));
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// Runs `job`, updating `stats` as objects complete, until done or `cancel`led.
 ///
 /// Returns `Err` only when the job cannot start (unreadable source, destination inside
 /// the source, keys unusable); object failures are in the report.
-pub async fn run(job: Arc<Job>, stats: Arc<Stats>) -> Result<Report, Error> {
+pub async fn run(job: Arc<Job>, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, Error> {
     let started = Instant::now();
     check_paths(&job.source, &job.destination)?;
     if job.mode == Mode::Encrypt {
@@ -83,7 +117,7 @@ pub async fn run(job: Arc<Job>, stats: Arc<Stats>) -> Result<Report, Error> {
         );
     }
     if job.dry_run {
-        return Ok(stats.report(job.mode, started.elapsed(), true));
+        return Ok(stats.report(job.mode, started.elapsed(), true, false));
     }
     // One data key serves the whole job: each message still gets its own content key,
     // derived from a fresh random message ID (see the README's security notes).
@@ -110,11 +144,15 @@ pub async fn run(job: Arc<Job>, stats: Arc<Stats>) -> Result<Report, Error> {
             .acquire_owned()
             .await
             .expect("semaphore open");
-        let (job, stats, materials, runtime) = (
+        if cancel.is_cancelled() {
+            break;
+        }
+        let (job, stats, materials, runtime, cancel) = (
             job.clone(),
             stats.clone(),
             materials.clone(),
             runtime.clone(),
+            cancel.clone(),
         );
         tasks.spawn_blocking(move || {
             let _permit = permit;
@@ -125,8 +163,11 @@ pub async fn run(job: Arc<Job>, stats: Arc<Stats>) -> Result<Report, Error> {
                     &destination,
                     materials.as_deref().expect("materials for encryption"),
                     &job.encrypt,
+                    cancel,
                 ),
-                Mode::Decrypt => decrypt_object(&object, &destination, &job, &stats, &runtime),
+                Mode::Decrypt => {
+                    decrypt_object(&object, &destination, &job, &stats, &runtime, cancel)
+                }
             };
             match result {
                 Ok((bytes_in, bytes_out)) => stats.succeed(bytes_in, bytes_out),
@@ -141,7 +182,7 @@ pub async fn run(job: Arc<Job>, stats: Arc<Stats>) -> Result<Report, Error> {
     while let Some(done) = tasks.join_next().await {
         done.map_err(|e| Error::Config(format!("worker panicked: {e}")))?;
     }
-    Ok(stats.report(job.mode, started.elapsed(), false))
+    Ok(stats.report(job.mode, started.elapsed(), false, cancel.is_cancelled()))
 }
 
 /// Refuses layouts that would read our own output or overwrite the input.
@@ -188,12 +229,17 @@ fn encrypt_object(
     destination: &Path,
     materials: &EncryptionMaterials,
     options: &EncryptOptions,
+    cancel: Cancel,
 ) -> Result<(u64, u64), Error> {
     let source = File::open(&object.path)?;
     let permissions = source.metadata()?.permissions();
     let mut staged = StagedFile::create(destination)?;
     let mut writer = EncryptingWriter::new(BufWriter::new(staged.file()), materials, options)?;
-    writer.copy_from(&mut BufReader::with_capacity(256 * 1024, source))?;
+    let mut source = Cancellable {
+        inner: BufReader::with_capacity(256 * 1024, source),
+        cancel,
+    };
+    writer.copy_from(&mut source)?;
     let (mut out, summary) = writer.finish()?;
     out.flush()?;
     drop(out);
@@ -207,12 +253,16 @@ fn decrypt_object(
     job: &Job,
     stats: &Stats,
     runtime: &tokio::runtime::Handle,
+    cancel: Cancel,
 ) -> Result<(u64, u64), Error> {
     let source = File::open(&object.path)?;
     let permissions = source.metadata()?.permissions();
     let mut staged = StagedFile::create(destination)?;
     let mut out = BufWriter::new(staged.file());
-    let mut input = BufReader::with_capacity(256 * 1024, source);
+    let mut input = Cancellable {
+        inner: BufReader::with_capacity(256 * 1024, source),
+        cancel,
+    };
     let (_, plaintext_len) = stream::decrypt_with(&mut input, &mut out, &job.decrypt, |header| {
         let m = runtime.block_on(keys::decryption_materials(
             job.keyring.as_ref(),

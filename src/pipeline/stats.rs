@@ -66,12 +66,19 @@ impl Stats {
         self.objects_ok.load(Relaxed) + self.objects_failed.load(Relaxed)
     }
 
-    pub(super) fn report(&self, mode: Mode, elapsed: Duration, dry_run: bool) -> Report {
+    pub(super) fn report(
+        &self,
+        mode: Mode,
+        elapsed: Duration,
+        dry_run: bool,
+        interrupted: bool,
+    ) -> Report {
         let mut failures = self.failures.lock().expect("not poisoned").clone();
         failures.sort_by(|a, b| a.path.cmp(&b.path));
         Report {
             mode,
             dry_run,
+            interrupted,
             objects: ObjectCounts {
                 planned: self.objects_planned.load(Relaxed),
                 ok: self.objects_ok.load(Relaxed),
@@ -118,6 +125,8 @@ pub struct Report {
     pub mode: Mode,
     /// Whether nothing was written.
     pub dry_run: bool,
+    /// Whether the job was cancelled before every object was processed.
+    pub interrupted: bool,
     /// Object totals.
     pub objects: ObjectCounts,
     /// Source bytes found by listing.
