@@ -481,3 +481,23 @@ fn a_terminated_job_leaves_no_partial_files() {
     let o = ws.run(&["decrypt", "out", "back", "--key", KEY]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[cfg(unix)]
+#[test]
+fn special_files_at_the_destination_are_never_replaced() {
+    let ws = Workspace::new();
+    ws.write("p", b"data");
+    ws.write("elsewhere", b"keep me");
+    std::os::unix::fs::symlink("elsewhere", ws.path("link")).unwrap();
+    let o = ws.run(&["encrypt", "p", "link", "--key", KEY]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
+    assert!(
+        std::fs::symlink_metadata(ws.path("link"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read(ws.path("elsewhere")).unwrap(), b"keep me");
+    assert_eq!(std::fs::read(ws.path("p")).unwrap(), b"data");
+}

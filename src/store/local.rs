@@ -90,7 +90,22 @@ pub struct StagedFile {
 
 impl StagedFile {
     /// Creates the temporary file (and missing parent directories).
+    ///
+    /// An existing destination must be a regular file: renaming over a device, pipe,
+    /// socket or symbolic link would replace that node itself (think `/dev/null`).
     pub fn create(destination: &Path) -> io::Result<Self> {
+        if let Ok(meta) = fs::symlink_metadata(destination)
+            && !meta.is_file()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "destination {} exists and is not a regular file; sealpipe replaces \
+                     only regular files",
+                    destination.display()
+                ),
+            ));
+        }
         let parent = match destination.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
