@@ -208,6 +208,34 @@ fn same_contents(a: &Path, b: &Path) -> anyhow::Result<bool> {
 }
 
 /// `sealpipe bench`: in-memory seal/open throughput against the AES-GCM ceiling.
-pub fn bench(_args: &BenchArgs, _global: &GlobalArgs) -> anyhow::Result<Outcome> {
-    bail!("FIXME-BENCH") // wired once src/bench.rs lands
+pub fn bench(args: &BenchArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
+    let mut config = sealpipe::bench::BenchConfig::default();
+    if let Some(size) = args.size {
+        config.message_size = size;
+    }
+    if let Some(l) = args.frame_len {
+        config.frame_length = l;
+    }
+    if let Some(t) = args.threads {
+        config.threads = t;
+    }
+    if let Some(s) = args.seconds {
+        config.min_time = Duration::from_secs_f64(s);
+    }
+    if let Some(a) = &global.aead {
+        config.aead = a.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    }
+    if !args.json && !global.quiet {
+        eprintln!(
+            "measuring for about {:.0} s...",
+            config.min_time.as_secs_f64() * 3.0
+        );
+    }
+    let result = sealpipe::bench::seal_throughput(&config)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        println!("{result}");
+    }
+    Ok(Outcome::Success)
 }
