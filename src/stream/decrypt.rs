@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 
 use rayon::prelude::*;
 
-use super::{DEFAULT_BATCH_BYTES, DecryptOptions, min_frames_per_task};
+use super::{DEFAULT_BATCH_BYTES, DecryptOptions, frames_per_batch, min_frames_per_task};
 use crate::Error;
 use crate::crypto::{
     AeadKey, MessageHasher, VerifyingKey, commitment_matches, derive_message_keys,
@@ -163,7 +163,7 @@ impl MessageDecryptor {
     ) -> Result<u64, Error> {
         let l = self.header.body.frame_length as usize;
         let stride = l + REGULAR_FRAME_OVERHEAD;
-        let per_batch = (DEFAULT_BATCH_BYTES / l).max(1);
+        let per_batch = frames_per_batch(DEFAULT_BATCH_BYTES, self.header.body.frame_length);
         let message_id = self.header.body.message_id.clone();
         let mut batch: Vec<u8> = Vec::new();
         let mut expected: u64 = 1;

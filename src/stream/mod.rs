@@ -68,8 +68,18 @@ impl std::str::FromStr for CommitmentPolicy {
 /// 0.05%, small enough that a batch spreads over many cores.
 pub const DEFAULT_FRAME_LENGTH: u32 = 64 * 1024;
 
-/// Default plaintext bytes sealed or opened per parallel batch.
-pub const DEFAULT_BATCH_BYTES: usize = 8 << 20;
+/// Default plaintext bytes sealed or opened per parallel batch. Small enough that a
+/// batch stays in cache between being read, sealed or opened, and written out (a batch
+/// that spills to memory costs extra passes over DRAM); see [`frames_per_batch`] for the
+/// lower bound that keeps every thread busy.
+pub const DEFAULT_BATCH_BYTES: usize = 1 << 20;
+
+/// Frames per batch: about `batch_bytes` of plaintext, but at least two frames per
+/// thread of the current rayon pool so large frames still spread over every core.
+pub(crate) fn frames_per_batch(batch_bytes: usize, frame_length: u32) -> usize {
+    let by_bytes = batch_bytes / frame_length.max(1) as usize;
+    by_bytes.max(2 * rayon::current_num_threads()).max(1)
+}
 
 /// How messages are written.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,7 +115,7 @@ impl EncryptOptions {
     }
 
     fn frames_per_batch(&self) -> usize {
-        (self.batch_bytes / self.frame_length as usize).max(1)
+        frames_per_batch(self.batch_bytes, self.frame_length)
     }
 }
 
