@@ -207,15 +207,7 @@ pub fn seal_throughput(config: &BenchConfig) -> Result<BenchResult, Error> {
     };
     // Warm up: fault in the output buffers, spin up the pool.
     seal_round()?;
-    let mut failure = None;
-    let (seal_rounds, seal_time) = measure(config.min_time, || {
-        if let Err(e) = seal_round() {
-            failure = Some(e);
-        }
-    });
-    if let Some(e) = failure {
-        return Err(e);
-    }
+    let (seal_rounds, seal_time) = measure_fallible(config.min_time, seal_round)?;
 
     let decrypt_options = DecryptOptions {
         aead: config.aead,
@@ -244,15 +236,7 @@ pub fn seal_throughput(config: &BenchConfig) -> Result<BenchResult, Error> {
         })
     };
     open_round()?;
-    let mut failure = None;
-    let (open_rounds, open_time) = measure(config.min_time, || {
-        if let Err(e) = open_round() {
-            failure = Some(e);
-        }
-    });
-    if let Some(e) = failure {
-        return Err(e);
-    }
+    let (open_rounds, open_time) = measure_fallible(config.min_time, open_round)?;
 
     let mut copies: Vec<Vec<u8>> = vec![vec![0u8; config.message_size]; per_round];
     let (copy_rounds, copy_time) = measure(config.min_time / 2, || {
@@ -294,6 +278,22 @@ pub fn seal_throughput(config: &BenchConfig) -> Result<BenchResult, Error> {
         messages_per_round: per_round,
         seal_iterations: seal_rounds * per_round as u64,
     })
+}
+
+/// [`measure`] for an operation that can fail; the first failure ends the measurement.
+fn measure_fallible(
+    min_time: Duration,
+    mut op: impl FnMut() -> Result<(), Error>,
+) -> Result<(u64, Duration), Error> {
+    let mut failure = None;
+    let measured = measure(min_time, || {
+        if failure.is_none()
+            && let Err(e) = op()
+        {
+            failure = Some(e);
+        }
+    });
+    failure.map_or(Ok(measured), Err)
 }
 
 /// Runs `op` until `min_time` has passed (at least three times); returns the count and

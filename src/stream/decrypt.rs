@@ -243,25 +243,34 @@ impl MessageDecryptor {
             });
         }
         let len = fh.content_len(self.header.body.frame_length) as usize;
+        self.read_and_open(body, &head, len, ContentKind::FinalFrame, fh.seq, &fh.iv)
+    }
+
+    /// Reads `len` content bytes and their tag after the already-read `head`, feeds both
+    /// to the signature hash, and opens them (the final frame or the non-framed body).
+    fn read_and_open<R: Read>(
+        &mut self,
+        body: &mut R,
+        head: &[u8],
+        len: usize,
+        kind: ContentKind,
+        seq: u32,
+        iv: &[u8; IV_LEN],
+    ) -> Result<Vec<u8>, Error> {
         let mut content = Vec::new();
         read_bounded(body, &mut content, len + TAG_LEN, || {
-            "input ends inside the final frame".into()
+            format!("input ends inside frame {seq}")
         })?;
         if let Some((_, hasher)) = &mut self.verifier {
-            hasher.update(&head);
+            hasher.update(head);
             hasher.update(&content);
         }
         let tag: [u8; TAG_LEN] = content[len..].try_into().expect("tag bytes");
         content.truncate(len);
-        let aad = BodyAad::new(
-            &self.header.body.message_id,
-            ContentKind::FinalFrame,
-            fh.seq,
-            len as u64,
-        );
+        let aad = BodyAad::new(&self.header.body.message_id, kind, seq, len as u64);
         self.key
-            .open_in_place(&fh.iv, aad.as_bytes(), &mut content, &tag)
-            .map_err(|_| Error::FrameAuthentication { seq: fh.seq })?;
+            .open_in_place(iv, aad.as_bytes(), &mut content, &tag)
+            .map_err(|_| Error::FrameAuthentication { seq })?;
         Ok(content)
     }
 
@@ -286,25 +295,8 @@ impl MessageDecryptor {
             .into());
         }
         let len = block.content_len as usize;
-        let mut content = Vec::new();
-        read_bounded(body, &mut content, len + TAG_LEN, || {
-            "input ends inside the non-framed content".into()
-        })?;
-        if let Some((_, hasher)) = &mut self.verifier {
-            hasher.update(&head);
-            hasher.update(&content);
-        }
-        let tag: [u8; TAG_LEN] = content[len..].try_into().expect("tag bytes");
-        content.truncate(len);
-        let aad = BodyAad::new(
-            &self.header.body.message_id,
-            ContentKind::SingleBlock,
-            1,
-            len as u64,
-        );
-        self.key
-            .open_in_place(&block.iv, aad.as_bytes(), &mut content, &tag)
-            .map_err(|_| Error::FrameAuthentication { seq: 1 })?;
+        let content =
+            self.read_and_open(body, &head, len, ContentKind::SingleBlock, 1, &block.iv)?;
         self.finish(body)?;
         out.write_all(&content)?;
         Ok(len as u64)
