@@ -21,7 +21,8 @@ Examples:
   sealpipe bench                                  # seal throughput vs the AES-GCM ceiling
 
 Exit codes: 0 all objects succeeded; 1 some objects failed (the rest completed);
-2 usage or configuration error.")]
+2 usage or configuration error; 130 interrupted (SIGINT/SIGTERM: objects in flight are
+abandoned and their partial outputs removed).")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
