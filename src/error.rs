@@ -75,6 +75,9 @@ pub enum Error {
     /// The message would exceed a format limit (frame count, content length).
     #[error("message too large: {0}")]
     TooLarge(&'static str),
+    /// An error shared by every caller that waited for the same keyring call.
+    #[error(transparent)]
+    Shared(std::sync::Arc<Error>),
     /// The operating system's random number generator failed.
     #[error("random number generator failed: {0}")]
     Random(getrandom::Error),
@@ -84,6 +87,9 @@ impl Error {
     /// Whether this error means the message is not authentic (as opposed to unreadable,
     /// unsupported or an I/O problem).
     pub fn is_authentication_failure(&self) -> bool {
+        if let Error::Shared(inner) = self {
+            return inner.is_authentication_failure();
+        }
         matches!(
             self,
             Error::CommitmentMismatch

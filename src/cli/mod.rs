@@ -80,6 +80,7 @@ fn encrypt_job(args: &EncryptArgs, global: &GlobalArgs, config: &Config) -> anyh
         },
         decrypt: DecryptOptions::default(),
         reproduced_context: EncryptionContext::new(),
+        pool_limits: Default::default(),
         concurrency: concurrency(global, config),
         dry_run: args.dry_run,
     })
@@ -108,6 +109,7 @@ fn decrypt_job(args: &DecryptArgs, global: &GlobalArgs, config: &Config) -> anyh
             config,
         )?,
         reproduced_context: reproduced,
+        pool_limits: Default::default(),
         concurrency: concurrency(global, config),
         dry_run: args.dry_run,
     })

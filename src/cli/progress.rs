@@ -94,6 +94,6 @@ fn status_line(stats: &Stats) -> String {
         stats.objects_failed.load(Relaxed),
         stats.objects_skipped.load(Relaxed),
         stats.bytes_in.load(Relaxed) >> 20,
-        stats.data_keys.load(Relaxed),
+        stats.data_keys(),
     )
 }

@@ -152,22 +152,7 @@ pub async fn decryption_materials(
         }
         (None, false) => {}
     }
-    let mut full = header.context.clone();
-    let mut authenticate_only = EncryptionContext::new();
-    for (k, v) in reproduced.iter() {
-        match header.context.get(k) {
-            Some(stored) if stored == v => {}
-            Some(_) => {
-                return Err(Error::Context(format!(
-                    "the message's value for {k:?} differs from the expected one"
-                )));
-            }
-            None => {
-                full.insert(k, v);
-                authenticate_only.insert(k, v);
-            }
-        }
-    }
+    let (full, authenticate_only) = merge_reproduced(&header.context, reproduced)?;
     let request = DecryptRequest {
         suite,
         context: &full,
@@ -205,4 +190,30 @@ pub async fn decryption_materials(
         data_key,
         authenticate_only_context: authenticate_only,
     })
+}
+
+/// Checks `reproduced` against the header's context and splits it: returns the full
+/// context (header pairs plus reproduced pairs the header lacks) and the
+/// authenticate-only part (those missing pairs).
+pub(crate) fn merge_reproduced(
+    stored: &EncryptionContext,
+    reproduced: &EncryptionContext,
+) -> Result<(EncryptionContext, EncryptionContext), Error> {
+    let mut full = stored.clone();
+    let mut authenticate_only = EncryptionContext::new();
+    for (k, v) in reproduced.iter() {
+        match stored.get(k) {
+            Some(value) if value == v => {}
+            Some(_) => {
+                return Err(Error::Context(format!(
+                    "the message's value for {k:?} differs from the expected one"
+                )));
+            }
+            None => {
+                full.insert(k, v);
+                authenticate_only.insert(k, v);
+            }
+        }
+    }
+    Ok((full, authenticate_only))
 }

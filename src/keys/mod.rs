@@ -7,6 +7,7 @@
 
 mod materials;
 mod multi;
+mod pool;
 mod raw_aes;
 
 use std::future::Future;
@@ -16,6 +17,7 @@ pub use materials::{
     DecryptionMaterials, EncryptionMaterials, decryption_materials, encryption_materials,
 };
 pub use multi::MultiKeyring;
+pub use pool::{DataKeyPool, DecryptCache, PoolLimits, PoolStats};
 pub use raw_aes::RawAesKeyring;
 
 use crate::crypto::DataKey;

@@ -20,7 +20,7 @@ pub use stats::{Failure, ObjectCounts, Report, Stats};
 
 use crate::Error;
 use crate::format::{AlgorithmSuite, EncryptionContext};
-use crate::keys::{self, EncryptionMaterials, Keyring};
+use crate::keys::{DataKeyPool, DecryptCache, EncryptionMaterials, Keyring, PoolLimits};
 use crate::store::{self, LocalObject, StagedFile};
 use crate::stream::{self, DecryptOptions, EncryptOptions, EncryptingWriter};
 
@@ -55,6 +55,9 @@ pub struct Job {
     pub decrypt: DecryptOptions,
     /// Context pairs a reader expects (and supplies for authenticate-only pairs).
     pub reproduced_context: EncryptionContext,
+    /// When pooled data keys are replaced (encrypt), and how long unwrapped data keys
+    /// stay cached (decrypt: `max_age`).
+    pub pool_limits: PoolLimits,
     /// Objects processed at once.
     pub concurrency: usize,
     /// Plan only: list and count, write nothing, call no keyring.
@@ -119,22 +122,22 @@ pub async fn run(job: Arc<Job>, stats: Arc<Stats>, cancel: Cancel) -> Result<Rep
     if job.dry_run {
         return Ok(stats.report(job.mode, started.elapsed(), true, false));
     }
-    // One data key serves the whole job: each message still gets its own content key,
-    // derived from a fresh random message ID (see the README's security notes).
-    let materials = match job.mode {
-        Mode::Encrypt if !listing.objects.is_empty() => {
-            let m = keys::encryption_materials(
-                job.keyring.as_ref(),
-                job.suite,
-                job.context.clone(),
-                Default::default(),
-            )
-            .await?;
-            stats.add_data_key();
-            Some(Arc::new(m))
-        }
-        _ => None,
-    };
+    // Data keys come from a pool: one serves many messages (each message still derives
+    // its own content key from a fresh message ID), refreshed before it runs out.
+    let pool = Arc::new(DataKeyPool::new(
+        job.keyring.clone(),
+        job.suite,
+        job.pool_limits.clone(),
+    ));
+    stats.attach_key_stats(pool.stats().clone());
+    if job.mode == Mode::Encrypt && !listing.objects.is_empty() {
+        pool.warm_up(&job.context).await?;
+    }
+    let decrypt_cache = Arc::new(DecryptCache::new(
+        4096,
+        job.pool_limits.max_age,
+        pool.stats().clone(),
+    ));
     let permits = Arc::new(Semaphore::new(job.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     let runtime = tokio::runtime::Handle::current();
@@ -147,27 +150,38 @@ pub async fn run(job: Arc<Job>, stats: Arc<Stats>, cancel: Cancel) -> Result<Rep
         if cancel.is_cancelled() {
             break;
         }
-        let (job, stats, materials, runtime, cancel) = (
+        let materials = match job.mode {
+            Mode::Encrypt => match pool.materials(&job.context, object.size).await {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    stats.fail(object.path.display().to_string(), e.to_string());
+                    continue;
+                }
+            },
+            Mode::Decrypt => None,
+        };
+        let (job, stats, decrypt_cache, runtime, cancel) = (
             job.clone(),
             stats.clone(),
-            materials.clone(),
+            decrypt_cache.clone(),
             runtime.clone(),
             cancel.clone(),
         );
         tasks.spawn_blocking(move || {
             let _permit = permit;
             let destination = store::plan_destination(&job.source, &job.destination, &object);
-            let result = match job.mode {
-                Mode::Encrypt => encrypt_object(
+            let result = match &materials {
+                Some(materials) => {
+                    encrypt_object(&object, &destination, materials, &job.encrypt, cancel)
+                }
+                None => decrypt_object(
                     &object,
                     &destination,
-                    materials.as_deref().expect("materials for encryption"),
-                    &job.encrypt,
+                    &job,
+                    &decrypt_cache,
+                    &runtime,
                     cancel,
                 ),
-                Mode::Decrypt => {
-                    decrypt_object(&object, &destination, &job, &stats, &runtime, cancel)
-                }
             };
             match result {
                 Ok((bytes_in, bytes_out)) => stats.succeed(bytes_in, bytes_out),
@@ -251,7 +265,7 @@ fn decrypt_object(
     object: &LocalObject,
     destination: &Path,
     job: &Job,
-    stats: &Stats,
+    cache: &DecryptCache,
     runtime: &tokio::runtime::Handle,
     cancel: Cancel,
 ) -> Result<(u64, u64), Error> {
@@ -264,13 +278,11 @@ fn decrypt_object(
         cancel,
     };
     let (_, plaintext_len) = stream::decrypt_with(&mut input, &mut out, &job.decrypt, |header| {
-        let m = runtime.block_on(keys::decryption_materials(
+        runtime.block_on(cache.materials(
             job.keyring.as_ref(),
             &header.body,
             &job.reproduced_context,
-        ))?;
-        stats.add_data_key();
-        Ok(m)
+        ))
     })?;
     out.flush()?;
     drop(out);

@@ -1,10 +1,11 @@
 //! Counters a job updates and a progress display polls, and the final report.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::Mode;
+use crate::keys::PoolStats;
 
 /// Live counters of one job.
 #[derive(Debug, Default)]
@@ -23,8 +24,7 @@ pub struct Stats {
     pub bytes_in: AtomicU64,
     /// Bytes written to destinations that completed.
     pub bytes_out: AtomicU64,
-    /// Data keys obtained from keyrings (generated or unwrapped).
-    pub data_keys: AtomicU64,
+    keys: OnceLock<Arc<PoolStats>>,
     failures: Mutex<Vec<Failure>>,
     skipped: Mutex<Vec<Failure>>,
 }
@@ -57,8 +57,18 @@ impl Stats {
         self.objects_skipped.fetch_add(1, Relaxed);
     }
 
-    pub(super) fn add_data_key(&self) {
-        self.data_keys.fetch_add(1, Relaxed);
+    pub(super) fn attach_key_stats(&self, keys: Arc<PoolStats>) {
+        let _ = self.keys.set(keys);
+    }
+
+    /// Counters of the job's data-key pool and decrypt cache.
+    pub fn key_stats(&self) -> Option<&PoolStats> {
+        self.keys.get().map(Arc::as_ref)
+    }
+
+    /// Data keys obtained from keyrings: generated (encrypt) plus unwrapped (decrypt).
+    pub fn data_keys(&self) -> u64 {
+        self.key_stats().map_or(0, |k| k.data_keys.load(Relaxed))
     }
 
     /// Objects finished so far (ok, failed or skipped).
@@ -89,7 +99,14 @@ impl Stats {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             elapsed_s: elapsed.as_secs_f64(),
-            data_keys: self.data_keys.load(Relaxed),
+            data_keys: self.data_keys(),
+            cache: self
+                .key_stats()
+                .map_or_else(CacheCounts::default, |k| CacheCounts {
+                    hits: k.hits.load(Relaxed),
+                    misses: k.misses.load(Relaxed),
+                    prefetches: k.prefetches.load(Relaxed),
+                }),
             failures,
             skipped: self.skipped.lock().expect("not poisoned").clone(),
         }
@@ -137,8 +154,10 @@ pub struct Report {
     pub bytes_out: u64,
     /// Wall-clock seconds.
     pub elapsed_s: f64,
-    /// Data keys obtained from keyrings.
+    /// Data keys obtained from keyrings (generated to encrypt, unwrapped to decrypt).
     pub data_keys: u64,
+    /// Data-key pool (encrypt) and decrypt-cache counters.
+    pub cache: CacheCounts,
     /// Each failed object and its error.
     pub failures: Vec<Failure>,
     /// Each skipped entry and the reason.
@@ -150,4 +169,15 @@ impl Report {
     pub fn all_succeeded(&self) -> bool {
         self.objects.failed == 0
     }
+}
+
+/// How often pooled or cached data keys served a message.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheCounts {
+    /// Messages served by existing materials or a cached data key.
+    pub hits: u64,
+    /// Messages that waited for a keyring call.
+    pub misses: u64,
+    /// Materials fetched in the background before they were needed.
+    pub prefetches: u64,
 }
