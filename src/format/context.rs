@@ -105,6 +105,11 @@ impl EncryptionContext {
 
     /// Parses a serialization produced by [`serialize`](Self::serialize). The whole
     /// slice must be consumed; duplicate keys, empty count and invalid UTF-8 are errors.
+    ///
+    /// Pairs are accepted in any order, as the C and JavaScript SDKs accept them: the
+    /// header tag and signature cover the bytes received, never a re-encoding, so order
+    /// cannot be used to alter what was authenticated (fuzzing found this leniency;
+    /// see `fuzz/README.md`).
     pub fn deserialize(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut map = BTreeMap::new();
         if bytes.is_empty() {
