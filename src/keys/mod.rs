@@ -9,6 +9,7 @@ mod materials;
 mod multi;
 mod pool;
 mod raw_aes;
+mod retry;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,6 +20,7 @@ pub use materials::{
 pub use multi::MultiKeyring;
 pub use pool::{DataKeyPool, DecryptCache, PoolLimits, PoolStats};
 pub use raw_aes::RawAesKeyring;
+pub use retry::{RateLimiter, RetryPolicy, RetryStats, Transience};
 
 use crate::crypto::DataKey;
 use crate::format::{AlgorithmSuite, EncryptedDataKey, EncryptionContext};
