@@ -354,7 +354,7 @@ fn decrypt_chunked(
 }
 
 proptest! {
-    #![proptest_config(config(48))]
+    #![proptest_config(config(40))]
 
     #[test]
     fn messages_round_trip_through_every_encrypt_path(
