@@ -38,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod aws;
 pub mod bench;
 pub mod crypto;
 mod error;

@@ -48,6 +48,43 @@ pub struct GlobalArgs {
     /// Write a JSON report of the job to FILE.
     #[arg(long, global = true, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// AWS and KMS settings. Credentials come from the standard chain (environment,
+/// profile, SSO, instance or container role); AWS_ENDPOINT_URL and
+/// AWS_ENDPOINT_URL_KMS are honoured.
+#[derive(Debug, Args)]
+pub struct AwsArgs {
+    /// Region for KMS keys given by ID or alias (ARNs carry their own).
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Named profile from ~/.aws/config.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// KMS endpoint URL (a local test server, a VPC endpoint).
+    #[arg(long, global = true, value_name = "URL")]
+    pub kms_endpoint: Option<String>,
+    /// At most this many KMS requests per second from this process (share a quota
+    /// between N machines by giving each 1/N).
+    #[arg(
+        long,
+        global = true,
+        env = "SEALPIPE_KMS_RATE",
+        value_name = "PER_SECOND"
+    )]
+    pub kms_rate: Option<f64>,
+    /// Seconds one data key serves new messages [default: 300]; on decrypt, how long an
+    /// unwrapped data key stays cached.
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub cache_max_age: Option<f64>,
+    /// Messages one data key may encrypt [default: 1048576].
+    #[arg(long, global = true, value_name = "N")]
+    pub cache_max_messages: Option<u64>,
+    /// Plaintext bytes one data key may encrypt [default: 1099511627776].
+    #[arg(long, global = true, value_name = "BYTES")]
+    pub cache_max_bytes: Option<u64>,
 }
 
 /// The commands.
@@ -73,7 +110,8 @@ pub struct EncryptArgs {
     /// Output file, or the directory that mirrors SRC's tree.
     pub dst: PathBuf,
     /// Wrapping key, repeatable: the first generates the data key, each one wraps it.
-    /// Local keys: raw-aes:NAMESPACE:NAME:PATH (PATH holds 16, 24 or 32 raw bytes).
+    /// AWS KMS: a key ARN, alias/NAME, an alias ARN, or kms:KEY_ID. Local keys:
+    /// raw-aes:NAMESPACE:NAME:PATH (PATH holds 16, 24 or 32 raw bytes).
     #[arg(long = "key", short = 'k', value_name = "KEYREF")]
     pub keys: Vec<String>,
     /// Encryption context pair bound to every message, repeatable. Readers can check it;
@@ -99,9 +137,26 @@ pub struct DecryptArgs {
     pub src: PathBuf,
     /// Output file, or the directory that mirrors SRC's tree.
     pub dst: PathBuf,
-    /// Key to try, repeatable (see `encrypt --key`); any one that unwraps works.
+    /// Key to try, repeatable (see `encrypt --key`); any one that unwraps works. KMS
+    /// keys must be given as key ARNs here (a multi-Region key ARN also matches its
+    /// replicas).
     #[arg(long = "key", short = 'k', value_name = "KEYREF")]
     pub keys: Vec<String>,
+    /// Also try every KMS-wrapped data key with whatever KMS key wrapped it (the
+    /// credentials must be allowed to use it).
+    #[arg(long)]
+    pub discovery: bool,
+    /// With --discovery: only keys of this account, repeatable.
+    #[arg(long, value_name = "ACCOUNT_ID", requires = "discovery")]
+    pub discovery_account: Vec<String>,
+    /// With --discovery-account: the partition of those accounts.
+    #[arg(
+        long,
+        value_name = "PARTITION",
+        default_value = "aws",
+        requires = "discovery_account"
+    )]
+    pub discovery_partition: String,
     /// Context pair the messages must carry, repeatable. Pairs a writer authenticated
     /// without storing them (required encryption context) must be given here.
     #[arg(long = "reproduced-context", value_name = "K=V")]

@@ -19,6 +19,10 @@ pub struct Config {
     pub decrypt: DecryptSection,
     #[serde(default)]
     pub runtime: RuntimeSection,
+    #[serde(default)]
+    pub aws: AwsSection,
+    #[serde(default)]
+    pub cache: CacheSection,
     /// The directory the file is in; relative paths resolve against it.
     #[serde(skip)]
     pub base: PathBuf,
@@ -72,6 +76,28 @@ pub struct RuntimeSection {
     pub aead: Option<String>,
     pub concurrency: Option<usize>,
     pub report: Option<PathBuf>,
+}
+
+/// `[aws]`: overrides for the AWS SDK's own configuration.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSection {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub kms_endpoint: Option<String>,
+    /// KMS requests per second.
+    pub kms_rate: Option<f64>,
+    #[serde(default)]
+    pub grant_tokens: Vec<String>,
+}
+
+/// `[cache]`: data-key pool limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    pub max_age_seconds: Option<f64>,
+    pub max_messages: Option<u64>,
+    pub max_bytes: Option<u64>,
 }
 
 impl Config {

@@ -4,19 +4,76 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use sealpipe::keys::{Keyring, MultiKeyring, RawAesKeyring};
+use sealpipe::keys::{Keyring, KmsContext, KmsKeyring, MultiKeyring, RawAesKeyring};
+use tokio::sync::OnceCell;
 use zeroize::Zeroizing;
+
+/// Builds the KMS context (clients, retry policy, budget) on first use, so jobs with
+/// only local keys never touch AWS configuration.
+pub struct KmsSource {
+    pub settings: sealpipe::aws::AwsSettings,
+    pub rate: Option<f64>,
+    pub grant_tokens: Vec<String>,
+    context: OnceCell<KmsContext>,
+}
+
+impl KmsSource {
+    pub fn new(
+        settings: sealpipe::aws::AwsSettings,
+        rate: Option<f64>,
+        grant_tokens: Vec<String>,
+    ) -> Self {
+        Self {
+            settings,
+            rate,
+            grant_tokens,
+            context: OnceCell::new(),
+        }
+    }
+
+    pub async fn context(&self) -> &KmsContext {
+        self.context
+            .get_or_init(|| async {
+                let config = sealpipe::aws::kms_config(&self.settings).await;
+                KmsContext {
+                    clients: Arc::new(sealpipe::keys::KmsClients::new(config)),
+                    retry: Default::default(),
+                    rate: self
+                        .rate
+                        .map(|r| Arc::new(sealpipe::keys::RateLimiter::new(r))),
+                    grant_tokens: self.grant_tokens.clone(),
+                    stats: Default::default(),
+                }
+            })
+            .await
+    }
+
+    /// The context if any KMS key was used.
+    pub fn used(&self) -> Option<&KmsContext> {
+        self.context.get()
+    }
+}
 
 /// Builds one keyring from `refs`: the first is the generator, the rest wrap too.
 /// Relative key paths resolve against `base`.
-pub fn keyring_from_refs(refs: &[String], base: &Path) -> anyhow::Result<Arc<dyn Keyring>> {
+pub async fn keyring_from_refs(
+    refs: &[String],
+    base: &Path,
+    kms: &KmsSource,
+) -> anyhow::Result<Vec<Arc<dyn Keyring>>> {
     let mut keyrings: Vec<Arc<dyn Keyring>> = Vec::new();
     for r in refs {
-        keyrings.push(parse_keyref(r, base)?);
+        keyrings.push(parse_keyref(r, base, kms).await?);
     }
+    Ok(keyrings)
+}
+
+/// Combines keyrings: one alone, or a multi-keyring whose first member generates.
+pub fn combine(mut keyrings: Vec<Arc<dyn Keyring>>) -> anyhow::Result<Arc<dyn Keyring>> {
     match keyrings.len() {
         0 => bail!(
-            "no key given: pass --key raw-aes:NAMESPACE:NAME:PATH (or set keys in the config file)"
+            "no key given: pass --key with a KMS key ARN or alias, or \
+             raw-aes:NAMESPACE:NAME:PATH (or set keys in the config file)"
         ),
         1 => Ok(keyrings.remove(0)),
         _ => {
@@ -48,11 +105,18 @@ pub fn split_raw_aes(keyref: &str) -> Option<RawAesRef<'_>> {
     })
 }
 
-fn parse_keyref(keyref: &str, base: &Path) -> anyhow::Result<Arc<dyn Keyring>> {
+async fn parse_keyref(
+    keyref: &str,
+    base: &Path,
+    kms: &KmsSource,
+) -> anyhow::Result<Arc<dyn Keyring>> {
+    if let Some(key) = kms_identifier(keyref) {
+        return Ok(Arc::new(KmsKeyring::new(key, kms.context().await.clone())));
+    }
     let Some(r) = split_raw_aes(keyref) else {
         bail!(
-            "unrecognized key reference {keyref:?}: expected raw-aes:NAMESPACE:NAME:PATH \
-             (AWS KMS keys arrive with the KMS keyring)"
+            "unrecognized key reference {keyref:?}: expected a KMS key ARN, alias/NAME, \
+             an alias ARN, kms:KEY_ID, or raw-aes:NAMESPACE:NAME:PATH"
         );
     };
     let path = base.join(r.path);
@@ -63,6 +127,14 @@ fn parse_keyref(keyref: &str, base: &Path) -> anyhow::Result<Arc<dyn Keyring>> {
     let keyring = RawAesKeyring::new(r.namespace, r.name, bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(Arc::new(keyring))
+}
+
+/// The KMS key identifier in a reference, if it is one.
+fn kms_identifier(keyref: &str) -> Option<&str> {
+    if let Some(id) = keyref.strip_prefix("kms:") {
+        return (!id.is_empty()).then_some(id);
+    }
+    (keyref.starts_with("arn:") || keyref.starts_with("alias/")).then_some(keyref)
 }
 
 #[cfg(test)]
@@ -79,5 +151,15 @@ mod tests {
         assert!(split_raw_aes("raw-aes:ns:name").is_none());
         assert!(split_raw_aes("raw-aes::name:path").is_none());
         assert!(split_raw_aes("kms:abc").is_none());
+    }
+
+    #[test]
+    fn kms_references() {
+        assert_eq!(kms_identifier("kms:1234"), Some("1234"));
+        assert_eq!(kms_identifier("alias/backup"), Some("alias/backup"));
+        let arn = "arn:aws:kms:us-east-1:111122223333:key/abcd";
+        assert_eq!(kms_identifier(arn), Some(arn));
+        assert_eq!(kms_identifier("raw-aes:a:b:c"), None);
+        assert_eq!(kms_identifier("kms:"), None);
     }
 }

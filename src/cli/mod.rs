@@ -14,6 +14,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow, bail};
 use sealpipe::crypto::AeadBackend;
 use sealpipe::format::{AlgorithmSuite, DecodeLimits, EncryptionContext};
+use sealpipe::keys::{DiscoveryFilter, KmsDiscoveryKeyring, PoolLimits};
 use sealpipe::pipeline::{self, Cancel, Job, Mode, Report, Stats};
 use sealpipe::stream::{DEFAULT_FRAME_LENGTH, DecryptOptions, EncryptOptions};
 
@@ -40,14 +41,15 @@ pub async fn main(cli: Cli) -> anyhow::Result<Outcome> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    let kms = kms_source(&cli.global, &config);
     match cli.command {
         Command::Encrypt(args) => {
-            let job = encrypt_job(&args, &cli.global, &config)?;
-            execute(job, &cli.global, &config).await
+            let job = encrypt_job(&args, &cli.global, &config, &kms).await?;
+            execute(job, &cli.global, &config, &kms).await
         }
         Command::Decrypt(args) => {
-            let job = decrypt_job(&args, &cli.global, &config)?;
-            execute(job, &cli.global, &config).await
+            let job = decrypt_job(&args, &cli.global, &config, &kms).await?;
+            execute(job, &cli.global, &config, &kms).await
         }
         Command::Inspect(args) => inspect::run(&args.file),
         Command::Run(args) => run::run(&cli.global, args.dry_run).await,
@@ -55,7 +57,56 @@ pub async fn main(cli: Cli) -> anyhow::Result<Outcome> {
     }
 }
 
-fn encrypt_job(args: &EncryptArgs, global: &GlobalArgs, config: &Config) -> anyhow::Result<Job> {
+/// AWS settings: flags over the config file; the SDK adds the environment.
+fn kms_source(global: &GlobalArgs, config: &Config) -> keyref::KmsSource {
+    let (a, c) = (&global.aws, &config.aws);
+    keyref::KmsSource::new(
+        sealpipe::aws::AwsSettings {
+            region: a.region.clone().or_else(|| c.region.clone()),
+            profile: a.profile.clone().or_else(|| c.profile.clone()),
+            kms_endpoint: a.kms_endpoint.clone().or_else(|| c.kms_endpoint.clone()),
+        },
+        a.kms_rate.or(c.kms_rate).filter(|r| *r > 0.0),
+        c.grant_tokens.clone(),
+    )
+}
+
+fn pool_limits(global: &GlobalArgs, config: &Config) -> anyhow::Result<PoolLimits> {
+    let (a, c) = (&global.aws, &config.cache);
+    let defaults = PoolLimits::default();
+    let max_age = match a.cache_max_age.or(c.max_age_seconds) {
+        Some(s) if s > 0.0 && s.is_finite() => std::time::Duration::from_secs_f64(s),
+        Some(s) => bail!("--cache-max-age must be a positive number of seconds, not {s}"),
+        None => defaults.max_age,
+    };
+    let max_messages = a
+        .cache_max_messages
+        .or(c.max_messages)
+        .unwrap_or(defaults.max_messages);
+    if !(1..=1 << 32).contains(&max_messages) {
+        bail!("--cache-max-messages must be between 1 and 2^32, not {max_messages}");
+    }
+    let max_bytes = a
+        .cache_max_bytes
+        .or(c.max_bytes)
+        .unwrap_or(defaults.max_bytes);
+    if max_bytes == 0 {
+        bail!("--cache-max-bytes must be at least 1");
+    }
+    Ok(PoolLimits {
+        max_age,
+        max_messages,
+        max_bytes,
+        ..defaults
+    })
+}
+
+async fn encrypt_job(
+    args: &EncryptArgs,
+    global: &GlobalArgs,
+    config: &Config,
+    kms: &keyref::KmsSource,
+) -> anyhow::Result<Job> {
     let (keys, base) = keys_and_base(&args.keys, config);
     let mut context = parse_pairs(&args.context, "--context")?;
     if args.context.is_empty() {
@@ -70,7 +121,7 @@ fn encrypt_job(args: &EncryptArgs, global: &GlobalArgs, config: &Config) -> anyh
         mode: Mode::Encrypt,
         source: args.src.clone(),
         destination: args.dst.clone(),
-        keyring: keyref::keyring_from_refs(&keys, &base)?,
+        keyring: keyref::combine(keyref::keyring_from_refs(&keys, &base, kms).await?)?,
         suite,
         context,
         encrypt: EncryptOptions {
@@ -80,14 +131,30 @@ fn encrypt_job(args: &EncryptArgs, global: &GlobalArgs, config: &Config) -> anyh
         },
         decrypt: DecryptOptions::default(),
         reproduced_context: EncryptionContext::new(),
-        pool_limits: Default::default(),
+        pool_limits: pool_limits(global, config)?,
         concurrency: concurrency(global, config),
         dry_run: args.dry_run,
     })
 }
 
-fn decrypt_job(args: &DecryptArgs, global: &GlobalArgs, config: &Config) -> anyhow::Result<Job> {
+async fn decrypt_job(
+    args: &DecryptArgs,
+    global: &GlobalArgs,
+    config: &Config,
+    kms: &keyref::KmsSource,
+) -> anyhow::Result<Job> {
     let (keys, base) = keys_and_base(&args.keys, config);
+    let mut keyrings = keyref::keyring_from_refs(&keys, &base, kms).await?;
+    if args.discovery {
+        let filter = (!args.discovery_account.is_empty()).then(|| DiscoveryFilter {
+            partition: args.discovery_partition.clone(),
+            accounts: args.discovery_account.clone(),
+        });
+        keyrings.push(Arc::new(KmsDiscoveryKeyring::new(
+            filter,
+            kms.context().await.clone(),
+        )));
+    }
     let mut reproduced = parse_pairs(&args.reproduced_context, "--reproduced-context")?;
     if args.reproduced_context.is_empty() {
         reproduced = config.decrypt.reproduced_context.clone().into();
@@ -96,7 +163,7 @@ fn decrypt_job(args: &DecryptArgs, global: &GlobalArgs, config: &Config) -> anyh
         mode: Mode::Decrypt,
         source: args.src.clone(),
         destination: args.dst.clone(),
-        keyring: keyref::keyring_from_refs(&keys, &base)?,
+        keyring: keyref::combine(keyrings)?,
         suite: AlgorithmSuite::AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
         context: EncryptionContext::new(),
         encrypt: EncryptOptions::default(),
@@ -109,7 +176,7 @@ fn decrypt_job(args: &DecryptArgs, global: &GlobalArgs, config: &Config) -> anyh
             config,
         )?,
         reproduced_context: reproduced,
-        pool_limits: Default::default(),
+        pool_limits: pool_limits(global, config)?,
         concurrency: concurrency(global, config),
         dry_run: args.dry_run,
     })
@@ -210,22 +277,57 @@ fn parse_pairs(pairs: &[String], flag: &str) -> anyhow::Result<EncryptionContext
 }
 
 /// Runs a job with progress, prints the summary, writes the report.
-async fn execute(job: Job, global: &GlobalArgs, config: &Config) -> anyhow::Result<Outcome> {
-    let report = run_job(job, global.quiet).await?;
-    print_summary(&report, global.quiet);
+async fn execute(
+    job: Job,
+    global: &GlobalArgs,
+    config: &Config,
+    kms: &keyref::KmsSource,
+) -> anyhow::Result<Outcome> {
+    let report = run_job(job, global.quiet, kms).await?;
+    print_summary(&report, global.quiet, kms);
     let report_path = global
         .report
         .clone()
         .or_else(|| config.runtime.report.as_ref().map(|p| config.resolve(p)));
     if let Some(path) = report_path {
-        write_report(&path, &serde_json::to_value(&report)?)?;
+        write_report(&path, &report_json(&report, kms)?)?;
     }
     Ok(outcome(&report))
 }
 
-async fn run_job(job: Job, quiet: bool) -> anyhow::Result<Report> {
+/// The job report plus the KMS counters (`kms.GenerateDataKey`, ...).
+fn report_json(report: &Report, kms: &keyref::KmsSource) -> anyhow::Result<serde_json::Value> {
+    let mut doc = serde_json::to_value(report)?;
+    let counters = kms_counters(kms);
+    doc["kms"] = serde_json::json!({
+        "GenerateDataKey": counters[0],
+        "Encrypt": counters[1],
+        "Decrypt": counters[2],
+        "throttled": counters[3],
+        "retries": counters[4],
+    });
+    Ok(doc)
+}
+
+/// GenerateDataKey, Encrypt, Decrypt, throttled, retries.
+fn kms_counters(kms: &keyref::KmsSource) -> [u64; 5] {
+    use std::sync::atomic::Ordering::Relaxed;
+    kms.used().map_or([0; 5], |k| {
+        let s = &k.stats;
+        [
+            s.generate_data_key.load(Relaxed),
+            s.encrypt.load(Relaxed),
+            s.decrypt.load(Relaxed),
+            s.retry.throttled.load(Relaxed),
+            s.retry.retries.load(Relaxed),
+        ]
+    })
+}
+
+async fn run_job(job: Job, quiet: bool, kms: &keyref::KmsSource) -> anyhow::Result<Report> {
     let stats = Arc::new(Stats::default());
-    let progress = progress::Progress::start(stats.clone(), quiet);
+    let progress =
+        progress::Progress::start(stats.clone(), kms.used().map(|k| k.stats.clone()), quiet);
     let cancel = Cancel::default();
     let signals = tokio::spawn(cancel_on_signal(cancel.clone()));
     let result = pipeline::run(Arc::new(job), stats, cancel).await;
@@ -269,7 +371,7 @@ fn outcome(report: &Report) -> Outcome {
     }
 }
 
-fn print_summary(report: &Report, quiet: bool) {
+fn print_summary(report: &Report, quiet: bool, kms: &keyref::KmsSource) {
     for f in &report.failures {
         eprintln!("error: {}: {}", f.path, f.error);
     }
@@ -305,6 +407,13 @@ fn print_summary(report: &Report, quiet: bool) {
         human_bytes(rate as u64),
         report.data_keys,
     );
+    if kms.used().is_some() {
+        let [generate, encrypt, decrypt, throttled, retries] = kms_counters(kms);
+        eprintln!(
+            "KMS calls: GenerateDataKey {generate}, Encrypt {encrypt}, Decrypt {decrypt} \
+             ({throttled} throttled, {retries} retries)"
+        );
+    }
 }
 
 fn write_report(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {

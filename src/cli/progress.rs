@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use sealpipe::keys::KmsStats;
 use sealpipe::pipeline::Stats;
 
 /// A running progress display; stops when dropped.
@@ -17,7 +18,7 @@ pub struct Progress {
 
 impl Progress {
     /// Starts rendering `stats` on stderr, unless `quiet`.
-    pub fn start(stats: Arc<Stats>, quiet: bool) -> Self {
+    pub fn start(stats: Arc<Stats>, kms: Option<Arc<KmsStats>>, quiet: bool) -> Self {
         if quiet {
             return Self {
                 stop: None,
@@ -49,7 +50,7 @@ impl Progress {
                     _ = &mut rx => true,
                     _ = tokio::time::sleep(period) => false,
                 };
-                let line = status_line(&stats);
+                let line = status_line(&stats, kms.as_deref());
                 match &bar {
                     Some(bar) => {
                         bar.set_length(stats.bytes_planned.load(Relaxed));
@@ -86,9 +87,16 @@ impl Progress {
     }
 }
 
-fn status_line(stats: &Stats) -> String {
+fn status_line(stats: &Stats, kms: Option<&KmsStats>) -> String {
+    let kms = kms.map_or_else(String::new, |k| {
+        format!(
+            ", KMS calls {} ({} throttled)",
+            k.generate_data_key.load(Relaxed) + k.encrypt.load(Relaxed) + k.decrypt.load(Relaxed),
+            k.retry.throttled.load(Relaxed)
+        )
+    });
     format!(
-        "objects {}/{} ({} failed, {} skipped), {} MiB in, data keys {}",
+        "objects {}/{} ({} failed, {} skipped), {} MiB in, data keys {}{kms}",
         stats.objects_done(),
         stats.objects_planned.load(Relaxed),
         stats.objects_failed.load(Relaxed),

@@ -22,6 +22,7 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
         .clone()
         .unwrap_or_else(|| PathBuf::from("config.toml"));
     let config = Config::load(&path)?;
+    let kms = super::kms_source(global, &config);
     let job = &config.job;
     let (Some(source), Some(destination)) = (&job.source, &job.destination) else {
         bail!("{}: [job] needs source and destination", path.display());
@@ -44,13 +45,17 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
                 frame_len: None,
                 dry_run,
             };
-            encrypt_job(&args, global, &config)?
+            encrypt_job(&args, global, &config, &kms).await?
         }
-        "decrypt" => decrypt_job(
-            &decrypt_args(&source, &destination, dry_run),
-            global,
-            &config,
-        )?,
+        "decrypt" => {
+            decrypt_job(
+                &decrypt_args(&source, &destination, dry_run),
+                global,
+                &config,
+                &kms,
+            )
+            .await?
+        }
         other => bail!(
             "{}: unknown [job] mode {other:?} (encrypt or decrypt)",
             path.display()
@@ -64,16 +69,21 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
             main_job.keyring.describe()
         );
     }
-    let report = run_job(main_job, global.quiet).await?;
-    print_summary(&report, global.quiet);
-    let mut doc = serde_json::to_value(&report)?;
+    let report = run_job(main_job, global.quiet, &kms).await?;
+    print_summary(&report, global.quiet, &kms);
 
     let mut result = outcome(&report);
+    let mut verify_doc = None;
     if let (Some(verify), "encrypt", false) = (&job.verify_destination, mode, dry_run) {
         let verify = config.resolve(verify);
-        let decrypt: Job =
-            decrypt_job(&decrypt_args(&destination, &verify, false), global, &config)?;
-        let check = run_job(decrypt, true).await?;
+        let decrypt: Job = decrypt_job(
+            &decrypt_args(&destination, &verify, false),
+            global,
+            &config,
+            &kms,
+        )
+        .await?;
+        let check = run_job(decrypt, true, &kms).await?;
         let identical = compare_trees(&source, &verify)?;
         let ok = check.all_succeeded() && identical.mismatched.is_empty();
         if !global.quiet {
@@ -92,25 +102,29 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
         for m in &identical.mismatched {
             eprintln!("verify error: {m} differs from its source");
         }
-        doc["verify"] = serde_json::json!({
+        verify_doc = Some(serde_json::json!({
             "destination": verify.display().to_string(),
             "decrypted": check.objects.ok,
             "failed": check.objects.failed,
             "identical": identical.matched,
             "mismatched": identical.mismatched,
-        });
+        }));
         if !ok {
             result = Outcome::ObjectsFailed;
         }
     }
-    if let Some(report) = global
+    let mut doc = super::report_json(&report, &kms)?;
+    if let Some(v) = verify_doc {
+        doc["verify"] = v;
+    }
+    if let Some(path) = global
         .report
         .clone()
         .or_else(|| config.runtime.report.as_ref().map(|p| config.resolve(p)))
     {
-        write_report(&report, &doc)?;
+        write_report(&path, &doc)?;
         if !global.quiet {
-            eprintln!("report: {}", report.display());
+            eprintln!("report: {}", path.display());
         }
     }
     Ok(result)
@@ -122,6 +136,9 @@ fn decrypt_args(src: &Path, dst: &Path, dry_run: bool) -> DecryptArgs {
         dst: dst.to_path_buf(),
         keys: vec![],
         reproduced_context: vec![],
+        discovery: false,
+        discovery_account: vec![],
+        discovery_partition: "aws".into(),
         commitment_policy: None,
         max_encrypted_data_keys: None,
         max_header_size: None,

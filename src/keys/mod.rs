@@ -5,6 +5,7 @@
 //! Keyring calls are asynchronous because the AWS KMS keyring is a network client;
 //! the local keyrings complete immediately.
 
+mod kms;
 mod materials;
 mod multi;
 mod pool;
@@ -14,6 +15,10 @@ mod retry;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use kms::{
+    DiscoveryFilter, KMS_PROVIDER_ID, KmsArn, KmsClients, KmsContext, KmsDiscoveryKeyring,
+    KmsKeyring, KmsStats, transience,
+};
 pub use materials::{
     DecryptionMaterials, EncryptionMaterials, decryption_materials, encryption_materials,
 };
@@ -86,6 +91,18 @@ pub enum KeyringError {
         available: String,
         /// Errors from keys that matched but failed, if any.
         tried: String,
+    },
+    /// A KMS call failed.
+    #[error("KMS {action} with key {key} failed: {code}: {message}")]
+    Kms {
+        /// The KMS action, e.g. `GenerateDataKey`.
+        action: &'static str,
+        /// The key identifier or ARN used.
+        key: String,
+        /// The KMS error code, e.g. `AccessDeniedException`.
+        code: String,
+        /// KMS's message and what to check.
+        message: String,
     },
     /// The random number generator failed.
     #[error("random number generator failed: {0}")]

@@ -1,0 +1,567 @@
+//! The AWS KMS keyrings: strict (named keys; can encrypt) and discovery (any `aws-kms`
+//! data key, optionally filtered by partition and account; decrypt only).
+//!
+//! Encrypted data keys are written exactly as the official SDKs write them: provider
+//! ID `aws-kms`, provider info the key ARN KMS returned, ciphertext the KMS
+//! `CiphertextBlob`. The full encryption context goes to KMS, which binds it as AAD.
+//!
+//! Every call goes through the retry policy (exponential backoff with full jitter on
+//! throttling and transient failures) and the optional request-rate budget. The SDK's
+//! own retries are disabled in the clients sealpipe builds, so the two never multiply.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::primitives::Blob;
+
+use super::retry::{RateLimiter, RetryPolicy, RetryStats, Transience};
+use super::{DecryptRequest, EncryptionMaterials, Keyring, KeyringError, KeyringFuture};
+use crate::crypto::DataKey;
+use crate::format::{EncryptedDataKey, EncryptionContext};
+
+/// The provider ID of every KMS-wrapped data key.
+pub const KMS_PROVIDER_ID: &str = "aws-kms";
+
+/// A parsed KMS ARN: `arn:PARTITION:kms:REGION:ACCOUNT:key/ID` (or `alias/NAME`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KmsArn {
+    /// `aws`, `aws-cn`, `aws-us-gov`, ...
+    pub partition: String,
+    /// The key's region.
+    pub region: String,
+    /// The owning account.
+    pub account: String,
+    /// `key` or `alias`.
+    pub resource_type: String,
+    /// Key ID or alias name.
+    pub resource_id: String,
+}
+
+impl KmsArn {
+    /// Parses a KMS ARN; `None` for anything else (key IDs, alias names).
+    pub fn parse(s: &str) -> Option<Self> {
+        let parts: Vec<&str> = s.splitn(6, ':').collect();
+        let [arn, partition, service, region, account, resource] = parts[..] else {
+            return None;
+        };
+        let (resource_type, resource_id) = resource.split_once('/')?;
+        let valid = arn == "arn"
+            && service == "kms"
+            && [partition, region, account, resource_id]
+                .iter()
+                .all(|p| !p.is_empty())
+            && matches!(resource_type, "key" | "alias");
+        valid.then(|| Self {
+            partition: partition.into(),
+            region: region.into(),
+            account: account.into(),
+            resource_type: resource_type.into(),
+            resource_id: resource_id.into(),
+        })
+    }
+
+    /// Whether this names a multi-Region key (`key/mrk-...`).
+    pub fn is_multi_region_key(&self) -> bool {
+        self.resource_type == "key" && self.resource_id.starts_with("mrk-")
+    }
+
+    /// Whether a data key wrapped by `self` may be unwrapped with `other`: the same key,
+    /// or replicas of one multi-Region key (equal but for the region).
+    pub fn matches_for_decrypt(&self, other: &KmsArn) -> bool {
+        if self == other {
+            return true;
+        }
+        self.is_multi_region_key()
+            && other.is_multi_region_key()
+            && self.partition == other.partition
+            && self.account == other.account
+            && self.resource_id == other.resource_id
+    }
+
+    /// The region a key identifier lives in, if it says (ARNs do; IDs and aliases don't).
+    pub fn region_of(identifier: &str) -> Option<String> {
+        Self::parse(identifier).map(|a| a.region)
+    }
+}
+
+impl std::fmt::Display for KmsArn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "arn:{}:kms:{}:{}:{}/{}",
+            self.partition, self.region, self.account, self.resource_type, self.resource_id
+        )
+    }
+}
+
+/// KMS calls made, by action, plus retry counters.
+#[derive(Debug, Default)]
+pub struct KmsStats {
+    /// `GenerateDataKey` calls (every attempt).
+    pub generate_data_key: AtomicU64,
+    /// `Encrypt` calls.
+    pub encrypt: AtomicU64,
+    /// `Decrypt` calls.
+    pub decrypt: AtomicU64,
+    /// Throttling and retries.
+    pub retry: RetryStats,
+}
+
+/// KMS clients, one per region, built from one base configuration.
+#[derive(Debug)]
+pub struct KmsClients {
+    base: aws_config::SdkConfig,
+    by_region: Mutex<HashMap<String, aws_sdk_kms::Client>>,
+}
+
+impl KmsClients {
+    /// Clients derived from `base` (credentials, endpoint, timeouts; retries off).
+    pub fn new(base: aws_config::SdkConfig) -> Self {
+        Self {
+            base,
+            by_region: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The client for `region`, or for the base configuration's region.
+    pub fn client(&self, region: Option<&str>) -> aws_sdk_kms::Client {
+        let region = region
+            .map(str::to_string)
+            .or_else(|| self.base.region().map(|r| r.to_string()))
+            .unwrap_or_default();
+        let mut clients = self.by_region.lock().expect("not poisoned");
+        clients
+            .entry(region.clone())
+            .or_insert_with(|| {
+                let mut conf = aws_sdk_kms::config::Builder::from(&self.base);
+                if !region.is_empty() {
+                    conf = conf.region(aws_sdk_kms::config::Region::new(region));
+                }
+                aws_sdk_kms::Client::from_conf(conf.build())
+            })
+            .clone()
+    }
+}
+
+/// What every KMS keyring shares: clients, policy, budget, counters.
+#[derive(Clone, Debug)]
+pub struct KmsContext {
+    /// Regional clients.
+    pub clients: Arc<KmsClients>,
+    /// Backoff for throttling and transient failures.
+    pub retry: RetryPolicy,
+    /// Optional requests-per-second budget across all KMS calls of the process.
+    pub rate: Option<Arc<RateLimiter>>,
+    /// Grant tokens passed with every call.
+    pub grant_tokens: Vec<String>,
+    /// Counters.
+    pub stats: Arc<KmsStats>,
+}
+
+impl KmsContext {
+    async fn call<T, E, Fut>(
+        &self,
+        counter: &AtomicU64,
+        call: impl Fn() -> Fut,
+    ) -> Result<T, SdkError<E, aws_smithy_runtime_api::http::Response>>
+    where
+        Fut: std::future::Future<
+                Output = Result<T, SdkError<E, aws_smithy_runtime_api::http::Response>>,
+            >,
+        E: ProvideErrorMetadata,
+    {
+        self.retry
+            .run(&self.stats.retry, transience, || async {
+                if let Some(rate) = &self.rate {
+                    rate.acquire().await;
+                }
+                counter.fetch_add(1, Relaxed);
+                call().await
+            })
+            .await
+    }
+
+    fn grant_tokens(&self) -> Option<Vec<String>> {
+        (!self.grant_tokens.is_empty()).then(|| self.grant_tokens.clone())
+    }
+}
+
+/// Sorts a KMS failure into retry classes: throttling, transient (5xx, timeouts,
+/// connection problems), or permanent.
+pub fn transience<E: ProvideErrorMetadata>(
+    err: &SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> Transience {
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            Transience::Transient
+        }
+        SdkError::ServiceError(e) => {
+            match e.err().code() {
+                Some(
+                    "ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded",
+                ) => {
+                    return Transience::Throttled;
+                }
+                Some(
+                    "KMSInternalException" | "DependencyTimeoutException" | "ServiceUnavailable",
+                ) => {
+                    return Transience::Transient;
+                }
+                _ => {}
+            }
+            if e.raw().status().is_server_error() {
+                Transience::Transient
+            } else {
+                Transience::Permanent
+            }
+        }
+        _ => Transience::Permanent,
+    }
+}
+
+/// Turns a failed KMS call into an error that names the action, the key and, for
+/// permission problems, what to check.
+fn kms_error<E: ProvideErrorMetadata + std::fmt::Debug>(
+    action: &'static str,
+    key: &str,
+    err: SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> KeyringError {
+    let (code, message) = match &err {
+        SdkError::ServiceError(e) => (
+            e.err().code().unwrap_or("Unknown").to_string(),
+            e.err().message().unwrap_or_default().to_string(),
+        ),
+        SdkError::TimeoutError(_) => ("Timeout".into(), "the call timed out".into()),
+        SdkError::DispatchFailure(e) => (
+            "ConnectionError".into(),
+            format!(
+                "cannot reach the KMS endpoint: {:?}",
+                e.as_connector_error()
+            ),
+        ),
+        other => ("Error".into(), format!("{other:?}")),
+    };
+    let hint = match code.as_str() {
+        "AccessDeniedException" => format!(
+            "; both the key policy of {key} and the IAM policy of the calling principal must \
+             allow kms:{action} (the usual cause is a role missing from the key policy)"
+        ),
+        "DisabledException" => "; the key is disabled: enable it, or use another key".into(),
+        "KMSInvalidStateException" => {
+            "; the key is not usable in its current state (pending deletion or import?)".into()
+        }
+        "NotFoundException" => "; check the key ID, alias, account and region".into(),
+        "InvalidCiphertextException" => {
+            "; the data key was not wrapped under this key with this encryption context".into()
+        }
+        _ => String::new(),
+    };
+    KeyringError::Kms {
+        action,
+        key: key.to_string(),
+        code,
+        message: format!("{message}{hint}"),
+    }
+}
+
+fn kms_context(context: &EncryptionContext) -> Option<HashMap<String, String>> {
+    (!context.is_empty()).then(|| {
+        context
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    })
+}
+
+/// A KMS key that wraps (generator: `GenerateDataKey`; child: `Encrypt`) and unwraps
+/// (`Decrypt`, only data keys wrapped by this key or a replica of it).
+#[derive(Debug)]
+pub struct KmsKeyring {
+    /// Key ARN, key ID, alias name or alias ARN.
+    key: String,
+    kms: KmsContext,
+}
+
+impl KmsKeyring {
+    /// A keyring for `key`.
+    pub fn new(key: impl Into<String>, kms: KmsContext) -> Self {
+        Self {
+            key: key.into(),
+            kms,
+        }
+    }
+
+    fn client(&self) -> aws_sdk_kms::Client {
+        self.kms
+            .clients
+            .client(KmsArn::region_of(&self.key).as_deref())
+    }
+
+    async fn wrap(&self, mut m: EncryptionMaterials) -> Result<EncryptionMaterials, KeyringError> {
+        let client = self.client();
+        let context = kms_context(&m.context);
+        let (arn, ciphertext) = match &m.data_key {
+            None => {
+                let out = self
+                    .kms
+                    .call(&self.kms.stats.generate_data_key, || {
+                        client
+                            .generate_data_key()
+                            .key_id(&self.key)
+                            .number_of_bytes(m.suite.key_len as i32)
+                            .set_encryption_context(context.clone())
+                            .set_grant_tokens(self.kms.grant_tokens())
+                            .send()
+                    })
+                    .await
+                    .map_err(|e| kms_error("GenerateDataKey", &self.key, e))?;
+                let plaintext = out
+                    .plaintext
+                    .map(Blob::into_inner)
+                    .map(DataKey::new)
+                    .filter(|k| k.len() == m.suite.key_len)
+                    .ok_or_else(|| {
+                        self.bad_response("GenerateDataKey", "no data key of the suite's length")
+                    })?;
+                m.data_key = Some(plaintext);
+                (out.key_id, out.ciphertext_blob)
+            }
+            Some(data_key) => {
+                let out = self
+                    .kms
+                    .call(&self.kms.stats.encrypt, || {
+                        client
+                            .encrypt()
+                            .key_id(&self.key)
+                            .plaintext(Blob::new(data_key.as_bytes().to_vec()))
+                            .set_encryption_context(context.clone())
+                            .set_grant_tokens(self.kms.grant_tokens())
+                            .send()
+                    })
+                    .await
+                    .map_err(|e| kms_error("Encrypt", &self.key, e))?;
+                (out.key_id, out.ciphertext_blob)
+            }
+        };
+        let arn = arn
+            .filter(|a| KmsArn::parse(a).is_some_and(|a| a.resource_type == "key"))
+            .ok_or_else(|| self.bad_response("GenerateDataKey/Encrypt", "no valid key ARN"))?;
+        let ciphertext = ciphertext
+            .map(Blob::into_inner)
+            .ok_or_else(|| self.bad_response("GenerateDataKey/Encrypt", "no ciphertext"))?;
+        m.encrypted_data_keys.push(EncryptedDataKey {
+            provider_id: KMS_PROVIDER_ID.into(),
+            provider_info: arn.into_bytes(),
+            ciphertext,
+        });
+        Ok(m)
+    }
+
+    fn bad_response(&self, action: &'static str, what: &str) -> KeyringError {
+        KeyringError::Kms {
+            action,
+            key: self.key.clone(),
+            code: "InvalidResponse".into(),
+            message: format!("KMS returned {what}"),
+        }
+    }
+
+    async fn unwrap(&self, request: &DecryptRequest<'_>) -> Result<Option<DataKey>, KeyringError> {
+        let Some(configured) = KmsArn::parse(&self.key).filter(|a| a.resource_type == "key") else {
+            // Only a key ARN can say which data key is ours; aliases and bare IDs never
+            // match (as in every official SDK).
+            return Ok(None);
+        };
+        let candidates = request.encrypted_data_keys.iter().filter(|edk| {
+            edk.provider_id == KMS_PROVIDER_ID
+                && std::str::from_utf8(&edk.provider_info)
+                    .ok()
+                    .and_then(KmsArn::parse)
+                    .is_some_and(|arn| arn.matches_for_decrypt(&configured))
+        });
+        decrypt_first(&self.kms, request, candidates, |_| Some(configured.clone())).await
+    }
+}
+
+/// Tries `candidates` in order with `Decrypt`, using the ARN `key_for` picks for each;
+/// returns the first data key, or the last error if every candidate failed.
+async fn decrypt_first<'a>(
+    kms: &KmsContext,
+    request: &DecryptRequest<'_>,
+    candidates: impl Iterator<Item = &'a EncryptedDataKey>,
+    key_for: impl Fn(&KmsArn) -> Option<KmsArn>,
+) -> Result<Option<DataKey>, KeyringError> {
+    let context = kms_context(request.context);
+    let mut last_error = None;
+    for edk in candidates {
+        let Some(wrapped_by) = std::str::from_utf8(&edk.provider_info)
+            .ok()
+            .and_then(KmsArn::parse)
+        else {
+            continue;
+        };
+        let Some(key) = key_for(&wrapped_by) else {
+            continue;
+        };
+        let key_arn = key.to_string();
+        let client = kms.clients.client(Some(&key.region));
+        let result = kms
+            .call(&kms.stats.decrypt, || {
+                client
+                    .decrypt()
+                    .key_id(&key_arn)
+                    .ciphertext_blob(Blob::new(edk.ciphertext.clone()))
+                    .set_encryption_context(context.clone())
+                    .set_grant_tokens(kms.grant_tokens())
+                    .send()
+            })
+            .await;
+        match result {
+            Ok(out) if out.key_id.as_deref() == Some(key_arn.as_str()) => {
+                match out.plaintext.map(Blob::into_inner).map(DataKey::new) {
+                    Some(k) if k.len() == request.suite.key_len => return Ok(Some(k)),
+                    _ => {
+                        last_error = Some(KeyringError::Kms {
+                            action: "Decrypt",
+                            key: key_arn,
+                            code: "InvalidResponse".into(),
+                            message: "KMS returned a data key of the wrong length".into(),
+                        })
+                    }
+                }
+            }
+            Ok(out) => {
+                last_error = Some(KeyringError::Kms {
+                    action: "Decrypt",
+                    key: key_arn,
+                    code: "InvalidResponse".into(),
+                    message: format!("KMS answered for another key: {:?}", out.key_id),
+                })
+            }
+            Err(e) => last_error = Some(kms_error("Decrypt", &key_arn, e)),
+        }
+    }
+    last_error.map_or(Ok(None), Err)
+}
+
+impl Keyring for KmsKeyring {
+    fn on_encrypt<'a>(&'a self, m: EncryptionMaterials) -> KeyringFuture<'a, EncryptionMaterials> {
+        Box::pin(self.wrap(m))
+    }
+
+    fn on_decrypt<'a>(&'a self, r: &'a DecryptRequest<'a>) -> KeyringFuture<'a, Option<DataKey>> {
+        Box::pin(self.unwrap(r))
+    }
+
+    fn describe(&self) -> String {
+        format!("aws-kms:{}", self.key)
+    }
+}
+
+/// Restricts discovery to keys of one partition and some accounts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiscoveryFilter {
+    /// e.g. `aws`.
+    pub partition: String,
+    /// Account IDs whose keys may be used.
+    pub accounts: Vec<String>,
+}
+
+/// Decrypts any KMS-wrapped data key the caller's credentials can decrypt, optionally
+/// only keys of listed accounts. Cannot encrypt.
+#[derive(Debug)]
+pub struct KmsDiscoveryKeyring {
+    filter: Option<DiscoveryFilter>,
+    kms: KmsContext,
+}
+
+impl KmsDiscoveryKeyring {
+    /// A discovery keyring.
+    pub fn new(filter: Option<DiscoveryFilter>, kms: KmsContext) -> Self {
+        Self { filter, kms }
+    }
+
+    fn allowed(&self, arn: &KmsArn) -> bool {
+        arn.resource_type == "key"
+            && self.filter.as_ref().is_none_or(|f| {
+                f.partition == arn.partition && f.accounts.iter().any(|a| a == &arn.account)
+            })
+    }
+}
+
+impl Keyring for KmsDiscoveryKeyring {
+    fn on_encrypt<'a>(&'a self, _: EncryptionMaterials) -> KeyringFuture<'a, EncryptionMaterials> {
+        Box::pin(async {
+            Err(KeyringError::Wrap {
+                keyring: self.describe(),
+                reason: "a discovery keyring cannot encrypt; name the KMS keys to encrypt with"
+                    .into(),
+            })
+        })
+    }
+
+    fn on_decrypt<'a>(&'a self, r: &'a DecryptRequest<'a>) -> KeyringFuture<'a, Option<DataKey>> {
+        Box::pin(async move {
+            let candidates = r
+                .encrypted_data_keys
+                .iter()
+                .filter(|edk| edk.provider_id == KMS_PROVIDER_ID);
+            decrypt_first(&self.kms, r, candidates, |arn| {
+                self.allowed(arn).then(|| arn.clone())
+            })
+            .await
+        })
+    }
+
+    fn describe(&self) -> String {
+        match &self.filter {
+            Some(f) => format!(
+                "aws-kms discovery ({}: {})",
+                f.partition,
+                f.accounts.join(", ")
+            ),
+            None => "aws-kms discovery".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arns_parse_and_multi_region_replicas_match() {
+        let a = KmsArn::parse("arn:aws:kms:us-east-1:111122223333:key/mrk-1234").unwrap();
+        let b = KmsArn::parse("arn:aws:kms:eu-west-1:111122223333:key/mrk-1234").unwrap();
+        let c = KmsArn::parse("arn:aws:kms:eu-west-1:111122223333:key/1234").unwrap();
+        let d = KmsArn::parse("arn:aws:kms:us-east-1:111122223333:key/1234").unwrap();
+        assert!(a.matches_for_decrypt(&b));
+        assert!(
+            !c.matches_for_decrypt(&d),
+            "single-region keys match only themselves"
+        );
+        assert!(c.matches_for_decrypt(&c.clone()));
+        assert_eq!(
+            a.to_string(),
+            "arn:aws:kms:us-east-1:111122223333:key/mrk-1234"
+        );
+        for bad in [
+            "alias/foo",
+            "1234abcd",
+            "arn:aws:s3:us-east-1:111122223333:key/x",
+            "arn:aws:kms:us-east-1::key/x",
+            "arn:aws:kms:us-east-1:111122223333:grant/x",
+            "arn:aws:kms:us-east-1:111122223333:key/",
+        ] {
+            assert!(KmsArn::parse(bad).is_none(), "{bad}");
+        }
+        assert_eq!(
+            KmsArn::parse("arn:aws:kms:us-east-1:111122223333:alias/x")
+                .unwrap()
+                .resource_type,
+            "alias"
+        );
+    }
+}

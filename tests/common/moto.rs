@@ -1,0 +1,53 @@
+//! A real moto server (S3 and KMS wire protocols) on a free loopback port, from the
+//! project's test virtualenv. Stopped when dropped. A missing server fails the test
+//! with instructions; it never skips.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+}
+
+impl Moto {
+    pub fn start() -> Self {
+        let venv = std::env::var_os("SEALPIPE_TEST_PYTHON")
+            .map(|p| PathBuf::from(p).parent().unwrap().to_path_buf())
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin"));
+        let server = venv.join("moto_server");
+        assert!(
+            server.is_file(),
+            "moto server not found at {}: run scripts/setup-venv.sh (scripts/test.sh does it \
+             for you) to install the pinned moto[server]",
+            server.display()
+        );
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let moto = Self { child, port };
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "moto did not start within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        moto
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
