@@ -24,7 +24,11 @@ impl Moto {
              for you) to install the pinned moto[server]",
             server.display()
         );
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new(server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -34,7 +38,10 @@ impl Moto {
         let moto = Self { child, port };
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "moto did not start within 30 s");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto did not start within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         moto
