@@ -75,6 +75,13 @@ pub struct AwsArgs {
         value_name = "PER_SECOND"
     )]
     pub kms_rate: Option<f64>,
+    /// Longest wait between two retries of a throttled or failed KMS call, in seconds
+    /// [default: 10]. Waits grow exponentially with full jitter up to this.
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub kms_retry_max_delay: Option<f64>,
+    /// Give up on a KMS call after waiting this long in total, in seconds [default: 60].
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub kms_retry_total: Option<f64>,
     /// Seconds one data key serves new messages [default: 300]; on decrypt, how long an
     /// unwrapped data key stays cached.
     #[arg(long, global = true, value_name = "SECONDS")]

@@ -87,6 +87,10 @@ pub struct AwsSection {
     pub kms_endpoint: Option<String>,
     /// KMS requests per second.
     pub kms_rate: Option<f64>,
+    /// Longest wait between retries, seconds.
+    pub kms_retry_max_delay: Option<f64>,
+    /// Total waiting before giving up, seconds.
+    pub kms_retry_total: Option<f64>,
     #[serde(default)]
     pub grant_tokens: Vec<String>,
 }

@@ -14,6 +14,7 @@ pub struct KmsSource {
     pub settings: sealpipe::aws::AwsSettings,
     pub rate: Option<f64>,
     pub grant_tokens: Vec<String>,
+    pub retry: sealpipe::keys::RetryPolicy,
     context: OnceCell<KmsContext>,
 }
 
@@ -22,11 +23,13 @@ impl KmsSource {
         settings: sealpipe::aws::AwsSettings,
         rate: Option<f64>,
         grant_tokens: Vec<String>,
+        retry: sealpipe::keys::RetryPolicy,
     ) -> Self {
         Self {
             settings,
             rate,
             grant_tokens,
+            retry,
             context: OnceCell::new(),
         }
     }
@@ -37,7 +40,7 @@ impl KmsSource {
                 let config = sealpipe::aws::kms_config(&self.settings).await;
                 KmsContext {
                     clients: Arc::new(sealpipe::keys::KmsClients::new(config)),
-                    retry: Default::default(),
+                    retry: self.retry.clone(),
                     rate: self
                         .rate
                         .map(|r| Arc::new(sealpipe::keys::RateLimiter::new(r))),

@@ -41,7 +41,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<Outcome> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let kms = kms_source(&cli.global, &config);
+    let kms = kms_source(&cli.global, &config)?;
     match cli.command {
         Command::Encrypt(args) => {
             let job = encrypt_job(&args, &cli.global, &config, &kms).await?;
@@ -58,9 +58,28 @@ pub async fn main(cli: Cli) -> anyhow::Result<Outcome> {
 }
 
 /// AWS settings: flags over the config file; the SDK adds the environment.
-fn kms_source(global: &GlobalArgs, config: &Config) -> keyref::KmsSource {
+fn kms_source(global: &GlobalArgs, config: &Config) -> anyhow::Result<keyref::KmsSource> {
     let (a, c) = (&global.aws, &config.aws);
-    keyref::KmsSource::new(
+    let defaults = sealpipe::keys::RetryPolicy::default();
+    let seconds = |v: Option<f64>, flag: &str, default: std::time::Duration| match v {
+        Some(s) if s >= 0.0 && s.is_finite() => Ok(std::time::Duration::from_secs_f64(s)),
+        Some(s) => bail!("{flag} must be a non-negative number of seconds, not {s}"),
+        None => Ok(default),
+    };
+    let retry = sealpipe::keys::RetryPolicy {
+        max_delay: seconds(
+            a.kms_retry_max_delay.or(c.kms_retry_max_delay),
+            "--kms-retry-max-delay",
+            defaults.max_delay,
+        )?,
+        max_total_delay: seconds(
+            a.kms_retry_total.or(c.kms_retry_total),
+            "--kms-retry-total",
+            defaults.max_total_delay,
+        )?,
+        ..defaults
+    };
+    Ok(keyref::KmsSource::new(
         sealpipe::aws::AwsSettings {
             region: a.region.clone().or_else(|| c.region.clone()),
             profile: a.profile.clone().or_else(|| c.profile.clone()),
@@ -68,7 +87,8 @@ fn kms_source(global: &GlobalArgs, config: &Config) -> keyref::KmsSource {
         },
         a.kms_rate.or(c.kms_rate).filter(|r| *r > 0.0),
         c.grant_tokens.clone(),
-    )
+        retry,
+    ))
 }
 
 fn pool_limits(global: &GlobalArgs, config: &Config) -> anyhow::Result<PoolLimits> {

@@ -22,7 +22,7 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
         .clone()
         .unwrap_or_else(|| PathBuf::from("config.toml"));
     let config = Config::load(&path)?;
-    let kms = super::kms_source(global, &config);
+    let kms = super::kms_source(global, &config)?;
     let job = &config.job;
     let (Some(source), Some(destination)) = (&job.source, &job.destination) else {
         bail!("{}: [job] needs source and destination", path.display());
