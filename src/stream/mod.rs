@@ -74,11 +74,18 @@ pub const DEFAULT_FRAME_LENGTH: u32 = 64 * 1024;
 /// lower bound that keeps every thread busy.
 pub const DEFAULT_BATCH_BYTES: usize = 1 << 20;
 
+/// Upper bound of a batch when frames are large: memory, not parallelism, decides.
+const MAX_BATCH_BYTES: usize = 64 << 20;
+
 /// Frames per batch: about `batch_bytes` of plaintext, but at least two frames per
-/// thread of the current rayon pool so large frames still spread over every core.
+/// thread of the current rayon pool so large frames still spread over every core, as
+/// long as that stays under 64 MiB. A frame must be held whole to be sealed or opened,
+/// so a frame larger than that is a batch of its own.
 pub(crate) fn frames_per_batch(batch_bytes: usize, frame_length: u32) -> usize {
-    let by_bytes = batch_bytes / frame_length.max(1) as usize;
-    by_bytes.max(2 * rayon::current_num_threads()).max(1)
+    let frame_length = frame_length.max(1) as usize;
+    let by_bytes = batch_bytes / frame_length;
+    let for_threads = (2 * rayon::current_num_threads()).min(MAX_BATCH_BYTES / frame_length);
+    by_bytes.max(for_threads).max(1)
 }
 
 /// How messages are written.
