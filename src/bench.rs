@@ -211,8 +211,9 @@ fn parallel_ceiling(
     let key = AeadKey::new(aead, &[7u8; 32]);
     let message_id = [1u8; 32];
     let l = frame_length.max(1) as usize;
-    // About 4 MiB per thread and round, so waking the threads costs little.
-    let frames = ((4 << 20) / l).max(1);
+    // About 32 MiB per thread and round (a few milliseconds), so waking the threads
+    // costs little.
+    let frames = ((32 << 20) / l).max(1);
     let round = || {
         pool.broadcast(|ctx| {
             let mut buf = vec![0x5Au8; l];

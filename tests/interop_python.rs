@@ -19,25 +19,11 @@ const NAMESPACE: &str = "sealpipe-interop";
 const NAME: &str = "interop key 256";
 const KEY: [u8; 32] = *b"0123456789abcdef0123456789ABCDEF";
 
-fn python() -> PathBuf {
-    let python = std::env::var_os("SEALPIPE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin/python"));
-    assert!(
-        python.is_file(),
-        "the Python interop peer needs the test virtualenv at {}: run scripts/setup-venv.sh \
-         (scripts/test.sh does it for you), or set SEALPIPE_TEST_PYTHON to a python that has \
-         the pinned aws-encryption-sdk installed",
-        python.display()
-    );
-    python
-}
-
 fn run_peer(jobs: &Value, dir: &Path) -> Vec<Value> {
     let jobs_file = dir.join(format!("jobs-{}.json", rand_suffix()));
     std::fs::write(&jobs_file, serde_json::to_vec(jobs).unwrap()).unwrap();
     let peer = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/esdk_peer.py");
-    let out = Command::new(python())
+    let out = Command::new(common::venv_tool("python"))
         .arg(peer)
         .arg("batch")
         .arg(&jobs_file)

@@ -111,16 +111,7 @@ impl Kms {
 
     /// Starts the fault proxy in front of moto.
     fn proxy(&self, error: &str, every: u32, actions: &str) -> Proxy {
-        let python = std::env::var_os("SEALPIPE_TEST_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin/python")
-            });
-        assert!(
-            python.is_file(),
-            "test python not found at {}: run scripts/setup-venv.sh",
-            python.display()
-        );
+        let python = common::venv_tool("python");
         let script =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/faults/kms_fault_proxy.py");
         let mut child = Command::new(python)
@@ -506,15 +497,7 @@ fn aws_encryption_cli_and_sealpipe_read_each_other() {
     let key = kms.create_key("us-east-1");
     let plaintext = common::pseudo_random(300_000, 42);
     std::fs::write(kms.path("plain"), &plaintext).unwrap();
-    let venv_bin = std::env::var_os("SEALPIPE_TEST_PYTHON")
-        .map(|p| PathBuf::from(p).parent().unwrap().to_path_buf())
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin"));
-    let cli = venv_bin.join("aws-encryption-cli");
-    assert!(
-        cli.is_file(),
-        "aws-encryption-cli not found at {}: run scripts/setup-venv.sh",
-        cli.display()
-    );
+    let cli = common::venv_tool("aws-encryption-cli");
     let wrapping = format!("key={key}");
     let run_cli = |args: &[&str]| {
         let o = kms

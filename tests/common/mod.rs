@@ -28,6 +28,23 @@ pub fn vectors_dir() -> PathBuf {
     dir
 }
 
+/// A program from the project's test virtualenv (`$SEALPIPE_TEST_PYTHON`'s directory,
+/// or `.venv-test/bin`). A missing one fails the test and says how to install it.
+pub fn venv_tool(name: &str) -> PathBuf {
+    let bin = std::env::var_os("SEALPIPE_TEST_PYTHON")
+        .and_then(|p| PathBuf::from(p).parent().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin"));
+    let tool = bin.join(name);
+    assert!(
+        tool.is_file(),
+        "{name} not found at {}: run scripts/setup-venv.sh (scripts/test.sh does it for you), \
+         which installs the pinned aws-encryption-sdk, aws-encryption-sdk-cli and moto[server] \
+         into .venv-test/",
+        tool.display()
+    );
+    tool
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .build()

@@ -3,7 +3,6 @@
 //! with instructions; it never skips.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,16 +13,7 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Self {
-        let venv = std::env::var_os("SEALPIPE_TEST_PYTHON")
-            .map(|p| PathBuf::from(p).parent().unwrap().to_path_buf())
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin"));
-        let server = venv.join("moto_server");
-        assert!(
-            server.is_file(),
-            "moto server not found at {}: run scripts/setup-venv.sh (scripts/test.sh does it \
-             for you) to install the pinned moto[server]",
-            server.display()
-        );
+        let server = super::venv_tool("moto_server");
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
