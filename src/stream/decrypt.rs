@@ -165,67 +165,118 @@ impl MessageDecryptor {
         let stride = l + REGULAR_FRAME_OVERHEAD;
         let per_batch = frames_per_batch(DEFAULT_BATCH_BYTES, self.header.body.frame_length);
         let message_id = self.header.body.message_id.clone();
-        let mut batch: Vec<u8> = Vec::new();
+        // Three batches in flight: `done` (opened, being written), `cur` (being opened on
+        // the pool) and `next` (being read). Reading and writing run on this thread while
+        // the pool opens, so the copies overlap AES-GCM instead of alternating with it.
+        let (mut done, mut cur, mut next) = (Vec::new(), Vec::new(), Vec::new());
         let mut expected: u64 = 1;
+        let mut cur_first = expected;
+        let mut cur_final = Self::read_batch_into(
+            &mut self.verifier,
+            body,
+            &mut cur,
+            per_batch,
+            stride,
+            &mut expected,
+        )?;
         let mut written = 0u64;
         loop {
-            batch.clear();
-            let first_seq = expected;
-            let mut final_frame = None;
-            while batch.len() / stride < per_batch {
-                let mut start = [0u8; 4];
-                read_exact_or_truncated(body, &mut start, || {
-                    format!(
-                        "input ends after frame {} without a final frame",
-                        expected - 1
-                    )
-                })?;
-                if u32::from_be_bytes(start) == FINAL_FRAME_MARKER {
-                    final_frame = Some(self.read_final_frame(body, expected)?);
-                    break;
-                }
-                let seq = u32::from_be_bytes(start);
-                if u64::from(seq) != expected {
-                    return Err(Error::FrameSequence {
-                        expected,
-                        found: seq,
-                    });
-                }
-                let slot_start = batch.len();
-                batch.extend_from_slice(&start);
-                read_bounded(body, &mut batch, stride - 4, || {
-                    format!("input ends inside frame {seq}")
-                })?;
-                if let Some((_, hasher)) = &mut self.verifier {
-                    hasher.update(&batch[slot_start..]);
-                }
-                expected += 1;
-            }
             let key = &self.key;
-            batch
-                .par_chunks_mut(stride)
-                .with_min_len(min_frames_per_task(l))
-                .enumerate()
-                .try_for_each(|(i, slot)| {
-                    let seq = (first_seq + i as u64) as u32;
-                    let (head, rest) = slot.split_at_mut(4 + IV_LEN);
-                    let iv: &[u8; IV_LEN] = head[4..].try_into().expect("IV bytes");
-                    let (content, tag) = rest.split_at_mut(l);
-                    let tag: &[u8; TAG_LEN] = (&*tag).try_into().expect("tag bytes");
-                    let aad = BodyAad::new(&message_id, ContentKind::Frame, seq, l as u64);
-                    key.open_in_place(iv, aad.as_bytes(), content, tag)
-                        .map_err(|_| Error::FrameAuthentication { seq })
-                })?;
-            for slot in batch.chunks(stride) {
-                out.write_all(&slot[4 + IV_LEN..4 + IV_LEN + l])?;
-            }
-            written += batch.len() as u64 / stride as u64 * l as u64;
-            if let Some(plaintext) = final_frame {
+            let mut opened = Ok(());
+            let mut read = Ok(false);
+            let next_first = expected;
+            rayon::in_place_scope(|scope| {
+                let (cur, opened) = (&mut cur, &mut opened);
+                let message_id = &message_id;
+                scope.spawn(move |_| {
+                    *opened = cur
+                        .par_chunks_mut(stride)
+                        .with_min_len(min_frames_per_task(l))
+                        .enumerate()
+                        .try_for_each(|(i, slot)| {
+                            let seq = (cur_first + i as u64) as u32;
+                            let (head, rest) = slot.split_at_mut(4 + IV_LEN);
+                            let iv: &[u8; IV_LEN] = head[4..].try_into().expect("IV bytes");
+                            let (content, tag) = rest.split_at_mut(l);
+                            let tag: &[u8; TAG_LEN] = (&*tag).try_into().expect("tag bytes");
+                            let aad = BodyAad::new(message_id, ContentKind::Frame, seq, l as u64);
+                            key.open_in_place(iv, aad.as_bytes(), content, tag)
+                                .map_err(|_| Error::FrameAuthentication { seq })
+                        });
+                });
+                read = (|| {
+                    write_contents(out, &done, stride, l)?;
+                    if cur_final {
+                        return Ok(true);
+                    }
+                    Self::read_batch_into(
+                        &mut self.verifier,
+                        body,
+                        &mut next,
+                        per_batch,
+                        stride,
+                        &mut expected,
+                    )
+                })();
+            });
+            opened?;
+            let next_final = read?;
+            written += (done.len() / stride * l) as u64;
+            std::mem::swap(&mut done, &mut cur);
+            if cur_final {
+                write_contents(out, &done, stride, l)?;
+                written += (done.len() / stride * l) as u64;
+                let plaintext = self.read_final_frame(body, expected)?;
                 self.finish(body)?;
                 out.write_all(&plaintext)?;
                 return Ok(written + plaintext.len() as u64);
             }
+            std::mem::swap(&mut cur, &mut next);
+            cur_first = next_first;
+            cur_final = next_final;
         }
+    }
+
+    /// Reads up to `per_batch` regular frames into `batch` (cleared first), feeding the
+    /// signature hash; `true` when the final-frame marker followed them (it is consumed).
+    fn read_batch_into<R: Read>(
+        verifier: &mut Option<(VerifyingKey, MessageHasher)>,
+        body: &mut R,
+        batch: &mut Vec<u8>,
+        per_batch: usize,
+        stride: usize,
+        expected: &mut u64,
+    ) -> Result<bool, Error> {
+        batch.clear();
+        while batch.len() / stride < per_batch {
+            let mut start = [0u8; 4];
+            read_exact_or_truncated(body, &mut start, || {
+                format!(
+                    "input ends after frame {} without a final frame",
+                    *expected - 1
+                )
+            })?;
+            if u32::from_be_bytes(start) == FINAL_FRAME_MARKER {
+                return Ok(true);
+            }
+            let seq = u32::from_be_bytes(start);
+            if u64::from(seq) != *expected {
+                return Err(Error::FrameSequence {
+                    expected: *expected,
+                    found: seq,
+                });
+            }
+            let slot_start = batch.len();
+            batch.extend_from_slice(&start);
+            read_bounded(body, batch, stride - 4, || {
+                format!("input ends inside frame {seq}")
+            })?;
+            if let Some((_, hasher)) = verifier {
+                hasher.update(&batch[slot_start..]);
+            }
+            *expected += 1;
+        }
+        Ok(false)
     }
 
     /// Reads and opens the final frame (its marker already consumed).
@@ -320,6 +371,14 @@ impl MessageDecryptor {
         }
         Ok(())
     }
+}
+
+/// Writes the content of every opened frame in `batch`.
+fn write_contents<W: Write>(out: &mut W, batch: &[u8], stride: usize, l: usize) -> io::Result<()> {
+    for slot in batch.chunks(stride) {
+        out.write_all(&slot[4 + IV_LEN..4 + IV_LEN + l])?;
+    }
+    Ok(())
 }
 
 /// Decrypts one message from `input` to `out`: reads the header, checks the policy,
