@@ -25,11 +25,10 @@ use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use proptest::test_runner::Config as ProptestConfig;
 
-use sealpipe::crypto::{AeadBackend, AeadKey, MessageHasher, derive_message_keys};
+use sealpipe::crypto::AeadBackend;
 use sealpipe::format::{
-    AlgorithmSuite, BodyAad, ContentKind, ContentType, DecodeError, DecodeLimits, EncryptedDataKey,
-    EncryptionContext, FrameHeader, Header, HeaderAuth, HeaderBody, IV_LEN, MAX_FRAME_LENGTH,
-    MessageVersion, TAG_LEN, encode_footer, frame_iv,
+    AlgorithmSuite, ContentType, DecodeError, DecodeLimits, EncryptedDataKey, EncryptionContext,
+    Header, HeaderAuth, HeaderBody, IV_LEN, MAX_FRAME_LENGTH, MessageVersion, TAG_LEN,
 };
 use sealpipe::keys::{self, EncryptionMaterials, Keyring};
 use sealpipe::stream::{self, DEFAULT_BATCH_BYTES, DecryptOptions, EncryptOptions};
@@ -456,82 +455,6 @@ struct Sample {
     policy: CommitmentPolicy,
 }
 
-/// Writes a v1 (legacy, non-committing) message, which sealpipe itself refuses to write,
-/// so that hostile-input tests also reach the v1 header and the non-framed body.
-fn legacy_message(
-    materials: &EncryptionMaterials,
-    content_type: ContentType,
-    frame_length: u32,
-    plaintext: &[u8],
-) -> Vec<u8> {
-    let suite = materials.suite;
-    assert_eq!(suite.version, MessageVersion::V1);
-    let message_id = common::pseudo_random(16, u64::from(suite.id));
-    let body = HeaderBody {
-        suite,
-        message_id: message_id.clone(),
-        context: materials.stored_context(),
-        encrypted_data_keys: materials.encrypted_data_keys.clone(),
-        content_type,
-        frame_length,
-        suite_data: Vec::new(),
-    };
-    let keys = derive_message_keys(&suite, materials.data_key.as_ref().unwrap(), &message_id);
-    let key = AeadKey::new(AeadBackend::RustCrypto, &keys.content_key);
-    let mut out = body.encode().unwrap();
-    let mut aad = out.clone();
-    aad.extend_from_slice(&materials.authenticate_only_context().serialize().unwrap());
-    let iv = [0u8; IV_LEN];
-    let tag = key.seal_in_place(&iv, &aad, &mut []);
-    HeaderAuth { iv, tag }.encode(suite.version, &mut out);
-    match content_type {
-        ContentType::NonFramed => {
-            out.extend_from_slice(&frame_iv(1));
-            out.extend_from_slice(&(plaintext.len() as u64).to_be_bytes());
-            let start = out.len();
-            out.extend_from_slice(plaintext);
-            let aad = BodyAad::new(
-                &message_id,
-                ContentKind::SingleBlock,
-                1,
-                plaintext.len() as u64,
-            );
-            let tag = key.seal_in_place(&frame_iv(1), aad.as_bytes(), &mut out[start..]);
-            out.extend_from_slice(&tag);
-        }
-        ContentType::Framed => {
-            let l = frame_length as usize;
-            let full = plaintext.len() / l;
-            for (i, frame) in plaintext.chunks(l).take(full).enumerate() {
-                let seq = i as u32 + 1;
-                let mut head = [0u8; 4 + IV_LEN];
-                FrameHeader::encode_regular(seq, &mut head);
-                out.extend_from_slice(&head);
-                let start = out.len();
-                out.extend_from_slice(frame);
-                let aad = BodyAad::new(&message_id, ContentKind::Frame, seq, l as u64);
-                let tag = key.seal_in_place(&frame_iv(seq), aad.as_bytes(), &mut out[start..]);
-                out.extend_from_slice(&tag);
-            }
-            let last = &plaintext[full * l..];
-            let seq = full as u32 + 1;
-            FrameHeader::encode_final(seq, last.len() as u32, &mut out);
-            let start = out.len();
-            out.extend_from_slice(last);
-            let aad = BodyAad::new(&message_id, ContentKind::FinalFrame, seq, last.len() as u64);
-            let tag = key.seal_in_place(&frame_iv(seq), aad.as_bytes(), &mut out[start..]);
-            out.extend_from_slice(&tag);
-        }
-    }
-    if let Some(signer) = &materials.signing_key {
-        let mut hasher = MessageHasher::new(suite.signature.unwrap());
-        hasher.update(&out);
-        let signature = signer.sign(hasher).unwrap();
-        encode_footer(&signature, &mut out);
-    }
-    out
-}
-
 static SAMPLES: LazyLock<Vec<Sample>> = LazyLock::new(|| {
     let rt = common::runtime();
     let keyring = KEYRING.as_ref();
@@ -559,7 +482,7 @@ static SAMPLES: LazyLock<Vec<Sample>> = LazyLock::new(|| {
     };
     let v1 = |name, m: &EncryptionMaterials, ct, frame_length, plaintext: Vec<u8>| Sample {
         name,
-        message: legacy_message(m, ct, frame_length, &plaintext),
+        message: common::legacy::legacy_message(m, ct, frame_length, &plaintext),
         plaintext,
         reproduced: EncryptionContext::new(),
         policy: CommitmentPolicy::RequireEncryptAllowDecrypt,

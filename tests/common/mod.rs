@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod legacy;
 pub mod moto;
 
 use std::path::PathBuf;
