@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use sealpipe::format::{ContentType, DecodeLimits, MessageVersion};
+use sealpipe::keys::raw_aes_key_name;
 use serde_json::json;
 
 use super::Outcome;
@@ -20,7 +21,8 @@ pub fn run(path: &Path) -> anyhow::Result<Outcome> {
         .encrypted_data_keys
         .iter()
         .map(|edk| {
-            let raw_aes = raw_aes_info(&edk.provider_info);
+            let raw_aes = raw_aes_key_name(&edk.provider_info)
+                .map(|name| String::from_utf8_lossy(name).into_owned());
             json!({
                 "provider_id": edk.provider_id,
                 "provider_info": match std::str::from_utf8(&edk.provider_info) {
@@ -46,11 +48,4 @@ pub fn run(path: &Path) -> anyhow::Result<Outcome> {
     });
     println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(Outcome::Success)
-}
-
-/// The key name of a Raw AES provider info (`name || 128 || 12 || IV`), if it is one.
-fn raw_aes_info(info: &[u8]) -> Option<String> {
-    let n = info.len().checked_sub(20)?;
-    (info[n..n + 8] == [0, 0, 0, 128, 0, 0, 0, 12])
-        .then(|| String::from_utf8_lossy(&info[..n]).into_owned())
 }

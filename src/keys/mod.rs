@@ -24,7 +24,7 @@ pub use materials::{
 };
 pub use multi::MultiKeyring;
 pub use pool::{DataKeyPool, DecryptCache, PoolLimits, PoolStats};
-pub use raw_aes::RawAesKeyring;
+pub use raw_aes::{RawAesKeyring, raw_aes_key_name};
 pub use retry::{RateLimiter, RetryPolicy, RetryStats, Transience};
 
 use crate::crypto::DataKey;
@@ -116,7 +116,9 @@ pub fn describe_encrypted_data_keys(edks: &[EncryptedDataKey]) -> String {
             format!(
                 "{}/{}",
                 edk.provider_id,
-                String::from_utf8_lossy(raw_aes::key_name_part(&edk.provider_info))
+                String::from_utf8_lossy(
+                    raw_aes::raw_aes_key_name(&edk.provider_info).unwrap_or(&edk.provider_info)
+                )
             )
         })
         .collect::<Vec<_>>()

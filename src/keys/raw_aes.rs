@@ -85,17 +85,11 @@ impl RawAesKeyring {
     /// The IV if `edk` names this keyring, per the provider-info rules.
     fn iv_if_mine(&self, edk: &EncryptedDataKey) -> Option<[u8; IV_LEN]> {
         let info = &edk.provider_info;
-        if edk.provider_id != self.namespace
-            || info.len() != self.name.len() + INFO_SUFFIX_LEN
-            || !info.starts_with(self.name.as_bytes())
+        if edk.provider_id != self.namespace || raw_aes_key_name(info) != Some(self.name.as_bytes())
         {
             return None;
         }
-        let suffix = &info[self.name.len()..];
-        if suffix[..4] != TAG_BITS.to_be_bytes() || suffix[4..8] != (IV_LEN as u32).to_be_bytes() {
-            return None;
-        }
-        suffix[8..].try_into().ok()
+        info[info.len() - IV_LEN..].try_into().ok()
     }
 
     fn unwrap(&self, request: &DecryptRequest<'_>) -> Result<Option<DataKey>, KeyringError> {
@@ -174,15 +168,11 @@ impl std::fmt::Debug for RawAesKeyring {
     }
 }
 
-/// The key-name part of a Raw AES provider info, or all of it for other providers.
-pub(super) fn key_name_part(info: &[u8]) -> &[u8] {
-    let n = info.len().wrapping_sub(INFO_SUFFIX_LEN);
-    if info.len() >= INFO_SUFFIX_LEN
-        && info[n..n + 4] == TAG_BITS.to_be_bytes()
-        && info[n + 4..n + 8] == (IV_LEN as u32).to_be_bytes()
-    {
-        &info[..n]
-    } else {
-        info
-    }
+/// The key name in a Raw AES provider info (`name || u32 128 || u32 12 || IV`), or
+/// `None` when the info does not have that shape (a KMS ARN, say).
+pub fn raw_aes_key_name(provider_info: &[u8]) -> Option<&[u8]> {
+    let n = provider_info.len().checked_sub(INFO_SUFFIX_LEN)?;
+    let suffix = &provider_info[n..];
+    (suffix[..4] == TAG_BITS.to_be_bytes() && suffix[4..8] == (IV_LEN as u32).to_be_bytes())
+        .then(|| &provider_info[..n])
 }
