@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use super::{DecryptRequest, Keyring, KeyringError, describe_encrypted_data_keys};
 use crate::Error;
-use crate::crypto::{DataKey, SigningKey, VerifyingKey};
+use crate::crypto::{DataKey, SigningKey};
 use crate::format::{
     AlgorithmSuite, EncryptedDataKey, EncryptionContext, HeaderBody, PUBLIC_KEY_CONTEXT_KEY,
 };
@@ -120,7 +120,8 @@ pub struct DecryptionMaterials {
     pub authenticate_only_context: EncryptionContext,
 }
 
-/// Recovers the data key of the message whose header body is `header`.
+/// Recovers the data key of the message whose header body is `header`. Call it after
+/// the policy checks (`stream::decrypt_with` does): it only asks the keyring.
 ///
 /// `reproduced` is the context the caller expects: pairs also in the header must have
 /// the same values, and pairs absent from it are authenticate-only pairs the writer
@@ -131,27 +132,6 @@ pub async fn decryption_materials(
     reproduced: &EncryptionContext,
 ) -> Result<DecryptionMaterials, Error> {
     let suite = header.suite;
-    let has_public_key = header.context.contains_key(PUBLIC_KEY_CONTEXT_KEY);
-    match (suite.signature, has_public_key) {
-        (Some(curve), true) => {
-            let value = header
-                .context
-                .get(PUBLIC_KEY_CONTEXT_KEY)
-                .unwrap_or_default();
-            VerifyingKey::from_base64(curve, value)?;
-        }
-        (Some(_), false) => {
-            return Err(Error::Context(format!(
-                "suite {suite} signs, but the context has no {PUBLIC_KEY_CONTEXT_KEY}"
-            )));
-        }
-        (None, true) => {
-            return Err(Error::Context(format!(
-                "suite {suite} does not sign, but the context has {PUBLIC_KEY_CONTEXT_KEY}"
-            )));
-        }
-        (None, false) => {}
-    }
     let (full, authenticate_only) = merge_reproduced(&header.context, reproduced)?;
     let request = DecryptRequest {
         suite,

@@ -62,6 +62,9 @@ pub fn read_header<R: Read>(
 }
 
 /// Checks a parsed header against the decryption policy, before any key is fetched.
+///
+/// Also enforces that signing suites carry the verification key in the context and
+/// other suites do not, so a malformed message never costs a keyring call.
 pub(crate) fn check_policy(header: &Header, options: &DecryptOptions) -> Result<(), Error> {
     let suite = header.body.suite;
     if !options.commitment_policy.allows_decrypt(&suite) {
@@ -70,7 +73,18 @@ pub(crate) fn check_policy(header: &Header, options: &DecryptOptions) -> Result<
             policy: options.commitment_policy,
         });
     }
-    Ok(())
+    match (
+        suite.signature.is_some(),
+        header.body.context.contains_key(PUBLIC_KEY_CONTEXT_KEY),
+    ) {
+        (true, false) => Err(Error::Context(format!(
+            "suite {suite} signs, but the context has no {PUBLIC_KEY_CONTEXT_KEY}"
+        ))),
+        (false, true) => Err(Error::Context(format!(
+            "suite {suite} does not sign, but the context has {PUBLIC_KEY_CONTEXT_KEY}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Decrypts one message's body once its header has been authenticated.
@@ -113,19 +127,11 @@ impl MessageDecryptor {
             .map_err(|_| Error::HeaderAuthentication)?;
         let verifier = match suite.signature {
             Some(curve) => {
-                let value = body.context.get(PUBLIC_KEY_CONTEXT_KEY).ok_or_else(|| {
-                    Error::Context(format!(
-                        "signed suite {suite} without {PUBLIC_KEY_CONTEXT_KEY}"
-                    ))
-                })?;
+                // Present: `check_policy` above requires it for signing suites.
+                let value = body.context.get(PUBLIC_KEY_CONTEXT_KEY).unwrap_or_default();
                 let mut hasher = MessageHasher::new(curve);
                 hasher.update(&header.to_bytes());
                 Some((VerifyingKey::from_base64(curve, value)?, hasher))
-            }
-            None if body.context.contains_key(PUBLIC_KEY_CONTEXT_KEY) => {
-                return Err(Error::Context(format!(
-                    "unsigned suite {suite} with {PUBLIC_KEY_CONTEXT_KEY} in its context"
-                )));
             }
             None => None,
         };
