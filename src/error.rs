@@ -20,6 +20,9 @@ pub enum Error {
     /// Reading or writing failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// An S3 request failed (after retries).
+    #[error(transparent)]
+    S3(#[from] crate::store::S3Error),
     /// A keyring could not produce or recover the data key.
     #[error(transparent)]
     Keyring(#[from] KeyringError),

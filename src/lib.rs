@@ -8,6 +8,7 @@
 //! - [`format`]: the pure message codec (no I/O, no keys);
 //! - [`crypto`]: AES-GCM backends, key derivation and commitment, ECDSA, secret types;
 //! - [`keys`]: keyrings that wrap and unwrap data keys;
+//! - [`retry`]: backoff and rate limits for KMS and S3 calls;
 //! - [`stream`]: whole messages over readers and writers, frames sealed on rayon;
 //! - [`store`] and [`pipeline`]: many objects, concurrently, with reports.
 //!
@@ -45,6 +46,7 @@ mod error;
 pub mod format;
 pub mod keys;
 pub mod pipeline;
+pub mod retry;
 pub mod store;
 pub mod stream;
 

@@ -241,7 +241,7 @@ fn dry_run_writes_nothing_and_counts() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!ws.path("out").exists());
     assert!(
-        stderr(&o).contains("would encrypt 2 objects"),
+        stderr(&o).contains("2 would be encrypted"),
         "{}",
         stderr(&o)
     );

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Bulk envelope encryption of files (and soon S3 objects) in the AWS Encryption SDK
+/// Bulk envelope encryption of S3 objects and local files in the AWS Encryption SDK
 /// message format.
 ///
 /// Outputs are ESDK v2 messages (key-committing suite 0x0478 by default) that the
@@ -17,6 +17,8 @@ Examples:
   sealpipe run                                    # the job in ./config.toml (local demo)
   sealpipe encrypt photos/ sealed/ --key raw-aes:backup:k1:./k1.key --context team=infra
   sealpipe decrypt sealed/ restored/ --key raw-aes:backup:k1:./k1.key
+  sealpipe encrypt s3://raw/ s3://sealed/ --key alias/backup   # S3 to S3, resumable
+  sealpipe verify s3://sealed/ --key arn:aws:kms:...:key/...     # read and check only
   sealpipe inspect sealed/cat.jpg                 # the header as JSON
   sealpipe bench                                  # seal throughput vs the AES-GCM ceiling
 
@@ -42,7 +44,7 @@ pub struct GlobalArgs {
     /// AES-GCM implementation: ring (fast) or rustcrypto (portable, pure Rust).
     #[arg(long, global = true, env = "SEALPIPE_AEAD", value_name = "BACKEND")]
     pub aead: Option<String>,
-    /// Objects processed at once [default: 8].
+    /// Objects processed at once [default: 8 for local jobs, 64 with S3].
     #[arg(long, global = true, env = "SEALPIPE_CONCURRENCY", value_name = "N")]
     pub concurrency: Option<usize>,
     /// Write a JSON report of the job to FILE.
@@ -50,6 +52,8 @@ pub struct GlobalArgs {
     pub report: Option<PathBuf>,
     #[command(flatten)]
     pub aws: AwsArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 /// AWS and KMS settings. Credentials come from the standard chain (environment,
@@ -94,13 +98,88 @@ pub struct AwsArgs {
     pub cache_max_bytes: Option<u64>,
 }
 
+/// S3 transfer settings (config file section `[s3]`).
+#[derive(Debug, Args)]
+pub struct S3Args {
+    /// S3 endpoint URL (a local test server, an S3-compatible store, a VPC endpoint).
+    /// AWS_ENDPOINT_URL_S3 also works.
+    #[arg(long, global = true, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// Address buckets by path (endpoint/bucket/key); on by default with a custom
+    /// endpoint.
+    #[arg(long, global = true, value_name = "BOOL")]
+    pub s3_path_style: Option<bool>,
+    /// Bytes per ranged GET and per multipart part, at least 5MiB [default: 8MiB].
+    /// Accepts suffixes: KiB, MiB, GiB (or K, M, G).
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
+    pub part_size: Option<u64>,
+    /// Bytes in flight at once across all objects (downloaded, not yet sealed; sealed,
+    /// not yet uploaded) [default: 256MiB]. Peak memory is about this plus a few MiB
+    /// per concurrent object.
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
+    pub max_in_flight: Option<u64>,
+    /// Storage class of written objects (STANDARD, INTELLIGENT_TIERING, GLACIER_IR, ...).
+    #[arg(long, global = true, value_name = "CLASS")]
+    pub storage_class: Option<String>,
+    /// Also have S3 encrypt written objects at rest: aws:kms (with an S3 Bucket Key) or
+    /// AES256. sealpipe's own encryption happens either way.
+    #[arg(long, global = true, value_name = "ALGORITHM")]
+    pub sse: Option<String>,
+    /// KMS key for --sse aws:kms (else the bucket's default key).
+    #[arg(long, global = true, value_name = "KEY_ID")]
+    pub sse_kms_key_id: Option<String>,
+}
+
+/// Parses `8388608`, `8MiB`, `8M`, `1.5GiB`, `512KiB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 8MiB, 512KiB, 1GiB, 1048576)"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (KiB, MiB, GiB, TiB)"
+            ));
+        }
+    };
+    let bytes = number * scale as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Encrypt a file or a directory tree into ESDK messages.
+    /// Encrypt files or S3 objects into ESDK messages.
+    #[command(after_help = "\
+Examples:
+  sealpipe encrypt photos/ sealed/ --key raw-aes:backup:k1:./k1.key
+  sealpipe encrypt s3://raw/2024/ s3://sealed/2024/ --key alias/backup --include '*.parquet'
+  sealpipe encrypt s3://data/ --in-place --key arn:aws:kms:us-east-1:111122223333:key/...
+  sealpipe encrypt --manifest inventory.csv s3://sealed/ --key alias/backup
+
+A re-run skips every object whose S3 destination already carries sealpipe's marker for
+the same source ETag, so an interrupted job is finished by running it again.")]
     Encrypt(EncryptArgs),
     /// Decrypt ESDK messages (from sealpipe or any official AWS Encryption SDK).
     Decrypt(DecryptArgs),
+    /// Decrypt and encrypt again with a fresh data key under new wrapping keys (also
+    /// upgrades legacy and signed messages to the key-committing suite).
+    Reencrypt(ReencryptArgs),
+    /// Decrypt and discard: check that every message is authentic and readable.
+    Verify(VerifyArgs),
     /// Print a message's header as JSON: suite, message ID, context, data keys.
     Inspect(InspectArgs),
     /// Run the job described by the config file (./config.toml by default).
@@ -109,18 +188,47 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
-/// `encrypt`.
-#[derive(Debug, Args)]
-pub struct EncryptArgs {
-    /// A file, or a directory whose tree is encrypted.
-    pub src: PathBuf,
-    /// Output file, or the directory that mirrors SRC's tree.
-    pub dst: PathBuf,
-    /// Wrapping key, repeatable: the first generates the data key, each one wraps it.
-    /// AWS KMS: a key ARN, alias/NAME, an alias ARN, or kms:KEY_ID. Local keys:
-    /// raw-aes:NAMESPACE:NAME:PATH (PATH holds 16, 24 or 32 raw bytes).
-    #[arg(long = "key", short = 'k', value_name = "KEYREF")]
-    pub keys: Vec<String>,
+/// Where objects come from and where outputs go; shared by the job commands.
+#[derive(Debug, Args, Default)]
+pub struct TransferArgs {
+    /// SRC then DST: local paths or s3://BUCKET[/PREFIX]. A directory or prefix is
+    /// processed whole, its tree mirrored under DST. With --manifest give only DST; with
+    /// --in-place only SRC; verify takes only SRC.
+    #[arg(value_name = "PATH", num_args = 0..=2)]
+    pub paths: Vec<String>,
+    /// Process exactly the objects named in this CSV (bucket,key[,version_id], keys
+    /// URL-encoded: the S3 Batch Operations and S3 Inventory format); a local file or
+    /// s3://BUCKET/KEY.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<String>,
+    /// Replace each S3 object with its output. Writes are conditional on the ETag read,
+    /// so an object changed meanwhile is left alone and reported as a conflict; objects
+    /// already encrypted are skipped.
+    #[arg(long)]
+    pub in_place: bool,
+    /// Only objects whose name below SRC matches this glob, repeatable (`*` also
+    /// matches `/`).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Skip objects whose name below SRC matches this glob, repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Show what would be done (objects and bytes, what a re-run would skip) and stop:
+    /// no writes, no KMS calls.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Stop starting new objects after the first failure.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Write a CSV line per object, as S3 Batch Operations do:
+    /// bucket,key,version_id,status,error_code,message.
+    #[arg(long, value_name = "FILE")]
+    pub completion_report: Option<PathBuf>,
+}
+
+/// Options of the messages written (encrypt, reencrypt).
+#[derive(Debug, Args, Default)]
+pub struct WriteArgs {
     /// Encryption context pair bound to every message, repeatable. Readers can check it;
     /// it is stored in clear in each header.
     #[arg(long = "context", short = 'c', value_name = "K=V")]
@@ -132,23 +240,11 @@ pub struct EncryptArgs {
     /// Plaintext bytes per frame, 1 to 2147483647 [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub frame_len: Option<u32>,
-    /// List what would be encrypted and stop: no writes, no key use.
-    #[arg(long)]
-    pub dry_run: bool,
 }
 
-/// `decrypt`.
-#[derive(Debug, Args)]
-pub struct DecryptArgs {
-    /// A message file, or a directory of them.
-    pub src: PathBuf,
-    /// Output file, or the directory that mirrors SRC's tree.
-    pub dst: PathBuf,
-    /// Key to try, repeatable (see `encrypt --key`); any one that unwraps works. KMS
-    /// keys must be given as key ARNs here (a multi-Region key ARN also matches its
-    /// replicas).
-    #[arg(long = "key", short = 'k', value_name = "KEYREF")]
-    pub keys: Vec<String>,
+/// How messages are read (decrypt, reencrypt, verify).
+#[derive(Debug, Args, Default)]
+pub struct ReadArgs {
     /// Also try every KMS-wrapped data key with whatever KMS key wrapped it (the
     /// credentials must be allowed to use it).
     #[arg(long)]
@@ -181,9 +277,63 @@ pub struct DecryptArgs {
     /// Refuse frame lengths (and non-framed bodies) above this [default: 2147483647].
     #[arg(long, value_name = "BYTES")]
     pub max_frame_len: Option<u32>,
-    /// List what would be decrypted and stop.
-    #[arg(long)]
-    pub dry_run: bool,
+}
+
+/// `encrypt`.
+#[derive(Debug, Args, Default)]
+pub struct EncryptArgs {
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+    /// Wrapping key, repeatable: the first generates the data key, each one wraps it.
+    /// AWS KMS: a key ARN, alias/NAME, an alias ARN, or kms:KEY_ID. Local keys:
+    /// raw-aes:NAMESPACE:NAME:PATH (PATH holds 16, 24 or 32 raw bytes).
+    #[arg(long = "key", short = 'k', value_name = "KEYREF")]
+    pub keys: Vec<String>,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+/// `decrypt`.
+#[derive(Debug, Args, Default)]
+pub struct DecryptArgs {
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+    /// Key to try, repeatable (see `encrypt --key`); any one that unwraps works. KMS
+    /// keys must be given as key ARNs here (a multi-Region key ARN also matches its
+    /// replicas).
+    #[arg(long = "key", short = 'k', value_name = "KEYREF")]
+    pub keys: Vec<String>,
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+/// `reencrypt`.
+#[derive(Debug, Args, Default)]
+pub struct ReencryptArgs {
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+    /// New wrapping key, repeatable (see `encrypt --key`).
+    #[arg(long = "key", short = 'k', value_name = "KEYREF")]
+    pub keys: Vec<String>,
+    /// Key that unwraps the existing messages, repeatable (see `decrypt --key`).
+    #[arg(long = "old-key", value_name = "KEYREF")]
+    pub old_keys: Vec<String>,
+    #[command(flatten)]
+    pub write: WriteArgs,
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+/// `verify`.
+#[derive(Debug, Args, Default)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+    /// Key to try, repeatable (see `decrypt --key`).
+    #[arg(long = "key", short = 'k', value_name = "KEYREF")]
+    pub keys: Vec<String>,
+    #[command(flatten)]
+    pub read: ReadArgs,
 }
 
 /// `inspect`.

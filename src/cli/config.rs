@@ -23,6 +23,8 @@ pub struct Config {
     pub aws: AwsSection,
     #[serde(default)]
     pub cache: CacheSection,
+    #[serde(default)]
+    pub s3: S3Section,
     /// The directory the file is in; relative paths resolve against it.
     #[serde(skip)]
     pub base: PathBuf,
@@ -32,15 +34,31 @@ pub struct Config {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSection {
-    /// `encrypt` or `decrypt`.
+    /// `encrypt`, `decrypt`, `reencrypt` or `verify`.
     pub mode: Option<String>,
-    pub source: Option<PathBuf>,
-    pub destination: Option<PathBuf>,
+    /// A path (relative to this file) or s3://bucket/prefix.
+    pub source: Option<String>,
+    /// A path (relative to this file) or s3://bucket/prefix.
+    pub destination: Option<String>,
+    /// A manifest CSV instead of `source`.
+    pub manifest: Option<String>,
+    /// Replace S3 objects in place (conditional writes).
+    #[serde(default)]
+    pub in_place: bool,
     /// After encrypting, decrypt into this directory and compare with the source.
     pub verify_destination: Option<PathBuf>,
     /// Key references, as for `--key`.
     #[serde(default)]
     pub keys: Vec<String>,
+    /// `reencrypt`: keys that unwrap the existing messages, as for `--old-key`.
+    #[serde(default)]
+    pub old_keys: Vec<String>,
+    /// Globs, as for `--include`.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Globs, as for `--exclude`.
+    #[serde(default)]
+    pub exclude: Vec<String>,
     /// Create a missing raw-aes key file (local development only).
     #[serde(default)]
     pub create_missing_dev_key: bool,
@@ -76,6 +94,9 @@ pub struct RuntimeSection {
     pub aead: Option<String>,
     pub concurrency: Option<usize>,
     pub report: Option<PathBuf>,
+    pub completion_report: Option<PathBuf>,
+    #[serde(default)]
+    pub fail_fast: bool,
 }
 
 /// `[aws]`: overrides for the AWS SDK's own configuration.
@@ -102,6 +123,36 @@ pub struct CacheSection {
     pub max_age_seconds: Option<f64>,
     pub max_messages: Option<u64>,
     pub max_bytes: Option<u64>,
+}
+
+/// `[s3]`: transfer settings, as the flags of the same names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Section {
+    pub endpoint: Option<String>,
+    pub path_style: Option<bool>,
+    pub part_size: Option<Size>,
+    pub max_in_flight: Option<Size>,
+    pub storage_class: Option<String>,
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
+}
+
+/// A byte count: a number, or a string with a unit (`"8MiB"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self {
+            Size::Bytes(n) => Ok(*n),
+            Size::Text(s) => super::args::parse_size(s),
+        }
+    }
 }
 
 impl Config {

@@ -4,6 +4,7 @@
 mod args;
 mod config;
 mod inspect;
+mod job;
 mod keyref;
 mod progress;
 mod run;
@@ -11,19 +12,13 @@ mod run;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, anyhow, bail};
-use sealpipe::crypto::AeadBackend;
-use sealpipe::format::{AlgorithmSuite, DecodeLimits, EncryptionContext};
-use sealpipe::keys::{DiscoveryFilter, KmsDiscoveryKeyring, PoolLimits};
+use anyhow::Context;
 use sealpipe::pipeline::{self, Cancel, Job, Mode, Report, Stats};
-use sealpipe::stream::{DEFAULT_FRAME_LENGTH, DecryptOptions, EncryptOptions};
 
 pub use args::Cli;
-use args::{Command, DecryptArgs, EncryptArgs, GlobalArgs};
+use args::{Command, GlobalArgs};
 use config::Config;
-
-/// Objects processed at once unless configured.
-const DEFAULT_CONCURRENCY: usize = 8;
+use job::kms_source;
 
 /// How the process ends.
 pub enum Outcome {
@@ -42,258 +37,32 @@ pub async fn main(cli: Cli) -> anyhow::Result<Outcome> {
         None => Config::default(),
     };
     let kms = kms_source(&cli.global, &config)?;
+    let g = &cli.global;
     match cli.command {
         Command::Encrypt(args) => {
-            let job = encrypt_job(&args, &cli.global, &config, &kms).await?;
-            execute(job, &cli.global, &config, &kms).await
+            let job = job::encrypt(&args, g, &config, &kms).await?;
+            let completion = args.transfer.completion_report.clone();
+            execute(job, g, &config, &kms, completion).await
         }
         Command::Decrypt(args) => {
-            let job = decrypt_job(&args, &cli.global, &config, &kms).await?;
-            execute(job, &cli.global, &config, &kms).await
+            let job = job::decrypt(&args, g, &config, &kms).await?;
+            let completion = args.transfer.completion_report.clone();
+            execute(job, g, &config, &kms, completion).await
+        }
+        Command::Reencrypt(args) => {
+            let job = job::reencrypt(&args, g, &config, &kms).await?;
+            let completion = args.transfer.completion_report.clone();
+            execute(job, g, &config, &kms, completion).await
+        }
+        Command::Verify(args) => {
+            let job = job::verify(&args, g, &config, &kms).await?;
+            let completion = args.transfer.completion_report.clone();
+            execute(job, g, &config, &kms, completion).await
         }
         Command::Inspect(args) => inspect::run(&args.file),
         Command::Run(args) => run::run(&cli.global, args.dry_run).await,
         Command::Bench(args) => run::bench(&args, &cli.global),
     }
-}
-
-/// AWS settings: flags over the config file; the SDK adds the environment.
-fn kms_source(global: &GlobalArgs, config: &Config) -> anyhow::Result<keyref::KmsSource> {
-    let (a, c) = (&global.aws, &config.aws);
-    let defaults = sealpipe::keys::RetryPolicy::default();
-    let seconds = |v: Option<f64>, flag: &str, default: std::time::Duration| match v {
-        Some(s) if s >= 0.0 && s.is_finite() => Ok(std::time::Duration::from_secs_f64(s)),
-        Some(s) => bail!("{flag} must be a non-negative number of seconds, not {s}"),
-        None => Ok(default),
-    };
-    let retry = sealpipe::keys::RetryPolicy {
-        max_delay: seconds(
-            a.kms_retry_max_delay.or(c.kms_retry_max_delay),
-            "--kms-retry-max-delay",
-            defaults.max_delay,
-        )?,
-        max_total_delay: seconds(
-            a.kms_retry_total.or(c.kms_retry_total),
-            "--kms-retry-total",
-            defaults.max_total_delay,
-        )?,
-        ..defaults
-    };
-    Ok(keyref::KmsSource::new(
-        sealpipe::aws::AwsSettings {
-            region: a.region.clone().or_else(|| c.region.clone()),
-            profile: a.profile.clone().or_else(|| c.profile.clone()),
-            kms_endpoint: a.kms_endpoint.clone().or_else(|| c.kms_endpoint.clone()),
-        },
-        a.kms_rate.or(c.kms_rate).filter(|r| *r > 0.0),
-        c.grant_tokens.clone(),
-        retry,
-    ))
-}
-
-fn pool_limits(global: &GlobalArgs, config: &Config) -> anyhow::Result<PoolLimits> {
-    let (a, c) = (&global.aws, &config.cache);
-    let defaults = PoolLimits::default();
-    let max_age = match a.cache_max_age.or(c.max_age_seconds) {
-        Some(s) if s > 0.0 && s.is_finite() => std::time::Duration::from_secs_f64(s),
-        Some(s) => bail!("--cache-max-age must be a positive number of seconds, not {s}"),
-        None => defaults.max_age,
-    };
-    let max_messages = a
-        .cache_max_messages
-        .or(c.max_messages)
-        .unwrap_or(defaults.max_messages);
-    if !(1..=1 << 32).contains(&max_messages) {
-        bail!("--cache-max-messages must be between 1 and 2^32, not {max_messages}");
-    }
-    let max_bytes = a
-        .cache_max_bytes
-        .or(c.max_bytes)
-        .unwrap_or(defaults.max_bytes);
-    if max_bytes == 0 {
-        bail!("--cache-max-bytes must be at least 1");
-    }
-    Ok(PoolLimits {
-        max_age,
-        max_messages,
-        max_bytes,
-        ..defaults
-    })
-}
-
-async fn encrypt_job(
-    args: &EncryptArgs,
-    global: &GlobalArgs,
-    config: &Config,
-    kms: &keyref::KmsSource,
-) -> anyhow::Result<Job> {
-    let (keys, base) = keys_and_base(&args.keys, config);
-    let mut context = parse_pairs(&args.context, "--context")?;
-    if args.context.is_empty() {
-        context = config.job.context.clone().into();
-    }
-    let suite = parse_suite(args.suite.as_deref().or(config.encrypt.suite.as_deref()))?;
-    let frame_length = args
-        .frame_len
-        .or(config.encrypt.frame_length)
-        .unwrap_or(DEFAULT_FRAME_LENGTH);
-    Ok(Job {
-        mode: Mode::Encrypt,
-        source: args.src.clone(),
-        destination: args.dst.clone(),
-        keyring: keyref::combine(keyref::keyring_from_refs(&keys, &base, kms).await?)?,
-        suite,
-        context,
-        encrypt: EncryptOptions {
-            frame_length,
-            aead: aead(global, config)?,
-            ..Default::default()
-        },
-        decrypt: DecryptOptions::default(),
-        reproduced_context: EncryptionContext::new(),
-        pool_limits: pool_limits(global, config)?,
-        concurrency: concurrency(global, config),
-        dry_run: args.dry_run,
-    })
-}
-
-async fn decrypt_job(
-    args: &DecryptArgs,
-    global: &GlobalArgs,
-    config: &Config,
-    kms: &keyref::KmsSource,
-) -> anyhow::Result<Job> {
-    let (keys, base) = keys_and_base(&args.keys, config);
-    let mut keyrings = keyref::keyring_from_refs(&keys, &base, kms).await?;
-    if args.discovery {
-        let filter = (!args.discovery_account.is_empty()).then(|| DiscoveryFilter {
-            partition: args.discovery_partition.clone(),
-            accounts: args.discovery_account.clone(),
-        });
-        keyrings.push(Arc::new(KmsDiscoveryKeyring::new(
-            filter,
-            kms.context().await.clone(),
-        )));
-    }
-    let mut reproduced = parse_pairs(&args.reproduced_context, "--reproduced-context")?;
-    if args.reproduced_context.is_empty() {
-        reproduced = config.decrypt.reproduced_context.clone().into();
-    }
-    Ok(Job {
-        mode: Mode::Decrypt,
-        source: args.src.clone(),
-        destination: args.dst.clone(),
-        keyring: keyref::combine(keyrings)?,
-        suite: AlgorithmSuite::AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
-        context: EncryptionContext::new(),
-        encrypt: EncryptOptions::default(),
-        decrypt: decrypt_options(
-            args.commitment_policy.as_deref(),
-            args.max_encrypted_data_keys,
-            args.max_header_size,
-            args.max_frame_len,
-            global,
-            config,
-        )?,
-        reproduced_context: reproduced,
-        pool_limits: pool_limits(global, config)?,
-        concurrency: concurrency(global, config),
-        dry_run: args.dry_run,
-    })
-}
-
-/// Keys from flags (relative to the working directory), else from the config file
-/// (relative to the file).
-fn keys_and_base(flag_keys: &[String], config: &Config) -> (Vec<String>, PathBuf) {
-    if flag_keys.is_empty() {
-        (config.job.keys.clone(), config.base.clone())
-    } else {
-        (flag_keys.to_vec(), PathBuf::new())
-    }
-}
-
-fn decrypt_options(
-    policy: Option<&str>,
-    max_edks: Option<u16>,
-    max_header: Option<usize>,
-    max_frame: Option<u32>,
-    global: &GlobalArgs,
-    config: &Config,
-) -> anyhow::Result<DecryptOptions> {
-    let defaults = DecodeLimits::default();
-    let d = &config.decrypt;
-    let commitment_policy = match policy.or(d.commitment_policy.as_deref()) {
-        Some(p) => p.parse().map_err(|e: String| anyhow!(e))?,
-        None => Default::default(),
-    };
-    let limits = DecodeLimits {
-        max_encrypted_data_keys: max_edks
-            .or(d.max_encrypted_data_keys)
-            .unwrap_or(defaults.max_encrypted_data_keys),
-        max_header_len: max_header
-            .or(d.max_header_size)
-            .unwrap_or(defaults.max_header_len),
-        max_frame_length: max_frame
-            .or(d.max_frame_length)
-            .unwrap_or(defaults.max_frame_length),
-    };
-    if limits.max_encrypted_data_keys == 0 {
-        bail!("--max-encrypted-data-keys must be at least 1");
-    }
-    Ok(DecryptOptions {
-        commitment_policy,
-        limits,
-        aead: aead(global, config)?,
-    })
-}
-
-fn aead(global: &GlobalArgs, config: &Config) -> anyhow::Result<AeadBackend> {
-    match global.aead.as_deref().or(config.runtime.aead.as_deref()) {
-        Some(s) => s.parse().map_err(|e: String| anyhow!(e)),
-        None => Ok(AeadBackend::default()),
-    }
-}
-
-fn concurrency(global: &GlobalArgs, config: &Config) -> usize {
-    global
-        .concurrency
-        .or(config.runtime.concurrency)
-        .unwrap_or(DEFAULT_CONCURRENCY)
-        .max(1)
-}
-
-fn parse_suite(s: Option<&str>) -> anyhow::Result<AlgorithmSuite> {
-    let Some(s) = s else {
-        return Ok(AlgorithmSuite::AES_256_GCM_HKDF_SHA512_COMMIT_KEY);
-    };
-    let hex = s.trim_start_matches("0x").trim_start_matches("0X");
-    match u16::from_str_radix(hex, 16)
-        .ok()
-        .and_then(AlgorithmSuite::from_id)
-    {
-        Some(suite) if suite.is_committing() => Ok(suite),
-        _ => bail!(
-            "unsupported suite {s:?} for encryption: use 0478 (AES-256-GCM, HKDF-SHA512, key \
-             commitment) or 0578 (the same with an ECDSA P-384 signature)"
-        ),
-    }
-}
-
-/// Parses `K=V` pairs; the value may contain `=`.
-fn parse_pairs(pairs: &[String], flag: &str) -> anyhow::Result<EncryptionContext> {
-    let mut ctx = EncryptionContext::new();
-    for p in pairs {
-        let (k, v) = p
-            .split_once('=')
-            .ok_or_else(|| anyhow!("{flag} {p:?}: expected KEY=VALUE"))?;
-        if k.is_empty() {
-            bail!("{flag} {p:?}: the key is empty");
-        }
-        if ctx.insert(k, v).is_some() {
-            bail!("{flag}: the key {k:?} is given twice");
-        }
-    }
-    Ok(ctx)
 }
 
 /// Runs a job with progress, prints the summary, writes the report.
@@ -302,8 +71,16 @@ async fn execute(
     global: &GlobalArgs,
     config: &Config,
     kms: &keyref::KmsSource,
+    completion_report: Option<PathBuf>,
 ) -> anyhow::Result<Outcome> {
-    let report = run_job(job, global.quiet, kms).await?;
+    let completion_report = completion_report.or_else(|| {
+        config
+            .runtime
+            .completion_report
+            .as_ref()
+            .map(|p| config.resolve(p))
+    });
+    let report = run_job(job, global.quiet, kms, completion_report.as_deref()).await?;
     print_summary(&report, global.quiet, kms);
     let report_path = global
         .report
@@ -344,13 +121,28 @@ fn kms_counters(kms: &keyref::KmsSource) -> [u64; 5] {
     })
 }
 
-async fn run_job(job: Job, quiet: bool, kms: &keyref::KmsSource) -> anyhow::Result<Report> {
-    let stats = Arc::new(Stats::default());
+async fn run_job(
+    job: Job,
+    quiet: bool,
+    kms: &keyref::KmsSource,
+    completion_report: Option<&Path>,
+) -> anyhow::Result<Report> {
+    let stats = Arc::new(match completion_report {
+        Some(path) => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)?;
+            }
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot create completion report {}", path.display()))?;
+            Stats::with_completion_report(Box::new(std::io::BufWriter::new(file)))
+        }
+        None => Stats::default(),
+    });
     let progress =
         progress::Progress::start(stats.clone(), kms.used().map(|k| k.stats.clone()), quiet);
     let cancel = Cancel::default();
     let signals = tokio::spawn(cancel_on_signal(cancel.clone()));
-    let result = pipeline::run(Arc::new(job), stats, cancel).await;
+    let result = pipeline::run(job, stats, cancel).await;
     signals.abort();
     progress.finish().await;
     Ok(result?)
@@ -395,31 +187,54 @@ fn print_summary(report: &Report, quiet: bool, kms: &keyref::KmsSource) {
     for f in &report.failures {
         eprintln!("error: {}: {}", f.path, f.error);
     }
+    if report.failures_omitted > 0 {
+        eprintln!(
+            "error: ... and {} more failures (the completion report lists every object)",
+            report.failures_omitted
+        );
+    }
     if quiet {
         return;
     }
-    for s in &report.skipped {
+    // Resumed jobs skip most objects: show a few, count the rest.
+    const SHOWN_SKIPS: usize = 20;
+    for s in report.skipped.iter().take(SHOWN_SKIPS) {
         eprintln!("skipped: {}: {}", s.path, s.error);
     }
+    if report.objects.skipped > SHOWN_SKIPS as u64 {
+        eprintln!(
+            "skipped: ... {} in all (the completion report lists every object)",
+            report.objects.skipped
+        );
+    }
     let verb = match report.mode {
-        Mode::Encrypt => "encrypt",
-        Mode::Decrypt => "decrypt",
+        Mode::Encrypt => "encrypted",
+        Mode::Decrypt => "decrypted",
+        Mode::Reencrypt => "re-encrypted",
+        Mode::Verify => "verified",
     };
     if report.dry_run {
         eprintln!(
-            "dry run: would {verb} {} objects, {} ({} skipped); nothing written",
+            "dry run: {} objects listed ({}), {} already done or not processable, {} would be \
+             {verb}; nothing written, no keys used",
             report.objects.planned,
             human_bytes(report.bytes_planned),
-            report.objects.skipped
+            report.objects.skipped,
+            report
+                .objects
+                .planned
+                .saturating_sub(report.objects.skipped),
         );
         return;
     }
     let rate = report.bytes_in as f64 / report.elapsed_s.max(1e-9);
     eprintln!(
-        "{verb}ed {} of {} objects ({} failed, {} skipped): {} in, {} out, {:.2} s, {}/s, data keys: {}",
+        "{verb} {} of {} objects ({} failed, {} conflicts, {} skipped): {} in, {} out, {:.2} s, \
+         {}/s, data keys: {}",
         report.objects.ok,
         report.objects.planned,
         report.objects.failed,
+        report.objects.conflicts,
         report.objects.skipped,
         human_bytes(report.bytes_in),
         human_bytes(report.bytes_out),
@@ -432,6 +247,18 @@ fn print_summary(report: &Report, quiet: bool, kms: &keyref::KmsSource) {
         eprintln!(
             "KMS calls: GenerateDataKey {generate}, Encrypt {encrypt}, Decrypt {decrypt} \
              ({throttled} throttled, {retries} retries)"
+        );
+    }
+    if let Some(s3) = &report.s3 {
+        eprintln!(
+            "S3: {} requests ({} retries, {} SlowDown), {} uploads aborted, peak in flight {} \
+             of {}",
+            s3.requests,
+            s3.retries,
+            s3.slowdowns,
+            s3.uploads_aborted,
+            human_bytes(s3.peak_in_flight_bytes),
+            human_bytes(s3.budget_bytes)
         );
     }
 }

@@ -90,16 +90,31 @@ impl Progress {
 fn status_line(stats: &Stats, kms: Option<&KmsStats>) -> String {
     let kms = kms.map_or_else(String::new, |k| {
         format!(
-            ", KMS calls {} ({} throttled)",
+            ", KMS calls {} ({} throttled, {} retries)",
             k.generate_data_key.load(Relaxed) + k.encrypt.load(Relaxed) + k.decrypt.load(Relaxed),
-            k.retry.throttled.load(Relaxed)
+            k.retry.throttled.load(Relaxed),
+            k.retry.retries.load(Relaxed),
         )
     });
+    let s3 = stats.s3_stats().map_or_else(String::new, |s| {
+        format!(
+            ", S3 requests {} ({} retries)",
+            s.requests.load(Relaxed),
+            s.retry.retries.load(Relaxed)
+        )
+    });
+    // Until listing ends the total is only what has been found so far.
+    let planned = stats.objects_planned.load(Relaxed);
+    let total = if stats.listing_done.load(Relaxed) {
+        planned.to_string()
+    } else {
+        format!("{planned}+")
+    };
     format!(
-        "objects {}/{} ({} failed, {} skipped), {} MiB in, data keys {}{kms}",
+        "objects {}/{total} ({} failed, {} conflicts, {} skipped), {} MiB in, data keys {}{kms}{s3}",
         stats.objects_done(),
-        stats.objects_planned.load(Relaxed),
         stats.objects_failed.load(Relaxed),
+        stats.objects_conflict.load(Relaxed),
         stats.objects_skipped.load(Relaxed),
         stats.bytes_in.load(Relaxed) >> 20,
         stats.data_keys(),

@@ -9,11 +9,16 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use sealpipe::pipeline::Job;
 
-use super::args::{BenchArgs, DecryptArgs, EncryptArgs, GlobalArgs};
-use super::config::Config;
-use super::{
-    Outcome, decrypt_job, encrypt_job, keyref, outcome, print_summary, run_job, write_report,
+use std::ops::ControlFlow;
+
+use sealpipe::store::{ListItem, ObjectId};
+
+use super::args::{
+    BenchArgs, DecryptArgs, EncryptArgs, GlobalArgs, ReadArgs, ReencryptArgs, TransferArgs,
+    VerifyArgs,
 };
+use super::config::Config;
+use super::{Outcome, job, keyref, outcome, print_summary, run_job, write_report};
 
 /// Runs the job in the config file (`./config.toml` unless `--config`).
 pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> {
@@ -22,69 +27,120 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
         .clone()
         .unwrap_or_else(|| PathBuf::from("config.toml"));
     let config = Config::load(&path)?;
-    let kms = super::kms_source(global, &config)?;
-    let job = &config.job;
-    let (Some(source), Some(destination)) = (&job.source, &job.destination) else {
-        bail!("{}: [job] needs source and destination", path.display());
+    let kms = job::kms_source(global, &config)?;
+    let section = &config.job;
+    // Local paths in the file are relative to the file; S3 locations are kept as given.
+    let resolve = |s: &String| {
+        if s.starts_with("s3://") {
+            s.clone()
+        } else {
+            config.resolve(Path::new(s)).display().to_string()
+        }
     };
-    let (source, destination) = (config.resolve(source), config.resolve(destination));
-    if job.create_missing_dev_key && !dry_run {
-        for k in &job.keys {
+    let source = section.source.as_ref().map(resolve);
+    let destination = section.destination.as_ref().map(resolve);
+    let transfer = TransferArgs {
+        paths: source.iter().chain(destination.iter()).cloned().collect(),
+        manifest: section.manifest.as_ref().map(resolve),
+        in_place: section.in_place,
+        dry_run,
+        ..Default::default()
+    };
+    if section.create_missing_dev_key && !dry_run {
+        for k in section.keys.iter().chain(&section.old_keys) {
             create_dev_key_if_missing(k, &config.base)?;
         }
     }
-    let mode = job.mode.as_deref().unwrap_or("encrypt");
+    let read = ReadArgs {
+        discovery_partition: "aws".into(),
+        ..Default::default()
+    };
+    let mode = section.mode.as_deref().unwrap_or("encrypt");
     let main_job = match mode {
         "encrypt" => {
             let args = EncryptArgs {
-                src: source.clone(),
-                dst: destination.clone(),
-                keys: vec![],
-                context: vec![],
-                suite: None,
-                frame_len: None,
-                dry_run,
+                transfer,
+                ..Default::default()
             };
-            encrypt_job(&args, global, &config, &kms).await?
+            job::encrypt(&args, global, &config, &kms).await?
         }
         "decrypt" => {
-            decrypt_job(
-                &decrypt_args(&source, &destination, dry_run),
-                global,
-                &config,
-                &kms,
-            )
-            .await?
+            let args = DecryptArgs {
+                transfer,
+                read,
+                ..Default::default()
+            };
+            job::decrypt(&args, global, &config, &kms).await?
+        }
+        "reencrypt" => {
+            let args = ReencryptArgs {
+                transfer,
+                read,
+                ..Default::default()
+            };
+            job::reencrypt(&args, global, &config, &kms).await?
+        }
+        "verify" => {
+            let args = VerifyArgs {
+                transfer,
+                read,
+                ..Default::default()
+            };
+            job::verify(&args, global, &config, &kms).await?
         }
         other => bail!(
-            "{}: unknown [job] mode {other:?} (encrypt or decrypt)",
+            "{}: unknown [job] mode {other:?} (encrypt, decrypt, reencrypt or verify)",
             path.display()
         ),
     };
     if !global.quiet {
+        let keys = main_job
+            .wrap_keyring
+            .as_ref()
+            .or(main_job.unwrap_keyring.as_ref())
+            .map(|k| k.describe())
+            .unwrap_or_default();
         eprintln!(
-            "sealpipe run: {mode} {} -> {} ({})",
-            source.display(),
-            destination.display(),
-            main_job.keyring.describe()
+            "sealpipe run: {mode} {} -> {} ({keys})",
+            source
+                .as_deref()
+                .or(section.manifest.as_deref())
+                .unwrap_or("?"),
+            destination.as_deref().unwrap_or("(in place)"),
         );
     }
-    let report = run_job(main_job, global.quiet, &kms).await?;
+    let completion = config
+        .runtime
+        .completion_report
+        .as_ref()
+        .map(|p| config.resolve(p));
+    let report = run_job(main_job, global.quiet, &kms, completion.as_deref()).await?;
     print_summary(&report, global.quiet, &kms);
 
     let mut result = outcome(&report);
     let mut verify_doc = None;
-    if let (Some(verify), "encrypt", false) = (&job.verify_destination, mode, dry_run) {
+    if let (Some(verify), "encrypt", false, Some(source), Some(destination)) = (
+        &section.verify_destination,
+        mode,
+        dry_run,
+        &source,
+        &destination,
+    ) {
         let verify = config.resolve(verify);
-        let decrypt: Job = decrypt_job(
-            &decrypt_args(&destination, &verify, false),
-            global,
-            &config,
-            &kms,
-        )
-        .await?;
-        let check = run_job(decrypt, true, &kms).await?;
-        let identical = compare_trees(&source, &verify)?;
+        let args = DecryptArgs {
+            transfer: TransferArgs {
+                paths: vec![destination.clone(), verify.display().to_string()],
+                ..Default::default()
+            },
+            read: ReadArgs {
+                discovery_partition: "aws".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let decrypt: Job = job::decrypt(&args, global, &config, &kms).await?;
+        let check = run_job(decrypt, true, &kms, None).await?;
+        let identical = compare_trees(Path::new(source), &verify)?;
         let ok = check.all_succeeded() && identical.mismatched.is_empty();
         if !global.quiet {
             eprintln!(
@@ -130,23 +186,6 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
     Ok(result)
 }
 
-fn decrypt_args(src: &Path, dst: &Path, dry_run: bool) -> DecryptArgs {
-    DecryptArgs {
-        src: src.to_path_buf(),
-        dst: dst.to_path_buf(),
-        keys: vec![],
-        reproduced_context: vec![],
-        discovery: false,
-        discovery_account: vec![],
-        discovery_partition: "aws".into(),
-        commitment_policy: None,
-        max_encrypted_data_keys: None,
-        max_header_size: None,
-        max_frame_len: None,
-        dry_run,
-    }
-}
-
 /// Creates a random local wrapping key (mode 0600) for a `raw-aes:` reference whose
 /// file does not exist, and says loudly what it is.
 fn create_dev_key_if_missing(keyref: &str, base: &Path) -> anyhow::Result<()> {
@@ -187,20 +226,38 @@ struct TreeComparison {
 
 /// Compares every file under `source` with the same relative path under `copy`.
 fn compare_trees(source: &Path, copy: &Path) -> anyhow::Result<TreeComparison> {
-    let listing = sealpipe::store::list_local(source)?;
     let mut result = TreeComparison {
         matched: 0,
         mismatched: Vec::new(),
     };
-    for object in listing.objects {
-        let other = sealpipe::store::plan_destination(source, copy, &object);
-        if same_contents(&object.path, &other)? {
-            result.matched += 1;
+    let single = source.is_file();
+    let mut error = None;
+    sealpipe::store::list_local(source, |item| {
+        let ListItem::Object(listed) = item else {
+            return ControlFlow::Continue(());
+        };
+        let ObjectId::Local(path) = &listed.id else {
+            return ControlFlow::Continue(());
+        };
+        let other = if single && !copy.is_dir() {
+            copy.to_path_buf()
         } else {
-            result.mismatched.push(object.path.display().to_string());
+            copy.join(&listed.relative)
+        };
+        match same_contents(path, &other) {
+            Ok(true) => result.matched += 1,
+            Ok(false) => result.mismatched.push(path.display().to_string()),
+            Err(e) => {
+                error = Some(e);
+                return ControlFlow::Break(());
+            }
         }
+        ControlFlow::Continue(())
+    })?;
+    match error {
+        Some(e) => Err(e),
+        None => Ok(result),
     }
-    Ok(result)
 }
 
 fn same_contents(a: &Path, b: &Path) -> anyhow::Result<bool> {

@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 
-use super::retry::{RateLimiter, RetryPolicy, RetryStats, Transience};
 use super::{DecryptRequest, EncryptionMaterials, Keyring, KeyringError, KeyringFuture};
 use crate::crypto::DataKey;
 use crate::format::{EncryptedDataKey, EncryptionContext};
+use crate::retry::{RateLimiter, RetryPolicy, RetryStats, Transience, classify_sdk_error};
 
 /// The provider ID of every KMS-wrapped data key.
 pub const KMS_PROVIDER_ID: &str = "aws-kms";
@@ -193,32 +193,19 @@ impl KmsContext {
 pub fn transience<E: ProvideErrorMetadata>(
     err: &SdkError<E, aws_smithy_runtime_api::http::Response>,
 ) -> Transience {
-    match err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            Transience::Transient
-        }
-        SdkError::ServiceError(e) => {
-            match e.err().code() {
-                Some(
-                    "ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded",
-                ) => {
-                    return Transience::Throttled;
-                }
-                Some(
-                    "KMSInternalException" | "DependencyTimeoutException" | "ServiceUnavailable",
-                ) => {
-                    return Transience::Transient;
-                }
-                _ => {}
-            }
-            if e.raw().status().is_server_error() {
-                Transience::Transient
-            } else {
-                Transience::Permanent
-            }
-        }
-        _ => Transience::Permanent,
-    }
+    classify_sdk_error(
+        err,
+        &[
+            "ThrottlingException",
+            "TooManyRequestsException",
+            "RequestLimitExceeded",
+        ],
+        &[
+            "KMSInternalException",
+            "DependencyTimeoutException",
+            "ServiceUnavailable",
+        ],
+    )
 }
 
 /// Turns a failed KMS call into an error that names the action, the key and, for

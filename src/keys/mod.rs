@@ -10,11 +10,11 @@ mod materials;
 mod multi;
 mod pool;
 mod raw_aes;
-mod retry;
 
 use std::future::Future;
 use std::pin::Pin;
 
+pub use crate::retry::{RateLimiter, RetryPolicy, RetryStats, Transience};
 pub use kms::{
     DiscoveryFilter, KMS_PROVIDER_ID, KmsArn, KmsClients, KmsContext, KmsDiscoveryKeyring,
     KmsKeyring, KmsStats, transience,
@@ -25,7 +25,6 @@ pub use materials::{
 pub use multi::MultiKeyring;
 pub use pool::{DataKeyPool, DecryptCache, PoolLimits, PoolStats};
 pub use raw_aes::{RawAesKeyring, raw_aes_key_name};
-pub use retry::{RateLimiter, RetryPolicy, RetryStats, Transience};
 
 use crate::crypto::DataKey;
 use crate::format::{AlgorithmSuite, EncryptedDataKey, EncryptionContext};

@@ -1,28 +1,33 @@
-//! Jobs over many objects: list the source, encrypt or decrypt each object on a bounded
-//! number of workers, write outputs atomically, and account for every object.
+//! Jobs over many objects: list the source as a stream, then encrypt, decrypt,
+//! re-encrypt or verify each object on a bounded number of workers, write outputs that
+//! appear only when whole, and account for every object.
 //!
-//! Failures are recorded per object and never stop the job; the caller decides what
-//! they mean (the CLI turns them into exit code 1). Statistics are plain atomics that a
-//! progress display can poll without slowing the workers.
+//! Failures are recorded per object and never stop the job (unless `fail_fast`); the
+//! caller decides what they mean (the CLI turns them into exit code 1). Statistics are
+//! plain atomics that a progress display can poll without slowing the workers.
 
+mod filter;
+pub mod marker;
+mod object;
+mod plan;
 mod stats;
 
-use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Read};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 
-pub use stats::{Failure, ObjectCounts, Report, Stats};
+pub use filter::ObjectFilter;
+pub use stats::{CacheCounts, Failure, ObjectCounts, Report, S3Counts, Stats, Status};
 
 use crate::Error;
 use crate::format::{AlgorithmSuite, EncryptionContext};
-use crate::keys::{DataKeyPool, DecryptCache, EncryptionMaterials, Keyring, PoolLimits};
-use crate::store::{self, LocalObject, StagedFile};
-use crate::stream::{self, DecryptOptions, EncryptOptions, EncryptingWriter};
+use crate::keys::{DataKeyPool, DecryptCache, Keyring, PoolLimits};
+use crate::store::{self, ListItem, Listed, Location, ObjectId, S3Store};
+use crate::stream::{DecryptOptions, EncryptOptions};
 
 /// What a job does to each object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -32,22 +37,54 @@ pub enum Mode {
     Encrypt,
     /// ESDK messages in, plaintext out.
     Decrypt,
+    /// ESDK messages in, new ESDK messages out: a fresh data key under the new wrapping
+    /// keys, the current suite (upgrading legacy and signed messages).
+    Reencrypt,
+    /// ESDK messages in, nothing out: every tag and signature checked.
+    Verify,
+}
+
+impl Mode {
+    /// Whether objects are read as ESDK messages.
+    pub fn reads_messages(self) -> bool {
+        self != Mode::Encrypt
+    }
+
+    /// Whether objects are written as ESDK messages.
+    pub fn writes_messages(self) -> bool {
+        matches!(self, Mode::Encrypt | Mode::Reencrypt)
+    }
+}
+
+/// Where a job's objects come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A file, directory, S3 object or S3 prefix.
+    Location(Location),
+    /// A CSV manifest (local or on S3) of `bucket,key[,version_id]`.
+    Manifest(Location),
 }
 
 /// A job: a source, a destination, keys and options.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Job {
-    /// Encrypt or decrypt.
+    /// What is done to each object.
     pub mode: Mode,
-    /// A file or a directory tree.
-    pub source: PathBuf,
-    /// A file, or the root of the mirrored tree.
-    pub destination: PathBuf,
-    /// Wraps (encrypt) or unwraps (decrypt) data keys.
-    pub keyring: Arc<dyn Keyring>,
+    /// Where objects come from.
+    pub source: Source,
+    /// Where outputs go: `None` for `verify`, and for in-place jobs.
+    pub destination: Option<Location>,
+    /// Replace each S3 object with its output, conditionally on its ETag.
+    pub in_place: bool,
+    /// Which listed objects are processed.
+    pub filter: ObjectFilter,
+    /// Wraps new data keys (encrypt, reencrypt).
+    pub wrap_keyring: Option<Arc<dyn Keyring>>,
+    /// Unwraps data keys of existing messages (decrypt, reencrypt, verify).
+    pub unwrap_keyring: Option<Arc<dyn Keyring>>,
     /// Suite for encryption.
     pub suite: AlgorithmSuite,
-    /// Encryption context bound to every message of the job.
+    /// Encryption context bound to every message written.
     pub context: EncryptionContext,
     /// How messages are written.
     pub encrypt: EncryptOptions,
@@ -60,8 +97,24 @@ pub struct Job {
     pub pool_limits: PoolLimits,
     /// Objects processed at once.
     pub concurrency: usize,
-    /// Plan only: list and count, write nothing, call no keyring.
+    /// Plan only: list, check what is done, count; write nothing, call no keyring.
     pub dry_run: bool,
+    /// Stop starting objects after the first failure.
+    pub fail_fast: bool,
+    /// S3 access, when the source, destination or manifest is on S3.
+    pub s3: Option<S3Store>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("mode", &self.mode)
+            .field("source", &self.source)
+            .field("destination", &self.destination)
+            .field("in_place", &self.in_place)
+            .field("dry_run", &self.dry_run)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Asks a running job to stop: no new object starts, objects in flight fail at their next
@@ -97,196 +150,205 @@ impl<R: Read> Read for Cancellable<R> {
     }
 }
 
+/// Everything a worker needs, shared by all workers of a job.
+struct Context {
+    job: Job,
+    plan: plan::Plan,
+    pool: Option<DataKeyPool>,
+    decrypt_cache: DecryptCache,
+    stats: Arc<Stats>,
+    cancel: Cancel,
+    runtime: tokio::runtime::Handle,
+}
+
 /// Runs `job`, updating `stats` as objects complete, until done or `cancel`led.
 ///
 /// Returns `Err` only when the job cannot start (unreadable source, destination inside
 /// the source, keys unusable); object failures are in the report.
-pub async fn run(job: Arc<Job>, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, Error> {
+pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, Error> {
     let started = Instant::now();
-    check_paths(&job.source, &job.destination)?;
-    if job.mode == Mode::Encrypt {
+    if job.mode.writes_messages() {
         job.encrypt.validate()?;
     }
-    let listing = store::list_local(&job.source)
-        .map_err(|e| Error::Config(format!("cannot list source {}: {e}", job.source.display())))?;
-    stats.plan(
-        listing.objects.len() as u64,
-        listing.objects.iter().map(|o| o.size).sum(),
-    );
-    for path in &listing.skipped {
-        stats.skip(
-            path.display().to_string(),
-            "not a regular file (not followed)",
-        );
+    let plan = plan::Plan::new(&job).await?;
+    if let Some(s3) = &job.s3 {
+        stats.attach_s3(s3.stats().clone(), s3.budget().clone());
     }
-    if job.dry_run {
-        return Ok(stats.report(job.mode, started.elapsed(), true, false));
-    }
-    // Data keys come from a pool: one serves many messages (each message still derives
-    // its own content key from a fresh message ID), refreshed before it runs out.
-    let pool = Arc::new(DataKeyPool::new(
-        job.keyring.clone(),
-        job.suite,
-        job.pool_limits.clone(),
-    ));
-    stats.attach_key_stats(pool.stats().clone());
-    if job.mode == Mode::Encrypt && !listing.objects.is_empty() {
-        pool.warm_up(&job.context).await?;
-    }
-    let decrypt_cache = Arc::new(DecryptCache::new(
-        4096,
-        job.pool_limits.max_age,
-        pool.stats().clone(),
-    ));
-    let permits = Arc::new(Semaphore::new(job.concurrency.max(1)));
+    let pool = match (
+        &job.wrap_keyring,
+        job.mode.writes_messages() && !job.dry_run,
+    ) {
+        (Some(keyring), true) => {
+            // Data keys come from a pool: one serves many messages (each message still
+            // derives its own content key from a fresh message ID), refreshed before it
+            // runs out. The first one is fetched now, so unusable keys stop the job
+            // before any object is touched.
+            let pool = DataKeyPool::new(keyring.clone(), job.suite, job.pool_limits.clone());
+            pool.warm_up(&job.context).await?;
+            Some(pool)
+        }
+        _ => None,
+    };
+    let key_stats = pool
+        .as_ref()
+        .map_or_else(Arc::default, |p| p.stats().clone());
+    stats.attach_key_stats(key_stats.clone());
+    let decrypt_cache = DecryptCache::new(4096, job.pool_limits.max_age, key_stats);
+    let mut listing = list(&job, &plan);
+    let concurrency = job.concurrency.max(1);
+    let ctx = Arc::new(Context {
+        job,
+        plan,
+        pool,
+        decrypt_cache,
+        stats: stats.clone(),
+        cancel: cancel.clone(),
+        runtime: tokio::runtime::Handle::current(),
+    });
+    let permits = Arc::new(Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
-    let runtime = tokio::runtime::Handle::current();
-    for object in listing.objects {
+    while let Some(item) = listing.recv().await {
+        if cancel.is_cancelled() {
+            break;
+        }
+        if ctx.job.fail_fast && stats.objects_unsuccessful() > 0 {
+            cancel.cancel();
+            break;
+        }
+        let listed = match item {
+            ListItem::Object(listed) => listed,
+            ListItem::Skipped { id, reason } => {
+                stats.skip(&id, &reason);
+                continue;
+            }
+            ListItem::Invalid { what, error } => {
+                stats.fail(&ObjectId::Local(PathBuf::from(what)), "", error);
+                continue;
+            }
+        };
+        if !ctx.job.filter.accepts(&listed.relative) {
+            continue;
+        }
+        stats.plan(listed.size);
         let permit = permits
             .clone()
             .acquire_owned()
             .await
             .expect("semaphore open");
-        if cancel.is_cancelled() {
-            break;
-        }
-        let materials = match job.mode {
-            Mode::Encrypt => match pool.materials(&job.context, object.size).await {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    stats.fail(object.path.display().to_string(), e.to_string());
-                    continue;
-                }
-            },
-            Mode::Decrypt => None,
-        };
-        let (job, stats, decrypt_cache, runtime, cancel) = (
-            job.clone(),
-            stats.clone(),
-            decrypt_cache.clone(),
-            runtime.clone(),
-            cancel.clone(),
-        );
+        let ctx = ctx.clone();
         tasks.spawn_blocking(move || {
             let _permit = permit;
-            let destination = store::plan_destination(&job.source, &job.destination, &object);
-            let result = match &materials {
-                Some(materials) => {
-                    encrypt_object(&object, &destination, materials, &job.encrypt, cancel)
-                }
-                None => decrypt_object(
-                    &object,
-                    &destination,
-                    &job,
-                    &decrypt_cache,
-                    &runtime,
-                    cancel,
-                ),
-            };
-            match result {
-                Ok((bytes_in, bytes_out)) => stats.succeed(bytes_in, bytes_out),
-                Err(e) => stats.fail(object.path.display().to_string(), e.to_string()),
-            }
+            object::process(&ctx, listed);
         });
-        // Reap finished tasks as we go so the set stays small on huge trees.
+        // Reap finished tasks as we go so the set stays small on huge jobs.
         while let Some(done) = tasks.try_join_next() {
             done.map_err(|e| Error::Config(format!("worker panicked: {e}")))?;
         }
     }
+    drop(listing);
+    stats.listing_done.store(true, Ordering::Relaxed);
     while let Some(done) = tasks.join_next().await {
         done.map_err(|e| Error::Config(format!("worker panicked: {e}")))?;
     }
-    Ok(stats.report(job.mode, started.elapsed(), false, cancel.is_cancelled()))
+    let stopped = cancel.is_cancelled();
+    Ok(stats.report(ctx.job.mode, started.elapsed(), ctx.job.dry_run, stopped))
 }
 
-/// Refuses layouts that would read our own output or overwrite the input.
-fn check_paths(source: &Path, destination: &Path) -> Result<(), Error> {
-    let src = source
-        .canonicalize()
-        .map_err(|e| Error::Config(format!("source {} is not readable: {e}", source.display())))?;
-    // The destination may not exist yet: resolve its nearest existing ancestor.
-    let mut dst = destination.to_path_buf();
-    let mut tail = Vec::new();
-    while !dst.exists() {
-        match (dst.parent(), dst.file_name()) {
-            (Some(parent), Some(name)) => {
-                tail.push(name.to_owned());
-                dst = if parent.as_os_str().is_empty() {
-                    PathBuf::from(".")
-                } else {
-                    parent.to_path_buf()
-                };
-            }
-            _ => break,
+/// Streams the source's objects: local trees as they are walked, S3 listings page by
+/// page, manifests line by line. Never all of them in memory.
+fn list(job: &Job, plan: &plan::Plan) -> mpsc::Receiver<ListItem> {
+    let (tx, rx) = mpsc::channel(1024);
+    match (&job.source, &plan.shape) {
+        (_, plan::Shape::Single(listed)) => {
+            let listed = listed.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(ListItem::Object(listed)).await;
+            });
+        }
+        (Source::Location(Location::Local(root)), _) => {
+            let root = root.clone();
+            tokio::task::spawn_blocking(move || {
+                let result = store::list_local(&root, |item| match tx.blocking_send(item) {
+                    Ok(()) => std::ops::ControlFlow::Continue(()),
+                    Err(_) => std::ops::ControlFlow::Break(()),
+                });
+                if let Err(e) = result {
+                    let _ = tx.blocking_send(ListItem::Invalid {
+                        what: root.display().to_string(),
+                        error: format!("listing failed: {e}"),
+                    });
+                }
+            });
+        }
+        (Source::Location(Location::S3 { bucket, .. }), plan::Shape::Prefix(prefix)) => {
+            let s3 = job.s3.clone().expect("S3 jobs have a store");
+            let (bucket, prefix) = (bucket.clone(), prefix.clone());
+            tokio::spawn(async move {
+                if let Err(e) = s3.list(&bucket, &prefix, &tx).await {
+                    let _ = tx
+                        .send(ListItem::Invalid {
+                            what: format!("s3://{bucket}/{prefix}"),
+                            error: format!("listing stopped: {e}"),
+                        })
+                        .await;
+                }
+            });
+        }
+        (Source::Manifest(location), _) => {
+            let (location, s3) = (location.clone(), job.s3.clone());
+            tokio::task::spawn_blocking(move || {
+                if let Err(error) = list_manifest(&location, s3.as_ref(), &tx) {
+                    let _ = tx.blocking_send(ListItem::Invalid {
+                        what: location.to_string(),
+                        error,
+                    });
+                }
+            });
+        }
+        (Source::Location(Location::S3 { .. }), plan::Shape::Tree | plan::Shape::Manifest) => {
+            unreachable!("S3 sources resolve to a single object or a prefix")
         }
     }
-    let mut dst = dst.canonicalize().unwrap_or(dst);
-    dst.extend(tail.iter().rev());
-    if dst == src {
-        return Err(Error::Config(format!(
-            "destination {} is the source itself; write to another path",
-            destination.display()
-        )));
-    }
-    if src.is_dir() && dst.starts_with(&src) {
-        return Err(Error::Config(format!(
-            "destination {} is inside the source directory {}; a re-run would process the outputs",
-            destination.display(),
-            source.display()
-        )));
+    rx
+}
+
+fn list_manifest(
+    location: &Location,
+    s3: Option<&S3Store>,
+    tx: &mpsc::Sender<ListItem>,
+) -> Result<(), String> {
+    let reader: Box<dyn Read + Send> = match location {
+        Location::Local(path) => Box::new(
+            std::fs::File::open(path)
+                .map_err(|e| format!("cannot open manifest {}: {e}", path.display()))?,
+        ),
+        Location::S3 { bucket, prefix } => {
+            let s3 = s3.expect("S3 manifests come with a store");
+            s3.open(&ObjectId::s3(bucket, prefix, None), None)
+                .map_err(|e| format!("cannot read manifest: {e}"))?
+                .reader
+        }
+    };
+    for entry in store::read_manifest(io::BufReader::new(reader)) {
+        let item = match entry {
+            Ok(e) => ListItem::Object(Listed {
+                relative: e.key.clone(),
+                id: ObjectId::S3 {
+                    bucket: e.bucket,
+                    key: e.key,
+                    version: e.version,
+                },
+                size: None,
+                etag: None,
+            }),
+            Err(error) => ListItem::Invalid {
+                what: location.to_string(),
+                error,
+            },
+        };
+        if tx.blocking_send(item).is_err() {
+            break;
+        }
     }
     Ok(())
-}
-
-fn encrypt_object(
-    object: &LocalObject,
-    destination: &Path,
-    materials: &EncryptionMaterials,
-    options: &EncryptOptions,
-    cancel: Cancel,
-) -> Result<(u64, u64), Error> {
-    let source = File::open(&object.path)?;
-    let permissions = source.metadata()?.permissions();
-    let mut staged = StagedFile::create(destination)?;
-    let mut writer = EncryptingWriter::new(BufWriter::new(staged.file()), materials, options)?;
-    let mut source = Cancellable {
-        inner: BufReader::with_capacity(256 * 1024, source),
-        cancel,
-    };
-    writer.copy_from(&mut source)?;
-    let (mut out, summary) = writer.finish()?;
-    out.flush()?;
-    drop(out);
-    staged.commit(Some(permissions))?;
-    Ok((summary.plaintext_bytes, summary.message_bytes))
-}
-
-fn decrypt_object(
-    object: &LocalObject,
-    destination: &Path,
-    job: &Job,
-    cache: &DecryptCache,
-    runtime: &tokio::runtime::Handle,
-    cancel: Cancel,
-) -> Result<(u64, u64), Error> {
-    let source = File::open(&object.path)?;
-    let permissions = source.metadata()?.permissions();
-    let mut staged = StagedFile::create(destination)?;
-    let mut out = BufWriter::new(staged.file());
-    let mut input = Cancellable {
-        inner: BufReader::with_capacity(256 * 1024, source),
-        cancel,
-    };
-    let (_, plaintext_len) = stream::decrypt_with(&mut input, &mut out, &job.decrypt, |header| {
-        runtime.block_on(cache.materials(
-            job.keyring.as_ref(),
-            &header.body,
-            &job.reproduced_context,
-        ))
-    })?;
-    out.flush()?;
-    drop(out);
-    // Only now, with every tag (and the signature) verified, does the plaintext appear.
-    staged.commit(Some(permissions))?;
-    Ok((object.size, plaintext_len))
 }

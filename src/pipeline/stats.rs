@@ -1,64 +1,149 @@
-//! Counters a job updates and a progress display polls, and the final report.
+//! Counters a job updates and a progress display polls, the completion report written
+//! as objects finish, and the final report.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::Mode;
 use crate::keys::PoolStats;
+use crate::store::{ByteBudget, ObjectId, S3Stats};
+
+/// Failures kept for the report; beyond this only the count grows (the completion
+/// report has every one).
+const MAX_REPORTED_FAILURES: usize = 10_000;
+/// Skipped entries kept for the report.
+const MAX_REPORTED_SKIPS: usize = 1_000;
 
 /// Live counters of one job.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Stats {
-    /// Objects found by listing.
+    /// Objects found by listing so far (after filters).
     pub objects_planned: AtomicU64,
-    /// Bytes found by listing.
+    /// Bytes found by listing so far (sizes a manifest does not give count as 0).
     pub bytes_planned: AtomicU64,
-    /// Objects written successfully.
+    /// Whether listing has finished (so `objects_planned` is the total).
+    pub listing_done: AtomicBool,
+    /// Objects written (or verified) successfully.
     pub objects_ok: AtomicU64,
     /// Objects that failed.
     pub objects_failed: AtomicU64,
-    /// Entries deliberately not processed.
+    /// Objects not written because the destination changed underneath (in-place).
+    pub objects_conflict: AtomicU64,
+    /// Entries deliberately not processed (already done, not regular files, ...).
     pub objects_skipped: AtomicU64,
     /// Bytes read from sources that completed.
     pub bytes_in: AtomicU64,
     /// Bytes written to destinations that completed.
     pub bytes_out: AtomicU64,
     keys: OnceLock<Arc<PoolStats>>,
+    s3: OnceLock<Arc<S3Stats>>,
+    budget: OnceLock<ByteBudget>,
     failures: Mutex<Vec<Failure>>,
     skipped: Mutex<Vec<Failure>>,
+    completion: Mutex<Option<csv::Writer<Box<dyn Write + Send>>>>,
+}
+
+/// How one object ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Written or verified.
+    Succeeded,
+    /// Failed.
+    Failed,
+    /// Left alone on purpose.
+    Skipped,
+    /// The object changed underneath an in-place write; the new data was kept.
+    Conflict,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+            Status::Conflict => "conflict",
+        }
+    }
 }
 
 impl Stats {
-    pub(super) fn plan(&self, objects: u64, bytes: u64) {
-        self.objects_planned.store(objects, Relaxed);
-        self.bytes_planned.store(bytes, Relaxed);
+    /// Stats that also write one CSV row per finished object to `out`, as S3 Batch
+    /// Operations' completion reports do: `bucket,key,version_id,status,error_code,message`.
+    pub fn with_completion_report(out: Box<dyn Write + Send>) -> Self {
+        let stats = Self::default();
+        *stats.completion.lock().expect("not poisoned") = Some(
+            csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(out),
+        );
+        stats
     }
 
-    pub(super) fn succeed(&self, bytes_in: u64, bytes_out: u64) {
+    pub(super) fn plan(&self, size: Option<u64>) {
+        self.objects_planned.fetch_add(1, Relaxed);
+        self.bytes_planned.fetch_add(size.unwrap_or(0), Relaxed);
+    }
+
+    fn record(&self, id: &ObjectId, status: Status, code: &str, message: &str) {
+        let mut guard = self.completion.lock().expect("not poisoned");
+        if let Some(w) = guard.as_mut() {
+            let (bucket, key, version) = id.report_fields();
+            // A failing report file must not fail the job; the JSON report still counts.
+            let _ = w.write_record([
+                bucket.as_str(),
+                key.as_str(),
+                version.as_str(),
+                status.as_str(),
+                code,
+                message,
+            ]);
+        }
+    }
+
+    pub(super) fn succeed(&self, id: &ObjectId, bytes_in: u64, bytes_out: u64) {
         self.bytes_in.fetch_add(bytes_in, Relaxed);
         self.bytes_out.fetch_add(bytes_out, Relaxed);
         self.objects_ok.fetch_add(1, Relaxed);
+        self.record(id, Status::Succeeded, "", "");
     }
 
-    pub(super) fn fail(&self, path: String, error: String) {
-        self.failures
-            .lock()
-            .expect("not poisoned")
-            .push(Failure { path, error });
+    pub(super) fn fail(&self, id: &ObjectId, code: &str, error: String) {
+        self.record(id, Status::Failed, code, &error);
         self.objects_failed.fetch_add(1, Relaxed);
+        let mut failures = self.failures.lock().expect("not poisoned");
+        if failures.len() < MAX_REPORTED_FAILURES {
+            failures.push(Failure::new(id, error));
+        }
     }
 
-    pub(super) fn skip(&self, path: String, reason: &str) {
-        self.skipped.lock().expect("not poisoned").push(Failure {
-            path,
-            error: reason.to_string(),
-        });
+    pub(super) fn conflict(&self, id: &ObjectId, error: String) {
+        self.record(id, Status::Conflict, "PreconditionFailed", &error);
+        self.objects_conflict.fetch_add(1, Relaxed);
+        let mut failures = self.failures.lock().expect("not poisoned");
+        if failures.len() < MAX_REPORTED_FAILURES {
+            failures.push(Failure::new(id, format!("conflict: {error}")));
+        }
+    }
+
+    pub(super) fn skip(&self, id: &ObjectId, reason: &str) {
+        self.record(id, Status::Skipped, "", reason);
         self.objects_skipped.fetch_add(1, Relaxed);
+        let mut skipped = self.skipped.lock().expect("not poisoned");
+        if skipped.len() < MAX_REPORTED_SKIPS {
+            skipped.push(Failure::new(id, reason.to_string()));
+        }
     }
 
     pub(super) fn attach_key_stats(&self, keys: Arc<PoolStats>) {
         let _ = self.keys.set(keys);
+    }
+
+    pub(super) fn attach_s3(&self, s3: Arc<S3Stats>, budget: ByteBudget) {
+        let _ = self.s3.set(s3);
+        let _ = self.budget.set(budget);
     }
 
     /// Counters of the job's data-key pool and decrypt cache.
@@ -66,14 +151,27 @@ impl Stats {
         self.keys.get().map(Arc::as_ref)
     }
 
+    /// Counters of the job's S3 requests.
+    pub fn s3_stats(&self) -> Option<&S3Stats> {
+        self.s3.get().map(Arc::as_ref)
+    }
+
     /// Data keys obtained from keyrings: generated (encrypt) plus unwrapped (decrypt).
     pub fn data_keys(&self) -> u64 {
         self.key_stats().map_or(0, |k| k.data_keys.load(Relaxed))
     }
 
-    /// Objects finished so far (ok, failed or skipped).
+    /// Objects finished so far (succeeded, failed, conflicted or skipped).
     pub fn objects_done(&self) -> u64 {
-        self.objects_ok.load(Relaxed) + self.objects_failed.load(Relaxed)
+        self.objects_ok.load(Relaxed)
+            + self.objects_failed.load(Relaxed)
+            + self.objects_conflict.load(Relaxed)
+            + self.objects_skipped.load(Relaxed)
+    }
+
+    /// Objects that did not succeed (failed or conflicted).
+    pub fn objects_unsuccessful(&self) -> u64 {
+        self.objects_failed.load(Relaxed) + self.objects_conflict.load(Relaxed)
     }
 
     pub(super) fn report(
@@ -83,8 +181,13 @@ impl Stats {
         dry_run: bool,
         interrupted: bool,
     ) -> Report {
+        if let Some(w) = self.completion.lock().expect("not poisoned").as_mut() {
+            let _ = w.flush();
+        }
         let mut failures = self.failures.lock().expect("not poisoned").clone();
         failures.sort_by(|a, b| a.path.cmp(&b.path));
+        let failed = self.objects_failed.load(Relaxed);
+        let conflicts = self.objects_conflict.load(Relaxed);
         Report {
             mode,
             dry_run,
@@ -92,7 +195,8 @@ impl Stats {
             objects: ObjectCounts {
                 planned: self.objects_planned.load(Relaxed),
                 ok: self.objects_ok.load(Relaxed),
-                failed: self.objects_failed.load(Relaxed),
+                failed,
+                conflicts,
                 skipped: self.objects_skipped.load(Relaxed),
             },
             bytes_planned: self.bytes_planned.load(Relaxed),
@@ -107,42 +211,98 @@ impl Stats {
                     misses: k.misses.load(Relaxed),
                     prefetches: k.prefetches.load(Relaxed),
                 }),
+            s3: self.s3_stats().map(|s| S3Counts {
+                requests: s.requests.load(Relaxed),
+                retries: s.retry.retries.load(Relaxed),
+                slowdowns: s.retry.throttled.load(Relaxed),
+                uploads_aborted: s.uploads_aborted.load(Relaxed),
+                budget_bytes: self.budget.get().map_or(0, ByteBudget::total),
+                peak_in_flight_bytes: self.budget.get().map_or(0, ByteBudget::peak),
+            }),
+            peak_rss_bytes: peak_rss(),
+            failures_omitted: (failed + conflicts).saturating_sub(failures.len() as u64),
             failures,
             skipped: self.skipped.lock().expect("not poisoned").clone(),
         }
     }
 }
 
+/// The process's peak resident memory (Linux), for reports.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// One object that failed or was skipped.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Failure {
-    /// The source path.
+    /// The object: a path, or `s3://bucket/key`.
     pub path: String,
+    /// Its bucket (empty for local files).
+    pub bucket: String,
+    /// Its key (the path for local files).
+    pub key: String,
+    /// Its version ID, if known.
+    pub version: String,
     /// What went wrong, or why it was skipped.
     pub error: String,
+}
+
+impl Failure {
+    fn new(id: &ObjectId, error: String) -> Self {
+        let (bucket, key, version) = id.report_fields();
+        Self {
+            path: id.to_string(),
+            bucket,
+            key,
+            version,
+            error,
+        }
+    }
 }
 
 /// Object totals.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ObjectCounts {
-    /// Found by listing.
+    /// Found by listing (after filters).
     pub planned: u64,
     /// Completed.
     pub ok: u64,
     /// Failed.
     pub failed: u64,
-    /// Not processed on purpose.
+    /// Changed underneath an in-place write, left as the other writer made it.
+    pub conflicts: u64,
+    /// Not processed on purpose (already done, not a regular file, ...).
     pub skipped: u64,
+}
+
+/// S3 request totals and memory.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct S3Counts {
+    /// Requests sent, retries included.
+    pub requests: u64,
+    /// Retries after throttling or transient failures.
+    pub retries: u64,
+    /// Responses that were 503 SlowDown.
+    pub slowdowns: u64,
+    /// Multipart uploads aborted (failed objects, stale uploads of killed runs).
+    pub uploads_aborted: u64,
+    /// The in-flight byte budget.
+    pub budget_bytes: u64,
+    /// Most bytes in flight at once.
+    pub peak_in_flight_bytes: u64,
 }
 
 /// What a job did.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Report {
-    /// Encrypt or decrypt.
+    /// What the job did to each object.
     pub mode: Mode,
     /// Whether nothing was written.
     pub dry_run: bool,
-    /// Whether the job was cancelled before every object was processed.
+    /// Whether the job was stopped before every object was processed.
     pub interrupted: bool,
     /// Object totals.
     pub objects: ObjectCounts,
@@ -158,16 +318,22 @@ pub struct Report {
     pub data_keys: u64,
     /// Data-key pool (encrypt) and decrypt-cache counters.
     pub cache: CacheCounts,
-    /// Each failed object and its error.
+    /// S3 counters, when S3 was used.
+    pub s3: Option<S3Counts>,
+    /// Peak resident memory of the process, where the OS tells.
+    pub peak_rss_bytes: Option<u64>,
+    /// Failed and conflicted objects, with their errors (the first 10,000).
     pub failures: Vec<Failure>,
-    /// Each skipped entry and the reason.
+    /// Failures beyond those listed.
+    pub failures_omitted: u64,
+    /// Skipped entries and the reasons (the first 1,000).
     pub skipped: Vec<Failure>,
 }
 
 impl Report {
-    /// Whether every planned object completed.
+    /// Whether every planned object completed or was skipped on purpose.
     pub fn all_succeeded(&self) -> bool {
-        self.objects.failed == 0
+        self.objects.failed == 0 && self.objects.conflicts == 0
     }
 }
 

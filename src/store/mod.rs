@@ -1,5 +1,285 @@
-//! Object sources and sinks. Today: local files and directory trees.
+//! Object sources and sinks: local files and directory trees, and S3 buckets.
+//!
+//! A source yields [`Listed`] objects and opens each as a [`SourceObject`] (a reader and
+//! its metadata); a sink is an [`ObjectSink`], a writer whose output appears only on
+//! [`commit`](ObjectSink::commit). Nothing here knows about encryption.
 
+mod budget;
 mod local;
+mod manifest;
+mod s3;
 
-pub use local::{Listing, LocalObject, StagedFile, list_local, plan_destination};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+pub use budget::{ByteBudget, Reservation};
+pub use local::{LocalSink, StagedFile, list_local, open_local};
+pub use manifest::{ManifestEntry, read_manifest};
+pub use s3::{Head, MIN_PART_SIZE, S3Error, S3Settings, S3Sink, S3Stats, S3Store, SourceShape};
+
+/// Where objects are read from or written to, as given on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A file or directory.
+    Local(PathBuf),
+    /// `s3://bucket/prefix`: a single object or every object below a prefix.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// Key or key prefix; may be empty.
+        prefix: String,
+    },
+}
+
+impl Location {
+    /// Parses `s3://bucket[/prefix]`, or takes anything else as a local path.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let Some(rest) = s.strip_prefix("s3://") else {
+            return Ok(Location::Local(PathBuf::from(s)));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!(
+                "{s:?}: no bucket name (expected s3://BUCKET[/PREFIX])"
+            ));
+        }
+        Ok(Location::S3 {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+        })
+    }
+
+    /// Whether this is an S3 location.
+    pub fn is_s3(&self) -> bool {
+        matches!(self, Location::S3 { .. })
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Local(p) => write!(f, "{}", p.display()),
+            Location::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// One object's identity: what errors and reports name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectId {
+    /// A local file.
+    Local(PathBuf),
+    /// An S3 object, at a specific version when known.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+        /// The version ID, for versioned buckets and manifests that name one.
+        version: Option<String>,
+    },
+}
+
+impl ObjectId {
+    /// An S3 object's identity.
+    pub fn s3(bucket: &str, key: &str, version: Option<String>) -> Self {
+        ObjectId::S3 {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version,
+        }
+    }
+
+    /// `(bucket, key, version)` for reports; local files have an empty bucket and their
+    /// path as the key.
+    pub fn report_fields(&self) -> (String, String, String) {
+        match self {
+            ObjectId::Local(p) => (String::new(), p.display().to_string(), String::new()),
+            ObjectId::S3 {
+                bucket,
+                key,
+                version,
+            } => (
+                bucket.clone(),
+                key.clone(),
+                version.clone().unwrap_or_default(),
+            ),
+        }
+    }
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ObjectId::Local(p) => write!(f, "{}", p.display()),
+            ObjectId::S3 {
+                bucket,
+                key,
+                version: None,
+            } => write!(f, "s3://{bucket}/{key}"),
+            ObjectId::S3 {
+                bucket,
+                key,
+                version: Some(v),
+            } => write!(f, "s3://{bucket}/{key} (version {v})"),
+        }
+    }
+}
+
+/// An object found by listing (or named by a manifest).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// The object.
+    pub id: ObjectId,
+    /// Its name below the source root, `/`-separated: the part a destination mirrors.
+    pub relative: String,
+    /// Size when listed; manifests do not say.
+    pub size: Option<u64>,
+    /// ETag when listed (S3), or a size-and-mtime fingerprint (local files).
+    pub etag: Option<String>,
+}
+
+/// What listing yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListItem {
+    /// An object to process.
+    Object(Listed),
+    /// An entry that could not be listed or named (a bad manifest line, a failed
+    /// listing page): a failure of the job.
+    Invalid {
+        /// What it was (a manifest line, a prefix).
+        what: String,
+        /// Why it failed.
+        error: String,
+    },
+    /// An entry deliberately left alone, and why.
+    Skipped {
+        /// The entry.
+        id: ObjectId,
+        /// Why it is not processed.
+        reason: String,
+    },
+}
+
+/// Object metadata that travels with the bytes. For local files only the permissions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// `Cache-Control`.
+    pub cache_control: Option<String>,
+    /// `Content-Disposition`.
+    pub content_disposition: Option<String>,
+    /// `Content-Encoding`.
+    pub content_encoding: Option<String>,
+    /// `Content-Language`.
+    pub content_language: Option<String>,
+    /// `Expires`, as an HTTP date.
+    pub expires: Option<String>,
+    /// User metadata (`x-amz-meta-*`), keys in lower case.
+    pub user: BTreeMap<String, String>,
+    /// Object tags, in order.
+    pub tags: Vec<(String, String)>,
+    /// Unix permission bits of a local file.
+    pub mode: Option<u32>,
+}
+
+/// An object opened for reading.
+pub struct SourceObject {
+    /// The body.
+    pub reader: Box<dyn Read + Send>,
+    /// Its size in bytes.
+    pub size: u64,
+    /// ETag (S3) or fingerprint (local) of exactly the bytes being read.
+    pub etag: String,
+    /// Version ID, on versioned buckets.
+    pub version: Option<String>,
+    /// Metadata and tags.
+    pub meta: ObjectMeta,
+    /// The first bytes of the body, when already fetched (S3): enough to recognise a
+    /// message header without another request.
+    pub head: bytes::Bytes,
+}
+
+/// How a write must relate to what is at the destination now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// Write unconditionally.
+    None,
+    /// Replace only the object with this ETag (in-place jobs: never overwrite a
+    /// concurrent writer).
+    IfMatch(String),
+}
+
+/// An output being written. Dropped without [`commit`](Self::commit), nothing appears
+/// at the destination (a staged file is removed, a multipart upload aborted).
+pub trait ObjectSink: Write + Send {
+    /// Makes the output visible, complete, with its metadata. Returns its size.
+    fn commit(self: Box<Self>) -> Result<u64, crate::Error>;
+}
+
+/// Whether `relative` (an S3 key below a prefix) can become a path below a local
+/// directory without escaping it: no empty, `.` or `..` components, not absolute.
+pub fn safe_relative_path(relative: &str) -> Option<PathBuf> {
+    if relative.is_empty() || relative.starts_with('/') {
+        return None;
+    }
+    let mut path = PathBuf::new();
+    for part in relative.split('/') {
+        if part.is_empty() || part == "." || part == ".." || part.contains('\0') {
+            return None;
+        }
+        path.push(part);
+    }
+    Some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse() {
+        assert_eq!(
+            Location::parse("s3://b/a/b/").unwrap(),
+            Location::S3 {
+                bucket: "b".into(),
+                prefix: "a/b/".into()
+            }
+        );
+        assert_eq!(
+            Location::parse("s3://b").unwrap(),
+            Location::S3 {
+                bucket: "b".into(),
+                prefix: String::new()
+            }
+        );
+        assert!(Location::parse("s3:///x").is_err());
+        assert_eq!(
+            Location::parse("dir/x").unwrap(),
+            Location::Local("dir/x".into())
+        );
+    }
+
+    #[test]
+    fn keys_never_escape_a_local_destination() {
+        assert_eq!(
+            safe_relative_path("a/b.txt"),
+            Some(PathBuf::from("a/b.txt"))
+        );
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a/../../x",
+            "..",
+            "a//b",
+            "./a",
+            "a/",
+            "a\0b",
+        ] {
+            assert_eq!(safe_relative_path(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,5 +1,6 @@
-//! Retrying keyring calls: exponential backoff with full jitter on throttling and
-//! transient failures, and an optional request-rate budget shared by all callers.
+//! Retrying remote calls (KMS and S3): exponential backoff with full jitter on
+//! throttling and transient failures, and an optional request-rate budget shared by all
+//! callers.
 //!
 //! The AWS SDK's own retries are switched off for the clients sealpipe builds, so the
 //! two layers never multiply: one policy, visible in the report's retry counters.
@@ -88,6 +89,33 @@ impl RetryPolicy {
                 stats.retries.fetch_add(1, Relaxed);
             })
             .await
+    }
+}
+
+/// Sorts an AWS SDK failure into retry classes. Timeouts, connection failures and
+/// unreadable responses (a connection reset mid-body) are transient, as are 5xx
+/// responses; `throttling` and `transient` name service error codes with those
+/// meanings; everything else is permanent.
+pub fn classify_sdk_error<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(
+    err: &aws_smithy_runtime_api::client::result::SdkError<
+        E,
+        aws_smithy_runtime_api::http::Response,
+    >,
+    throttling: &[&str],
+    transient: &[&str],
+) -> Transience {
+    use aws_smithy_runtime_api::client::result::SdkError;
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            Transience::Transient
+        }
+        SdkError::ServiceError(e) => match e.err().code() {
+            Some(code) if throttling.contains(&code) => Transience::Throttled,
+            Some(code) if transient.contains(&code) => Transience::Transient,
+            _ if e.raw().status().is_server_error() => Transience::Transient,
+            _ => Transience::Permanent,
+        },
+        _ => Transience::Permanent,
     }
 }
 

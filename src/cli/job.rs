@@ -1,0 +1,487 @@
+//! Turning flags, environment and the config file into a [`Job`]: sources and
+//! destinations, keys, message options, S3 transfer settings.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail};
+use sealpipe::crypto::AeadBackend;
+use sealpipe::format::{AlgorithmSuite, DecodeLimits, EncryptionContext};
+use sealpipe::keys::{DiscoveryFilter, Keyring, KmsDiscoveryKeyring, PoolLimits};
+use sealpipe::pipeline::{Job, Mode, ObjectFilter, Source};
+use sealpipe::store::{ByteBudget, Location, MIN_PART_SIZE, S3Settings, S3Store};
+use sealpipe::stream::{DEFAULT_FRAME_LENGTH, DecryptOptions, EncryptOptions};
+
+use super::args::{
+    DecryptArgs, EncryptArgs, GlobalArgs, ReadArgs, ReencryptArgs, TransferArgs, VerifyArgs,
+    WriteArgs,
+};
+use super::config::Config;
+use super::keyref;
+
+/// Objects processed at once unless configured: local jobs are bound by disks and
+/// cores, S3 jobs by request latency.
+const DEFAULT_CONCURRENCY: usize = 8;
+const DEFAULT_CONCURRENCY_S3: usize = 64;
+/// The in-flight byte budget unless configured.
+const DEFAULT_MAX_IN_FLIGHT: u64 = 256 * 1024 * 1024;
+
+/// `encrypt`.
+pub async fn encrypt(
+    args: &EncryptArgs,
+    global: &GlobalArgs,
+    config: &Config,
+    kms: &keyref::KmsSource,
+) -> anyhow::Result<Job> {
+    let mut job = base_job(Mode::Encrypt, &args.transfer, global, config).await?;
+    job.wrap_keyring = Some(keyring(&args.keys, &config.job.keys, config, kms).await?);
+    write_options(&mut job, &args.write, global, config)?;
+    Ok(job)
+}
+
+/// `decrypt`.
+pub async fn decrypt(
+    args: &DecryptArgs,
+    global: &GlobalArgs,
+    config: &Config,
+    kms: &keyref::KmsSource,
+) -> anyhow::Result<Job> {
+    let mut job = base_job(Mode::Decrypt, &args.transfer, global, config).await?;
+    read_options(
+        &mut job,
+        &args.keys,
+        &config.job.keys,
+        &args.read,
+        global,
+        config,
+        kms,
+    )
+    .await?;
+    Ok(job)
+}
+
+/// `reencrypt`.
+pub async fn reencrypt(
+    args: &ReencryptArgs,
+    global: &GlobalArgs,
+    config: &Config,
+    kms: &keyref::KmsSource,
+) -> anyhow::Result<Job> {
+    let mut job = base_job(Mode::Reencrypt, &args.transfer, global, config).await?;
+    job.wrap_keyring = Some(keyring(&args.keys, &config.job.keys, config, kms).await?);
+    write_options(&mut job, &args.write, global, config)?;
+    read_options(
+        &mut job,
+        &args.old_keys,
+        &config.job.old_keys,
+        &args.read,
+        global,
+        config,
+        kms,
+    )
+    .await?;
+    Ok(job)
+}
+
+/// `verify`.
+pub async fn verify(
+    args: &VerifyArgs,
+    global: &GlobalArgs,
+    config: &Config,
+    kms: &keyref::KmsSource,
+) -> anyhow::Result<Job> {
+    let mut job = base_job(Mode::Verify, &args.transfer, global, config).await?;
+    read_options(
+        &mut job,
+        &args.keys,
+        &config.job.keys,
+        &args.read,
+        global,
+        config,
+        kms,
+    )
+    .await?;
+    Ok(job)
+}
+
+/// Where objects come from and go, filters, and S3 access if anything is on S3.
+async fn base_job(
+    mode: Mode,
+    transfer: &TransferArgs,
+    global: &GlobalArgs,
+    config: &Config,
+) -> anyhow::Result<Job> {
+    let parse = |s: &String| Location::parse(s).map_err(|e| anyhow!(e));
+    let paths = transfer
+        .paths
+        .iter()
+        .map(parse)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let manifest = transfer.manifest.as_ref().map(parse).transpose()?;
+    let in_place = transfer.in_place;
+    let usage = |expected: &str| {
+        anyhow!(
+            "{} expects {expected}; got {} path(s)",
+            command_name(mode),
+            paths.len()
+        )
+    };
+    let (source, destination) = match (&manifest, in_place, mode, paths.as_slice()) {
+        (Some(m), true, _, []) => (Source::Manifest(m.clone()), None),
+        (Some(m), _, Mode::Verify, []) => (Source::Manifest(m.clone()), None),
+        (Some(m), false, _, [dst]) if mode != Mode::Verify => {
+            (Source::Manifest(m.clone()), Some(dst.clone()))
+        }
+        (Some(_), ..) => {
+            return Err(usage(
+                "only DST with --manifest (nothing with --in-place, nothing for verify)",
+            ));
+        }
+        (None, true, _, [src]) => (Source::Location(src.clone()), None),
+        (None, true, _, [src, dst]) => (Source::Location(src.clone()), Some(dst.clone())),
+        (None, false, Mode::Verify, [src]) => (Source::Location(src.clone()), None),
+        (None, false, Mode::Verify, _) => return Err(usage("SRC")),
+        (None, false, _, [src, dst]) => (Source::Location(src.clone()), Some(dst.clone())),
+        (None, ..) => return Err(usage("SRC and DST (or SRC with --in-place)")),
+    };
+    let on_s3 = matches!(
+        &source,
+        Source::Manifest(_) | Source::Location(Location::S3 { .. })
+    ) || destination.as_ref().is_some_and(Location::is_s3);
+    let s3 = if on_s3 {
+        Some(s3_store(global, config).await?)
+    } else {
+        None
+    };
+    let include = if transfer.include.is_empty() {
+        config.job.include.clone()
+    } else {
+        transfer.include.clone()
+    };
+    let exclude = if transfer.exclude.is_empty() {
+        config.job.exclude.clone()
+    } else {
+        transfer.exclude.clone()
+    };
+    let default_concurrency = if on_s3 {
+        DEFAULT_CONCURRENCY_S3
+    } else {
+        DEFAULT_CONCURRENCY
+    };
+    Ok(Job {
+        mode,
+        source,
+        destination,
+        in_place,
+        filter: ObjectFilter::new(&include, &exclude)?,
+        wrap_keyring: None,
+        unwrap_keyring: None,
+        suite: AlgorithmSuite::AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
+        context: EncryptionContext::new(),
+        encrypt: EncryptOptions::default(),
+        decrypt: DecryptOptions::default(),
+        reproduced_context: EncryptionContext::new(),
+        pool_limits: pool_limits(global, config)?,
+        concurrency: global
+            .concurrency
+            .or(config.runtime.concurrency)
+            .unwrap_or(default_concurrency)
+            .max(1),
+        dry_run: transfer.dry_run,
+        fail_fast: transfer.fail_fast || config.runtime.fail_fast,
+        s3,
+    })
+}
+
+fn command_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Encrypt => "encrypt",
+        Mode::Decrypt => "decrypt",
+        Mode::Reencrypt => "reencrypt",
+        Mode::Verify => "verify",
+    }
+}
+
+/// Keys from flags (relative to the working directory), else from the config file
+/// (relative to the file).
+async fn keyring(
+    flag_keys: &[String],
+    config_keys: &[String],
+    config: &Config,
+    kms: &keyref::KmsSource,
+) -> anyhow::Result<Arc<dyn Keyring>> {
+    let (keys, base) = if flag_keys.is_empty() {
+        (config_keys.to_vec(), config.base.clone())
+    } else {
+        (flag_keys.to_vec(), PathBuf::new())
+    };
+    keyref::combine(keyref::keyring_from_refs(&keys, &base, kms).await?)
+}
+
+fn write_options(
+    job: &mut Job,
+    args: &WriteArgs,
+    global: &GlobalArgs,
+    config: &Config,
+) -> anyhow::Result<()> {
+    job.context = if args.context.is_empty() {
+        config.job.context.clone().into()
+    } else {
+        parse_pairs(&args.context, "--context")?
+    };
+    job.suite = parse_suite(args.suite.as_deref().or(config.encrypt.suite.as_deref()))?;
+    job.encrypt = EncryptOptions {
+        frame_length: args
+            .frame_len
+            .or(config.encrypt.frame_length)
+            .unwrap_or(DEFAULT_FRAME_LENGTH),
+        aead: aead(global, config)?,
+        ..Default::default()
+    };
+    Ok(())
+}
+
+async fn read_options(
+    job: &mut Job,
+    flag_keys: &[String],
+    config_keys: &[String],
+    args: &ReadArgs,
+    global: &GlobalArgs,
+    config: &Config,
+    kms: &keyref::KmsSource,
+) -> anyhow::Result<()> {
+    let (keys, base) = if flag_keys.is_empty() {
+        (config_keys.to_vec(), config.base.clone())
+    } else {
+        (flag_keys.to_vec(), PathBuf::new())
+    };
+    let mut keyrings = keyref::keyring_from_refs(&keys, &base, kms).await?;
+    if args.discovery {
+        let filter = (!args.discovery_account.is_empty()).then(|| DiscoveryFilter {
+            partition: args.discovery_partition.clone(),
+            accounts: args.discovery_account.clone(),
+        });
+        keyrings.push(Arc::new(KmsDiscoveryKeyring::new(
+            filter,
+            kms.context().await.clone(),
+        )));
+    }
+    job.unwrap_keyring = Some(keyref::combine(keyrings)?);
+    job.reproduced_context = if args.reproduced_context.is_empty() {
+        config.decrypt.reproduced_context.clone().into()
+    } else {
+        parse_pairs(&args.reproduced_context, "--reproduced-context")?
+    };
+    job.decrypt = decrypt_options(
+        args.commitment_policy.as_deref(),
+        args.max_encrypted_data_keys,
+        args.max_header_size,
+        args.max_frame_len,
+        global,
+        config,
+    )?;
+    Ok(())
+}
+
+/// The S3 client and transfer settings: flags over `[s3]` over defaults.
+async fn s3_store(global: &GlobalArgs, config: &Config) -> anyhow::Result<S3Store> {
+    let (a, c) = (&global.s3, &config.s3);
+    let size =
+        |flag: Option<u64>, file: &Option<super::config::Size>, name: &str| match (flag, file) {
+            (Some(v), _) => Ok(Some(v)),
+            (None, Some(v)) => v.bytes().map(Some).map_err(|e| anyhow!("[s3] {name}: {e}")),
+            (None, None) => Ok(None),
+        };
+    let defaults = S3Settings::default();
+    let part_size = size(a.part_size, &c.part_size, "part_size")?.unwrap_or(defaults.part_size);
+    if !(MIN_PART_SIZE..=5 << 30).contains(&part_size) {
+        bail!("--part-size must be between 5MiB and 5GiB (S3's part limits), not {part_size}");
+    }
+    let max_in_flight =
+        size(a.max_in_flight, &c.max_in_flight, "max_in_flight")?.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+    if max_in_flight < 2 * part_size {
+        bail!(
+            "--max-in-flight ({max_in_flight} bytes) must hold at least two parts \
+             ({} bytes): one being read and one being written",
+            2 * part_size
+        );
+    }
+    let sse = a.sse.clone().or_else(|| c.sse.clone());
+    if let Some(s) = &sse
+        && s != "aws:kms"
+        && s != "AES256"
+    {
+        bail!("--sse {s:?}: use aws:kms or AES256");
+    }
+    let settings = sealpipe::aws::AwsSettings {
+        region: global
+            .aws
+            .region
+            .clone()
+            .or_else(|| config.aws.region.clone()),
+        profile: global
+            .aws
+            .profile
+            .clone()
+            .or_else(|| config.aws.profile.clone()),
+        kms_endpoint: None,
+        s3_endpoint: a.s3_endpoint.clone().or_else(|| c.endpoint.clone()),
+        s3_path_style: a.s3_path_style.or(c.path_style),
+    };
+    let client = sealpipe::aws::s3_client(&settings).await;
+    Ok(S3Store::new(
+        client,
+        S3Settings {
+            part_size,
+            storage_class: a.storage_class.clone().or_else(|| c.storage_class.clone()),
+            server_side_encryption: sse,
+            sse_kms_key_id: a
+                .sse_kms_key_id
+                .clone()
+                .or_else(|| c.sse_kms_key_id.clone()),
+            ..defaults
+        },
+        ByteBudget::new(max_in_flight),
+    ))
+}
+
+/// AWS settings: flags over the config file; the SDK adds the environment.
+pub fn kms_source(global: &GlobalArgs, config: &Config) -> anyhow::Result<keyref::KmsSource> {
+    let (a, c) = (&global.aws, &config.aws);
+    let defaults = sealpipe::keys::RetryPolicy::default();
+    let seconds = |v: Option<f64>, flag: &str, default: std::time::Duration| match v {
+        Some(s) if s >= 0.0 && s.is_finite() => Ok(std::time::Duration::from_secs_f64(s)),
+        Some(s) => bail!("{flag} must be a non-negative number of seconds, not {s}"),
+        None => Ok(default),
+    };
+    let retry = sealpipe::keys::RetryPolicy {
+        max_delay: seconds(
+            a.kms_retry_max_delay.or(c.kms_retry_max_delay),
+            "--kms-retry-max-delay",
+            defaults.max_delay,
+        )?,
+        max_total_delay: seconds(
+            a.kms_retry_total.or(c.kms_retry_total),
+            "--kms-retry-total",
+            defaults.max_total_delay,
+        )?,
+        ..defaults
+    };
+    Ok(keyref::KmsSource::new(
+        sealpipe::aws::AwsSettings {
+            region: a.region.clone().or_else(|| c.region.clone()),
+            profile: a.profile.clone().or_else(|| c.profile.clone()),
+            kms_endpoint: a.kms_endpoint.clone().or_else(|| c.kms_endpoint.clone()),
+            ..Default::default()
+        },
+        a.kms_rate.or(c.kms_rate).filter(|r| *r > 0.0),
+        c.grant_tokens.clone(),
+        retry,
+    ))
+}
+
+fn pool_limits(global: &GlobalArgs, config: &Config) -> anyhow::Result<PoolLimits> {
+    let (a, c) = (&global.aws, &config.cache);
+    let defaults = PoolLimits::default();
+    let max_age = match a.cache_max_age.or(c.max_age_seconds) {
+        Some(s) if s > 0.0 && s.is_finite() => std::time::Duration::from_secs_f64(s),
+        Some(s) => bail!("--cache-max-age must be a positive number of seconds, not {s}"),
+        None => defaults.max_age,
+    };
+    let max_messages = a
+        .cache_max_messages
+        .or(c.max_messages)
+        .unwrap_or(defaults.max_messages);
+    if !(1..=1 << 32).contains(&max_messages) {
+        bail!("--cache-max-messages must be between 1 and 2^32, not {max_messages}");
+    }
+    let max_bytes = a
+        .cache_max_bytes
+        .or(c.max_bytes)
+        .unwrap_or(defaults.max_bytes);
+    if max_bytes == 0 {
+        bail!("--cache-max-bytes must be at least 1");
+    }
+    Ok(PoolLimits {
+        max_age,
+        max_messages,
+        max_bytes,
+        ..defaults
+    })
+}
+
+fn decrypt_options(
+    policy: Option<&str>,
+    max_edks: Option<u16>,
+    max_header: Option<usize>,
+    max_frame: Option<u32>,
+    global: &GlobalArgs,
+    config: &Config,
+) -> anyhow::Result<DecryptOptions> {
+    let defaults = DecodeLimits::default();
+    let d = &config.decrypt;
+    let commitment_policy = match policy.or(d.commitment_policy.as_deref()) {
+        Some(p) => p.parse().map_err(|e: String| anyhow!(e))?,
+        None => Default::default(),
+    };
+    let limits = DecodeLimits {
+        max_encrypted_data_keys: max_edks
+            .or(d.max_encrypted_data_keys)
+            .unwrap_or(defaults.max_encrypted_data_keys),
+        max_header_len: max_header
+            .or(d.max_header_size)
+            .unwrap_or(defaults.max_header_len),
+        max_frame_length: max_frame
+            .or(d.max_frame_length)
+            .unwrap_or(defaults.max_frame_length),
+    };
+    if limits.max_encrypted_data_keys == 0 {
+        bail!("--max-encrypted-data-keys must be at least 1");
+    }
+    Ok(DecryptOptions {
+        commitment_policy,
+        limits,
+        aead: aead(global, config)?,
+    })
+}
+
+fn aead(global: &GlobalArgs, config: &Config) -> anyhow::Result<AeadBackend> {
+    match global.aead.as_deref().or(config.runtime.aead.as_deref()) {
+        Some(s) => s.parse().map_err(|e: String| anyhow!(e)),
+        None => Ok(AeadBackend::default()),
+    }
+}
+
+fn parse_suite(s: Option<&str>) -> anyhow::Result<AlgorithmSuite> {
+    let Some(s) = s else {
+        return Ok(AlgorithmSuite::AES_256_GCM_HKDF_SHA512_COMMIT_KEY);
+    };
+    let hex = s.trim_start_matches("0x").trim_start_matches("0X");
+    match u16::from_str_radix(hex, 16)
+        .ok()
+        .and_then(AlgorithmSuite::from_id)
+    {
+        Some(suite) if suite.is_committing() => Ok(suite),
+        _ => bail!(
+            "unsupported suite {s:?} for encryption: use 0478 (AES-256-GCM, HKDF-SHA512, key \
+             commitment) or 0578 (the same with an ECDSA P-384 signature)"
+        ),
+    }
+}
+
+/// Parses `K=V` pairs; the value may contain `=`.
+fn parse_pairs(pairs: &[String], flag: &str) -> anyhow::Result<EncryptionContext> {
+    let mut ctx = EncryptionContext::new();
+    for p in pairs {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| anyhow!("{flag} {p:?}: expected KEY=VALUE"))?;
+        if k.is_empty() {
+            bail!("{flag} {p:?}: the key is empty");
+        }
+        if ctx.insert(k, v).is_some() {
+            bail!("{flag}: the key {k:?} is given twice");
+        }
+    }
+    Ok(ctx)
+}
