@@ -218,6 +218,7 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
         let listed = match item {
             ListItem::Object(listed) => listed,
             ListItem::Skipped { id, reason } => {
+                stats.plan(None);
                 stats.skip(&id, &reason);
                 continue;
             }
@@ -324,7 +325,7 @@ fn list_manifest(
         ),
         Location::S3 { bucket, prefix } => {
             let s3 = s3.expect("S3 manifests come with a store");
-            s3.open(&ObjectId::s3(bucket, prefix, None), None)
+            s3.open(&ObjectId::s3(bucket, prefix, None))
                 .map_err(|e| format!("cannot read manifest: {e}"))?
                 .reader
         }

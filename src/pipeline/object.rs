@@ -112,6 +112,16 @@ fn process_object(ctx: &Context, listed: &Listed) -> Result<Outcome, Failed> {
         }
         return Ok(Outcome::Planned);
     }
+    // The object's minimum working set in the byte budget, held until it is done.
+    let _budget = match &job.s3 {
+        Some(s3) => {
+            let size = listed.size.unwrap_or(s3.settings().part_size);
+            let read = matches!(listed.id, ObjectId::S3 { .. }).then_some(size);
+            let write = matches!(target, Target::S3 { .. }).then_some(size);
+            Some(ctx.runtime.block_on(s3.reserve_object(read, write)))
+        }
+        None => None,
+    };
     let source = open(ctx, listed).map_err(|e| Failed::new("read", e))?;
     if resumable
         && !resume_checked
@@ -184,7 +194,7 @@ fn looks_like_message(head: &[u8]) -> bool {
 fn open(ctx: &Context, listed: &Listed) -> Result<SourceObject, Error> {
     match (&listed.id, &ctx.job.s3) {
         (ObjectId::Local(path), _) => Ok(store::open_local(path)?),
-        (ObjectId::S3 { .. }, Some(s3)) => Ok(s3.open(&listed.id, listed.size)?),
+        (ObjectId::S3 { .. }, Some(s3)) => Ok(s3.open(&listed.id)?),
         (ObjectId::S3 { .. }, None) => unreachable!("S3 jobs have a store"),
     }
 }

@@ -19,7 +19,7 @@ const MAX_REPORTED_SKIPS: usize = 1_000;
 /// Live counters of one job.
 #[derive(Default)]
 pub struct Stats {
-    /// Objects found by listing so far (after filters).
+    /// Entries found by listing so far (after filters), including those skipped.
     pub objects_planned: AtomicU64,
     /// Bytes found by listing so far (sizes a manifest does not give count as 0).
     pub bytes_planned: AtomicU64,
@@ -266,7 +266,7 @@ impl Failure {
 /// Object totals.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ObjectCounts {
-    /// Found by listing (after filters).
+    /// Found by listing (after filters), including those skipped.
     pub planned: u64,
     /// Completed.
     pub ok: u64,

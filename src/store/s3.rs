@@ -288,6 +288,24 @@ impl S3Store {
         &self.shared.settings
     }
 
+    /// Part size for an output of about `size`: the configured one, or larger when
+    /// 10,000 parts would not hold it.
+    fn part_size_for(&self, size: u64) -> u64 {
+        let needed = size.div_ceil(MAX_PARTS - 1).next_multiple_of(1024 * 1024);
+        self.shared.settings.part_size.max(needed)
+    }
+
+    /// Waits until the budget holds an object's minimum working set, and holds it for
+    /// as long as the object is processed: one part to read (source on S3) and one to
+    /// write (destination on S3), sized down for small objects. Reserving both at once
+    /// is what keeps objects from each holding half of what they need.
+    pub async fn reserve_object(&self, read: Option<u64>, write: Option<u64>) -> Reservation {
+        let part = self.shared.settings.part_size;
+        let read = read.map_or(0, |size| size.clamp(1, part));
+        let write = write.map_or(0, |size| size.clamp(1, self.part_size_for(size)));
+        self.shared.budget.reserve(read + write).await
+    }
+
     /// Sends one request, retried on throttling and transient failures.
     async fn retried<T, Fut>(&self, call: impl FnMut() -> Fut) -> Result<T, S3Error>
     where
@@ -413,13 +431,11 @@ impl S3Store {
     /// later range is conditional on the same ETag (and version), so an object replaced
     /// mid-read fails instead of mixing two versions.
     ///
+    /// The caller holds the object's base reservation ([`reserve_object`](Self::reserve_object)).
     /// Blocks; call from a blocking thread.
-    pub fn open(&self, id: &ObjectId, size_hint: Option<u64>) -> Result<SourceObject, S3Error> {
+    pub fn open(&self, id: &ObjectId) -> Result<SourceObject, S3Error> {
         let shared = &self.shared;
         let part = shared.settings.part_size;
-        let base = shared
-            .runtime
-            .block_on(shared.budget.reserve(size_hint.unwrap_or(part).min(part)));
         let first = shared
             .runtime
             .block_on(retried(shared, || get(shared, id, Some((0, part)), None)))?;
@@ -431,8 +447,7 @@ impl S3Store {
         let (bucket, key, _) = s3_parts(id);
         // Later ranges name the version read first, when the bucket has versions.
         let pinned = ObjectId::s3(bucket, key, first.version.clone());
-        let head = first.body.slice(..first.body.len().min(HEAD_BYTES));
-        let head = Bytes::copy_from_slice(&head);
+        let head = first.body.prefix(HEAD_BYTES);
         let mut reader = S3Reader {
             shared: self.shared.clone(),
             id: pinned,
@@ -444,7 +459,6 @@ impl S3Store {
             current_reservation: None,
             pending: VecDeque::new(),
             base_free: false,
-            _base: base,
         };
         reader.read_ahead();
         Ok(SourceObject {
@@ -498,14 +512,7 @@ impl S3Store {
         precondition: Precondition,
         size_hint: u64,
     ) -> S3Sink {
-        let shared = &self.shared;
-        let needed = size_hint
-            .div_ceil(MAX_PARTS - 1)
-            .next_multiple_of(1024 * 1024);
-        let part_size = shared.settings.part_size.max(needed);
-        let base = shared
-            .runtime
-            .block_on(shared.budget.reserve(size_hint.clamp(1, part_size)));
+        let part_size = self.part_size_for(size_hint);
         S3Sink {
             shared: self.shared.clone(),
             id: ObjectId::s3(bucket, key, None),
@@ -517,7 +524,6 @@ impl S3Store {
             buf_reservation: None,
             written: 0,
             base_free: false,
-            _base: base,
             upload_id: None,
             in_flight: VecDeque::new(),
             parts: Vec::new(),
@@ -534,7 +540,63 @@ struct Got {
     etag: Option<String>,
     version: Option<String>,
     tag_count: i32,
-    body: Bytes,
+    body: Segments,
+}
+
+/// A response body as the network delivered it: a list of buffers, never copied into
+/// one (that copy would briefly double the memory of every range in flight).
+#[derive(Default)]
+struct Segments {
+    parts: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Segments {
+    fn new(parts: impl IntoIterator<Item = Bytes>) -> Self {
+        let parts: VecDeque<Bytes> = parts.into_iter().filter(|b| !b.is_empty()).collect();
+        let len = parts.iter().map(Bytes::len).sum();
+        Self { parts, len }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies the first `n` bytes (or fewer) out.
+    fn prefix(&self, n: usize) -> Bytes {
+        let mut out = Vec::with_capacity(n.min(self.len));
+        for part in &self.parts {
+            let take = (n - out.len()).min(part.len());
+            out.extend_from_slice(&part[..take]);
+            if out.len() == n {
+                break;
+            }
+        }
+        Bytes::from(out)
+    }
+
+    /// Moves up to `buf.len()` bytes into `buf`.
+    fn read_into(&mut self, buf: &mut [u8]) -> usize {
+        let mut done = 0;
+        while done < buf.len() {
+            let Some(front) = self.parts.front_mut() else {
+                break;
+            };
+            let n = (buf.len() - done).min(front.len());
+            buf[done..done + n].copy_from_slice(&front[..n]);
+            bytes::Buf::advance(front, n);
+            if front.is_empty() {
+                self.parts.pop_front();
+            }
+            done += n;
+        }
+        self.len -= done;
+        done
+    }
 }
 
 /// GETs `range` (offset, length) of an object, body included, so a connection reset
@@ -581,7 +643,8 @@ async fn get(
         .collect()
         .await
         .map_err(|e| body_error("GetObject", id, &e))?
-        .into_bytes();
+        .into_segments();
+    let body = Segments::new(body);
     // A range must arrive whole: a short body means the connection broke quietly.
     if let (Some((start, len)), Some(_)) = (range, out_range)
         && body.len() as u64 != len.min(size.saturating_sub(start))
@@ -624,7 +687,7 @@ struct S3Reader {
     etag: String,
     size: u64,
     next_offset: u64,
-    current: Bytes,
+    current: Segments,
     current_is_base: bool,
     /// The budget `current` holds when it is not the base reservation.
     current_reservation: Option<Reservation>,
@@ -632,7 +695,6 @@ struct S3Reader {
     /// holds its own).
     pending: VecDeque<InFlight<Got>>,
     base_free: bool,
-    _base: Reservation,
 }
 
 impl S3Reader {
@@ -692,10 +754,7 @@ impl Read for S3Reader {
             self.current_reservation = extra;
             self.read_ahead();
         }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        bytes::Buf::advance(&mut self.current, n);
-        Ok(n)
+        Ok(self.current.read_into(buf))
     }
 }
 
@@ -720,7 +779,6 @@ pub struct S3Sink {
     buf_reservation: Option<Reservation>,
     written: u64,
     base_free: bool,
-    _base: Reservation,
     upload_id: Option<String>,
     in_flight: VecDeque<InFlight<CompletedPart>>,
     parts: Vec<CompletedPart>,
