@@ -501,3 +501,109 @@ fn special_files_at_the_destination_are_never_replaced() {
     assert_eq!(std::fs::read(ws.path("elsewhere")).unwrap(), b"keep me");
     assert_eq!(std::fs::read(ws.path("p")).unwrap(), b"data");
 }
+
+#[test]
+fn reencrypt_moves_messages_to_new_keys_and_upgrades_legacy_and_signed_ones() {
+    use sealpipe::format::{AlgorithmSuite, ContentType, EncryptionContext};
+    let ws = Workspace::new();
+    let signed_plain = common::pseudo_random(200_000, 1);
+    let legacy_plain = common::pseudo_random(70_000, 2);
+    ws.write("plain/signed.bin", &signed_plain);
+    let o = ws.run(&[
+        "encrypt",
+        "plain/signed.bin",
+        "old/signed.bin",
+        "--key",
+        KEY,
+        "--suite",
+        "0578",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A legacy (v1, non-committing, signed) message under the same key, as older SDKs
+    // wrote them.
+    let keyring = common::raw_keyring("tests", "k1", &[0x42u8; 32]);
+    let suite = AlgorithmSuite::from_id(0x0378).unwrap();
+    let materials = common::materials(keyring.as_ref(), suite, EncryptionContext::new());
+    ws.write(
+        "old/legacy.bin",
+        &common::legacy::legacy_message(&materials, ContentType::Framed, 4096, &legacy_plain),
+    );
+
+    // Legacy messages need the permissive read policy; without it that one fails.
+    let o = ws.run(&[
+        "reencrypt",
+        "old",
+        "strict",
+        "--key",
+        OTHER,
+        "--old-key",
+        KEY,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("legacy.bin"), "{}", stderr(&o));
+    assert!(!ws.path("strict/legacy.bin").exists());
+
+    let o = ws.run(&[
+        "reencrypt",
+        "old",
+        "new",
+        "--key",
+        OTHER,
+        "--old-key",
+        KEY,
+        "--commitment-policy",
+        "require-encrypt-allow-decrypt",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for name in ["signed.bin", "legacy.bin"] {
+        let o = ws.run(&["inspect", &format!("new/{name}")]);
+        let header: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(header["suite"]["id"], "0x0478", "{name}: {header}");
+        let keys = header["encrypted_data_keys"].to_string();
+        assert!(
+            keys.contains("k2") && !keys.contains("k1"),
+            "{name}: {keys}"
+        );
+    }
+    // Only the new key opens the new messages, and they hold the old plaintexts.
+    let o = ws.run(&["decrypt", "new", "back", "--key", OTHER]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(ws.path("back/signed.bin")).unwrap(),
+        signed_plain
+    );
+    assert_eq!(
+        std::fs::read(ws.path("back/legacy.bin")).unwrap(),
+        legacy_plain
+    );
+    let o = ws.run(&["verify", "new", "--key", KEY]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+}
+
+#[test]
+fn verify_reads_everything_and_writes_nothing() {
+    let ws = Workspace::new();
+    ws.write("src/a", &common::pseudo_random(100_000, 3));
+    ws.write("src/b/c", b"small");
+    let o = ws.run(&["encrypt", "src", "enc", "--key", KEY]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = ws.run(&["verify", "enc", "--key", KEY, "--report", "v.json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: Value = serde_json::from_slice(&std::fs::read(ws.path("v.json")).unwrap()).unwrap();
+    assert_eq!(report["mode"], "verify");
+    assert_eq!(report["objects"]["ok"], 2);
+    assert_eq!(report["bytes_in"], 100_005);
+    // A flipped bit in a frame is found, and nothing is written anywhere.
+    let mut bytes = std::fs::read(ws.path("enc/a")).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 1;
+    std::fs::write(ws.path("enc/a"), bytes).unwrap();
+    let before = files_under(ws.dir.path());
+    let o = ws.run(&["verify", "enc", "--key", KEY]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("enc/a"), "{}", stderr(&o));
+    assert_eq!(files_under(ws.dir.path()), before);
+    // verify takes no destination.
+    let o = ws.run(&["verify", "enc", "out", "--key", KEY]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
