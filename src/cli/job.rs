@@ -46,18 +46,16 @@ pub async fn decrypt(
     config: &Config,
     kms: &keyref::KmsSource,
 ) -> anyhow::Result<Job> {
-    let mut job = base_job(Mode::Decrypt, &args.transfer, global, config).await?;
-    read_options(
-        &mut job,
+    reading_job(
+        Mode::Decrypt,
+        &args.transfer,
         &args.keys,
-        &config.job.keys,
         &args.read,
         global,
         config,
         kms,
     )
-    .await?;
-    Ok(job)
+    .await
 }
 
 /// `reencrypt`.
@@ -90,17 +88,30 @@ pub async fn verify(
     config: &Config,
     kms: &keyref::KmsSource,
 ) -> anyhow::Result<Job> {
-    let mut job = base_job(Mode::Verify, &args.transfer, global, config).await?;
-    read_options(
-        &mut job,
+    reading_job(
+        Mode::Verify,
+        &args.transfer,
         &args.keys,
-        &config.job.keys,
         &args.read,
         global,
         config,
         kms,
     )
-    .await?;
+    .await
+}
+
+/// A job that only reads messages (decrypt, verify).
+async fn reading_job(
+    mode: Mode,
+    transfer: &TransferArgs,
+    keys: &[String],
+    read: &ReadArgs,
+    global: &GlobalArgs,
+    config: &Config,
+    kms: &keyref::KmsSource,
+) -> anyhow::Result<Job> {
+    let mut job = base_job(mode, transfer, global, config).await?;
+    read_options(&mut job, keys, &config.job.keys, read, global, config, kms).await?;
     Ok(job)
 }
 

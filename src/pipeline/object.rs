@@ -265,23 +265,13 @@ fn encrypt(
     precondition: Precondition,
 ) -> Result<Outcome, Failed> {
     let materials = materials(ctx, source.size)?;
-    let mut meta = source.meta.clone();
-    Marker {
+    let marker = Marker {
         source_etag: source.etag.clone(),
         source_version: source.version.clone(),
         plaintext_length: Some(source.size),
         wrapping_keys: marker::wrapping_key_names(&materials.encrypted_data_keys),
-    }
-    .write(&mut meta);
-    let out = sink(
-        ctx,
-        target,
-        meta,
-        precondition,
-        message_size_hint(ctx, source.size),
-    )?;
-    let mut writer = EncryptingWriter::new(out, &materials, &ctx.job.encrypt)
-        .map_err(|e| Failed::new("encrypt", e))?;
+    };
+    let mut writer = message_writer(ctx, &source, marker, &materials, target, precondition)?;
     let mut input = Cancellable {
         inner: source.reader,
         cancel: ctx.cancel.clone(),
@@ -295,6 +285,29 @@ fn encrypt(
         bytes_in: summary.plaintext_bytes,
         bytes_out: written,
     })
+}
+
+/// The writer of a new message for `source` at `target`: the source's metadata plus
+/// sealpipe's `marker`.
+fn message_writer(
+    ctx: &Context,
+    source: &SourceObject,
+    marker: Marker,
+    materials: &EncryptionMaterials,
+    target: &Target,
+    precondition: Precondition,
+) -> Result<EncryptingWriter<Box<dyn ObjectSink>>, Failed> {
+    let mut meta = source.meta.clone();
+    marker.write(&mut meta);
+    let plaintext = marker.plaintext_length.unwrap_or(source.size);
+    let out = sink(
+        ctx,
+        target,
+        meta,
+        precondition,
+        message_size_hint(ctx, plaintext),
+    )?;
+    EncryptingWriter::new(out, materials, &ctx.job.encrypt).map_err(|e| Failed::new("encrypt", e))
 }
 
 /// Decrypts into `target` (or nowhere, for `verify`). Frames are released only after
@@ -348,23 +361,13 @@ fn reencrypt(
             wrapping_keys.join(", ")
         )));
     }
-    let mut meta = source.meta.clone();
-    Marker {
+    let marker = Marker {
         source_etag: source.etag.clone(),
         source_version: source.version.clone(),
         plaintext_length: old.as_ref().and_then(|m| m.plaintext_length),
         wrapping_keys,
-    }
-    .write(&mut meta);
-    let out = sink(
-        ctx,
-        target,
-        meta,
-        precondition,
-        message_size_hint(ctx, expected),
-    )?;
-    let mut writer = EncryptingWriter::new(out, &materials, &ctx.job.encrypt)
-        .map_err(|e| Failed::new("encrypt", e))?;
+    };
+    let mut writer = message_writer(ctx, &source, marker, &materials, target, precondition)?;
     let bytes_in = source.size;
     let plaintext_len = open_message(ctx, source, &mut writer)?;
     check_length(old.as_ref(), plaintext_len)?;

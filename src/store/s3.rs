@@ -224,6 +224,18 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     (transience, e)
 }
 
+/// Awaits one attempt of a request and classifies its failure for [`retried`].
+async fn send<T, E>(
+    attempt: impl Future<Output = Result<T, SdkError<E, aws_smithy_runtime_api::http::Response>>>,
+    action: &'static str,
+    object: &(dyn std::fmt::Display + Sync),
+) -> Result<T, (Transience, S3Error)>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    attempt.await.map_err(|e| classify(action, object, e))
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
@@ -355,12 +367,7 @@ impl S3Store {
                         .prefix(prefix)
                         .set_continuation_token(token.clone());
                     let what = &what;
-                    async move {
-                        request
-                            .send()
-                            .await
-                            .map_err(|e| classify("ListObjectsV2", what, e))
-                    }
+                    send(request.send(), "ListObjectsV2", what)
                 })
                 .await?;
             for object in page.contents() {
@@ -403,12 +410,7 @@ impl S3Store {
                     .bucket(bucket)
                     .key(key)
                     .set_version_id(version.map(str::to_string));
-                async move {
-                    request
-                        .send()
-                        .await
-                        .map_err(|e| classify("HeadObject", id, e))
-                }
+                send(request.send(), "HeadObject", id)
             })
             .await;
         match result {
@@ -482,12 +484,7 @@ impl S3Store {
                     .bucket(bucket)
                     .key(key)
                     .set_version_id(version.map(str::to_string));
-                async move {
-                    request
-                        .send()
-                        .await
-                        .map_err(|e| classify("GetObjectTagging", id, e))
-                }
+                send(request.send(), "GetObjectTagging", id)
             })
             .await?;
         Ok(out
@@ -898,12 +895,7 @@ impl S3Sink {
                 &self.meta,
                 settings
             );
-            async move {
-                request
-                    .send()
-                    .await
-                    .map_err(|e| classify("CreateMultipartUpload", &self.id, e))
-            }
+            send(request.send(), "CreateMultipartUpload", &self.id)
         })
         .await?;
         out.upload_id().map(str::to_string).ok_or_else(|| {
@@ -927,12 +919,7 @@ impl S3Sink {
                 .list_multipart_uploads()
                 .bucket(bucket)
                 .prefix(key);
-            async move {
-                request
-                    .send()
-                    .await
-                    .map_err(|e| classify("ListMultipartUploads", &self.id, e))
-            }
+            send(request.send(), "ListMultipartUploads", &self.id)
         })
         .await?;
         for upload in out.uploads() {
@@ -959,12 +946,7 @@ impl S3Sink {
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .set_if_match(if_match(&this.precondition))
             .body(ByteStream::from(body.clone()));
-            async move {
-                request
-                    .send()
-                    .await
-                    .map_err(|e| classify("PutObject", &this.id, e))
-            }
+            send(request.send(), "PutObject", &this.id)
         }))?;
         Ok(())
     }
@@ -998,12 +980,7 @@ impl S3Sink {
                     .upload_id(&upload_id)
                     .multipart_upload(parts.clone())
                     .set_if_match(if_match(&this.precondition));
-                async move {
-                    request
-                        .send()
-                        .await
-                        .map_err(|e| classify("CompleteMultipartUpload", &this.id, e))
-                }
+                send(request.send(), "CompleteMultipartUpload", &this.id)
             }))
             .map_err(io::Error::other)?;
         Ok(())
@@ -1026,12 +1003,7 @@ async fn abort_upload(shared: &Shared, id: &ObjectId, upload_id: &str) -> Result
             .bucket(bucket)
             .key(key)
             .upload_id(upload_id);
-        async move {
-            request
-                .send()
-                .await
-                .map_err(|e| classify("AbortMultipartUpload", id, e))
-        }
+        send(request.send(), "AbortMultipartUpload", id)
     })
     .await;
     match result {
