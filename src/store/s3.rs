@@ -65,7 +65,12 @@ impl Default for S3Settings {
             storage_class: None,
             server_side_encryption: None,
             sse_kms_key_id: None,
-            retry: RetryPolicy::default(),
+            // S3 asks bulk clients to slow down by design; more retries than for KMS, in
+            // the same total time.
+            retry: RetryPolicy {
+                max_retries: 15,
+                ..RetryPolicy::default()
+            },
         }
     }
 }
@@ -189,7 +194,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     object: &dyn std::fmt::Display,
     err: SdkError<E, aws_smithy_runtime_api::http::Response>,
 ) -> (Transience, S3Error) {
-    let transience = classify_sdk_error(
+    let mut transience = classify_sdk_error(
         &err,
         &[
             "SlowDown",
@@ -200,6 +205,10 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
         &["InternalError", "RequestTimeout", "ServiceUnavailable"],
     );
     let status = err.raw_response().map(|r| r.status().as_u16());
+    // S3 throttles with 503 SlowDown; answers to HEAD carry no body, hence no code.
+    if status == Some(503) {
+        transience = Transience::Throttled;
+    }
     let (code, message) = match &err {
         SdkError::ServiceError(e) => (
             e.err()
