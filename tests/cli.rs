@@ -607,3 +607,36 @@ fn verify_reads_everything_and_writes_nothing() {
     let o = ws.run(&["verify", "enc", "out", "--key", KEY]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn fail_fast_starts_nothing_after_the_first_failure() {
+    let ws = Workspace::new();
+    for name in ["b", "c", "d"] {
+        ws.write(&format!("plain/{name}"), name.as_bytes());
+    }
+    let o = ws.run(&["encrypt", "plain", "enc", "--key", KEY]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    ws.write("enc/a", b"not a message, and first in order");
+    let o = ws.run(&[
+        "decrypt",
+        "enc",
+        "out",
+        "--key",
+        KEY,
+        "--fail-fast",
+        "--concurrency",
+        "1",
+        "--report",
+        "r.json",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let report: Value = serde_json::from_slice(&std::fs::read(ws.path("r.json")).unwrap()).unwrap();
+    assert_eq!(report["objects"]["failed"], 1, "{report}");
+    assert_eq!(report["objects"]["ok"], 0, "{report}");
+    assert_eq!(report["interrupted"], false, "{report}");
+    // Without it, the failure stays one object's problem.
+    let o = ws.run(&["decrypt", "enc", "out", "--key", KEY, "--report", "r.json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let report: Value = serde_json::from_slice(&std::fs::read(ws.path("r.json")).unwrap()).unwrap();
+    assert_eq!(report["objects"]["ok"], 3, "{report}");
+}

@@ -211,10 +211,6 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
         if cancel.is_cancelled() {
             break;
         }
-        if ctx.job.fail_fast && stats.objects_unsuccessful() > 0 {
-            cancel.cancel();
-            break;
-        }
         let listed = match item {
             ListItem::Object(listed) => listed,
             ListItem::Skipped { id, reason } => {
@@ -236,6 +232,11 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
             .acquire_owned()
             .await
             .expect("semaphore open");
+        // Checked once a worker is free, so a failure that finished meanwhile counts.
+        // Fail fast starts nothing new but lets objects in flight finish cleanly.
+        if cancel.is_cancelled() || (ctx.job.fail_fast && stats.objects_unsuccessful() > 0) {
+            break;
+        }
         let ctx = ctx.clone();
         tasks.spawn_blocking(move || {
             let _permit = permit;
