@@ -1816,3 +1816,95 @@ fn local_trees_to_s3_and_back_with_storage_class_and_server_side_encryption() {
         b"alpha, changed"
     );
 }
+
+#[test]
+fn in_place_reencrypt_and_decrypt_and_foreign_messages_are_never_encrypted_twice() {
+    let s3 = S3::start("rewrap");
+    s3.create_bucket("data");
+    s3.create_bucket("ops");
+    let objects = plain_objects("docs/", 20, 9_000, 21);
+    s3.put_all("data", &objects);
+    // An ESDK message that sealpipe did not write to S3 (no marker metadata): made
+    // locally, uploaded as a plain object.
+    std::fs::write(s3.path("note.txt"), b"already sealed elsewhere").unwrap();
+    let key = s3.key.clone();
+    let local = s3.run(&["encrypt", "note.txt", "note.msg", "--key", &key]);
+    local.assert_exit(0);
+    let foreign = std::fs::read(s3.path("note.msg")).unwrap();
+    s3.put("data", &Obj::plain("docs/foreign.msg", foreign.clone()));
+    let n = objects.len() as u64 + 1;
+
+    let enc = s3.run(&["encrypt", "s3://data/docs/", "--in-place", "--key", &key]);
+    enc.assert_exit(0);
+    enc.assert_objects(n, n - 1, 0, 0, 1);
+    assert!(
+        enc.stderr.contains("already an AWS Encryption SDK message"),
+        "{}",
+        enc.context()
+    );
+    assert_eq!(s3.get("data", "docs/foreign.msg").body, foreign);
+
+    // Re-wrap in place under a new key, from a manifest stored on S3.
+    let new_key_file = s3.path("new.key");
+    std::fs::write(&new_key_file, [0x33u8; 32]).unwrap();
+    let new_key = format!("raw-aes:ns:k2:{}", new_key_file.display());
+    let manifest: String = objects
+        .iter()
+        .map(|o| format!("data,{}\n", url_encode(&o.key)))
+        .collect();
+    s3.put("ops", &Obj::plain("rewrap.csv", manifest.into_bytes()));
+    let rewrap = [
+        "reencrypt",
+        "--manifest",
+        "s3://ops/rewrap.csv",
+        "--in-place",
+        "--key",
+        &new_key,
+        "--old-key",
+        &key,
+    ];
+    let re = s3.run(&rewrap);
+    re.assert_exit(0);
+    re.assert_objects(n - 1, n - 1, 0, 0, 0);
+    let listed = s3.list("data");
+    let again = s3.run(&rewrap);
+    again.assert_objects(n - 1, 0, 0, 0, n - 1);
+    assert!(
+        again.stderr.contains("already wrapped by the target keys"),
+        "{}",
+        again.context()
+    );
+    assert_eq!(s3.list("data"), listed, "a skipped re-wrap must not write");
+
+    // Only the new key opens them now; decrypting in place restores the plaintexts.
+    let old = s3.run(&[
+        "verify",
+        "s3://data/docs/",
+        "--key",
+        &key,
+        "--exclude",
+        "*.msg",
+    ]);
+    old.assert_exit(1);
+    let dec = s3.run(&[
+        "decrypt",
+        "s3://data/docs/",
+        "--in-place",
+        "--key",
+        &new_key,
+        "--exclude",
+        "*.msg",
+    ]);
+    dec.assert_exit(0);
+    dec.assert_objects(n - 1, n - 1, 0, 0, 0);
+    for o in &objects {
+        let got = s3.get("data", &o.key);
+        assert!(got.body == o.body, "{} differs after the round trip", o.key);
+        assert!(
+            !got.meta.user.keys().any(|k| k.starts_with("sealpipe-")),
+            "{}: {:?}",
+            o.key,
+            got.meta.user
+        );
+    }
+}
