@@ -60,6 +60,7 @@ pub struct GlobalArgs {
 /// profile, SSO, instance or container role); AWS_ENDPOINT_URL and
 /// AWS_ENDPOINT_URL_KMS are honoured.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "AWS and KMS")]
 pub struct AwsArgs {
     /// Region for KMS keys given by ID or alias (ARNs carry their own).
     #[arg(long, global = true, value_name = "REGION")]
@@ -100,6 +101,7 @@ pub struct AwsArgs {
 
 /// S3 transfer settings (config file section `[s3]`).
 #[derive(Debug, Args)]
+#[command(next_help_heading = "S3 transfers")]
 pub struct S3Args {
     /// S3 endpoint URL (a local test server, an S3-compatible store, a VPC endpoint).
     /// AWS_ENDPOINT_URL_S3 also works.
@@ -190,11 +192,12 @@ the same source ETag, so an interrupted job is finished by running it again.")]
 
 /// Where objects come from and where outputs go; shared by the job commands.
 #[derive(Debug, Args, Default)]
+#[command(next_help_heading = "Objects")]
 pub struct TransferArgs {
     /// SRC then DST: local paths or s3://BUCKET[/PREFIX]. A directory or prefix is
     /// processed whole, its tree mirrored under DST. With --manifest give only DST; with
     /// --in-place only SRC; verify takes only SRC.
-    #[arg(value_name = "PATH", num_args = 0..=2)]
+    #[arg(value_names = ["SRC", "DST"], num_args = 0..=2, help_heading = "Arguments")]
     pub paths: Vec<String>,
     /// Process exactly the objects named in this CSV (bucket,key[,version_id], keys
     /// URL-encoded: the S3 Batch Operations and S3 Inventory format); a local file or
@@ -228,6 +231,7 @@ pub struct TransferArgs {
 
 /// Options of the messages written (encrypt, reencrypt).
 #[derive(Debug, Args, Default)]
+#[command(next_help_heading = "Keys and messages")]
 pub struct WriteArgs {
     /// Encryption context pair bound to every message, repeatable. Readers can check it;
     /// it is stored in clear in each header.
@@ -244,6 +248,7 @@ pub struct WriteArgs {
 
 /// How messages are read (decrypt, reencrypt, verify).
 #[derive(Debug, Args, Default)]
+#[command(next_help_heading = "Keys and messages")]
 pub struct ReadArgs {
     /// Also try every KMS-wrapped data key with whatever KMS key wrapped it (the
     /// credentials must be allowed to use it).
@@ -287,7 +292,12 @@ pub struct EncryptArgs {
     /// Wrapping key, repeatable: the first generates the data key, each one wraps it.
     /// AWS KMS: a key ARN, alias/NAME, an alias ARN, or kms:KEY_ID. Local keys:
     /// raw-aes:NAMESPACE:NAME:PATH (PATH holds 16, 24 or 32 raw bytes).
-    #[arg(long = "key", short = 'k', value_name = "KEYREF")]
+    #[arg(
+        long = "key",
+        short = 'k',
+        value_name = "KEYREF",
+        help_heading = "Keys and messages"
+    )]
     pub keys: Vec<String>,
     #[command(flatten)]
     pub write: WriteArgs,
@@ -301,7 +311,12 @@ pub struct DecryptArgs {
     /// Key to try, repeatable (see `encrypt --key`); any one that unwraps works. KMS
     /// keys must be given as key ARNs here (a multi-Region key ARN also matches its
     /// replicas).
-    #[arg(long = "key", short = 'k', value_name = "KEYREF")]
+    #[arg(
+        long = "key",
+        short = 'k',
+        value_name = "KEYREF",
+        help_heading = "Keys and messages"
+    )]
     pub keys: Vec<String>,
     #[command(flatten)]
     pub read: ReadArgs,
@@ -313,10 +328,19 @@ pub struct ReencryptArgs {
     #[command(flatten)]
     pub transfer: TransferArgs,
     /// New wrapping key, repeatable (see `encrypt --key`).
-    #[arg(long = "key", short = 'k', value_name = "KEYREF")]
+    #[arg(
+        long = "key",
+        short = 'k',
+        value_name = "KEYREF",
+        help_heading = "Keys and messages"
+    )]
     pub keys: Vec<String>,
     /// Key that unwraps the existing messages, repeatable (see `decrypt --key`).
-    #[arg(long = "old-key", value_name = "KEYREF")]
+    #[arg(
+        long = "old-key",
+        value_name = "KEYREF",
+        help_heading = "Keys and messages"
+    )]
     pub old_keys: Vec<String>,
     #[command(flatten)]
     pub write: WriteArgs,
@@ -330,7 +354,12 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub transfer: TransferArgs,
     /// Key to try, repeatable (see `decrypt --key`).
-    #[arg(long = "key", short = 'k', value_name = "KEYREF")]
+    #[arg(
+        long = "key",
+        short = 'k',
+        value_name = "KEYREF",
+        help_heading = "Keys and messages"
+    )]
     pub keys: Vec<String>,
     #[command(flatten)]
     pub read: ReadArgs,
