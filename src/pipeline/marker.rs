@@ -47,11 +47,15 @@ impl Marker {
         })
     }
 
-    /// Whether this output was made from exactly that source object.
+    /// Whether this output was made from exactly that source object. Versions are
+    /// compared when both sides know one (a listing does not say which version it saw;
+    /// the ETag then decides).
     pub fn made_from(&self, etag: &str, version: Option<&str>) -> bool {
-        !self.source_etag.is_empty()
-            && self.source_etag == etag
-            && (self.source_version.is_none() || self.source_version.as_deref() == version)
+        let same_version = match (self.source_version.as_deref(), version) {
+            (Some(ours), Some(theirs)) => ours == theirs,
+            _ => true,
+        };
+        !self.source_etag.is_empty() && self.source_etag == etag && same_version
     }
 
     /// Adds the marker to `meta`'s user metadata (replacing an older one).
@@ -128,6 +132,7 @@ mod tests {
         assert!(marker.made_from("abc", Some("v1")));
         assert!(!marker.made_from("abc", Some("v2")));
         assert!(!marker.made_from("abd", Some("v1")));
+        assert!(marker.made_from("abc", None), "listings carry no version");
         strip(&mut meta);
         assert_eq!(meta.user.len(), 1);
         assert_eq!(Marker::read(&meta), None);
