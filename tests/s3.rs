@@ -1843,6 +1843,19 @@ fn in_place_reencrypt_and_decrypt_and_foreign_messages_are_never_encrypted_twice
         enc.context()
     );
     assert_eq!(s3.get("data", "docs/foreign.msg").body, foreign);
+    // A dry run sees what is done from the metadata alone (the foreign message needs
+    // its body read, which a dry run does not do).
+    let dry = s3.run(&[
+        "encrypt",
+        "s3://data/docs/",
+        "--in-place",
+        "--key",
+        &key,
+        "--dry-run",
+    ]);
+    dry.assert_exit(0);
+    dry.assert_objects(n, 0, 0, 0, n - 1);
+    assert_eq!(dry.report["data_keys"], 0, "{}", dry.context());
 
     // Re-wrap in place under a new key, from a manifest stored on S3.
     let new_key_file = s3.path("new.key");

@@ -99,18 +99,7 @@ fn process_object(ctx: &Context, listed: &Listed) -> Result<Outcome, Failed> {
         resume_checked = true;
     }
     if job.dry_run {
-        if listed.size.is_none()
-            && let (Some(s3), ObjectId::S3 { .. }) = (&job.s3, &listed.id)
-            && let Some(head) = ctx
-                .runtime
-                .block_on(s3.head(&listed.id))
-                .map_err(|e| Failed::new("read", e))?
-        {
-            ctx.stats
-                .bytes_planned
-                .fetch_add(head.size, std::sync::atomic::Ordering::Relaxed);
-        }
-        return Ok(Outcome::Planned);
+        return dry_run(ctx, listed);
     }
     // The object's minimum working set in the byte budget, held until it is done.
     let _budget = match &job.s3 {
@@ -132,9 +121,7 @@ fn process_object(ctx: &Context, listed: &Listed) -> Result<Outcome, Failed> {
     }
     if job.in_place && job.mode == Mode::Encrypt {
         if Marker::read(&source.meta).is_some() {
-            return Ok(Outcome::Skipped(
-                "already encrypted by sealpipe (its marker metadata is present)".into(),
-            ));
+            return Ok(Outcome::Skipped(ALREADY_ENCRYPTED.into()));
         }
         if looks_like_message(&source.head) {
             return Ok(Outcome::Skipped(
@@ -153,6 +140,37 @@ fn process_object(ctx: &Context, listed: &Listed) -> Result<Outcome, Failed> {
         Mode::Reencrypt => reencrypt(ctx, source, &target, precondition),
     }
 }
+
+/// What a dry run can tell without reading bodies or using keys: sizes a manifest did
+/// not give, and (in place) objects already encrypted.
+fn dry_run(ctx: &Context, listed: &Listed) -> Result<Outcome, Failed> {
+    let job = &ctx.job;
+    let in_place_encrypt = job.in_place && job.mode == Mode::Encrypt;
+    let (Some(s3), ObjectId::S3 { .. }) = (&job.s3, &listed.id) else {
+        return Ok(Outcome::Planned);
+    };
+    if listed.size.is_some() && !in_place_encrypt {
+        return Ok(Outcome::Planned);
+    }
+    let Some(head) = ctx
+        .runtime
+        .block_on(s3.head(&listed.id))
+        .map_err(|e| Failed::new("read", e))?
+    else {
+        return Ok(Outcome::Planned);
+    };
+    if listed.size.is_none() {
+        ctx.stats
+            .bytes_planned
+            .fetch_add(head.size, std::sync::atomic::Ordering::Relaxed);
+    }
+    if in_place_encrypt && Marker::read(&head.meta).is_some() {
+        return Ok(Outcome::Skipped(ALREADY_ENCRYPTED.into()));
+    }
+    Ok(Outcome::Planned)
+}
+
+const ALREADY_ENCRYPTED: &str = "already encrypted by sealpipe (its marker metadata is present)";
 
 fn version_of(id: &ObjectId) -> Option<&str> {
     match id {
