@@ -78,6 +78,16 @@ pub(super) fn process(ctx: &Context, listed: Listed) {
                 f.message
             ),
         ),
+        // Not in place, a failed precondition is a ranged read that found the object
+        // replaced since its first range.
+        Err(f) if f.conflict => stats.fail(
+            &listed.id,
+            &f.code,
+            format!(
+                "{}; the object changed while it was read, a re-run takes the new version",
+                f.message
+            ),
+        ),
         Err(f) => stats.fail(&listed.id, &f.code, f.message),
     }
 }
