@@ -181,7 +181,7 @@ the same source ETag, so an interrupted job is finished by running it again.")]
     /// upgrades legacy and signed messages to the key-committing suite).
     Reencrypt(ReencryptArgs),
     /// Decrypt and discard: check that every message is authentic and readable.
-    Verify(VerifyArgs),
+    Verify(DecryptArgs),
     /// Print a message's header as JSON: suite, message ID, context, data keys.
     Inspect(InspectArgs),
     /// Run the job described by the config file (./config.toml by default).
@@ -303,7 +303,7 @@ pub struct EncryptArgs {
     pub write: WriteArgs,
 }
 
-/// `decrypt`.
+/// `decrypt` and `verify`.
 #[derive(Debug, Args, Default)]
 pub struct DecryptArgs {
     #[command(flatten)]
@@ -344,23 +344,6 @@ pub struct ReencryptArgs {
     pub old_keys: Vec<String>,
     #[command(flatten)]
     pub write: WriteArgs,
-    #[command(flatten)]
-    pub read: ReadArgs,
-}
-
-/// `verify`.
-#[derive(Debug, Args, Default)]
-pub struct VerifyArgs {
-    #[command(flatten)]
-    pub transfer: TransferArgs,
-    /// Key to try, repeatable (see `decrypt --key`).
-    #[arg(
-        long = "key",
-        short = 'k',
-        value_name = "KEYREF",
-        help_heading = "Keys and messages"
-    )]
-    pub keys: Vec<String>,
     #[command(flatten)]
     pub read: ReadArgs,
 }

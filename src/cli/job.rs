@@ -13,8 +13,7 @@ use sealpipe::store::{ByteBudget, Location, MIN_PART_SIZE, S3Settings, S3Store};
 use sealpipe::stream::{DEFAULT_FRAME_LENGTH, DecryptOptions, EncryptOptions};
 
 use super::args::{
-    DecryptArgs, EncryptArgs, GlobalArgs, ReadArgs, ReencryptArgs, TransferArgs, VerifyArgs,
-    WriteArgs,
+    DecryptArgs, EncryptArgs, GlobalArgs, ReadArgs, ReencryptArgs, TransferArgs, WriteArgs,
 };
 use super::config::Config;
 use super::keyref;
@@ -37,25 +36,6 @@ pub async fn encrypt(
     job.wrap_keyring = Some(keyring(&args.keys, &config.job.keys, config, kms).await?);
     write_options(&mut job, &args.write, global, config)?;
     Ok(job)
-}
-
-/// `decrypt`.
-pub async fn decrypt(
-    args: &DecryptArgs,
-    global: &GlobalArgs,
-    config: &Config,
-    kms: &keyref::KmsSource,
-) -> anyhow::Result<Job> {
-    reading_job(
-        Mode::Decrypt,
-        &args.transfer,
-        &args.keys,
-        &args.read,
-        global,
-        config,
-        kms,
-    )
-    .await
 }
 
 /// `reencrypt`.
@@ -81,37 +61,18 @@ pub async fn reencrypt(
     Ok(job)
 }
 
-/// `verify`.
-pub async fn verify(
-    args: &VerifyArgs,
-    global: &GlobalArgs,
-    config: &Config,
-    kms: &keyref::KmsSource,
-) -> anyhow::Result<Job> {
-    reading_job(
-        Mode::Verify,
-        &args.transfer,
-        &args.keys,
-        &args.read,
-        global,
-        config,
-        kms,
-    )
-    .await
-}
-
-/// A job that only reads messages (decrypt, verify).
-async fn reading_job(
+/// `decrypt` (`Mode::Decrypt`) and `verify` (`Mode::Verify`): jobs that only read
+/// messages.
+pub async fn reading(
     mode: Mode,
-    transfer: &TransferArgs,
-    keys: &[String],
-    read: &ReadArgs,
+    args: &DecryptArgs,
     global: &GlobalArgs,
     config: &Config,
     kms: &keyref::KmsSource,
 ) -> anyhow::Result<Job> {
-    let mut job = base_job(mode, transfer, global, config).await?;
-    read_options(&mut job, keys, &config.job.keys, read, global, config, kms).await?;
+    let mut job = base_job(mode, &args.transfer, global, config).await?;
+    let keys = &config.job.keys;
+    read_options(&mut job, &args.keys, keys, &args.read, global, config, kms).await?;
     Ok(job)
 }
 

@@ -45,7 +45,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<Outcome> {
             execute(job, g, &config, &kms, completion).await
         }
         Command::Decrypt(args) => {
-            let job = job::decrypt(&args, g, &config, &kms).await?;
+            let job = job::reading(Mode::Decrypt, &args, g, &config, &kms).await?;
             let completion = args.transfer.completion_report.clone();
             execute(job, g, &config, &kms, completion).await
         }
@@ -55,7 +55,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<Outcome> {
             execute(job, g, &config, &kms, completion).await
         }
         Command::Verify(args) => {
-            let job = job::verify(&args, g, &config, &kms).await?;
+            let job = job::reading(Mode::Verify, &args, g, &config, &kms).await?;
             let completion = args.transfer.completion_report.clone();
             execute(job, g, &config, &kms, completion).await
         }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use sealpipe::pipeline::Job;
+use sealpipe::pipeline::{Job, Mode};
 
 use std::ops::ControlFlow;
 
@@ -15,7 +15,6 @@ use sealpipe::store::{ListItem, ObjectId};
 
 use super::args::{
     BenchArgs, DecryptArgs, EncryptArgs, GlobalArgs, ReadArgs, ReencryptArgs, TransferArgs,
-    VerifyArgs,
 };
 use super::config::Config;
 use super::{Outcome, job, keyref, outcome, print_summary, run_job, write_report};
@@ -70,7 +69,7 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
                 read,
                 ..Default::default()
             };
-            job::decrypt(&args, global, &config, &kms).await?
+            job::reading(Mode::Decrypt, &args, global, &config, &kms).await?
         }
         "reencrypt" => {
             let args = ReencryptArgs {
@@ -81,12 +80,12 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
             job::reencrypt(&args, global, &config, &kms).await?
         }
         "verify" => {
-            let args = VerifyArgs {
+            let args = DecryptArgs {
                 transfer,
                 read,
                 ..Default::default()
             };
-            job::verify(&args, global, &config, &kms).await?
+            job::reading(Mode::Verify, &args, global, &config, &kms).await?
         }
         other => bail!(
             "{}: unknown [job] mode {other:?} (encrypt, decrypt, reencrypt or verify)",
@@ -138,7 +137,7 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
             },
             ..Default::default()
         };
-        let decrypt: Job = job::decrypt(&args, global, &config, &kms).await?;
+        let decrypt: Job = job::reading(Mode::Decrypt, &args, global, &config, &kms).await?;
         let check = run_job(decrypt, true, &kms, None).await?;
         let identical = compare_trees(Path::new(source), &verify)?;
         let ok = check.all_succeeded() && identical.mismatched.is_empty();
