@@ -1960,3 +1960,49 @@ fn a_versioned_source_listed_by_prefix_resumes() {
     let changed = s3.run(&job);
     changed.assert_objects(5, 1, 0, 0, 4);
 }
+
+#[test]
+fn sigterm_aborts_the_upload_in_flight_and_leaves_no_object() {
+    let s3 = S3::start("sigterm");
+    s3.create_bucket("term-dst");
+    std::fs::write(s3.path("big.bin"), common::pseudo_random(160 * MIB, 41)).unwrap();
+    let key = s3.key.clone();
+    let (mut child, err) = s3.spawn_via(
+        &s3.moto.endpoint(),
+        &[
+            "encrypt",
+            "big.bin",
+            "s3://term-dst/big.bin",
+            "--key",
+            &key,
+            "--part-size",
+            "5MiB",
+            "--max-in-flight",
+            "10MiB",
+        ],
+    );
+    // Wait until the multipart upload exists, then stop the job.
+    let started = Instant::now();
+    while s3.uploads("term-dst").is_empty() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before its upload was seen: {}",
+            std::fs::read_to_string(&err).unwrap_or_default()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no upload started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = child.wait().unwrap();
+    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(s3.uploads("term-dst").is_empty(), "{stderr}");
+    assert!(s3.list("term-dst").is_empty(), "{stderr}");
+}
