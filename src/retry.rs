@@ -112,6 +112,8 @@ pub fn classify_sdk_error<E: aws_smithy_types::error::metadata::ProvideErrorMeta
         SdkError::ServiceError(e) => match e.err().code() {
             Some(code) if throttling.contains(&code) => Transience::Throttled,
             Some(code) if transient.contains(&code) => Transience::Transient,
+            // 501 Not Implemented will not become implemented by asking again.
+            _ if e.raw().status().as_u16() == 501 => Transience::Permanent,
             _ if e.raw().status().is_server_error() => Transience::Transient,
             _ => Transience::Permanent,
         },

@@ -84,6 +84,9 @@ pub struct S3Stats {
     pub retry: RetryStats,
     /// Multipart uploads aborted: our own failed ones and stale ones left by a killed run.
     pub uploads_aborted: AtomicU64,
+    /// Objects whose stale uploads could not be looked for (permission or server
+    /// support missing); they were written all the same.
+    pub stale_upload_checks_failed: AtomicU64,
 }
 
 /// A failed S3 request, naming the action and the object.
@@ -891,7 +894,14 @@ impl S3Sink {
 
     async fn create_upload(&self) -> Result<String, S3Error> {
         let (bucket, key) = self.bucket_key();
-        self.abort_stale_uploads().await?;
+        // Housekeeping, not a condition of the write: credentials without
+        // s3:ListBucketMultipartUploads, or servers without the action, still write.
+        if self.abort_stale_uploads().await.is_err() {
+            self.shared
+                .stats
+                .stale_upload_checks_failed
+                .fetch_add(1, Relaxed);
+        }
         let settings = &self.shared.settings;
         let out = retried(&self.shared, || {
             let request = with_meta!(
