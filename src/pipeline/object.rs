@@ -99,14 +99,29 @@ fn process_object(ctx: &Context, listed: &Listed) -> Result<Outcome, Failed> {
         message: m,
         conflict: false,
     })?;
-    // Resume: an output made from this very source is finished work.
-    let resumable = job.mode.writes_messages() && !job.in_place;
+    // Resume: an output made from this very source is finished work. Manifests (and
+    // some S3-compatible listings) give no ETag: a HEAD of the source is much cheaper
+    // than the first ranged GET for finding it.
+    let resumable =
+        job.mode.writes_messages() && !job.in_place && matches!(target, Target::S3 { .. });
     let mut resume_checked = false;
-    if resumable && let Some(etag) = &listed.etag {
-        if let Some(reason) = finished_by_earlier_run(ctx, &target, etag, version_of(&listed.id))? {
-            return Ok(Outcome::Skipped(reason));
+    if resumable {
+        let known = match (&listed.etag, &job.s3, &listed.id) {
+            (Some(etag), ..) => Some((etag.clone(), version_of(&listed.id).map(str::to_string))),
+            (None, Some(s3), ObjectId::S3 { .. }) => ctx
+                .runtime
+                .block_on(s3.head(&listed.id))
+                .map_err(|e| Failed::new("read", e))?
+                .map(|h| (h.etag, h.version)),
+            _ => None,
+        };
+        if let Some((etag, version)) = known {
+            if let Some(reason) = finished_by_earlier_run(ctx, &target, &etag, version.as_deref())?
+            {
+                return Ok(Outcome::Skipped(reason));
+            }
+            resume_checked = true;
         }
-        resume_checked = true;
     }
     if job.dry_run {
         return dry_run(ctx, listed);
