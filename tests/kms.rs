@@ -72,18 +72,7 @@ impl Kms {
     }
 
     fn command(&self, program: &Path, endpoint: &str) -> Command {
-        let mut c = Command::new(program);
-        c.current_dir(self.dir.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_ENDPOINT_URL", endpoint);
-        c
+        common::aws_command(program, self.dir.path(), endpoint)
     }
 
     fn sealpipe(&self, args: &[&str]) -> Output {

@@ -272,18 +272,8 @@ impl S3 {
     // ---- sealpipe ---------------------------------------------------------------
 
     fn command(&self, endpoint: &str) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_sealpipe"));
-        c.current_dir(self.dir.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_ENDPOINT_URL", endpoint);
-        c
+        let sealpipe = Path::new(env!("CARGO_BIN_EXE_sealpipe"));
+        common::aws_command(sealpipe, self.dir.path(), endpoint)
     }
 
     /// Starts sealpipe with stdout and stderr going to files (so a chatty run never
@@ -408,29 +398,47 @@ impl S3 {
         });
     }
 
-    /// Uploads objects concurrently; returns each key's version ID (versioned buckets).
-    fn put_all(&self, bucket: &str, objects: &[Obj]) -> HashMap<String, Option<String>> {
+    /// Runs `call` on every item, [`TEST_CONCURRENCY`] at a time, and collects the
+    /// `(key, value)` pairs it returns.
+    fn concurrently<I, T, Fut>(
+        &self,
+        items: Vec<I>,
+        call: impl Fn(aws_sdk_s3::Client, I) -> Fut,
+    ) -> HashMap<String, T>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = (String, T)> + Send + 'static,
+    {
         let client = self.client.clone();
-        let bucket = bucket.to_string();
-        let objects = objects.to_vec();
         self.rt.block_on(async move {
             let permits = Arc::new(Semaphore::new(TEST_CONCURRENCY));
             let mut tasks = tokio::task::JoinSet::new();
-            for o in objects {
+            for item in items {
                 let permit = permits.clone().acquire_owned().await.unwrap();
-                let (client, bucket) = (client.clone(), bucket.clone());
+                let work = call(client.clone(), item);
                 tasks.spawn(async move {
                     let _permit = permit;
-                    let version = put(&client, &bucket, &o).await;
-                    (o.key, version)
+                    work.await
                 });
             }
-            let mut versions = HashMap::new();
+            let mut all = HashMap::new();
             while let Some(done) = tasks.join_next().await {
-                let (key, version) = done.unwrap();
-                versions.insert(key, version);
+                let (key, value) = done.unwrap();
+                all.insert(key, value);
             }
-            versions
+            all
+        })
+    }
+
+    /// Uploads objects concurrently; returns each key's version ID (versioned buckets).
+    fn put_all(&self, bucket: &str, objects: &[Obj]) -> HashMap<String, Option<String>> {
+        let bucket = bucket.to_string();
+        self.concurrently(objects.to_vec(), move |client, o| {
+            let bucket = bucket.clone();
+            async move {
+                let version = put(&client, &bucket, &o).await;
+                (o.key, version)
+            }
         })
     }
 
@@ -438,29 +446,15 @@ impl S3 {
         self.rt.block_on(put(&self.client, bucket, o))
     }
 
-    /// Reads objects concurrently (a key may name `(key, Some(version))`).
+    /// Reads objects concurrently.
     fn get_all(&self, bucket: &str, keys: &[String]) -> HashMap<String, Fetched> {
-        let client = self.client.clone();
         let bucket = bucket.to_string();
-        let keys = keys.to_vec();
-        self.rt.block_on(async move {
-            let permits = Arc::new(Semaphore::new(TEST_CONCURRENCY));
-            let mut tasks = tokio::task::JoinSet::new();
-            for key in keys {
-                let permit = permits.clone().acquire_owned().await.unwrap();
-                let (client, bucket) = (client.clone(), bucket.clone());
-                tasks.spawn(async move {
-                    let _permit = permit;
-                    let fetched = get(&client, &bucket, &key, None).await;
-                    (key, fetched)
-                });
+        self.concurrently(keys.to_vec(), move |client, key| {
+            let bucket = bucket.clone();
+            async move {
+                let fetched = get(&client, &bucket, &key, None).await;
+                (key, fetched)
             }
-            let mut all = HashMap::new();
-            while let Some(done) = tasks.join_next().await {
-                let (key, fetched) = done.unwrap();
-                all.insert(key, fetched);
-            }
-            all
         })
     }
 
@@ -475,44 +469,30 @@ impl S3 {
 
     /// HeadObject of each key, concurrently: size and metadata (without tags).
     fn head_all(&self, bucket: &str, keys: &[String]) -> HashMap<String, (u64, Meta)> {
-        let client = self.client.clone();
         let bucket = bucket.to_string();
-        let keys = keys.to_vec();
-        self.rt.block_on(async move {
-            let permits = Arc::new(Semaphore::new(TEST_CONCURRENCY));
-            let mut tasks = tokio::task::JoinSet::new();
-            for key in keys {
-                let permit = permits.clone().acquire_owned().await.unwrap();
-                let (client, bucket) = (client.clone(), bucket.clone());
-                tasks.spawn(async move {
-                    let _permit = permit;
-                    let out = client
-                        .head_object()
-                        .bucket(&bucket)
-                        .key(&key)
-                        .send()
-                        .await
-                        .unwrap_or_else(|e| panic!("HeadObject {bucket}/{key}: {e:?}"));
-                    let meta = Meta {
-                        content_type: out.content_type().map(str::to_string),
-                        cache_control: out.cache_control().map(str::to_string),
-                        content_disposition: out.content_disposition().map(str::to_string),
-                        content_encoding: out.content_encoding().map(str::to_string),
-                        content_language: out.content_language().map(str::to_string),
-                        expires: out.expires_string().map(str::to_string),
-                        user: lower_keys(out.metadata()),
-                        tags: Vec::new(),
-                    };
-                    let size = out.content_length().unwrap_or(-1) as u64;
-                    (key, (size, meta))
-                });
+        self.concurrently(keys.to_vec(), move |client, key| {
+            let bucket = bucket.clone();
+            async move {
+                let out = client
+                    .head_object()
+                    .bucket(&bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("HeadObject {bucket}/{key}: {e:?}"));
+                let meta = Meta {
+                    content_type: out.content_type().map(str::to_string),
+                    cache_control: out.cache_control().map(str::to_string),
+                    content_disposition: out.content_disposition().map(str::to_string),
+                    content_encoding: out.content_encoding().map(str::to_string),
+                    content_language: out.content_language().map(str::to_string),
+                    expires: out.expires_string().map(str::to_string),
+                    user: lower_keys(out.metadata()),
+                    tags: Vec::new(),
+                };
+                let size = out.content_length().unwrap_or(-1) as u64;
+                (key, (size, meta))
             }
-            let mut all = HashMap::new();
-            while let Some(done) = tasks.join_next().await {
-                let (key, head) = done.unwrap();
-                all.insert(key, head);
-            }
-            all
         })
     }
 

@@ -10,7 +10,6 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use serde_json::Value;
@@ -58,16 +57,8 @@ fn write_big_file(path: &Path, len: u64) {
 /// Runs sealpipe against moto and returns its JSON report.
 fn sealpipe(moto: &Moto, dir: &Path, args: &[&str]) -> Value {
     let report = dir.join("report.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_sealpipe"))
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ENDPOINT_URL", moto.endpoint())
+    let sealpipe = Path::new(env!("CARGO_BIN_EXE_sealpipe"));
+    let out = common::aws_command(sealpipe, dir, &moto.endpoint())
         .args(args)
         .args(["--report", report.to_str().unwrap()])
         .output()

@@ -46,6 +46,28 @@ pub fn venv_tool(name: &str) -> PathBuf {
     tool
 }
 
+/// `program` run in `dir` (also its HOME) with nothing from the caller's environment but
+/// PATH, test credentials, us-east-1, and every AWS endpoint at `endpoint` (a moto
+/// server or a fault proxy in front of one).
+pub fn aws_command(
+    program: &std::path::Path,
+    dir: &std::path::Path,
+    endpoint: &str,
+) -> std::process::Command {
+    let mut c = std::process::Command::new(program);
+    c.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ENDPOINT_URL", endpoint);
+    c
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .build()
