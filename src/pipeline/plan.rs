@@ -171,6 +171,21 @@ fn check_combination(job: &Job) -> Result<(), Error> {
         Source::Location(l) => l.is_s3(),
         Source::Manifest(_) => true,
     };
+    if job.s3.is_none() && (source_on_s3 || job.destination.as_ref().is_some_and(Location::is_s3)) {
+        return Err(Error::Config(
+            "an S3 location needs an S3 store in the job".into(),
+        ));
+    }
+    if job.mode.writes_messages() && job.wrap_keyring.is_none() {
+        return Err(Error::Config(
+            "encrypting needs at least one wrapping key".into(),
+        ));
+    }
+    if job.mode.reads_messages() && job.unwrap_keyring.is_none() {
+        return Err(Error::Config(
+            "decrypting needs at least one key to unwrap data keys".into(),
+        ));
+    }
     if job.in_place {
         if !source_on_s3 {
             return Err(Error::Config(
