@@ -111,6 +111,9 @@ pub fn classify_sdk_error<E: aws_smithy_types::error::metadata::ProvideErrorMeta
         }
         SdkError::ServiceError(e) => match e.err().code() {
             Some(code) if throttling.contains(&code) => Transience::Throttled,
+            // A 503 without a body (S3 answers HEAD that way) is the service asking to
+            // slow down, whatever its error code would have been.
+            None if e.raw().status().as_u16() == 503 => Transience::Throttled,
             Some(code) if transient.contains(&code) => Transience::Transient,
             // 501 Not Implemented will not become implemented by asking again.
             _ if e.raw().status().as_u16() == 501 => Transience::Permanent,

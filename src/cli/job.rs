@@ -1,7 +1,7 @@
 //! Turning flags, environment and the config file into a [`Job`]: sources and
 //! destinations, keys, message options, S3 transfer settings.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail};
@@ -125,16 +125,6 @@ async fn base_job(
     } else {
         None
     };
-    let include = if transfer.include.is_empty() {
-        config.job.include.clone()
-    } else {
-        transfer.include.clone()
-    };
-    let exclude = if transfer.exclude.is_empty() {
-        config.job.exclude.clone()
-    } else {
-        transfer.exclude.clone()
-    };
     let default_concurrency = if on_s3 {
         DEFAULT_CONCURRENCY_S3
     } else {
@@ -145,7 +135,10 @@ async fn base_job(
         source,
         destination,
         in_place,
-        filter: ObjectFilter::new(&include, &exclude)?,
+        filter: ObjectFilter::new(
+            &flags_or_config(&transfer.include, &config.job.include),
+            &flags_or_config(&transfer.exclude, &config.job.exclude),
+        )?,
         wrap_keyring: None,
         unwrap_keyring: None,
         suite: AlgorithmSuite::AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
@@ -175,19 +168,34 @@ fn command_name(mode: Mode) -> &'static str {
 }
 
 /// Keys from flags (relative to the working directory), else from the config file
-/// (relative to the file).
+/// (relative to the file), as keyrings.
+async fn keyrings(
+    flag_keys: &[String],
+    config_keys: &[String],
+    config: &Config,
+    kms: &keyref::KmsSource,
+) -> anyhow::Result<Vec<Arc<dyn Keyring>>> {
+    let (keys, base) = if flag_keys.is_empty() {
+        (config_keys, config.base.as_path())
+    } else {
+        (flag_keys, Path::new(""))
+    };
+    keyref::keyring_from_refs(keys, base, kms).await
+}
+
+/// The same keys as one (multi-)keyring.
 async fn keyring(
     flag_keys: &[String],
     config_keys: &[String],
     config: &Config,
     kms: &keyref::KmsSource,
 ) -> anyhow::Result<Arc<dyn Keyring>> {
-    let (keys, base) = if flag_keys.is_empty() {
-        (config_keys.to_vec(), config.base.clone())
-    } else {
-        (flag_keys.to_vec(), PathBuf::new())
-    };
-    keyref::combine(keyref::keyring_from_refs(&keys, &base, kms).await?)
+    keyref::combine(keyrings(flag_keys, config_keys, config, kms).await?)
+}
+
+/// Repeatable flags if any were given, else the config file's list.
+fn flags_or_config(flags: &[String], config: &[String]) -> Vec<String> {
+    if flags.is_empty() { config } else { flags }.to_vec()
 }
 
 fn write_options(
@@ -222,12 +230,7 @@ async fn read_options(
     config: &Config,
     kms: &keyref::KmsSource,
 ) -> anyhow::Result<()> {
-    let (keys, base) = if flag_keys.is_empty() {
-        (config_keys.to_vec(), config.base.clone())
-    } else {
-        (flag_keys.to_vec(), PathBuf::new())
-    };
-    let mut keyrings = keyref::keyring_from_refs(&keys, &base, kms).await?;
+    let mut keyrings = keyrings(flag_keys, config_keys, config, kms).await?;
     if args.discovery {
         let filter = (!args.discovery_account.is_empty()).then(|| DiscoveryFilter {
             partition: args.discovery_partition.clone(),

@@ -2,8 +2,6 @@
 //! source (ETag and version), how long the plaintext is, and which keys wrap the data
 //! key. A re-run uses it to recognise finished work without a journal.
 
-use std::collections::BTreeMap;
-
 use crate::format::EncryptedDataKey;
 use crate::keys::raw_aes_key_name;
 use crate::store::ObjectMeta;
@@ -104,13 +102,6 @@ pub fn wrapping_key_names(edks: &[EncryptedDataKey]) -> Vec<String> {
                 .collect()
         })
         .collect()
-}
-
-/// User metadata without sealpipe's keys, for comparisons.
-pub fn original_user_metadata(meta: &ObjectMeta) -> BTreeMap<String, String> {
-    let mut m = meta.clone();
-    strip(&mut m);
-    m.user
 }
 
 #[cfg(test)]

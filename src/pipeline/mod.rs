@@ -21,7 +21,7 @@ use std::time::Instant;
 use tokio::sync::{Semaphore, mpsc};
 
 pub use filter::ObjectFilter;
-pub use stats::{CacheCounts, Failure, ObjectCounts, Report, S3Counts, Stats, Status};
+pub use stats::{CacheCounts, Failure, ObjectCounts, Report, S3Counts, Stats};
 
 use crate::Error;
 use crate::format::{AlgorithmSuite, EncryptionContext};

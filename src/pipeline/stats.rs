@@ -47,7 +47,7 @@ pub struct Stats {
 
 /// How one object ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
+enum Status {
     /// Written or verified.
     Succeeded,
     /// Failed.

@@ -197,7 +197,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     object: &dyn std::fmt::Display,
     err: SdkError<E, aws_smithy_runtime_api::http::Response>,
 ) -> (Transience, S3Error) {
-    let mut transience = classify_sdk_error(
+    let transience = classify_sdk_error(
         &err,
         &[
             "SlowDown",
@@ -208,10 +208,6 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
         &["InternalError", "RequestTimeout", "ServiceUnavailable"],
     );
     let status = err.raw_response().map(|r| r.status().as_u16());
-    // S3 throttles with 503 SlowDown; answers to HEAD carry no body, hence no code.
-    if status == Some(503) {
-        transience = Transience::Throttled;
-    }
     let (code, message) = match &err {
         SdkError::ServiceError(e) => (
             e.err()
@@ -330,14 +326,6 @@ impl S3Store {
         self.shared.budget.reserve(read + write).await
     }
 
-    /// Sends one request, retried on throttling and transient failures.
-    async fn retried<T, Fut>(&self, call: impl FnMut() -> Fut) -> Result<T, S3Error>
-    where
-        Fut: Future<Output = Result<T, (Transience, S3Error)>>,
-    {
-        retried(&self.shared, call).await
-    }
-
     /// Decides whether `s3://bucket/name` is one object or a prefix, the way a path is
     /// a file or a directory: `name` is an object if one has exactly that key,
     /// otherwise the prefix `name/`. An empty name or one ending in `/` is a prefix.
@@ -369,19 +357,18 @@ impl S3Store {
         let what = format!("s3://{bucket}/{prefix}");
         let mut token: Option<String> = None;
         loop {
-            let page = self
-                .retried(|| {
-                    let request = self
-                        .shared
-                        .client
-                        .list_objects_v2()
-                        .bucket(bucket)
-                        .prefix(prefix)
-                        .set_continuation_token(token.clone());
-                    let what = &what;
-                    send(request.send(), "ListObjectsV2", what)
-                })
-                .await?;
+            let page = retried(&self.shared, || {
+                let request = self
+                    .shared
+                    .client
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(prefix)
+                    .set_continuation_token(token.clone());
+                let what = &what;
+                send(request.send(), "ListObjectsV2", what)
+            })
+            .await?;
             for object in page.contents() {
                 let Some(key) = object.key() else { continue };
                 let size = object.size().and_then(|s| u64::try_from(s).ok());
@@ -413,18 +400,17 @@ impl S3Store {
     /// Size, ETag, version and metadata of an object, or `None` if it does not exist.
     pub async fn head(&self, id: &ObjectId) -> Result<Option<Head>, S3Error> {
         let (bucket, key, version) = s3_parts(id);
-        let result = self
-            .retried(|| {
-                let request = self
-                    .shared
-                    .client
-                    .head_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .set_version_id(version.map(str::to_string));
-                send(request.send(), "HeadObject", id)
-            })
-            .await;
+        let result = retried(&self.shared, || {
+            let request = self
+                .shared
+                .client
+                .head_object()
+                .bucket(bucket)
+                .key(key)
+                .set_version_id(version.map(str::to_string));
+            send(request.send(), "HeadObject", id)
+        })
+        .await;
         match result {
             Ok(out) => Ok(Some(Head {
                 size: out
@@ -487,18 +473,17 @@ impl S3Store {
 
     async fn tags(&self, id: &ObjectId) -> Result<Vec<(String, String)>, S3Error> {
         let (bucket, key, version) = s3_parts(id);
-        let out = self
-            .retried(|| {
-                let request = self
-                    .shared
-                    .client
-                    .get_object_tagging()
-                    .bucket(bucket)
-                    .key(key)
-                    .set_version_id(version.map(str::to_string));
-                send(request.send(), "GetObjectTagging", id)
-            })
-            .await?;
+        let out = retried(&self.shared, || {
+            let request = self
+                .shared
+                .client
+                .get_object_tagging()
+                .bucket(bucket)
+                .key(key)
+                .set_version_id(version.map(str::to_string));
+            send(request.send(), "GetObjectTagging", id)
+        })
+        .await?;
         Ok(out
             .tag_set()
             .iter()
