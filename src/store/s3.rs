@@ -455,7 +455,6 @@ impl S3Store {
             size: first.size,
             next_offset: first.body.len() as u64,
             current: first.body,
-            current_is_base: true,
             current_reservation: None,
             pending: VecDeque::new(),
             base_free: false,
@@ -514,7 +513,6 @@ impl S3Store {
             precondition,
             part_size,
             buf: Vec::with_capacity(size_hint.min(part_size) as usize),
-            buf_is_base: true,
             buf_reservation: None,
             written: 0,
             base_free: false,
@@ -682,8 +680,7 @@ struct S3Reader {
     size: u64,
     next_offset: u64,
     current: Segments,
-    current_is_base: bool,
-    /// The budget `current` holds when it is not the base reservation.
+    /// The budget `current` holds, or `None` when it is the object's base part.
     current_reservation: Option<Reservation>,
     /// Ranges being fetched, in order, and whether each uses the base reservation (or
     /// holds its own).
@@ -728,8 +725,8 @@ impl S3Reader {
 impl Read for S3Reader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
-            if self.current_is_base {
-                self.current_is_base = false;
+            // Drained: its budget goes back, to the object's base or to the job.
+            if self.current_reservation.take().is_none() {
                 self.base_free = true;
             }
             self.read_ahead();
@@ -743,8 +740,6 @@ impl Read for S3Reader {
                 .map_err(io::Error::other)?
                 .map_err(io::Error::other)?;
             self.current = got.body;
-            self.current_is_base = extra.is_none();
-            // A range's own reservation is returned once its bytes are consumed.
             self.current_reservation = extra;
             self.read_ahead();
         }
@@ -768,8 +763,7 @@ pub struct S3Sink {
     precondition: Precondition,
     part_size: u64,
     buf: Vec<u8>,
-    /// Whether `buf` is covered by the base reservation (else by `buf_reservation`).
-    buf_is_base: bool,
+    /// The budget `buf` holds, or `None` when it is the object's base part.
     buf_reservation: Option<Reservation>,
     written: u64,
     base_free: bool,
@@ -799,11 +793,7 @@ impl S3Sink {
         let number = i32::try_from(self.parts.len() + self.in_flight.len() + 1)
             .expect("part numbers stay below 10,000");
         let body = Bytes::from(std::mem::take(&mut self.buf));
-        let reservation = if self.buf_is_base {
-            None
-        } else {
-            self.buf_reservation.take()
-        };
+        let reservation = self.buf_reservation.take();
         let (shared, id, upload_id) = (
             self.shared.clone(),
             self.id.clone(),
@@ -843,11 +833,9 @@ impl S3Sink {
             if self.in_flight.len() < limit {
                 if self.base_free {
                     self.base_free = false;
-                    self.buf_is_base = true;
                     break;
                 }
                 if let Some(r) = self.shared.budget.try_reserve(self.part_size) {
-                    self.buf_is_base = false;
                     self.buf_reservation = Some(r);
                     break;
                 }
