@@ -87,14 +87,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// The error itself, or the one a [`Shared`](Error::Shared) wraps: what callers
+    /// classify.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Shared(inner) => inner.root(),
+            other => other,
+        }
+    }
+
     /// Whether this error means the message is not authentic (as opposed to unreadable,
     /// unsupported or an I/O problem).
     pub fn is_authentication_failure(&self) -> bool {
-        if let Error::Shared(inner) = self {
-            return inner.is_authentication_failure();
-        }
         matches!(
-            self,
+            self.root(),
             Error::CommitmentMismatch
                 | Error::HeaderAuthentication
                 | Error::FrameAuthentication { .. }

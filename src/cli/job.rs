@@ -323,13 +323,13 @@ async fn s3_store(global: &GlobalArgs, config: &Config) -> anyhow::Result<S3Stor
 /// AWS settings: flags over the config file; the SDK adds the environment.
 pub fn kms_source(global: &GlobalArgs, config: &Config) -> anyhow::Result<keyref::KmsSource> {
     let (a, c) = (&global.aws, &config.aws);
-    let defaults = sealpipe::keys::RetryPolicy::default();
+    let defaults = sealpipe::retry::RetryPolicy::default();
     let seconds = |v: Option<f64>, flag: &str, default: std::time::Duration| match v {
         Some(s) if s >= 0.0 && s.is_finite() => Ok(std::time::Duration::from_secs_f64(s)),
         Some(s) => bail!("{flag} must be a non-negative number of seconds, not {s}"),
         None => Ok(default),
     };
-    let retry = sealpipe::keys::RetryPolicy {
+    let retry = sealpipe::retry::RetryPolicy {
         max_delay: seconds(
             a.kms_retry_max_delay.or(c.kms_retry_max_delay),
             "--kms-retry-max-delay",

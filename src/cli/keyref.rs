@@ -14,7 +14,7 @@ pub struct KmsSource {
     pub settings: sealpipe::aws::AwsSettings,
     pub rate: Option<f64>,
     pub grant_tokens: Vec<String>,
-    pub retry: sealpipe::keys::RetryPolicy,
+    pub retry: sealpipe::retry::RetryPolicy,
     context: OnceCell<KmsContext>,
 }
 
@@ -23,7 +23,7 @@ impl KmsSource {
         settings: sealpipe::aws::AwsSettings,
         rate: Option<f64>,
         grant_tokens: Vec<String>,
-        retry: sealpipe::keys::RetryPolicy,
+        retry: sealpipe::retry::RetryPolicy,
     ) -> Self {
         Self {
             settings,
@@ -43,7 +43,7 @@ impl KmsSource {
                     retry: self.retry.clone(),
                     rate: self
                         .rate
-                        .map(|r| Arc::new(sealpipe::keys::RateLimiter::new(r))),
+                        .map(|r| Arc::new(sealpipe::retry::RateLimiter::new(r))),
                     grant_tokens: self.grant_tokens.clone(),
                     stats: Default::default(),
                 }

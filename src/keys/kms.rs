@@ -190,7 +190,7 @@ impl KmsContext {
 
 /// Sorts a KMS failure into retry classes: throttling, transient (5xx, timeouts,
 /// connection problems), or permanent.
-pub fn transience<E: ProvideErrorMetadata>(
+pub(crate) fn transience<E: ProvideErrorMetadata>(
     err: &SdkError<E, aws_smithy_runtime_api::http::Response>,
 ) -> Transience {
     classify_sdk_error(

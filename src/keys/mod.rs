@@ -14,10 +14,9 @@ mod raw_aes;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use crate::retry::{RateLimiter, RetryPolicy, RetryStats, Transience};
 pub use kms::{
     DiscoveryFilter, KMS_PROVIDER_ID, KmsArn, KmsClients, KmsContext, KmsDiscoveryKeyring,
-    KmsKeyring, KmsStats, transience,
+    KmsKeyring, KmsStats,
 };
 pub use materials::{
     DecryptionMaterials, EncryptionMaterials, decryption_materials, encryption_materials,
@@ -108,18 +107,22 @@ pub enum KeyringError {
     Random(#[from] getrandom::Error),
 }
 
+/// The key that wrapped an EDK: the KMS key ARN, or `namespace/key-name` for raw AES
+/// (any other provider: `provider-id/provider-info`).
+pub fn wrapping_key_name(edk: &EncryptedDataKey) -> String {
+    let info = raw_aes::raw_aes_key_name(&edk.provider_info).unwrap_or(&edk.provider_info);
+    let info = String::from_utf8_lossy(info);
+    if edk.provider_id == kms::KMS_PROVIDER_ID {
+        info.into_owned()
+    } else {
+        format!("{}/{info}", edk.provider_id)
+    }
+}
+
 /// A readable list of an EDK list's providers: `namespace/key-name` or the KMS ARN.
 pub fn describe_encrypted_data_keys(edks: &[EncryptedDataKey]) -> String {
     edks.iter()
-        .map(|edk| {
-            format!(
-                "{}/{}",
-                edk.provider_id,
-                String::from_utf8_lossy(
-                    raw_aes::raw_aes_key_name(&edk.provider_info).unwrap_or(&edk.provider_info)
-                )
-            )
-        })
+        .map(wrapping_key_name)
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -132,13 +132,15 @@ impl Slot {
     /// Replaces `seen` (the generation found unusable) with the prefetched successor;
     /// false if there is none.
     fn promote(&self, seen: &Option<Arc<Generation>>) -> bool {
+        let mut current = self.current.lock().expect("not poisoned");
+        if !same(&current, seen) {
+            // Another caller already replaced it; the prefetched key stays for later.
+            return true;
+        }
         let Some(next) = self.next.lock().expect("not poisoned").take() else {
             return false;
         };
-        let mut current = self.current.lock().expect("not poisoned");
-        if same(&current, seen) {
-            *current = Some(next);
-        }
+        *current = Some(next);
         true
     }
 }
@@ -151,7 +153,9 @@ fn same(a: &Option<Arc<Generation>>, b: &Option<Arc<Generation>>) -> bool {
     }
 }
 
-/// Encryption materials for many messages, per (suite, encryption context).
+/// Encryption materials for many messages, per (suite, encryption context). Clones
+/// share the same slots and counters.
+#[derive(Clone)]
 pub struct DataKeyPool {
     keyring: Arc<dyn Keyring>,
     suite: AlgorithmSuite,
@@ -260,7 +264,7 @@ impl DataKeyPool {
 
     /// Fetches the successor of the current generation without making anyone wait.
     fn prefetch(&self, slot: Arc<Slot>, context: EncryptionContext) {
-        let pool = self.shallow_clone();
+        let pool = self.clone();
         tokio::spawn(async move {
             let _fetching = slot.fetching.lock().await;
             if slot.next.lock().expect("not poisoned").is_some() {
@@ -273,16 +277,6 @@ impl DataKeyPool {
                 *slot.next.lock().expect("not poisoned") = Some(next);
             }
         });
-    }
-
-    fn shallow_clone(&self) -> Self {
-        Self {
-            keyring: self.keyring.clone(),
-            suite: self.suite,
-            limits: self.limits.clone(),
-            slots: self.slots.clone(),
-            stats: self.stats.clone(),
-        }
     }
 }
 

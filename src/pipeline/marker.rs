@@ -3,7 +3,7 @@
 //! key. A re-run uses it to recognise finished work without a journal.
 
 use crate::format::EncryptedDataKey;
-use crate::keys::raw_aes_key_name;
+use crate::keys::wrapping_key_name;
 use crate::store::ObjectMeta;
 
 /// Present on every object sealpipe encrypted.
@@ -80,15 +80,7 @@ pub fn strip(meta: &mut ObjectMeta) {
 /// Names of the keys that wrap a message's data key, as the marker records them.
 pub fn wrapping_key_names(edks: &[EncryptedDataKey]) -> Vec<String> {
     edks.iter()
-        .map(|edk| {
-            let info = raw_aes_key_name(&edk.provider_info).unwrap_or(&edk.provider_info);
-            let info = String::from_utf8_lossy(info);
-            if edk.provider_id == "aws-kms" {
-                info.into_owned()
-            } else {
-                format!("{}/{info}", edk.provider_id)
-            }
-        })
+        .map(wrapping_key_name)
         // Metadata travels in HTTP headers: keep it ASCII and free of the separator.
         .map(|name| {
             name.chars()

@@ -38,12 +38,12 @@ struct Failed {
 impl Failed {
     fn new(step: &str, e: impl Into<Error>) -> Self {
         let e = e.into();
-        let s3 = match &e {
+        let s3 = match e.root() {
             Error::S3(s3) => Some(s3),
             Error::Io(io) => S3Error::in_io(io),
             _ => None,
         };
-        let code = match (s3, &e) {
+        let code = match (s3, e.root()) {
             (Some(s3), _) => s3.code.clone(),
             (None, e) if e.is_authentication_failure() => "AuthenticationFailed".into(),
             (None, Error::Keyring(_)) => "KeyringError".into(),
