@@ -258,20 +258,20 @@ impl<W: Write> EncryptingWriter<W> {
         }
     }
 
-    /// Grows the pending buffer (up to one batch plus one frame) so a read has room.
+    /// Grows the pending buffer (up to one batch) so a read has room.
     fn reserve_pending(&mut self) {
         if self.filled < self.pending.len() {
             return;
         }
-        let cap = self.batch_len + self.sealer.as_ref().map_or(1, |s| s.frame_length);
-        let grown = (self.pending.len() * 2).clamp(64 * 1024, cap.max(64 * 1024));
+        let grown = (self.pending.len() * 2).clamp(64 * 1024, self.batch_len.max(64 * 1024));
         self.pending.resize(grown, 0);
     }
 
-    /// Seals whole batches while more plaintext than one batch is pending: the batch is
-    /// then certainly not the end of the message.
+    /// Seals whole batches as soon as they are pending. Their frames are never the last
+    /// one: a message whose length is a multiple of the frame length ends with an empty
+    /// final frame (see `finish`), so nothing needs holding back.
     fn seal_full_batches(&mut self) -> io::Result<()> {
-        while self.filled > self.batch_len {
+        while self.filled >= self.batch_len {
             let sealer = self.sealer.as_mut().expect("not finished");
             let frames = self.batch_len / sealer.frame_length;
             let out_len = frames * (sealer.frame_length + REGULAR_FRAME_OVERHEAD);
