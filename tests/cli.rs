@@ -453,11 +453,7 @@ fn a_terminated_job_leaves_no_partial_files() {
         assert!(started.elapsed().as_secs() < 60, "no output appeared");
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    common::faults::sigterm(&child);
     let status = child.wait().unwrap();
     let report: Value = serde_json::from_slice(&std::fs::read(ws.path("r.json")).unwrap()).unwrap();
     if report["objects"]["ok"] == files {

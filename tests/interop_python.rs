@@ -147,6 +147,7 @@ fn python_sdk_messages_decrypt_in_sealpipe() {
         }
     }
     let results = run_peer(&Value::Array(jobs), dir.path());
+    assert_eq!(results.len(), cases.len(), "the peer answered every job");
     let keyring = common::raw_keyring(NAMESPACE, NAME, &KEY);
     for (r, (suite, frame, ctx, plaintext, output)) in results.iter().zip(cases) {
         let what = format!("suite {suite} frame {frame} size {}", plaintext.len());

@@ -4,13 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use serde_json::Value;
 
+use common::faults::FaultProxy;
 use common::moto::Moto;
 
 struct Kms {
@@ -98,50 +98,11 @@ impl Kms {
         header.body.encrypted_data_keys[0].ciphertext.clone()
     }
 
-    /// Starts the fault proxy in front of moto.
-    fn proxy(&self, error: &str, every: u32, actions: &str) -> Proxy {
-        let python = common::venv_tool("python");
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/faults/kms_fault_proxy.py");
-        let mut child = Command::new(python)
-            .arg(script)
-            .args([
-                "--upstream",
-                &self.moto.endpoint(),
-                "--error",
-                error,
-                "--every",
-                &every.to_string(),
-            ])
-            .args(["--actions", actions])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("PORT ")
-            .expect("proxy prints its port")
-            .to_string();
-        Proxy {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-struct Proxy {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// Starts the KMS fault proxy in front of moto.
+    fn proxy(&self, error: &str, every: u32, actions: &str) -> FaultProxy {
+        let every = every.to_string();
+        let args = ["--error", error, "--every", &every, "--actions", actions];
+        FaultProxy::start("kms_fault_proxy.py", &self.moto.endpoint(), &args)
     }
 }
 

@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -23,6 +22,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
+use common::faults::{self, FaultProxy};
 use common::moto::Moto;
 
 /// Longest a single sealpipe run may take before the test kills it and fails.
@@ -164,51 +164,6 @@ impl Run {
     }
 }
 
-/// The fault proxy in front of moto; killed when dropped.
-struct Proxy {
-    child: Option<Child>,
-    endpoint: String,
-}
-
-impl Proxy {
-    /// Stops the proxy with SIGTERM and returns its counters line
-    /// (`seen=.. slowdown=.. reset=.. overwritten=..`).
-    fn stop(mut self) -> String {
-        let mut child = self.child.take().expect("running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -TERM the proxy");
-        child.wait().unwrap();
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        err
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A counter from the proxy's final line, e.g. `count(&line, "slowdown")`.
-fn proxy_count(line: &str, name: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {name}= in the proxy's output: {line:?}"))
-}
-
 /// One test's world: a moto server, an S3 client on it, a runtime to drive the client,
 /// a scratch directory and a local wrapping key.
 struct S3 {
@@ -341,32 +296,8 @@ impl S3 {
     }
 
     /// Starts tests/faults/s3_fault_proxy.py in front of moto with `args`.
-    fn proxy(&self, args: &[&str]) -> Proxy {
-        let python = common::venv_tool("python");
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/faults/s3_fault_proxy.py");
-        let mut child = Command::new(python)
-            .arg(script)
-            .args(["--upstream", &self.moto.endpoint()])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start s3_fault_proxy.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("PORT ")
-            .unwrap_or_else(|| panic!("the proxy prints its port, not {line:?}"))
-            .to_string();
-        Proxy {
-            child: Some(child),
-            endpoint: format!("http://127.0.0.1:{port}"),
-        }
+    fn proxy(&self, args: &[&str]) -> FaultProxy {
+        FaultProxy::start("s3_fault_proxy.py", &self.moto.endpoint(), args)
     }
 
     // ---- S3, directly ---------------------------------------------------------------
@@ -704,19 +635,6 @@ impl Prng {
     }
 }
 
-/// Pseudo-random bytes of `len`, fast enough for 100 MiB objects in a debug build:
-/// [`common::pseudo_random`] blocks of 1 MiB, each from its own seed.
-fn big_body(len: usize, seed: u64) -> Bytes {
-    let mut body = Vec::with_capacity(len);
-    let mut block = 0u64;
-    while body.len() < len {
-        let n = (len - body.len()).min(MIB);
-        body.extend_from_slice(&common::pseudo_random(n, seed * 1_000_003 + block));
-        block += 1;
-    }
-    Bytes::from(body)
-}
-
 /// `count` small objects with pseudo-random sizes (0 to 20 KiB), contents and a mix
 /// of metadata: content types, Cache-Control, Content-Disposition, Content-Encoding,
 /// Content-Language, Expires, user metadata and tags.
@@ -901,11 +819,11 @@ fn many_small_objects_and_multipart_ones_round_trip_with_metadata() {
     let mut objects = small_objects(MANY, 7);
     // Two objects larger than 100 MiB, with metadata and tags too: they go through
     // CreateMultipartUpload, which must carry them as PutObject does.
-    let mut big_a = Obj::plain("big/a.tar", big_body(101 * MIB, 1));
+    let mut big_a = Obj::plain("big/a.tar", common::pseudo_random(101 * MIB, 1));
     big_a.meta.content_type = Some("application/x-tar".into());
     big_a.meta.user.insert("owner".into(), "archive".into());
     big_a.meta.tags = vec![("kind".into(), "archive".into())];
-    let mut big_b = Obj::plain("big/b.bin", big_body(105 * MIB + 12_345, 2));
+    let mut big_b = Obj::plain("big/b.bin", common::pseudo_random(105 * MIB + 12_345, 2));
     big_b.meta.cache_control = Some("no-store".into());
     big_b.meta.content_disposition = Some("attachment".into());
     big_b.expires = Some(2_000_000_000);
@@ -1060,7 +978,7 @@ fn killed_jobs_rerun_to_exactly_once() {
     .into_iter()
     .enumerate()
     {
-        objects.push(Obj::plain(key, big_body(size, 30 + i as u64)));
+        objects.push(Obj::plain(key, common::pseudo_random(size, 30 + i as u64)));
     }
     let n = objects.len() as u64;
     s3.put_all("kill-src", &objects);
@@ -1189,7 +1107,7 @@ fn in_place_conflict_keeps_the_new_data() {
     objects.push(Obj::plain("victim", common::pseudo_random(5000, 99)));
     // Multipart-sized, to cover in-place CompleteMultipartUpload (moto 5.2.5 ignores
     // If-Match there, so the conflict itself is on a single PutObject).
-    objects.push(Obj::plain("big.bin", big_body(6 * MIB + 5, 4)));
+    objects.push(Obj::plain("big.bin", common::pseudo_random(6 * MIB + 5, 4)));
     let n = objects.len() as u64;
     s3.put_all(bucket, &objects);
     let original_victim_etag = s3.list(bucket)["victim"].clone();
@@ -1216,7 +1134,7 @@ fn in_place_conflict_keeps_the_new_data() {
         ],
     );
     let counters = proxy.stop();
-    assert_eq!(proxy_count(&counters, "overwritten"), 1, "{counters}");
+    assert_eq!(faults::count(&counters, "overwritten"), 1, "{counters}");
     first.assert_exit(1);
     first.assert_objects(n, n - 1, 0, 1, 0);
     let failures = first.report["failures"].as_array().unwrap();
@@ -1342,7 +1260,10 @@ fn s3_faults_are_retried_and_the_job_completes() {
         s3.create_bucket(b);
     }
     let mut objects = plain_objects("f/", 300, 32 * 1024, 5);
-    objects.push(Obj::plain("f/big.bin", big_body(12 * MIB + 321, 6)));
+    objects.push(Obj::plain(
+        "f/big.bin",
+        common::pseudo_random(12 * MIB + 321, 6),
+    ));
     let n = objects.len() as u64;
     s3.put_all("flaky-src", &objects);
 
@@ -1398,8 +1319,8 @@ fn s3_faults_are_retried_and_the_job_completes() {
     assert!(dec.s3("retries") > 0, "{}", dec.context());
     assert!(dec.s3("slowdowns") > 0, "{}", dec.context());
     let counters = proxy.stop();
-    assert!(proxy_count(&counters, "slowdown") > 0, "{counters}");
-    assert!(proxy_count(&counters, "reset") > 0, "{counters}");
+    assert!(faults::count(&counters, "slowdown") > 0, "{counters}");
+    assert!(faults::count(&counters, "reset") > 0, "{counters}");
     assert!(s3.uploads("flaky-dec").is_empty());
 
     let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
@@ -1975,11 +1896,7 @@ fn sigterm_aborts_the_upload_in_flight_and_leaves_no_object() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    faults::sigterm(&child);
     let status = child.wait().unwrap();
     let stderr = std::fs::read_to_string(&err).unwrap_or_default();
     assert_eq!(status.code(), Some(130), "{stderr}");

@@ -34,26 +34,6 @@ fn client(endpoint: &str) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
-/// Writes `len` pseudo-random bytes to `path`, a MiB at a time.
-fn write_big_file(path: &Path, len: u64) {
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut chunk = vec![0u8; MIB as usize];
-    let mut left = len;
-    while left > 0 {
-        for word in chunk.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            word.copy_from_slice(&x.to_le_bytes());
-        }
-        let n = left.min(MIB) as usize;
-        out.write_all(&chunk[..n]).unwrap();
-        left -= n as u64;
-    }
-    out.flush().unwrap();
-}
-
 /// Runs sealpipe against moto and returns its JSON report.
 fn sealpipe(moto: &Moto, dir: &Path, args: &[&str]) -> Value {
     let report = dir.join("report.json");
@@ -104,7 +84,10 @@ fn a_multi_gib_object_streams_within_the_budget() {
     std::fs::write(&key_file, [0x5au8; 32]).unwrap();
     let keyref = format!("raw-aes:ns:k1:{}", key_file.display());
     let big = dir.path().join("huge.bin");
-    write_big_file(&big, OBJECT);
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+    common::write_pseudo_random(&mut file, OBJECT, 7).unwrap();
+    file.flush().unwrap();
+    drop(file);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod legacy;
 pub mod moto;
 
@@ -119,15 +120,33 @@ pub fn encrypt(materials: &EncryptionMaterials, frame_length: u32, plaintext: &[
     out
 }
 
-/// Deterministic pseudo-random bytes (xorshift), for reproducible inputs.
+/// Deterministic pseudo-random bytes (xorshift, 8 bytes per step), for reproducible
+/// inputs; fast enough for hundreds of MiB in a debug build.
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
+    let mut out = Vec::with_capacity(len);
+    write_pseudo_random(&mut out, len as u64, seed).expect("writing to a Vec");
+    out
+}
+
+/// Writes `len` pseudo-random bytes (as [`pseudo_random`]) to `out`, a MiB at a time.
+pub fn write_pseudo_random(
+    out: &mut impl std::io::Write,
+    len: u64,
+    seed: u64,
+) -> std::io::Result<()> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        for word in chunk[..n].chunks_mut(8) {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+            word.copy_from_slice(&x.to_le_bytes()[..word.len()]);
+        }
+        out.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
 }
