@@ -10,7 +10,8 @@
 //! - [`keys`]: keyrings that wrap and unwrap data keys;
 //! - [`retry`]: backoff and rate limits for KMS and S3 calls;
 //! - [`stream`]: whole messages over readers and writers, frames sealed on rayon;
-//! - [`store`] and [`pipeline`]: many objects, concurrently, with reports.
+//! - [`store`] and [`pipeline`]: many objects, concurrently, with reports;
+//! - [`escape`]: printing names and bytes we do not control.
 //!
 //! ```
 //! use sealpipe::{keys, stream, format::{AlgorithmSuite, EncryptionContext}};
@@ -43,6 +44,7 @@ pub mod aws;
 pub mod bench;
 pub mod crypto;
 mod error;
+pub mod escape;
 pub mod format;
 pub mod keys;
 pub mod pipeline;
