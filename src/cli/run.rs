@@ -241,7 +241,7 @@ fn compare_trees(source: &Path, copy: &Path) -> anyhow::Result<TreeComparison> {
         let other = if single && !copy.is_dir() {
             copy.to_path_buf()
         } else {
-            copy.join(&listed.relative)
+            copy.join(listed.relative.as_path())
         };
         match same_contents(path, &other) {
             Ok(true) => result.matched += 1,

@@ -125,8 +125,16 @@ impl EncryptionContext {
             ));
         }
         for _ in 0..count {
-            let key = utf8(r.u16_prefixed(), "encryption context key")?;
-            let value = utf8(r.u16_prefixed(), "encryption context value")?;
+            let key = utf8(
+                r.u16_prefixed(),
+                "an encryption context key runs past the context's length",
+                "an encryption context key is not valid UTF-8",
+            )?;
+            let value = utf8(
+                r.u16_prefixed(),
+                "an encryption context value runs past the context's length",
+                "an encryption context value is not valid UTF-8",
+            )?;
             if map.insert(key, value).is_some() {
                 return Err(DecodeError::Malformed("duplicate encryption context key"));
             }
@@ -140,10 +148,14 @@ impl EncryptionContext {
     }
 }
 
-fn utf8(bytes: Result<&[u8], DecodeError>, what: &'static str) -> Result<String, DecodeError> {
+fn utf8(
+    bytes: Result<&[u8], DecodeError>,
+    short: &'static str,
+    not_utf8: &'static str,
+) -> Result<String, DecodeError> {
     // Inside the context's own length, running short is malformation, not truncation.
-    let bytes = bytes.map_err(|_| DecodeError::Malformed(what))?;
-    String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Malformed(what))
+    let bytes = bytes.map_err(|_| DecodeError::Malformed(short))?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Malformed(not_utf8))
 }
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for EncryptionContext {

@@ -23,7 +23,8 @@ impl ObjectFilter {
     }
 
     /// Whether the object named `relative` is processed.
-    pub fn accepts(&self, relative: &str) -> bool {
+    pub fn accepts(&self, relative: impl AsRef<std::path::Path>) -> bool {
+        let relative = relative.as_ref();
         self.include
             .as_ref()
             .is_none_or(|set| set.is_match(relative))

@@ -13,7 +13,6 @@ mod plan;
 mod stats;
 
 use std::io::{self, Read};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -21,7 +20,7 @@ use std::time::Instant;
 use tokio::sync::{Semaphore, mpsc};
 
 pub use filter::ObjectFilter;
-pub use stats::{CacheCounts, Failure, ObjectCounts, Report, S3Counts, Stats};
+pub use stats::{CacheCounts, Failure, ObjectCounts, PartialCounts, Report, S3Counts, Stats};
 
 use crate::Error;
 use crate::format::{AlgorithmSuite, EncryptionContext};
@@ -171,6 +170,13 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
         job.encrypt.validate()?;
     }
     let plan = plan::Plan::new(&job).await?;
+    // Killed runs leave partial outputs (plaintext prefixes, for decrypt) that only a
+    // later run can remove; this one does, beside its own work. Live jobs' partial
+    // files are locked and left alone.
+    let cleanup = plan.partial_cleanup_root(&job).map(|(root, recursive)| {
+        let dry_run = job.dry_run;
+        tokio::task::spawn_blocking(move || store::remove_stale_partials(&root, recursive, dry_run))
+    });
     if let Some(s3) = &job.s3 {
         stats.attach_s3(s3.stats().clone(), s3.budget().clone());
     }
@@ -218,12 +224,15 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
                 stats.skip(&id, &reason);
                 continue;
             }
-            ListItem::Invalid { what, error } => {
-                stats.fail(&ObjectId::Local(PathBuf::from(what)), "", error);
+            ListItem::Invalid { id, code, error } => {
+                // Counted like an object, so the totals add up: what could not be
+                // listed is a failure, never a silent gap.
+                stats.plan(None);
+                stats.fail(&id, code, error);
                 continue;
             }
         };
-        if !ctx.job.filter.accepts(&listed.relative) {
+        if !ctx.job.filter.accepts(listed.relative.as_path()) {
             continue;
         }
         stats.plan(listed.size);
@@ -252,6 +261,12 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
     while let Some(done) = tasks.join_next().await {
         done.map_err(|e| Error::Config(format!("worker panicked: {e}")))?;
     }
+    if let Some(cleanup) = cleanup {
+        let found = cleanup
+            .await
+            .map_err(|e| Error::Config(format!("partial-output cleanup panicked: {e}")))?;
+        stats.cleaned(found);
+    }
     let stopped = cancel.is_cancelled();
     Ok(stats.report(ctx.job.mode, started.elapsed(), ctx.job.dry_run, stopped))
 }
@@ -276,8 +291,9 @@ fn list(job: &Job, plan: &plan::Plan) -> mpsc::Receiver<ListItem> {
                 });
                 if let Err(e) = result {
                     let _ = tx.blocking_send(ListItem::Invalid {
-                        what: root.display().to_string(),
-                        error: format!("listing failed: {e}"),
+                        id: ObjectId::Local(root),
+                        code: "ListingFailed",
+                        error: format!("cannot list the source: {e}"),
                     });
                 }
             });
@@ -289,8 +305,12 @@ fn list(job: &Job, plan: &plan::Plan) -> mpsc::Receiver<ListItem> {
                 if let Err(e) = s3.list(&bucket, &prefix, &tx).await {
                     let _ = tx
                         .send(ListItem::Invalid {
-                            what: format!("s3://{bucket}/{prefix}"),
-                            error: format!("listing stopped: {e}"),
+                            id: ObjectId::s3(&bucket, &prefix, None),
+                            code: "ListingFailed",
+                            error: format!(
+                                "listing stopped, retries exhausted: {e}; objects listed \
+                                 after this point were not processed"
+                            ),
                         })
                         .await;
                 }
@@ -301,7 +321,8 @@ fn list(job: &Job, plan: &plan::Plan) -> mpsc::Receiver<ListItem> {
             tokio::task::spawn_blocking(move || {
                 if let Err(error) = list_manifest(&location, s3.as_ref(), &tx) {
                     let _ = tx.blocking_send(ListItem::Invalid {
-                        what: location.to_string(),
+                        id: manifest_id(&location),
+                        code: "ManifestUnreadable",
                         error,
                     });
                 }
@@ -334,7 +355,7 @@ fn list_manifest(
     for entry in store::read_manifest(io::BufReader::new(reader)) {
         let item = match entry {
             Ok(e) => ListItem::Object(Listed {
-                relative: e.key.clone(),
+                relative: e.key.clone().into(),
                 id: ObjectId::S3 {
                     bucket: e.bucket,
                     key: e.key,
@@ -344,7 +365,8 @@ fn list_manifest(
                 etag: None,
             }),
             Err(error) => ListItem::Invalid {
-                what: location.to_string(),
+                id: manifest_id(location),
+                code: "InvalidManifestLine",
                 error,
             },
         };
@@ -353,4 +375,12 @@ fn list_manifest(
         }
     }
     Ok(())
+}
+
+/// The manifest itself, as reports name it.
+fn manifest_id(location: &Location) -> ObjectId {
+    match location {
+        Location::Local(path) => ObjectId::Local(path.clone()),
+        Location::S3 { bucket, prefix } => ObjectId::s3(bucket, prefix, None),
+    }
 }

@@ -43,8 +43,13 @@ impl Failed {
             Error::Io(io) => S3Error::in_io(io),
             _ => None,
         };
+        let changed = match e.root() {
+            Error::Io(io) => store::SourceChanged::in_io(io).is_some(),
+            _ => false,
+        };
         let code = match (s3, e.root()) {
             (Some(s3), _) => s3.code.clone(),
+            (None, _) if changed => "SourceChanged".into(),
             (None, e) if e.is_authentication_failure() => "AuthenticationFailed".into(),
             (None, Error::Keyring(_)) => "KeyringError".into(),
             (None, Error::Decode(_) | Error::Truncated(_) | Error::TrailingData) => {
@@ -95,10 +100,19 @@ pub(super) fn process(ctx: &Context, listed: Listed) {
 fn process_object(ctx: &Context, listed: &Listed) -> Result<Outcome, Failed> {
     let job = &ctx.job;
     let target = ctx.plan.target(job, listed).map_err(|m| Failed {
-        code: "InvalidKey".into(),
+        code: "InvalidName".into(),
         message: m,
         conflict: false,
     })?;
+    if !job.in_place
+        && let Some(why) = replaces_source(&listed.id, &target)
+    {
+        return Err(Failed {
+            code: "WouldReplaceSource".into(),
+            message: why,
+            conflict: false,
+        });
+    }
     // Resume: an output made from this very source is finished work. Manifests (and
     // some S3-compatible listings) give no ETag: a HEAD of the source is much cheaper
     // than the first ranged GET for finding it.
@@ -193,6 +207,25 @@ fn dry_run(ctx: &Context, listed: &Listed) -> Result<Outcome, Failed> {
         return Ok(Outcome::Skipped(ALREADY_ENCRYPTED.into()));
     }
     Ok(Outcome::Planned)
+}
+
+/// Why writing `target` would replace the source object itself, if it would. The plan
+/// refuses such layouts up front where it can; this is the last line, for what only
+/// shows per object: manifests naming objects under the destination, hard links, bind
+/// mounts, directories swapped for symbolic links mid-run.
+fn replaces_source(source: &ObjectId, target: &Target) -> Option<String> {
+    let same = match (source, target) {
+        (ObjectId::Local(src), Target::Local(out)) => store::same_file(src, out),
+        (ObjectId::S3 { bucket, key, .. }, Target::S3 { bucket: b, key: k }) => {
+            bucket == b && key == k
+        }
+        _ => false,
+    };
+    same.then(|| {
+        "its output would replace the source itself; nothing was written (only \
+         --in-place replaces sources, and only on S3)"
+            .to_string()
+    })
 }
 
 const ALREADY_ENCRYPTED: &str = "already encrypted by sealpipe (its marker metadata is present)";
@@ -370,11 +403,13 @@ fn decrypt(
         .and_then(|m| m.plaintext_length)
         .unwrap_or(source.size);
     let mut out = sink(ctx, target, meta, precondition, hint)?;
+    // The whole message was read to get here: what came in is the ciphertext.
+    let bytes_in = source.size;
     let plaintext_len = open_message(ctx, source, &mut out)?;
     check_length(marker.as_ref(), plaintext_len)?;
     let written = out.commit().map_err(|e| Failed::new("write", e))?;
     Ok(Outcome::Done {
-        bytes_in: plaintext_len,
+        bytes_in,
         bytes_out: written,
     })
 }

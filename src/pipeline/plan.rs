@@ -2,10 +2,11 @@
 //! whether source and destination make sense together, and where each object's output
 //! goes.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use super::{Job, Mode, Source};
 use crate::Error;
+use crate::escape;
 use crate::store::{self, ListItem, Listed, Location, ObjectId, SourceShape};
 
 /// What the source turned out to be.
@@ -53,9 +54,20 @@ impl Plan {
             Source::Manifest(_) => Shape::Manifest,
             Source::Location(Location::Local(path)) => {
                 let meta = std::fs::symlink_metadata(path).map_err(|e| {
-                    Error::Config(format!("source {} is not readable: {e}", path.display()))
+                    Error::Config(format!(
+                        "source {} is not readable: {e}",
+                        escape::path(path)
+                    ))
                 })?;
                 if meta.is_dir() {
+                    // A tree whose root cannot be read has nothing to process: that is
+                    // a usage error, not a job whose every object failed.
+                    std::fs::read_dir(path).map_err(|e| {
+                        Error::Config(format!(
+                            "source directory {} cannot be read: {e}",
+                            escape::path(path)
+                        ))
+                    })?;
                     Shape::Tree
                 } else {
                     let mut single = None;
@@ -63,7 +75,7 @@ impl Plan {
                         single = Some(item);
                         std::ops::ControlFlow::Break(())
                     })
-                    .map_err(|e| Error::Config(format!("source {}: {e}", path.display())))?;
+                    .map_err(|e| Error::Config(e.to_string()))?;
                     match single {
                         Some(ListItem::Object(listed)) => Shape::Single(listed),
                         Some(
@@ -72,7 +84,7 @@ impl Plan {
                         ) => {
                             return Err(Error::Config(format!(
                                 "source {}: {reason}",
-                                path.display()
+                                escape::path(path)
                             )));
                         }
                         None => Shape::Tree,
@@ -89,29 +101,123 @@ impl Plan {
                 }
             }
         };
-        if let (Source::Location(Location::Local(src)), Some(Location::Local(dst))) =
-            (&job.source, &job.destination)
-        {
-            check_local_paths(src, dst)?;
+        let plan = Self { shape };
+        plan.check_sources_are_not_destinations(job)?;
+        Ok(plan)
+    }
+
+    /// Refuses every layout in which an output could be written over a source, before
+    /// anything is listed or touched; only `--in-place` replaces sources. Paths are
+    /// compared resolved (symbolic links and `..` of what exists, then the rest
+    /// lexically, as the OS will resolve it once missing directories are created).
+    /// Per-object checks in `object.rs` catch what cannot be known here (manifests,
+    /// hard links).
+    fn check_sources_are_not_destinations(&self, job: &Job) -> Result<(), Error> {
+        if job.in_place {
+            return Ok(());
         }
-        if let (
-            Source::Location(Location::S3 { bucket: sb, .. }),
-            Shape::Prefix(source_prefix),
-            Some(Location::S3 {
-                bucket: db,
-                prefix: dp,
-            }),
-        ) = (&job.source, &shape, &job.destination)
-            && sb == db
-            && !job.in_place
-            && dp.starts_with(source_prefix.as_str())
-        {
-            return Err(Error::Config(format!(
-                "destination s3://{db}/{dp} is inside the source s3://{sb}/{source_prefix}: \
-                 the listing would pick up the outputs; write elsewhere, or use --in-place"
-            )));
+        match (&job.source, &self.shape, &job.destination) {
+            (Source::Location(Location::Local(src)), Shape::Single(listed), Some(_)) => {
+                if let Target::Local(out) = self.target(job, listed).map_err(Error::Config)? {
+                    let (src_real, out_real) = (resolve(src)?, resolve(&out)?);
+                    if src_real == out_real || store::same_file(src, &out) {
+                        return Err(Error::Config(format!(
+                            "the output {} would replace the source itself ({}); write to \
+                             another path",
+                            escape::path(&out),
+                            escape::path(src)
+                        )));
+                    }
+                }
+            }
+            (Source::Location(Location::Local(src)), Shape::Tree, Some(Location::Local(dst))) => {
+                let (src_real, dst_real) = (resolve(src)?, resolve(dst)?);
+                let why = if dst_real == src_real {
+                    Some("is the source directory itself")
+                } else if dst_real.starts_with(&src_real) {
+                    Some("is inside the source directory (a re-run would also read the outputs)")
+                } else if src_real.starts_with(&dst_real) {
+                    Some("contains the source directory (outputs would land among the sources)")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return Err(Error::Config(format!(
+                        "destination {} {why}; write to a directory outside {}",
+                        escape::path(dst),
+                        escape::path(src)
+                    )));
+                }
+            }
+            (
+                Source::Location(Location::S3 { bucket: sb, .. }),
+                Shape::Single(listed),
+                Some(Location::S3 { bucket: db, .. }),
+            ) if sb == db => {
+                if let (
+                    Target::S3 { key, .. },
+                    ObjectId::S3 {
+                        key: source_key, ..
+                    },
+                ) = (self.target(job, listed).map_err(Error::Config)?, &listed.id)
+                    && &key == source_key
+                {
+                    return Err(Error::Config(format!(
+                        "the output {} would replace the source object itself; pass \
+                         --in-place to replace it (with a conditional write), or write \
+                         elsewhere",
+                        listed.id
+                    )));
+                }
+            }
+            (
+                Source::Location(Location::S3 { bucket: sb, .. }),
+                Shape::Prefix(source_prefix),
+                Some(Location::S3 {
+                    bucket: db,
+                    prefix: dp,
+                }),
+            ) if sb == db => {
+                let (src, dst) = (
+                    ObjectId::s3(sb, source_prefix, None),
+                    ObjectId::s3(db, dp, None),
+                );
+                if dp.starts_with(source_prefix.as_str()) {
+                    return Err(Error::Config(format!(
+                        "destination {dst} is inside the source {src}: outputs could replace \
+                         sources and the listing would pick them up; write elsewhere, or \
+                         use --in-place"
+                    )));
+                }
+                if source_prefix.starts_with(dp.as_str()) {
+                    return Err(Error::Config(format!(
+                        "destination {dst} contains the source {src}: outputs could replace \
+                         sources; write elsewhere, or use --in-place"
+                    )));
+                }
+            }
+            _ => {}
         }
-        Ok(Self { shape })
+        Ok(())
+    }
+
+    /// Where partial outputs of killed runs may lie for this job: the local destination
+    /// tree (recursively), or the directory of a single output file (only that
+    /// directory). `None` when nothing is written locally.
+    pub(super) fn partial_cleanup_root(&self, job: &Job) -> Option<(PathBuf, bool)> {
+        let Some(Location::Local(dst)) = &job.destination else {
+            return None;
+        };
+        if let Shape::Single(listed) = &self.shape
+            && let Ok(Target::Local(out)) = self.target(job, listed)
+        {
+            let parent = out
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            return Some((parent.to_path_buf(), false));
+        }
+        Some((dst.clone(), true))
     }
 
     /// Where `listed`'s output goes.
@@ -140,21 +246,28 @@ impl Plan {
                 }
                 let relative = store::safe_relative_path(&listed.relative).ok_or_else(|| {
                     format!(
-                        "the name {:?} cannot be a path below {} (empty, absolute or `..` \
+                        "the name {} cannot be a path below {} (empty, absolute or `..` \
                          parts); not written",
                         listed.relative,
-                        dst.display()
+                        escape::path(dst)
                     )
                 })?;
                 Ok(Target::Local(dst.join(relative)))
             }
             Some(Location::S3 { bucket, prefix }) => {
+                let relative = listed.relative.to_str().ok_or_else(|| {
+                    format!(
+                        "the name {} is not valid UTF-8, and S3 keys are; it cannot be \
+                         written to S3 (rename it, or write to a local destination)",
+                        listed.relative
+                    )
+                })?;
                 let key = if single && !prefix.is_empty() && !prefix.ends_with('/') {
                     prefix.clone()
                 } else if prefix.is_empty() || prefix.ends_with('/') {
-                    format!("{prefix}{}", listed.relative)
+                    format!("{prefix}{relative}")
                 } else {
-                    format!("{prefix}/{}", listed.relative)
+                    format!("{prefix}/{relative}")
                 };
                 Ok(Target::S3 {
                     bucket: bucket.clone(),
@@ -233,41 +346,59 @@ fn check_combination(job: &Job) -> Result<(), Error> {
     Ok(())
 }
 
-/// Refuses local layouts that would read our own output or overwrite the input.
-fn check_local_paths(source: &Path, destination: &Path) -> Result<(), Error> {
-    let src = source
-        .canonicalize()
-        .map_err(|e| Error::Config(format!("source {} is not readable: {e}", source.display())))?;
-    // The destination may not exist yet: resolve its nearest existing ancestor.
-    let mut dst = destination.to_path_buf();
-    let mut tail = Vec::new();
-    while !dst.exists() {
-        match (dst.parent(), dst.file_name()) {
-            (Some(parent), Some(name)) => {
-                tail.push(name.to_owned());
-                dst = if parent.as_os_str().is_empty() {
-                    PathBuf::from(".")
-                } else {
-                    parent.to_path_buf()
-                };
+/// `path` made absolute and resolved: what exists is canonicalized (symbolic links
+/// followed), the rest is taken lexically, `..` included, as the OS will resolve it once
+/// the missing directories are created (they are created as real directories).
+fn resolve(path: &Path) -> Result<PathBuf, Error> {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| Error::Config(format!("cannot read the working directory: {e}")))?
+            .join(path)
+    };
+    let mut out = PathBuf::new();
+    let mut exists = true;
+    for part in absolute.components() {
+        match part {
+            Component::Prefix(_) | Component::RootDir => out.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
             }
-            _ => break,
+            Component::Normal(name) => {
+                out.push(name);
+                if exists {
+                    match out.canonicalize() {
+                        Ok(real) => out = real,
+                        Err(_) => exists = false,
+                    }
+                }
+            }
         }
     }
-    let mut dst = dst.canonicalize().unwrap_or(dst);
-    dst.extend(tail.iter().rev());
-    if dst == src {
-        return Err(Error::Config(format!(
-            "destination {} is the source itself; write to another path",
-            destination.display()
-        )));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolution_follows_what_exists_then_the_rest_lexically() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("src/sub")).unwrap();
+        let r = |p: &str| resolve(&root.join(p)).unwrap();
+        assert_eq!(r("missing/../src"), root.join("src"));
+        assert_eq!(r("src/./sub/.."), root.join("src"));
+        assert_eq!(r("a/b/../../src/x"), root.join("src/x"));
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(root.join("src/sub"), root.join("link")).unwrap();
+            assert_eq!(r("link/f"), root.join("src/sub/f"));
+            // `..` after a symbolic link is the target's parent, as for the kernel.
+            assert_eq!(r("link/../x"), root.join("src/x"));
+        }
     }
-    if src.is_dir() && dst.starts_with(&src) {
-        return Err(Error::Config(format!(
-            "destination {} is inside the source directory {}; a re-run would process the outputs",
-            destination.display(),
-            source.display()
-        )));
-    }
-    Ok(())
 }

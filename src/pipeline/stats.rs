@@ -37,6 +37,12 @@ pub struct Stats {
     pub bytes_in: AtomicU64,
     /// Bytes written to destinations that completed.
     pub bytes_out: AtomicU64,
+    /// Stale partial outputs of killed runs removed from the destination.
+    pub partials_removed: AtomicU64,
+    /// Partial outputs found that a live job is writing (left alone).
+    pub partials_in_use: AtomicU64,
+    /// Stale partial outputs that could not be removed.
+    pub partials_not_removed: AtomicU64,
     keys: OnceLock<Arc<PoolStats>>,
     s3: OnceLock<Arc<S3Stats>>,
     budget: OnceLock<ByteBudget>,
@@ -92,6 +98,8 @@ impl Stats {
         if let Some(w) = guard.as_mut() {
             let (bucket, key, version) = id.report_fields();
             // A failing report file must not fail the job; the JSON report still counts.
+            // Flushed line by line (one write each), so the file holds only whole lines
+            // when the process is killed.
             let _ = w.write_record([
                 bucket.as_str(),
                 key.as_str(),
@@ -100,6 +108,7 @@ impl Stats {
                 code,
                 message,
             ]);
+            let _ = w.flush();
         }
     }
 
@@ -134,6 +143,26 @@ impl Stats {
         let mut skipped = self.skipped.lock().expect("not poisoned");
         if skipped.len() < MAX_REPORTED_SKIPS {
             skipped.push(Failure::new(id, reason.to_string()));
+        }
+    }
+
+    /// Records what the cleanup of the destination's stale partial outputs found; one
+    /// that could not be removed is a failure of the job (it may hold plaintext).
+    pub(super) fn cleaned(&self, found: crate::store::PartialCleanup) {
+        self.partials_removed.fetch_add(found.removed, Relaxed);
+        self.partials_in_use.fetch_add(found.in_use, Relaxed);
+        for (path, error) in found.not_removed {
+            self.partials_not_removed.fetch_add(1, Relaxed);
+            let id = ObjectId::Local(path);
+            let message = format!(
+                "a partial output left by an interrupted run could not be removed: {error}; \
+                 it may hold a plaintext prefix, remove it by hand"
+            );
+            self.record(&id, Status::Failed, "StalePartialNotRemoved", &message);
+            let mut failures = self.failures.lock().expect("not poisoned");
+            if failures.len() < MAX_REPORTED_FAILURES {
+                failures.push(Failure::new(&id, message));
+            }
         }
     }
 
@@ -188,6 +217,7 @@ impl Stats {
         failures.sort_by(|a, b| a.path.cmp(&b.path));
         let failed = self.objects_failed.load(Relaxed);
         let conflicts = self.objects_conflict.load(Relaxed);
+        let partials_not_removed = self.partials_not_removed.load(Relaxed);
         Report {
             mode,
             dry_run,
@@ -221,7 +251,13 @@ impl Stats {
                 peak_in_flight_bytes: self.budget.get().map_or(0, ByteBudget::peak),
             }),
             peak_rss_bytes: peak_rss(),
-            failures_omitted: (failed + conflicts).saturating_sub(failures.len() as u64),
+            stale_partials: PartialCounts {
+                removed: self.partials_removed.load(Relaxed),
+                in_use: self.partials_in_use.load(Relaxed),
+                not_removed: partials_not_removed,
+            },
+            failures_omitted: (failed + conflicts + partials_not_removed)
+                .saturating_sub(failures.len() as u64),
             failures,
             skipped: self.skipped.lock().expect("not poisoned").clone(),
         }
@@ -326,6 +362,8 @@ pub struct Report {
     pub s3: Option<S3Counts>,
     /// Peak resident memory of the process, where the OS tells.
     pub peak_rss_bytes: Option<u64>,
+    /// Partial outputs that killed runs left in a local destination.
+    pub stale_partials: PartialCounts,
     /// Failed and conflicted objects, with their errors (the first 10,000).
     pub failures: Vec<Failure>,
     /// Failures beyond those listed.
@@ -337,7 +375,9 @@ pub struct Report {
 impl Report {
     /// Whether every planned object completed or was skipped on purpose.
     pub fn all_succeeded(&self) -> bool {
-        self.objects.failed == 0 && self.objects.conflicts == 0
+        self.objects.failed == 0
+            && self.objects.conflicts == 0
+            && self.stale_partials.not_removed == 0
     }
 }
 
@@ -350,4 +390,16 @@ pub struct CacheCounts {
     pub misses: u64,
     /// Materials fetched in the background before they were needed.
     pub prefetches: u64,
+}
+
+/// What the cleanup of a local destination found: `.sealpipe-*.partial` files that
+/// killed runs left (they may hold plaintext prefixes).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PartialCounts {
+    /// Removed (in a dry run: would be removed).
+    pub removed: u64,
+    /// Locked by a live job writing them, left alone.
+    pub in_use: u64,
+    /// Could not be removed (each is also in `failures`).
+    pub not_removed: u64,
 }

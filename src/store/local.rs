@@ -1,16 +1,51 @@
 //! Local files: listing a source tree as it is walked, reading files, and writing
 //! outputs that appear only when whole.
+//!
+//! What this module promises, and how:
+//! - **Nothing is left out silently.** A directory that cannot be read (removed
+//!   mid-run, no permission, a path too long) is reported as a failure of that subtree
+//!   and the walk goes on; names that are not UTF-8 are listed like any other.
+//! - **A source is read as it was when opened.** A file that grows, shrinks or is
+//!   modified while it is read fails with [`SourceChanged`] instead of producing a
+//!   message of something that never existed.
+//! - **Outputs appear only whole.** An output is written to a temporary
+//!   `.sealpipe-*.partial` file beside its destination and renamed into place on
+//!   commit. The writer holds an exclusive lock on that file while it lives, so after a
+//!   crash (`kill -9` cannot be caught) the next run over the destination can tell a
+//!   stale partial file, which it removes, from one a live run is writing, which it leaves.
+//!   Listings never take partial files for sources.
+//! - **Outputs never gain privileges.** An output gets the source's read, write and
+//!   execute bits only, filtered by the umask ([`output_mode`]).
 
+use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::SystemTime;
 
-use super::{ListItem, Listed, ObjectId, ObjectMeta, ObjectSink, SourceObject};
+use super::{ListItem, Listed, ObjectId, ObjectMeta, ObjectSink, RelativeName, SourceObject};
+
+/// Temporary outputs are named `.sealpipe-XXXXXX.partial`.
+const PARTIAL_PREFIX: &str = ".sealpipe-";
+const PARTIAL_SUFFIX: &str = ".partial";
+
+/// Whether a file name is one of sealpipe's temporary outputs.
+pub fn is_partial_name(name: &OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    name.len() > PARTIAL_PREFIX.len() + PARTIAL_SUFFIX.len()
+        && name.starts_with(PARTIAL_PREFIX.as_bytes())
+        && name.ends_with(PARTIAL_SUFFIX.as_bytes())
+}
 
 /// Lists `source` (a single file, or every regular file below a directory, in sorted
-/// order), handing each entry to `emit` as it is found. Entries that are not regular
-/// files (symlinks, sockets, devices) are reported as skipped: never followed.
+/// order), handing each entry to `emit` as it is found.
+///
+/// Entries that are not regular files (symlinks, sockets, devices) and sealpipe's own
+/// temporary files are reported as skipped, never followed or read. A directory that
+/// cannot be read is reported as [`ListItem::Invalid`] and the walk continues with the
+/// rest of the tree. Fails only when `source` itself is not a file or a directory.
 pub fn list_local(
     source: &Path,
     mut emit: impl FnMut(ListItem) -> ControlFlow<()>,
@@ -20,40 +55,33 @@ pub fn list_local(
         let name = source.file_name().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "source has no file name")
         })?;
-        let _ = emit(ListItem::Object(listed(source, name.as_ref(), &meta)?));
+        let _ = emit(ListItem::Object(listed(source, Path::new(name), &meta)));
         return Ok(());
+    }
+    if meta.file_type().is_symlink() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is a symbolic link; sealpipe never follows symbolic links: give the \
+                 path it points to",
+                crate::escape::path(source)
+            ),
+        ));
     }
     if !meta.is_dir() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{} is neither a file nor a directory", source.display()),
+            format!(
+                "{} is neither a regular file nor a directory (a device, FIFO or socket)",
+                crate::escape::path(source)
+            ),
         ));
     }
     for entry in walkdir::WalkDir::new(source).sort_by_file_name() {
-        let entry = entry.map_err(io::Error::other)?;
-        let ft = entry.file_type();
-        if ft.is_dir() {
-            continue;
-        }
-        let id = ObjectId::Local(entry.path().to_path_buf());
-        let item = if !ft.is_file() {
-            ListItem::Skipped {
-                id,
-                reason: "not a regular file (not followed)".into(),
-            }
-        } else {
-            let relative = entry
-                .path()
-                .strip_prefix(source)
-                .expect("walkdir yields paths below its root");
-            let meta = entry.metadata().map_err(io::Error::other)?;
-            match listed(entry.path(), relative, &meta) {
-                Ok(l) => ListItem::Object(l),
-                Err(e) => ListItem::Skipped {
-                    id,
-                    reason: e.to_string(),
-                },
-            }
+        let item = match entry {
+            Ok(entry) if entry.file_type().is_dir() => continue,
+            Ok(entry) => list_entry(source, &entry),
+            Err(e) => unlistable(source, &e),
         };
         if emit(item).is_break() {
             break;
@@ -62,23 +90,73 @@ pub fn list_local(
     Ok(())
 }
 
-fn listed(path: &Path, relative: &Path, meta: &fs::Metadata) -> io::Result<Listed> {
-    // Destinations may be S3 keys, which are UTF-8, `/`-separated.
-    let relative = relative
-        .to_str()
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                "file name is not valid UTF-8 (cannot name an object after it)",
-            )
-        })?
-        .replace(std::path::MAIN_SEPARATOR, "/");
-    Ok(Listed {
+/// One walked entry that is not a directory.
+fn list_entry(source: &Path, entry: &walkdir::DirEntry) -> ListItem {
+    let id = ObjectId::Local(entry.path().to_path_buf());
+    if !entry.file_type().is_file() {
+        return ListItem::Skipped {
+            id,
+            reason: "not a regular file (not followed)".into(),
+        };
+    }
+    if is_partial_name(entry.file_name()) {
+        return ListItem::Skipped {
+            id,
+            reason: "a temporary file of an unfinished sealpipe output (left by an \
+                     interrupted run); never read as a source"
+                .into(),
+        };
+    }
+    // walkdir yields paths below its root.
+    let relative = entry.path().strip_prefix(source).unwrap_or(entry.path());
+    match entry.metadata() {
+        Ok(meta) => ListItem::Object(listed(entry.path(), relative, &meta)),
+        Err(e) => ListItem::Invalid {
+            id,
+            code: "ListingFailed",
+            error: format!("cannot read the file's metadata: {}", walk_cause(&e)),
+        },
+    }
+}
+
+/// A walk error: a directory that could not be read, so nothing below it is listed.
+fn unlistable(source: &Path, e: &walkdir::Error) -> ListItem {
+    let path = e.path().unwrap_or(source).to_path_buf();
+    ListItem::Invalid {
+        id: ObjectId::Local(path),
+        code: "ListingFailed",
+        error: format!(
+            "cannot list this directory: {}; nothing below it was processed",
+            walk_cause(e)
+        ),
+    }
+}
+
+/// The OS error behind a walk error, without walkdir's repetition of the path.
+fn walk_cause(e: &walkdir::Error) -> String {
+    match e.io_error() {
+        Some(io) => io.to_string(),
+        None => e.to_string(),
+    }
+}
+
+fn listed(path: &Path, relative: &Path, meta: &fs::Metadata) -> Listed {
+    // Destinations mirror names with `/` separators (S3 keys); on Unix the bytes are
+    // kept exactly, whatever they are.
+    #[cfg(unix)]
+    let relative = RelativeName::from(relative.as_os_str().to_os_string());
+    #[cfg(not(unix))]
+    let relative = RelativeName::from(
+        relative
+            .to_string_lossy()
+            .replace(std::path::MAIN_SEPARATOR, "/"),
+    );
+    Listed {
         id: ObjectId::Local(path.to_path_buf()),
         relative,
         size: Some(meta.len()),
         etag: Some(fingerprint(meta)),
-    })
+    }
 }
 
 /// Local files have no ETag; size and modification time stand in for one, so a re-run
@@ -92,7 +170,8 @@ fn fingerprint(meta: &fs::Metadata) -> String {
     format!("local-{}-{mtime}", meta.len())
 }
 
-/// Opens a file to read.
+/// Opens a file to read. The reader fails with [`SourceChanged`] if the file does not
+/// end exactly where it ended when opened, or was modified meanwhile.
 pub fn open_local(path: &Path) -> io::Result<SourceObject> {
     let file = File::open(path)?;
     let meta = file.metadata()?;
@@ -102,6 +181,12 @@ pub fn open_local(path: &Path) -> io::Result<SourceObject> {
             "not a regular file",
         ));
     }
+    let reader = UnchangedFile {
+        file,
+        size: meta.len(),
+        modified: meta.modified().ok(),
+        read: 0,
+    };
     Ok(SourceObject {
         size: meta.len(),
         etag: fingerprint(&meta),
@@ -111,8 +196,66 @@ pub fn open_local(path: &Path) -> io::Result<SourceObject> {
             ..Default::default()
         },
         head: bytes::Bytes::new(),
-        reader: Box::new(BufReader::with_capacity(256 * 1024, file)),
+        reader: Box::new(BufReader::with_capacity(256 * 1024, reader)),
     })
+}
+
+/// A local source that changed while it was read: it grew, shrank, or its modification
+/// time moved. Carried inside the reader's `io::Error`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the file changed while it was read ({what}); nothing was written for it, a re-run reads the new contents"
+)]
+pub struct SourceChanged {
+    what: String,
+}
+
+impl SourceChanged {
+    /// Finds a `SourceChanged` inside an I/O error.
+    pub fn in_io(e: &io::Error) -> Option<&SourceChanged> {
+        e.get_ref().and_then(|inner| inner.downcast_ref())
+    }
+
+    fn error(what: String) -> io::Error {
+        io::Error::other(SourceChanged { what })
+    }
+}
+
+/// A file read to exactly the end it had when opened.
+struct UnchangedFile {
+    file: File,
+    size: u64,
+    modified: Option<SystemTime>,
+    read: u64,
+}
+
+impl Read for UnchangedFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.size {
+            return Err(SourceChanged::error(format!(
+                "it had {} bytes when opened and grew past that",
+                self.size
+            )));
+        }
+        if n == 0 && !buf.is_empty() {
+            if self.read != self.size {
+                return Err(SourceChanged::error(format!(
+                    "it had {} bytes when opened, {} when reading ended",
+                    self.size, self.read
+                )));
+            }
+            // Same length, but rewritten in place meanwhile?
+            let now = self.file.metadata()?;
+            if now.len() != self.size || now.modified().ok() != self.modified {
+                return Err(SourceChanged::error(
+                    "it was modified while it was read".into(),
+                ));
+            }
+        }
+        Ok(n)
+    }
 }
 
 #[cfg(unix)]
@@ -126,16 +269,78 @@ fn unix_mode(_: &fs::Metadata) -> Option<u32> {
     None
 }
 
+/// Whether two paths name the same existing file (same device and inode): a hard
+/// link, a bind mount or another spelling of one path.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (fs::metadata(a), fs::metadata(b)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// The permission bits an output file gets: the source's read, write and execute bits
+/// (`source_mode`; `None` for S3 sources, which have none, means `rw-rw-rw-`), filtered
+/// by the process's umask, as for any file the user creates. Setuid, setgid and sticky
+/// bits are never kept, and ownership is the running user's: decrypting a setuid
+/// binary's ciphertext as root must not produce a setuid root binary.
+pub fn output_mode(source_mode: Option<u32>) -> u32 {
+    source_mode.map_or(0o666, |m| m & 0o777) & !umask()
+}
+
+/// The process's file-creation mask, read once.
+fn umask() -> u32 {
+    static UMASK: OnceLock<u32> = OnceLock::new();
+    *UMASK.get_or_init(|| {
+        // Linux says it; elsewhere, a file created with every bit shows what the mask
+        // took away. If neither works, assume the strictest mask rather than none.
+        umask_from_proc().or_else(umask_from_probe).unwrap_or(0o077)
+    })
+}
+
+fn umask_from_proc() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+    u32::from_str_radix(line.split_whitespace().nth(1)?, 8).ok()
+}
+
+#[cfg(unix)]
+fn umask_from_probe() -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let probe = tempfile::Builder::new()
+        .permissions(fs::Permissions::from_mode(0o777))
+        .tempfile()
+        .ok()?;
+    let mode = probe.as_file().metadata().ok()?.permissions().mode();
+    Some(0o777 & !mode)
+}
+
+#[cfg(not(unix))]
+fn umask_from_probe() -> Option<u32> {
+    None
+}
+
 /// An output being written under a temporary name in its destination directory. It
 /// replaces the destination only on [`commit`](Self::commit); dropped, it is removed, so
-/// a failure never leaves partial output behind.
+/// a failure never leaves partial output behind. While it exists its writer holds an
+/// exclusive lock on it (see [`remove_stale_partials`]).
 pub struct StagedFile {
     temp: tempfile::NamedTempFile,
     destination: PathBuf,
 }
 
 impl StagedFile {
-    /// Creates the temporary file (and missing parent directories).
+    /// Creates the temporary file (mode 0600, and missing parent directories).
     ///
     /// An existing destination must be a regular file: renaming over a device, pipe,
     /// socket or symbolic link would replace that node itself (think `/dev/null`).
@@ -148,7 +353,7 @@ impl StagedFile {
                 format!(
                     "destination {} exists and is not a regular file; sealpipe replaces \
                      only regular files",
-                    destination.display()
+                    crate::escape::path(destination)
                 ),
             ));
         }
@@ -157,14 +362,22 @@ impl StagedFile {
             _ => Path::new("."),
         };
         fs::create_dir_all(parent)?;
-        let temp = tempfile::Builder::new()
-            .prefix(".sealpipe-")
-            .suffix(".partial")
-            .tempfile_in(parent)?;
-        Ok(Self {
-            temp,
-            destination: destination.to_path_buf(),
-        })
+        loop {
+            let temp = tempfile::Builder::new()
+                .prefix(PARTIAL_PREFIX)
+                .suffix(PARTIAL_SUFFIX)
+                .tempfile_in(parent)?;
+            temp.as_file().lock()?;
+            // A cleaner may have found the file between its creation and the lock,
+            // taken it for stale and removed it: then this one is no longer in the
+            // directory, and a new one is needed.
+            if still_linked(temp.as_file())? {
+                return Ok(Self {
+                    temp,
+                    destination: destination.to_path_buf(),
+                });
+            }
+        }
     }
 
     /// The file to write.
@@ -174,9 +387,9 @@ impl StagedFile {
 
     /// Gives the output the permission bits `mode` and moves it to its final name
     /// atomically.
-    pub fn commit(self, mode: Option<u32>) -> io::Result<()> {
+    pub fn commit(self, mode: u32) -> io::Result<()> {
         #[cfg(unix)]
-        if let Some(mode) = mode {
+        {
             use std::os::unix::fs::PermissionsExt;
             self.temp
                 .as_file()
@@ -191,19 +404,87 @@ impl StagedFile {
     }
 }
 
+#[cfg(unix)]
+fn still_linked(file: &File) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(file.metadata()?.nlink() > 0)
+}
+
+#[cfg(not(unix))]
+fn still_linked(_: &File) -> io::Result<bool> {
+    Ok(true)
+}
+
+/// What [`remove_stale_partials`] found.
+#[derive(Debug, Default)]
+pub struct PartialCleanup {
+    /// Stale partial outputs removed (or, in a dry run, that would be).
+    pub removed: u64,
+    /// Partial outputs a live process is writing (locked), left alone.
+    pub in_use: u64,
+    /// Stale partial outputs that could not be removed, and why.
+    pub not_removed: Vec<(PathBuf, io::Error)>,
+}
+
+/// Removes the temporary outputs that killed runs left anywhere below `root` (a
+/// directory, or a single output's directory when `recursive` is false): plaintext
+/// prefixes of decrypted files, among others. A partial file whose lock can be taken
+/// has no live writer; one that is locked belongs to a running job and is left alone.
+/// With `dry_run`, counts without removing.
+pub fn remove_stale_partials(root: &Path, recursive: bool, dry_run: bool) -> PartialCleanup {
+    let mut found = PartialCleanup::default();
+    if !root.is_dir() {
+        return found;
+    }
+    let depth = if recursive { usize::MAX } else { 1 };
+    let walk = walkdir::WalkDir::new(root).max_depth(depth).into_iter();
+    for entry in walk.filter_map(Result::ok) {
+        if !entry.file_type().is_file() || !is_partial_name(entry.file_name()) {
+            continue;
+        }
+        let path = entry.path();
+        let file = match File::open(path) {
+            Ok(f) => f,
+            // Committed or removed by its writer meanwhile.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                found.not_removed.push((path.to_path_buf(), e));
+                continue;
+            }
+        };
+        match file.try_lock() {
+            Ok(()) if dry_run => found.removed += 1,
+            // Removed while locked, so no writer can be starting on it meanwhile.
+            Ok(()) => match fs::remove_file(path) {
+                Ok(()) => found.removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => found.not_removed.push((path.to_path_buf(), e)),
+            },
+            Err(fs::TryLockError::WouldBlock) => found.in_use += 1,
+            Err(fs::TryLockError::Error(e)) => found.not_removed.push((path.to_path_buf(), e)),
+        }
+    }
+    found
+}
+
 /// A local destination file, written through a buffer and committed atomically.
 pub struct LocalSink {
     staged: StagedFile,
     out: BufWriter<File>,
-    mode: Option<u32>,
+    mode: u32,
 }
 
 impl LocalSink {
-    /// Starts the output for `destination`; it gets the permission bits `mode`.
-    pub fn create(destination: &Path, mode: Option<u32>) -> io::Result<Self> {
+    /// Starts the output for `destination`; on commit it gets
+    /// [`output_mode`]`(source_mode)`.
+    pub fn create(destination: &Path, source_mode: Option<u32>) -> io::Result<Self> {
         let mut staged = StagedFile::create(destination)?;
         let out = BufWriter::with_capacity(256 * 1024, staged.file().try_clone()?);
-        Ok(Self { staged, out, mode })
+        Ok(Self {
+            staged,
+            out,
+            mode: output_mode(source_mode),
+        })
     }
 }
 
@@ -223,5 +504,103 @@ impl ObjectSink for LocalSink {
         let size = self.staged.file().metadata()?.len();
         self.staged.commit(self.mode)?;
         Ok(size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_names() {
+        for yes in [".sealpipe-abc123.partial", ".sealpipe-x.partial"] {
+            assert!(is_partial_name(OsStr::new(yes)), "{yes}");
+        }
+        for no in [
+            ".sealpipe-.partial",
+            "sealpipe-a.partial",
+            ".sealpipe-a",
+            "a.partial",
+        ] {
+            assert!(!is_partial_name(OsStr::new(no)), "{no}");
+        }
+    }
+
+    #[test]
+    fn stale_partials_go_and_live_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a/b");
+        fs::create_dir_all(&nested).unwrap();
+        // Left by a killed run: no lock.
+        fs::write(nested.join(".sealpipe-dead01.partial"), b"plaintext prefix").unwrap();
+        fs::write(dir.path().join(".sealpipe-dead02.partial"), b"x").unwrap();
+        fs::write(dir.path().join("kept.txt"), b"not ours").unwrap();
+        // A live writer's, locked.
+        let live = StagedFile::create(&dir.path().join("out.bin")).unwrap();
+
+        let dry = remove_stale_partials(dir.path(), true, true);
+        assert_eq!((dry.removed, dry.in_use), (2, 1));
+        assert!(nested.join(".sealpipe-dead01.partial").exists());
+
+        let top_only = remove_stale_partials(dir.path(), false, false);
+        assert_eq!((top_only.removed, top_only.in_use), (1, 1));
+        let all = remove_stale_partials(dir.path(), true, false);
+        assert_eq!((all.removed, all.in_use), (1, 1));
+        assert!(all.not_removed.is_empty());
+        assert!(!nested.join(".sealpipe-dead01.partial").exists());
+        assert!(dir.path().join("kept.txt").exists());
+
+        live.commit(0o600).unwrap();
+        assert!(dir.path().join("out.bin").exists());
+        let after = remove_stale_partials(dir.path(), true, false);
+        assert_eq!((after.removed, after.in_use), (0, 0));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn outputs_keep_only_permission_bits_under_the_umask() {
+        let mask = umask();
+        assert_eq!(output_mode(Some(0o104755)), 0o755 & !mask);
+        assert_eq!(output_mode(Some(0o102750)), 0o750 & !mask);
+        assert_eq!(output_mode(Some(0o041777)), 0o777 & !mask);
+        assert_eq!(output_mode(None), 0o666 & !mask);
+        assert_eq!(output_mode(Some(0o100600)), 0o600 & !mask);
+        assert_eq!(umask_from_probe(), Some(mask));
+    }
+
+    #[test]
+    fn a_source_that_changes_while_read_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, vec![7u8; 100_000]).unwrap();
+
+        let mut shrinking = open_local(&path).unwrap();
+        let mut first = vec![0u8; 1000];
+        shrinking.reader.read_exact(&mut first).unwrap();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(10)
+            .unwrap();
+        let err = io::copy(&mut shrinking.reader, &mut io::sink()).unwrap_err();
+        assert!(SourceChanged::in_io(&err).is_some(), "{err}");
+
+        fs::write(&path, vec![7u8; 1000]).unwrap();
+        let mut growing = open_local(&path).unwrap();
+        File::options()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&[1u8; 300_000])
+            .unwrap();
+        let err = io::copy(&mut growing.reader, &mut io::sink()).unwrap_err();
+        assert!(SourceChanged::in_io(&err).is_some(), "{err}");
+
+        fs::write(&path, b"steady").unwrap();
+        let mut steady = open_local(&path).unwrap();
+        let mut all = Vec::new();
+        steady.reader.read_to_end(&mut all).unwrap();
+        assert_eq!(all, b"steady");
     }
 }

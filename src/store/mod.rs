@@ -10,12 +10,16 @@ mod manifest;
 mod s3;
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use budget::{ByteBudget, Reservation};
-pub use local::{LocalSink, StagedFile, list_local, open_local};
+pub use local::{
+    LocalSink, PartialCleanup, SourceChanged, StagedFile, is_partial_name, list_local, open_local,
+    output_mode, remove_stale_partials, same_file,
+};
 pub use manifest::{ManifestEntry, read_manifest};
 pub use s3::{Head, MIN_PART_SIZE, S3Error, S3Settings, S3Sink, S3Stats, S3Store, SourceShape};
 
@@ -93,10 +97,16 @@ impl ObjectId {
     }
 
     /// `(bucket, key, version)` for reports; local files have an empty bucket and their
-    /// path as the key.
+    /// path as the key. S3 keys are exact; a local path is exact when it is UTF-8 and
+    /// escaped losslessly ([`escape::name`](crate::escape::name)) otherwise.
     pub fn report_fields(&self) -> (String, String, String) {
         match self {
-            ObjectId::Local(p) => (String::new(), p.display().to_string(), String::new()),
+            ObjectId::Local(p) => (
+                String::new(),
+                p.to_str()
+                    .map_or_else(|| crate::escape::path(p), str::to_string),
+                String::new(),
+            ),
             ObjectId::S3 {
                 bucket,
                 key,
@@ -110,21 +120,82 @@ impl ObjectId {
     }
 }
 
+/// Names objects for people and logs: escaped losslessly, so a name holding control
+/// characters, line breaks or bytes that are not UTF-8 is printed exactly and safely.
 impl fmt::Display for ObjectId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::escape::name;
         match self {
-            ObjectId::Local(p) => write!(f, "{}", p.display()),
+            ObjectId::Local(p) => f.write_str(&crate::escape::path(p)),
             ObjectId::S3 {
                 bucket,
                 key,
                 version: None,
-            } => write!(f, "s3://{bucket}/{key}"),
+            } => write!(
+                f,
+                "s3://{}/{}",
+                name(bucket.as_bytes()),
+                name(key.as_bytes())
+            ),
             ObjectId::S3 {
                 bucket,
                 key,
                 version: Some(v),
-            } => write!(f, "s3://{bucket}/{key} (version {v})"),
+            } => write!(
+                f,
+                "s3://{}/{} (version {})",
+                name(bucket.as_bytes()),
+                name(key.as_bytes()),
+                name(v.as_bytes())
+            ),
         }
+    }
+}
+
+/// An object's name below the source root, `/`-separated: the part a destination
+/// mirrors. S3 keys are UTF-8; a local file's name may be any bytes the file system
+/// holds, and is carried exactly, so a local destination can reproduce it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RelativeName(OsString);
+
+impl RelativeName {
+    /// The name as UTF-8, if it is (always, for S3 keys).
+    pub fn to_str(&self) -> Option<&str> {
+        self.0.to_str()
+    }
+
+    /// The name as the OS holds it.
+    pub fn as_os_str(&self) -> &OsStr {
+        &self.0
+    }
+
+    /// The name as a relative path (for glob matching, which works on bytes).
+    pub fn as_path(&self) -> &Path {
+        Path::new(&self.0)
+    }
+}
+
+impl From<String> for RelativeName {
+    fn from(s: String) -> Self {
+        Self(s.into())
+    }
+}
+
+impl From<&str> for RelativeName {
+    fn from(s: &str) -> Self {
+        Self(s.into())
+    }
+}
+
+impl From<OsString> for RelativeName {
+    fn from(s: OsString) -> Self {
+        Self(s)
+    }
+}
+
+impl fmt::Display for RelativeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::escape::path(self.as_path()))
     }
 }
 
@@ -133,8 +204,8 @@ impl fmt::Display for ObjectId {
 pub struct Listed {
     /// The object.
     pub id: ObjectId,
-    /// Its name below the source root, `/`-separated: the part a destination mirrors.
-    pub relative: String,
+    /// Its name below the source root: the part a destination mirrors.
+    pub relative: RelativeName,
     /// Size when listed; manifests do not say.
     pub size: Option<u64>,
     /// ETag when listed (S3), or a size-and-mtime fingerprint (local files).
@@ -147,11 +218,14 @@ pub enum ListItem {
     /// An object to process.
     Object(Listed),
     /// An entry that could not be listed or named (a bad manifest line, a failed
-    /// listing page): a failure of the job.
+    /// listing page, a directory that cannot be read): a failure of the job, counted
+    /// and reported like a failed object, while listing goes on where it can.
     Invalid {
-        /// What it was (a manifest line, a prefix).
-        what: String,
-        /// Why it failed.
+        /// What it was: the directory, the prefix, the manifest.
+        id: ObjectId,
+        /// A code for the completion report (`ListingFailed`, `InvalidManifestLine`).
+        code: &'static str,
+        /// Why it failed, and what was left out because of it.
         error: String,
     },
     /// An entry deliberately left alone, and why.
@@ -220,20 +294,34 @@ pub trait ObjectSink: Write + Send {
     fn commit(self: Box<Self>) -> Result<u64, crate::Error>;
 }
 
-/// Whether `relative` (an S3 key below a prefix) can become a path below a local
-/// directory without escaping it: no empty, `.` or `..` components, not absolute.
-pub fn safe_relative_path(relative: &str) -> Option<PathBuf> {
-    if relative.is_empty() || relative.starts_with('/') {
+/// Whether `relative` (an S3 key or a file's name below the source root) can become a
+/// path below a local directory without escaping it: no empty, `.` or `..` components,
+/// not absolute, no NUL.
+pub fn safe_relative_path(relative: &RelativeName) -> Option<PathBuf> {
+    let bytes = relative.as_os_str().as_encoded_bytes();
+    if bytes.is_empty() || bytes[0] == b'/' || bytes.contains(&0) {
         return None;
     }
     let mut path = PathBuf::new();
-    for part in relative.split('/') {
-        if part.is_empty() || part == "." || part == ".." || part.contains('\0') {
+    for part in bytes.split(|b| *b == b'/') {
+        if part.is_empty() || part == b"." || part == b".." {
             return None;
         }
-        path.push(part);
+        path.push(os_str_from(part));
     }
     Some(path)
+}
+
+#[cfg(unix)]
+fn os_str_from(bytes: &[u8]) -> &OsStr {
+    use std::os::unix::ffi::OsStrExt;
+    OsStr::from_bytes(bytes)
+}
+
+#[cfg(not(unix))]
+fn os_str_from(bytes: &[u8]) -> &OsStr {
+    // Elsewhere names come from UTF-8 (S3 keys, and local names are listed as UTF-8).
+    OsStr::new(std::str::from_utf8(bytes).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -266,7 +354,7 @@ mod tests {
     #[test]
     fn keys_never_escape_a_local_destination() {
         assert_eq!(
-            safe_relative_path("a/b.txt"),
+            safe_relative_path(&"a/b.txt".into()),
             Some(PathBuf::from("a/b.txt"))
         );
         for bad in [
@@ -279,7 +367,7 @@ mod tests {
             "a/",
             "a\0b",
         ] {
-            assert_eq!(safe_relative_path(bad), None, "{bad:?}");
+            assert_eq!(safe_relative_path(&bad.into()), None, "{bad:?}");
         }
     }
 }

@@ -336,7 +336,7 @@ impl S3Store {
         let id = ObjectId::s3(bucket, name, None);
         Ok(match self.head(&id).await? {
             Some(head) => SourceShape::Single(Listed {
-                relative: name.rsplit('/').next().unwrap_or(name).to_string(),
+                relative: name.rsplit('/').next().unwrap_or(name).into(),
                 size: Some(head.size),
                 etag: Some(head.etag),
                 id,
@@ -380,7 +380,7 @@ impl S3Store {
                     }
                 } else {
                     ListItem::Object(Listed {
-                        relative: key.strip_prefix(prefix).unwrap_or(key).to_string(),
+                        relative: key.strip_prefix(prefix).unwrap_or(key).into(),
                         size,
                         etag: object.e_tag().map(unquote),
                         id,
