@@ -1903,3 +1903,136 @@ fn sigterm_aborts_the_upload_in_flight_and_leaves_no_object() {
     assert!(s3.uploads("term-dst").is_empty(), "{stderr}");
     assert!(s3.list("term-dst").is_empty(), "{stderr}");
 }
+
+/// Issue 8, class 1 on S3 and class 4's S3 side: without `--in-place` no layout writes
+/// over a source object. Layouts known before listing are refused with exit 2 and touch
+/// nothing; a manifest naming objects that map onto themselves fails exactly those
+/// objects. A local file whose name is not UTF-8 cannot become an S3 key: that file
+/// fails with the reason, every other file is written.
+#[test]
+fn sources_are_never_written_without_in_place() {
+    let s3 = S3::start("no-overwrite");
+    s3.create_bucket("own");
+    let objects = [
+        Obj::plain("a.txt", "alpha"),
+        Obj::plain("raw/b.txt", "bravo"),
+        Obj::plain("raw/raw/c.txt", "charlie"),
+        Obj::plain("raw/d.txt", "delta"),
+    ];
+    s3.put_all("own", &objects);
+    let before = s3.list("own");
+
+    for (args, needle) in [
+        // One object into its own bucket's root: the output key is the source key.
+        (
+            vec!["encrypt", "s3://own/a.txt", "s3://own/"],
+            "replace the source object",
+        ),
+        (
+            vec!["encrypt", "s3://own/a.txt", "s3://own/a.txt"],
+            "source itself",
+        ),
+        // A prefix into an ancestor: raw/raw/c.txt would land on raw/c.txt... and
+        // raw/b.txt on b.txt; refused whatever the keys are.
+        (
+            vec!["encrypt", "s3://own/raw/", "s3://own/"],
+            "contains the source",
+        ),
+        (
+            vec!["encrypt", "s3://own/raw/", "s3://own/raw/sealed/"],
+            "inside the source",
+        ),
+        (
+            vec!["decrypt", "s3://own/raw/", "s3://own/raw/"],
+            "source itself",
+        ),
+        (
+            vec!["reencrypt", "s3://own/raw/", "s3://own/"],
+            "contains the source",
+        ),
+    ] {
+        let mut all = args.clone();
+        all.extend(["--key", &s3.key]);
+        if args[0] == "reencrypt" {
+            all.extend(["--old-key", &s3.key]);
+        }
+        let run = s3.run(&all);
+        run.assert_exit(2);
+        assert!(run.stderr.contains(needle), "{args:?}\n{}", run.context());
+        assert_eq!(s3.list("own"), before, "{args:?} changed the bucket");
+    }
+
+    // A manifest whose objects map onto themselves: each is refused, the others done.
+    std::fs::write(
+        s3.path("self.csv"),
+        "own,a.txt\nown,raw/d.txt\nown,raw/b.txt\n",
+    )
+    .unwrap();
+    let run = s3.run(&[
+        "encrypt",
+        "--manifest",
+        "self.csv",
+        "s3://own/raw/",
+        "--key",
+        &s3.key,
+    ]);
+    // a.txt goes to raw/a.txt (new); raw/d.txt and raw/b.txt go to raw/raw/d.txt and
+    // raw/raw/b.txt: new keys too, so all three are written...
+    run.assert_exit(0);
+    run.assert_objects(3, 3, 0, 0, 0);
+    let run = s3.run(&[
+        "encrypt",
+        "--manifest",
+        "self.csv",
+        "s3://own/",
+        "--key",
+        &s3.key,
+    ]);
+    // ...but into the bucket root, every one of them would replace itself.
+    run.assert_exit(1);
+    run.assert_objects(3, 0, 3, 0, 0);
+    let failures = run.report["failures"].as_array().unwrap();
+    assert!(
+        failures
+            .iter()
+            .all(|f| f["error"].as_str().unwrap().contains("replace the source")),
+        "{}",
+        run.context()
+    );
+    for key in ["a.txt", "raw/d.txt", "raw/b.txt"] {
+        assert_eq!(s3.list("own")[key], before[key], "{key} was rewritten");
+    }
+
+    // Local names that are not UTF-8 to S3: that file fails, the rest is written.
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let tree = s3.path("tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::write(tree.join("ok.txt"), "fine").unwrap();
+        std::fs::write(
+            tree.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt")),
+            "latin-1 name",
+        )
+        .unwrap();
+        s3.create_bucket("names");
+        let run = s3.run(&["encrypt", "tree", "s3://names/", "--key", &s3.key]);
+        run.assert_exit(1);
+        run.assert_objects(2, 1, 1, 0, 0);
+        let failure = &run.report["failures"][0];
+        assert_eq!(failure["key"].as_str().unwrap(), "tree/caf\\xe9.txt");
+        assert!(
+            failure["error"]
+                .as_str()
+                .unwrap()
+                .contains("not valid UTF-8"),
+            "{}",
+            run.context()
+        );
+        assert!(run.stderr.contains("caf\\xe9.txt"), "{}", run.context());
+        assert_eq!(
+            s3.list("names").keys().cloned().collect::<Vec<_>>(),
+            vec!["ok.txt".to_string()]
+        );
+    }
+}

@@ -133,7 +133,7 @@ impl Plan {
             (Source::Location(Location::Local(src)), Shape::Tree, Some(Location::Local(dst))) => {
                 let (src_real, dst_real) = (resolve(src)?, resolve(dst)?);
                 let why = if dst_real == src_real {
-                    Some("is the source directory itself")
+                    Some("is the source itself")
                 } else if dst_real.starts_with(&src_real) {
                     Some("is inside the source directory (a re-run would also read the outputs)")
                 } else if src_real.starts_with(&dst_real) {
