@@ -108,14 +108,16 @@ pub enum KeyringError {
 }
 
 /// The key that wrapped an EDK: the KMS key ARN, or `namespace/key-name` for raw AES
-/// (any other provider: `provider-id/provider-info`).
+/// (any other provider: `provider-id/provider-info`). These bytes come from the
+/// message, so they are escaped: a crafted header cannot put control characters or
+/// line breaks into an error line or a report.
 pub fn wrapping_key_name(edk: &EncryptedDataKey) -> String {
     let info = raw_aes::raw_aes_key_name(&edk.provider_info).unwrap_or(&edk.provider_info);
-    let info = String::from_utf8_lossy(info);
+    let info = crate::escape::bytes(info);
     if edk.provider_id == kms::KMS_PROVIDER_ID {
-        info.into_owned()
+        info
     } else {
-        format!("{}/{info}", edk.provider_id)
+        format!("{}/{info}", crate::escape::text(&edk.provider_id))
     }
 }
 

@@ -23,6 +23,7 @@ pub use filter::ObjectFilter;
 pub use stats::{CacheCounts, Failure, ObjectCounts, PartialCounts, Report, S3Counts, Stats};
 
 use crate::Error;
+use crate::escape;
 use crate::format::{AlgorithmSuite, EncryptionContext};
 use crate::keys::{DataKeyPool, DecryptCache, Keyring, PoolLimits};
 use crate::store::{self, ListItem, Listed, Location, ObjectId, S3Store};
@@ -343,7 +344,7 @@ fn list_manifest(
     let reader: Box<dyn Read + Send> = match location {
         Location::Local(path) => Box::new(
             std::fs::File::open(path)
-                .map_err(|e| format!("cannot open manifest {}: {e}", path.display()))?,
+                .map_err(|e| format!("cannot open manifest {}: {e}", escape::path(path)))?,
         ),
         Location::S3 { bucket, prefix } => {
             let s3 = s3.expect("S3 manifests come with a store");

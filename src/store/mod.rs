@@ -64,8 +64,13 @@ impl Location {
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Location::Local(p) => write!(f, "{}", p.display()),
-            Location::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            Location::Local(p) => f.write_str(&crate::escape::path(p)),
+            Location::S3 { bucket, prefix } => write!(
+                f,
+                "s3://{}/{}",
+                crate::escape::name(bucket.as_bytes()),
+                crate::escape::name(prefix.as_bytes())
+            ),
         }
     }
 }
