@@ -27,6 +27,11 @@ use std::time::SystemTime;
 
 use super::{ListItem, Listed, ObjectId, ObjectMeta, ObjectSink, RelativeName, SourceObject};
 
+/// Where locks are not available, a partial output untouched for this long is taken
+/// for stale: live writers write continuously, and a stall this long fails the object
+/// anyway (S3 read timeouts are a minute).
+const STALE_WITHOUT_LOCKS: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Temporary outputs are named `.sealpipe-XXXXXX.partial`.
 const PARTIAL_PREFIX: &str = ".sealpipe-";
 const PARTIAL_SUFFIX: &str = ".partial";
@@ -367,7 +372,9 @@ impl StagedFile {
                 .prefix(PARTIAL_PREFIX)
                 .suffix(PARTIAL_SUFFIX)
                 .tempfile_in(parent)?;
-            temp.as_file().lock()?;
+            // Some file systems (some FUSE and network ones) have no locks; there the
+            // output is written all the same, and cleaners judge its age instead.
+            let _ = temp.as_file().lock();
             // A cleaner may have found the file between its creation and the lock,
             // taken it for stale and removed it: then this one is no longer in the
             // directory, and a new one is needed.
@@ -429,7 +436,8 @@ pub struct PartialCleanup {
 /// Removes the temporary outputs that killed runs left anywhere below `root` (a
 /// directory, or a single output's directory when `recursive` is false): plaintext
 /// prefixes of decrypted files, among others. A partial file whose lock can be taken
-/// has no live writer; one that is locked belongs to a running job and is left alone.
+/// has no live writer; one that is locked belongs to a running job and is left alone
+/// (where the file system has no locks, one untouched for an hour is taken for stale).
 /// With `dry_run`, counts without removing.
 pub fn remove_stale_partials(root: &Path, recursive: bool, dry_run: bool) -> PartialCleanup {
     let mut found = PartialCleanup::default();
@@ -452,16 +460,28 @@ pub fn remove_stale_partials(root: &Path, recursive: bool, dry_run: bool) -> Par
                 continue;
             }
         };
-        match file.try_lock() {
-            Ok(()) if dry_run => found.removed += 1,
+        let stale = match file.try_lock() {
+            Ok(()) => true,
+            Err(fs::TryLockError::WouldBlock) => false,
+            // No locks on this file system: judge by age.
+            Err(fs::TryLockError::Error(_)) => file
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_WITHOUT_LOCKS),
+        };
+        if !stale {
+            found.in_use += 1;
+        } else if dry_run {
+            found.removed += 1;
+        } else {
             // Removed while locked, so no writer can be starting on it meanwhile.
-            Ok(()) => match fs::remove_file(path) {
+            match fs::remove_file(path) {
                 Ok(()) => found.removed += 1,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => found.not_removed.push((path.to_path_buf(), e)),
-            },
-            Err(fs::TryLockError::WouldBlock) => found.in_use += 1,
-            Err(fs::TryLockError::Error(e)) => found.not_removed.push((path.to_path_buf(), e)),
+            }
         }
     }
     found
