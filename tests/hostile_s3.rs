@@ -3,7 +3,7 @@
 //! inside the footer of a signed 0x0578 message), a message for another key, garbage,
 //! a zero-byte object, headers claiming 65,535 data keys or fields of nearly u16::MAX
 //! bytes, authenticated headers claiming 2 GiB frames, an invalid 4 GiB frame length
-//! and a 5 GiB non-framed body inside about 1 KiB, a tampered frame, a tampered
+//! and 2 and 5 GiB non-framed bodies inside about 1 KiB, a tampered frame, a tampered
 //! header tag, an unauthenticated non-framed claim, trailing bytes, and two
 //! multipart-sized messages that fail only at their end (a tampered last frame, a bad
 //! signature).
@@ -190,6 +190,16 @@ fn hostile(w: &World, seed: u64) -> Vec<(String, Vec<u8>, &'static [&'static str
         "non-framed-claims-5g",
         authenticated(&m, &hb, &nonframed),
         &["5368709120 exceeds the limit"],
+    );
+    // Under the frame-length limit (2^31 - 1): the claim must not be allocated up front.
+    let mut nonframed = vec![0u8; 11];
+    nonframed.push(1);
+    nonframed.extend(0x7fff_0000u64.to_be_bytes());
+    nonframed.extend(common::pseudo_random(900, seed + 6));
+    add(
+        "non-framed-claims-2g",
+        authenticated(&m, &hb, &nonframed),
+        IN_FRAME_1,
     );
     let mut b = good.clone();
     b[hlen + 4 + 12 + 100] ^= 0x01;
