@@ -323,8 +323,16 @@ fn kill_loop(
             ));
         }
         interrupted += running as usize;
+        let staging = world::staging_files(&out);
+        let largest = staging
+            .iter()
+            .filter_map(|p| std::fs::metadata(out.join(p)).ok())
+            .map(|m| m.len())
+            .max()
+            .unwrap_or(0);
         w.log(&format!(
-            "{} kill {} after {delay:?}: {}; {} files in {}, {} of them staging files",
+            "{} kill {} after {delay:?}: {}; {} files in {}, {} of them staging files (the \
+             largest {largest} bytes)",
             args[0],
             attempt + 1,
             match &ended {
@@ -333,7 +341,7 @@ fn kill_loop(
             },
             world::tree_files(&out).len(),
             args[2],
-            world::staging_files(&out).len(),
+            staging.len(),
         ));
     }
     interrupted
