@@ -8,7 +8,9 @@
 //! (exit 1, every failure names its object and the action, the counts add up, nothing
 //! partial is left: no output for a failed object, no open multipart upload). The
 //! proxies' counters prove each kind of fault was injected, and the reports must show
-//! the retries and throttling they caused. No timing is asserted.
+//! the retries and throttling they caused. A third run, a decrypt through the same S3
+//! storm with a KMS that denies every 4th Decrypt, must take the clean-failure branch.
+//! No timing is asserted.
 
 mod common;
 
@@ -283,6 +285,77 @@ fn fault_storm_jobs_complete_or_fail_cleanly() {
     );
     assert!(dec.num("kms/throttled") > 0, "{}", dec.context());
     assert!(dec.num("s3/retries") > 0, "{}", dec.context());
+
+    // ---- a storm that must end in clean failures ----------------------------------------
+    // The same S3 storm, and a KMS that denies every 4th Decrypt (not retried): the
+    // objects whose data key it refused fail, the others complete.
+    let s3 = FaultProxy::start("s3_fault_proxy.py", &w.moto.endpoint(), &S3_STORM);
+    let kms = FaultProxy::start(
+        "kms_fault_proxy.py",
+        &w.moto.endpoint(),
+        &[
+            "--error",
+            "AccessDeniedException",
+            "--message",
+            "not allowed",
+            "--every",
+            "4",
+            "--delay-every",
+            "3",
+            "--delay-seconds",
+            "2",
+            "--actions",
+            "Decrypt",
+        ],
+    );
+    w.create_bucket("storm-dec2");
+    let denied = w.run_via(
+        &s3.endpoint,
+        &[
+            "decrypt",
+            "s3://storm-enc",
+            "s3://storm-dec2",
+            "--key",
+            &key,
+            "--kms-endpoint",
+            &kms.endpoint,
+            "--part-size",
+            "5MiB",
+            "--concurrency",
+            "16",
+            "-q",
+        ],
+    );
+    let s3_denied = s3.stop();
+    let kms_denied = kms_counts(&kms.stop());
+    w.log(&format!(
+        "decrypt with denials: S3 proxy {}; KMS proxy {kms_denied}",
+        s3_denied.trim()
+    ));
+    assert!(kms_denied["injected"].as_u64().unwrap() > 0, "{kms_denied}");
+    denied.assert_exit(1);
+    let denied_failed = check_clean(&w, &denied, &encrypted, "storm-dec2");
+    for f in denied.failures() {
+        let error = f["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("Decrypt") && error.contains("AccessDenied"),
+            "a failure that is not the denied KMS Decrypt: {f}\n{}",
+            denied.context()
+        );
+    }
+    let survived: Vec<String> = encrypted.difference(&denied_failed).cloned().collect();
+    let got = w.get_all("storm-dec2", &survived);
+    for k in &survived {
+        assert!(
+            got[k] == *bodies[k.as_str()],
+            "s3://storm-dec2/{k} differs from its source"
+        );
+    }
+    w.log(&format!(
+        "decrypt with denials: {} failed cleanly, {} round-tripped",
+        denied_failed.len(),
+        survived.len()
+    ));
 
     // Whatever made it through both jobs is exactly its source.
     let restored: Vec<String> = encrypted.difference(&dec_failed).cloned().collect();
