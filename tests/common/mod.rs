@@ -4,6 +4,7 @@
 pub mod faults;
 pub mod legacy;
 pub mod moto;
+pub mod world;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -37,6 +37,19 @@ across all connections and threads:
                     PUT reuses the GET's Authorization/X-Amz-Date/X-Amz-Security-Token
                     (moto checks no signatures but refuses anonymous writes).
 
+--delay-every N with --delay-seconds S
+                    every Nth counted request not picked for a SlowDown or a reset
+                    waits S seconds (float) before it is forwarded: a slow server.
+                    0 = never.
+--stall-every N with --stall-seconds S
+                    counted GETs are numbered 1, 2, 3, ... on their own; every Nth
+                    one not picked for a SlowDown or a reset is forwarded and, if
+                    the upstream response has a body of more than 1 byte, the
+                    status line, the headers and about half of the body are sent,
+                    then the proxy stalls S seconds (float) before sending the rest:
+                    a mid-body stall. A smaller body is sent after the stall. A
+                    request may be both delayed and stalled. 0 = never.
+
 Request bodies: Content-Length bodies (aws-chunked ones included) are streamed to the
 upstream byte for byte. A "Transfer-Encoding: chunked" body is de-chunked (HTTP
 trailers are dropped) and sent with a Content-Length instead. "Expect: 100-continue"
@@ -48,7 +61,8 @@ keep-alive; each request uses a fresh upstream connection.
 
 Prints "PORT <n>" on stdout once listening (127.0.0.1, a free port unless --port);
 nothing is logged per request unless --verbose. Stops on SIGTERM or SIGINT, printing
-"seen=<n> slowdown=<n> reset=<n> overwritten=<n>" to stderr (seen = counted requests)
+"seen=<n> slowdown=<n> reset=<n> overwritten=<n>" to stderr (seen = counted requests),
+followed by " delayed=<n>" with --delay-every and " stalled=<n>" with --stall-every,
 and exiting 0.
 """
 import argparse
@@ -61,6 +75,7 @@ import struct
 import sys
 import tempfile
 import threading
+import time
 import traceback
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -81,7 +96,7 @@ HOP_BY_HOP = {
 }
 
 lock = threading.Lock()
-counts = {"seen": 0, "slowdown": 0, "reset": 0, "overwritten": 0}
+counts = {"seen": 0, "slowdown": 0, "reset": 0, "overwritten": 0, "delayed": 0, "stalled": 0, "gets": 0}
 overwrite_claimed = False
 
 
@@ -98,11 +113,21 @@ def main():
     p.add_argument("--reset-every", type=int, default=0, metavar="M")
     p.add_argument("--overwrite-on-get", default="", metavar="BUCKET/KEY")
     p.add_argument("--overwrite-body", default=None, metavar="TEXT")
+    p.add_argument("--delay-every", type=int, default=0, metavar="N")
+    p.add_argument("--delay-seconds", type=float, default=0.0, metavar="S")
+    p.add_argument("--stall-every", type=int, default=0, metavar="N")
+    p.add_argument("--stall-seconds", type=float, default=0.0, metavar="S")
     p.add_argument("--timeout", type=float, default=300.0, help="upstream socket timeout, seconds")
     p.add_argument("--verbose", action="store_true", help="log each request and errors to stderr")
     args = p.parse_args()
     if args.slowdown_every < 0 or args.reset_every < 0:
         p.error("--slowdown-every and --reset-every must be >= 0")
+    if args.delay_every < 0 or args.stall_every < 0:
+        p.error("--delay-every and --stall-every must be >= 0")
+    if bool(args.delay_every) != (args.delay_seconds > 0):
+        p.error("--delay-every and --delay-seconds go together")
+    if bool(args.stall_every) != (args.stall_seconds > 0):
+        p.error("--stall-every and --stall-seconds go together")
     if bool(args.overwrite_on_get) != (args.overwrite_body is not None):
         p.error("--overwrite-on-get and --overwrite-body go together")
 
@@ -278,8 +303,9 @@ def main():
                     conn.send(piece)
             return conn.getresponse()
 
-        def relay(self, resp, reset_after_half):
-            """Relays resp to the client; optionally resets halfway through the body."""
+        def relay(self, resp, reset_after_half, stall=False):
+            """Relays resp to the client; optionally resets halfway through the body, or
+            stalls there for --stall-seconds."""
             no_body = self.command == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200
             length = resp.getheader("Content-Length")
             length = int(length) if length is not None and length.strip().isdigit() else None
@@ -318,6 +344,8 @@ def main():
                 self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             if no_body:
+                if stall:
+                    time.sleep(args.stall_seconds)
                 return
             if reset_after_half:
                 left = length // 2
@@ -329,33 +357,66 @@ def main():
                     left -= len(piece)
                 self.reset()
                 return
+            # A stall waits once, when about half the body is out (after the first piece
+            # when the size is unknown; before any byte of a body of 0 or 1 bytes).
+            stall_at = None
+            if stall:
+                stall_at = 1 if length is None else (length // 2 if length > 1 else 0)
+                if stall_at == 0:
+                    self.wfile.flush()
+                    time.sleep(args.stall_seconds)
+                    stall_at = None
+            sent = 0
             while True:
-                piece = resp.read(CHUNK)
+                want = CHUNK if stall_at is None else max(1, min(CHUNK, stall_at - sent))
+                piece = resp.read(want)
                 if not piece:
                     break
                 if chunk_out:
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                 else:
                     self.wfile.write(piece)
+                sent += len(piece)
+                if stall_at is not None and sent >= stall_at:
+                    self.wfile.flush()
+                    time.sleep(args.stall_seconds)
+                    stall_at = None
+            if stall and stall_at is not None:  # body shorter than announced
+                time.sleep(args.stall_seconds)
             if chunk_out:
                 self.wfile.write(b"0\r\n\r\n")
 
         def proxy(self):
             global overwrite_claimed
-            slow = rst = False
+            slow = rst = delay = stall = False
             if not methods or self.command in methods:
                 with lock:
                     counts["seen"] += 1
                     n = counts["seen"]
+                    if self.command == "GET":
+                        counts["gets"] += 1
+                    g = counts["gets"]
                     if args.slowdown_every and n % args.slowdown_every == 0:
                         slow = True
                         counts["slowdown"] += 1
                     elif args.reset_every and n % args.reset_every == 0:
                         rst = True
                         counts["reset"] += 1
+                    else:
+                        if args.delay_every and n % args.delay_every == 0:
+                            delay = True
+                            counts["delayed"] += 1
+                        if args.stall_every and self.command == "GET" and g % args.stall_every == 0:
+                            stall = True
+                            counts["stalled"] += 1
             self.started = False
             if args.verbose:
-                log(f"{self.command} {self.path}" + (" -> SlowDown" if slow else " -> reset" if rst else ""))
+                log(
+                    f"{self.command} {self.path}"
+                    + (" -> SlowDown" if slow else " -> reset" if rst else "")
+                    + (" -> delay" if delay else "")
+                    + (" -> stall" if stall else "")
+                )
             try:
                 if slow:
                     self.started = True
@@ -365,6 +426,8 @@ def main():
                     self.drain_body()
                     self.reset()
                     return
+                if delay:
+                    time.sleep(args.delay_seconds)
                 path = self.target()
                 conn = upstream_conn()
                 try:
@@ -382,7 +445,7 @@ def main():
                             with lock:
                                 counts["overwritten"] += 1
                     self.started = True
-                    self.relay(resp, rst)
+                    self.relay(resp, rst, stall)
                 finally:
                     conn.close()
             except Exception as e:  # upstream down or broken, client went away, ...
@@ -432,6 +495,10 @@ def main():
     finally:
         with lock:
             line = "seen={seen} slowdown={slowdown} reset={reset} overwritten={overwritten}".format(**counts)
+            if args.delay_every:
+                line += " delayed={delayed}".format(**counts)
+            if args.stall_every:
+                line += " stalled={stalled}".format(**counts)
         print(line, file=sys.stderr, flush=True)
     server.server_close()
     sys.exit(0)
