@@ -173,7 +173,9 @@ pub fn sts_client(base: &aws_config::SdkConfig, region: Option<&str>) -> aws_sdk
 
 /// The configuration [`s3_client`] built its last client from. An S3 client's own
 /// configuration cannot give its credentials provider back (the SDK's accessor always
-/// answers `None`), so the STS lookup for an S3 denial starts from this.
+/// answers `None`), so the STS lookup for an S3 denial starts from this. Process-wide,
+/// like the cached caller it serves: both assume one set of credentials per process,
+/// as the CLI has. Passing the configuration to `S3Store::new` would remove it.
 static S3_BASE: Mutex<Option<aws_config::SdkConfig>> = Mutex::new(None);
 
 /// An STS client for naming the caller of a denied S3 request: the credentials, HTTP
