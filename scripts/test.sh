@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or a warm one: installs the pinned Python
-# interop peers into .venv-test/, builds once, then runs every test (unit, integration,
-# official ESDK vectors, Python interop, property tests, doc tests) plus fmt and clippy.
+# interop peers into .venv-test/, checks the dependency graph with the pinned cargo-deny
+# (scripts/deny.sh), builds once, then runs every test (unit, integration, official ESDK
+# vectors, Python interop, property tests, doc tests) plus fmt and clippy.
 #
 # Usage: scripts/test.sh [extra cargo test args]
+# Env:   SEALPIPE_ADVISORY_DB  a git checkout of github.com/rustsec/advisory-db; without
+#                              it, RustSec advisories are not checked (see deny.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +25,9 @@ fi
 
 step "Formatting"
 cargo fmt --all -- --check
+
+step "Supply chain: cargo-deny bans, licenses, sources (deny.toml)"
+scripts/deny.sh
 
 step "Build (once, locked)"
 cargo build --locked --all-targets

@@ -1,12 +1,28 @@
 //! AWS configuration shared by the KMS and S3 clients: the standard credential chain,
 //! region and profile, endpoint overrides, timeouts, and SDK retries switched off
 //! (sealpipe retries with its own policy, so the two never multiply).
+//!
+//! Every client (and every credential provider: IMDS, ECS, SSO, web identity) uses the
+//! one HTTPS stack built here, hyper 1 with rustls on ring: the SDK crates are built
+//! without their default clients (see `Cargo.toml`).
+//!
+//! It also names the caller when AWS denies a call ([`caller_hint`]): the principal's
+//! ARN is what a key policy or bucket policy has to name, and it is looked up only
+//! then, once per process.
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+use aws_smithy_http_client::{Builder as HttpClientBuilder, ConnectorBuilder};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use tokio::sync::OnceCell;
 
 /// Overrides on top of the environment (`AWS_REGION`, `AWS_PROFILE`,
 /// `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_KMS`, `AWS_ENDPOINT_URL_S3`, ...), which the SDK
@@ -33,8 +49,30 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// rather than the whole attempt.
 const S3_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The HTTPS client of every AWS call: hyper 1, rustls with ring (the crypto library
+/// sealpipe already uses, so no second one such as aws-lc is built), the platform's
+/// trusted roots, and `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` honoured as by the SDK's
+/// default client. One per configuration, not per process: its pooled connections
+/// belong to the tokio runtime that opened them.
+///
+/// `build_with_connector_fn` is what the SDK's own default client is built with; the
+/// public `build_https` would drop the proxy settings.
+pub fn http_client() -> SharedHttpClient {
+    HttpClientBuilder::new().build_with_connector_fn(|settings, components| {
+        let mut connector =
+            ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::Ring));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
+}
+
 fn loader(settings: &AwsSettings, timeouts: TimeoutConfig) -> aws_config::ConfigLoader {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client())
         .retry_config(RetryConfig::disabled())
         .timeout_config(timeouts);
     if let Some(region) = &settings.region {
@@ -72,6 +110,7 @@ pub async fn s3_client(settings: &AwsSettings) -> aws_sdk_s3::Client {
     )
     .load()
     .await;
+    *S3_BASE.lock().expect("not poisoned") = Some(base.clone());
     let mut config = aws_sdk_s3::config::Builder::from(&base);
     let custom_endpoint = settings.s3_endpoint.is_some()
         || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
@@ -81,4 +120,71 @@ pub async fn s3_client(settings: &AwsSettings) -> aws_sdk_s3::Client {
     }
     config = config.force_path_style(settings.s3_path_style.unwrap_or(custom_endpoint));
     aws_sdk_s3::Client::from_conf(config.build())
+}
+
+/// Who the credentials belong to, as a hint suffix: `; caller: ARN`, or
+/// `; caller unknown: WHY`. Looked up with STS `GetCallerIdentity` on the first call
+/// (only ever made after AWS denied a request, so a run that is not denied sends no
+/// extra request), then remembered for the rest of the process, failures included:
+/// every later denial answers at once, without another request.
+///
+/// `sts` builds the client for the lookup; it should carry the credentials, region and
+/// endpoint of the client that was denied ([`sts_client`], [`sts_client_for_s3`]).
+pub async fn caller_hint(sts: impl FnOnce() -> Option<aws_sdk_sts::Client>) -> String {
+    static CALLER: OnceCell<String> = OnceCell::const_new();
+    let caller = CALLER
+        .get_or_init(|| async {
+            let Some(sts) = sts() else {
+                return "caller unknown: no AWS configuration to ask STS with".into();
+            };
+            CALLER_LOOKUPS.fetch_add(1, Relaxed);
+            match sts.get_caller_identity().send().await {
+                Ok(out) => match out.arn() {
+                    Some(arn) => format!("caller: {arn}"),
+                    None => "caller unknown: GetCallerIdentity named no ARN".into(),
+                },
+                Err(e) => format!(
+                    "caller unknown: STS GetCallerIdentity failed: {}",
+                    DisplayErrorContext(&e)
+                ),
+            }
+        })
+        .await;
+    format!("; {caller}")
+}
+
+static CALLER_LOOKUPS: AtomicU64 = AtomicU64::new(0);
+
+/// How many `GetCallerIdentity` calls this process made: 0 or 1.
+pub fn caller_lookups() -> u64 {
+    CALLER_LOOKUPS.load(Relaxed)
+}
+
+/// An STS client with everything of `base` (credentials, HTTP client, timeouts, retries
+/// off, endpoint: `AWS_ENDPOINT_URL_STS`, else the one the base configuration was
+/// loaded with), in `region` if given.
+pub fn sts_client(base: &aws_config::SdkConfig, region: Option<&str>) -> aws_sdk_sts::Client {
+    let mut conf = aws_sdk_sts::config::Builder::from(base);
+    if let Some(region) = region.filter(|r| !r.is_empty()) {
+        conf = conf.region(aws_sdk_sts::config::Region::new(region.to_string()));
+    }
+    aws_sdk_sts::Client::from_conf(conf.build())
+}
+
+/// The configuration [`s3_client`] built its last client from. An S3 client's own
+/// configuration cannot give its credentials provider back (the SDK's accessor always
+/// answers `None`), so the STS lookup for an S3 denial starts from this. Process-wide,
+/// like the cached caller it serves: both assume one set of credentials per process,
+/// as the CLI has. Passing the configuration to `S3Store::new` would remove it.
+static S3_BASE: Mutex<Option<aws_config::SdkConfig>> = Mutex::new(None);
+
+/// An STS client for naming the caller of a denied S3 request: the credentials, HTTP
+/// client and timeouts [`s3_client`] loaded, in the S3 client's region. The endpoint is
+/// `AWS_ENDPOINT_URL_STS`, else `AWS_ENDPOINT_URL`, else the region's STS; a
+/// `--s3-endpoint` is S3's alone (an S3-compatible store has no STS). `None` when the
+/// client did not come from [`s3_client`].
+pub fn sts_client_for_s3(s3: &aws_sdk_s3::Config) -> Option<aws_sdk_sts::Client> {
+    let base = S3_BASE.lock().expect("not poisoned").clone()?;
+    let region = s3.region().map(|r| r.to_string());
+    Some(sts_client(&base, region.as_deref()))
 }

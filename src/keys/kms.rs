@@ -143,6 +143,15 @@ impl KmsClients {
             })
             .clone()
     }
+
+    /// An STS client like the KMS client for `region`: same credentials, endpoint and
+    /// region, for naming the caller when KMS denies a call.
+    fn sts(&self, region: Option<&str>) -> aws_sdk_sts::Client {
+        let region = region
+            .map(str::to_string)
+            .or_else(|| self.base.region().map(|r| r.to_string()));
+        crate::aws::sts_client(&self.base, region.as_deref())
+    }
 }
 
 /// What every KMS keyring shares: clients, policy, budget, counters.
@@ -208,17 +217,60 @@ pub(crate) fn transience<E: ProvideErrorMetadata>(
     )
 }
 
+/// Whether KMS refused the call for lack of permission. KMS says
+/// `AccessDeniedException` (HTTP 400); a 403 (as IAM-enforcing test servers such as
+/// moto answer, with code `AccessDenied`) means the same.
+fn is_access_denied<E: ProvideErrorMetadata>(
+    err: &SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> bool {
+    match err {
+        SdkError::ServiceError(e) => {
+            matches!(
+                e.err().code(),
+                Some("AccessDeniedException" | "AccessDenied")
+            ) || e.raw().status().as_u16() == 403
+        }
+        _ => false,
+    }
+}
+
 /// Turns a failed KMS call into an error that names the action, the key and, for
-/// permission problems, what to check.
-fn kms_error<E: ProvideErrorMetadata + std::fmt::Debug>(
+/// permission problems, what to check and who the caller is (looked up now, once per
+/// process; see [`crate::aws::caller_hint`]). `region` is that of the client that
+/// made the call.
+async fn kms_failure<E: ProvideErrorMetadata + std::fmt::Debug>(
+    kms: &KmsContext,
+    region: Option<&str>,
     action: &'static str,
     key: &str,
     err: SdkError<E, aws_smithy_runtime_api::http::Response>,
 ) -> KeyringError {
+    let caller = if is_access_denied(&err) {
+        crate::aws::caller_hint(|| Some(kms.clients.sts(region))).await
+    } else {
+        String::new()
+    };
+    kms_error(action, key, err, &caller)
+}
+
+/// [`kms_failure`] without the lookup: `caller` is the `; caller: ...` suffix of a
+/// denial, else empty.
+fn kms_error<E: ProvideErrorMetadata + std::fmt::Debug>(
+    action: &'static str,
+    key: &str,
+    err: SdkError<E, aws_smithy_runtime_api::http::Response>,
+    caller: &str,
+) -> KeyringError {
+    let denied = is_access_denied(&err);
     let (code, message) = match &err {
+        // A body the JSON protocol cannot read (a proxy's, or moto's XML denial)
+        // still has a status worth showing.
         SdkError::ServiceError(e) => (
-            e.err().code().unwrap_or("Unknown").to_string(),
-            e.err().message().unwrap_or_default().to_string(),
+            e.err()
+                .code()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("HTTP {}", e.raw().status().as_u16())),
+            e.err().message().unwrap_or("(no message)").to_string(),
         ),
         SdkError::TimeoutError(_) => ("Timeout".into(), "the call timed out".into()),
         SdkError::DispatchFailure(e) => (
@@ -231,9 +283,9 @@ fn kms_error<E: ProvideErrorMetadata + std::fmt::Debug>(
         other => ("Error".into(), format!("{other:?}")),
     };
     let hint = match code.as_str() {
-        "AccessDeniedException" => format!(
+        _ if denied => format!(
             "; both the key policy of {key} and the IAM policy of the calling principal must \
-             allow kms:{action} (the usual cause is a role missing from the key policy)"
+             allow kms:{action} (the usual cause is a role missing from the key policy){caller}"
         ),
         "DisabledException" => "; the key is disabled: enable it, or use another key".into(),
         "KMSInvalidStateException" => {
@@ -288,10 +340,11 @@ impl KmsKeyring {
 
     async fn wrap(&self, mut m: EncryptionMaterials) -> Result<EncryptionMaterials, KeyringError> {
         let client = self.client();
+        let region = KmsArn::region_of(&self.key);
         let context = kms_context(&m.context);
         let (arn, ciphertext) = match &m.data_key {
             None => {
-                let out = self
+                let result = self
                     .kms
                     .call(&self.kms.stats.generate_data_key, || {
                         client
@@ -302,8 +355,21 @@ impl KmsKeyring {
                             .set_grant_tokens(self.kms.grant_tokens())
                             .send()
                     })
-                    .await
-                    .map_err(|e| kms_error("GenerateDataKey", &self.key, e))?;
+                    .await;
+                let out = match result {
+                    Ok(out) => out,
+                    Err(e) => {
+                        let region = region.as_deref();
+                        return Err(kms_failure(
+                            &self.kms,
+                            region,
+                            "GenerateDataKey",
+                            &self.key,
+                            e,
+                        )
+                        .await);
+                    }
+                };
                 let plaintext = out
                     .plaintext
                     .map(Blob::into_inner)
@@ -316,7 +382,7 @@ impl KmsKeyring {
                 (out.key_id, out.ciphertext_blob)
             }
             Some(data_key) => {
-                let out = self
+                let result = self
                     .kms
                     .call(&self.kms.stats.encrypt, || {
                         client
@@ -327,8 +393,14 @@ impl KmsKeyring {
                             .set_grant_tokens(self.kms.grant_tokens())
                             .send()
                     })
-                    .await
-                    .map_err(|e| kms_error("Encrypt", &self.key, e))?;
+                    .await;
+                let out = match result {
+                    Ok(out) => out,
+                    Err(e) => {
+                        let region = region.as_deref();
+                        return Err(kms_failure(&self.kms, region, "Encrypt", &self.key, e).await);
+                    }
+                };
                 (out.key_id, out.ciphertext_blob)
             }
         };
@@ -427,7 +499,9 @@ async fn decrypt_first<'a>(
                     message: format!("KMS answered for another key: {:?}", out.key_id),
                 })
             }
-            Err(e) => last_error = Some(kms_error("Decrypt", &key_arn, e)),
+            Err(e) => {
+                last_error = Some(kms_failure(kms, Some(&key.region), "Decrypt", &key_arn, e).await)
+            }
         }
     }
     last_error.map_or(Ok(None), Err)

@@ -120,6 +120,13 @@ impl S3Error {
             .and_then(|inner| inner.downcast_ref::<S3Error>())
     }
 
+    /// Whether S3 refused the request for lack of permission: `AccessDenied`, or a
+    /// bare 403 (HEAD responses have no body to carry a code). Other 403 codes
+    /// (`SignatureDoesNotMatch`, `InvalidAccessKeyId`, ...) are not about policies.
+    fn is_access_denied(&self) -> bool {
+        self.code == "AccessDenied" || (self.status == Some(403) && self.code == "HTTP 403")
+    }
+
     fn new(
         action: &'static str,
         object: &dyn std::fmt::Display,
@@ -218,17 +225,15 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
         ),
         other => ("request failed".to_string(), error_chain(other)),
     };
-    let hint = if code == "AccessDenied" {
-        format!(
-            " (the credentials need {}; check the IAM policy and the bucket policy)",
-            permission(action)
-        )
-    } else {
-        String::new()
-    };
     let mut e = S3Error::new(action, object, &code, message);
     e.status = status;
-    e.hint = hint;
+    if e.is_access_denied() {
+        // [`retried`] appends the caller: finding it takes a request.
+        e.hint = format!(
+            " (the credentials need {}; check the IAM policy and the bucket policy)",
+            permission(action)
+        );
+    }
     (transience, e)
 }
 
@@ -904,7 +909,7 @@ impl S3Sink {
     /// was killed (it could not abort its own) leaves them, and they cost storage.
     async fn abort_stale_uploads(&self) -> Result<(), S3Error> {
         let (bucket, key) = self.bucket_key();
-        let out = retried(&self.shared, || {
+        let out = retried_quietly(&self.shared, || {
             let request = self
                 .shared
                 .client
@@ -988,7 +993,7 @@ fn if_match(p: &Precondition) -> Option<String> {
 
 async fn abort_upload(shared: &Shared, id: &ObjectId, upload_id: &str) -> Result<(), S3Error> {
     let (bucket, key, _) = s3_parts(id);
-    let result = retried(shared, || {
+    let result = retried_quietly(shared, || {
         let request = shared
             .client
             .abort_multipart_upload()
@@ -1070,7 +1075,30 @@ pub struct Head {
     pub meta: ObjectMeta,
 }
 
-async fn retried<T, Fut>(shared: &Shared, mut call: impl FnMut() -> Fut) -> Result<T, S3Error>
+/// Runs a request with the retry policy. An `AccessDenied` that ends it names the
+/// caller (see [`crate::aws::caller_hint`]).
+async fn retried<T, Fut>(shared: &Shared, call: impl FnMut() -> Fut) -> Result<T, S3Error>
+where
+    Fut: Future<Output = Result<T, (Transience, S3Error)>>,
+{
+    let mut result = retried_quietly(shared, call).await;
+    if let Err(e) = &mut result
+        && e.is_access_denied()
+    {
+        let caller =
+            crate::aws::caller_hint(|| crate::aws::sts_client_for_s3(shared.client.config())).await;
+        e.hint.push_str(&caller);
+    }
+    result
+}
+
+/// [`retried`] without naming the caller, for housekeeping whose failure is counted and
+/// passed over (stale upload cleanup, aborting a failed upload): a run that succeeds
+/// must not send a `GetCallerIdentity` it never reports.
+async fn retried_quietly<T, Fut>(
+    shared: &Shared,
+    mut call: impl FnMut() -> Fut,
+) -> Result<T, S3Error>
 where
     Fut: Future<Output = Result<T, (Transience, S3Error)>>,
 {

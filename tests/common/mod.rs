@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod iam;
 pub mod legacy;
 pub mod moto;
 pub mod world;
