@@ -242,6 +242,7 @@ fn print_summary(report: &Report, quiet: bool, kms: &keyref::KmsSource) {
         );
         return;
     }
+    // For display only: `as u64` below saturates, and the ratio is never NaN.
     let rate = report.bytes_in as f64 / report.elapsed_s.max(1e-9);
     say!(
         "{verb} {} of {} objects ({} failed, {} conflicts, {} skipped): {} in, {} out, {:.2} s, \

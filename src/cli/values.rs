@@ -223,7 +223,7 @@ bounded_integer!(
     /// least 64 MiB of messages.
     BenchSize(usize),
     1,
-    1 << 30
+    sealpipe::bench::MAX_MESSAGE_SIZE
 );
 
 bounded_integer!(
@@ -237,7 +237,7 @@ bounded_integer!(
     /// `bench --threads`: 0 (one per core) to 1024.
     BenchThreads(usize),
     0,
-    1024
+    sealpipe::bench::MAX_THREADS
 );
 
 bounded_real!(
