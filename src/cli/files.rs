@@ -89,7 +89,7 @@ impl ReportFile {
         if path.is_dir() {
             bail!("report {shown} is a directory; give a file name");
         }
-        let dir = parent_dir(path)?;
+        let dir = parent_dir(path).with_context(|| format!("cannot write report {shown}"))?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -139,6 +139,9 @@ pub fn create_completion_report(path: &Path) -> anyhow::Result<File> {
 fn parent_dir(path: &Path) -> anyhow::Result<PathBuf> {
     match path.parent().filter(|p| !p.as_os_str().is_empty()) {
         Some(parent) => {
+            if parent.exists() && !parent.is_dir() {
+                bail!("{} is not a directory", escape::path(parent));
+            }
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create directory {}", escape::path(parent)))?;
             Ok(parent.to_path_buf())

@@ -303,10 +303,7 @@ async fn s3_store(global: &GlobalArgs, config: &Config) -> anyhow::Result<S3Stor
         && s != "aws:kms"
         && s != "AES256"
     {
-        bail!(
-            "--sse {:?}: use aws:kms or AES256",
-            sealpipe::escape::text(s)
-        );
+        bail!("--sse {s:?}: use aws:kms or AES256");
     }
     let settings = sealpipe::aws::AwsSettings {
         region: global
@@ -442,9 +439,8 @@ fn parse_suite(s: Option<&str>) -> anyhow::Result<AlgorithmSuite> {
     {
         Some(suite) if suite.is_committing() => Ok(suite),
         _ => bail!(
-            "unsupported suite {:?} for encryption: use 0478 (AES-256-GCM, HKDF-SHA512, key \
-             commitment) or 0578 (the same with an ECDSA P-384 signature)",
-            sealpipe::escape::text(s)
+            "unsupported suite {s:?} for encryption: use 0478 (AES-256-GCM, HKDF-SHA512, key \
+             commitment) or 0578 (the same with an ECDSA P-384 signature)"
         ),
     }
 }
@@ -453,18 +449,15 @@ fn parse_suite(s: Option<&str>) -> anyhow::Result<AlgorithmSuite> {
 fn parse_pairs(pairs: &[String], flag: &str) -> anyhow::Result<EncryptionContext> {
     let mut ctx = EncryptionContext::new();
     for p in pairs {
-        let shown = sealpipe::escape::text(p);
+        // `{:?}` escapes controls itself, and the output module escapes every line.
         let (k, v) = p
             .split_once('=')
-            .ok_or_else(|| anyhow!("{flag} {shown:?}: expected KEY=VALUE"))?;
+            .ok_or_else(|| anyhow!("{flag} {p:?}: expected KEY=VALUE"))?;
         if k.is_empty() {
-            bail!("{flag} {shown:?}: the key is empty");
+            bail!("{flag} {p:?}: the key is empty");
         }
         if ctx.insert(k, v).is_some() {
-            bail!(
-                "{flag}: the key {:?} is given twice",
-                sealpipe::escape::text(k)
-            );
+            bail!("{flag}: the key {k:?} is given twice");
         }
     }
     unreserved(ctx, flag)
@@ -476,8 +469,7 @@ fn parse_pairs(pairs: &[String], flag: &str) -> anyhow::Result<EncryptionContext
 fn unreserved(ctx: EncryptionContext, source: &str) -> anyhow::Result<EncryptionContext> {
     if let Some(key) = ctx.reserved_key() {
         bail!(
-            "{source}: the key {:?} uses the prefix {}, which is reserved for the format",
-            sealpipe::escape::text(key),
+            "{source}: the key {key:?} uses the prefix {}, which is reserved for the format",
             sealpipe::format::RESERVED_PREFIX
         );
     }

@@ -90,9 +90,8 @@ const NO_KEY: &str = "no key given: pass --key with a KMS key ARN or alias, or \
 
 fn unrecognized(keyref: &str) -> String {
     format!(
-        "unrecognized key reference {:?}: expected a KMS key ARN, alias/NAME, an alias ARN, \
-         kms:KEY_ID, or raw-aes:NAMESPACE:NAME:PATH",
-        sealpipe::escape::text(keyref)
+        "unrecognized key reference {keyref:?}: expected a KMS key ARN, alias/NAME, an \
+         alias ARN, kms:KEY_ID, or raw-aes:NAMESPACE:NAME:PATH"
     )
 }
 

@@ -89,9 +89,8 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
             job::reading(Mode::Verify, &args, global, &config, &kms).await?
         }
         other => bail!(
-            "{}: unknown [job] mode {:?} (encrypt, decrypt, reencrypt or verify)",
-            escape::path(&path),
-            escape::text(other)
+            "{}: unknown [job] mode {other:?} (encrypt, decrypt, reencrypt or verify)",
+            escape::path(&path)
         ),
     };
     if !global.quiet {

@@ -326,13 +326,16 @@ pub enum SizeValue {
 /// Parses `8388608`, `8MiB`, `8M`, `1.5GiB`, `512KiB` exactly (no floating point: a
 /// count past 2^53 keeps every digit); fractions of a byte are dropped.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let shown = sealpipe::escape::text(s);
-    let not_a_size = || format!("{shown:?} is not a size (e.g. 8MiB, 512KiB, 1GiB, 1048576)");
+    // `{:?}` escapes controls itself.
+    let not_a_size = || format!("{s:?} is not a size (e.g. 8MiB, 512KiB, 1GiB, 1048576)");
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
+    if !number.contains(|c: char| c.is_ascii_digit()) {
+        return Err(not_a_size());
+    }
     let scale: u128 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -341,17 +344,16 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "t" | "tb" | "tib" => 1 << 40,
         other => {
             return Err(format!(
-                "{shown:?}: unknown unit {:?} (KiB, MiB, GiB, TiB)",
-                sealpipe::escape::text(other)
+                "{s:?}: unknown unit {other:?} (KiB, MiB, GiB, TiB)"
             ));
         }
     };
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
     // 19 digits of a fraction still fit a u128 product with any scale above.
-    if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') || fraction.len() > 19 {
+    if fraction.contains('.') || fraction.len() > 19 {
         return Err(not_a_size());
     }
-    let out_of_range = || format!("{shown:?} is more than {} bytes", u64::MAX);
+    let out_of_range = || format!("{s:?} is more than {} bytes", u64::MAX);
     let whole: u128 = if whole.is_empty() {
         0
     } else {
