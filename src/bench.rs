@@ -39,6 +39,9 @@ use crate::stream::{self, DecryptOptions, EncryptOptions};
 /// The largest message [`seal_throughput`] accepts: it holds about four copies of
 /// `max(message_size, 64 MiB)` bytes of messages at once.
 pub const MAX_MESSAGE_SIZE: usize = 1 << 30;
+/// The longest frame [`seal_throughput`] accepts: every thread of the ceilings holds
+/// one.
+pub const MAX_FRAME_LENGTH: u32 = 64 << 20;
 /// The most threads [`seal_throughput`] starts.
 pub const MAX_THREADS: usize = 1024;
 /// The longest [`BenchConfig::min_time`]: one hour per figure.
@@ -292,6 +295,12 @@ pub fn seal_throughput(config: &BenchConfig) -> Result<BenchResult, Error> {
             config.message_size
         )));
     }
+    if !(1..=MAX_FRAME_LENGTH).contains(&config.frame_length) {
+        return Err(Error::Config(format!(
+            "benchmark frames must be 1 to {MAX_FRAME_LENGTH} bytes, not {}",
+            config.frame_length
+        )));
+    }
     if config.threads > MAX_THREADS {
         return Err(Error::Config(format!(
             "the benchmark uses at most {MAX_THREADS} threads, not {}",
@@ -446,6 +455,7 @@ fn measure(min_time: Duration, mut op: impl FnMut()) -> Rounds {
         .zip(process_cpu_time())
         .map(|(a, b)| b.saturating_sub(a));
     times.sort_unstable();
+    // At least five runs, so the median exists.
     Rounds {
         count: times.len() as u64,
         median: times[times.len() / 2],

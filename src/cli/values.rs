@@ -230,7 +230,7 @@ bounded_integer!(
     /// `bench --frame-len`: 1 byte to 64 MiB (each thread holds a frame).
     BenchFrameLength(u32),
     1,
-    64 << 20
+    sealpipe::bench::MAX_FRAME_LENGTH
 );
 
 bounded_integer!(
@@ -374,7 +374,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// `n` bytes in the largest binary unit that divides it.
 fn human(n: u64) -> String {
     for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if n >= 1 << shift && n % (1 << shift) == 0 {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
             return format!("{}{unit}", n >> shift);
         }
     }
