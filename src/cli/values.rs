@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 /// An integer type with inclusive bounds.
 macro_rules! bounded_integer {
-    ($(#[$doc:meta])* $name:ident($t:ty), $min:expr, $max:expr) => {
+    ($(#[$doc:meta])* $name:ident($t:ty), $what:literal, $min:expr, $max:expr) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
         #[serde(try_from = "i64")]
@@ -37,7 +37,8 @@ macro_rules! bounded_integer {
 
             fn range_error(got: &str) -> String {
                 format!(
-                    "must be a whole number from {} to {}, not {}",
+                    "{} must be a whole number from {} to {}, not {}",
+                    $what,
                     Self::MIN,
                     Self::MAX,
                     sealpipe::escape::text(got)
@@ -70,7 +71,7 @@ macro_rules! bounded_integer {
 
 /// A real number type with bounds; `min_open` excludes the minimum itself.
 macro_rules! bounded_real {
-    ($(#[$doc:meta])* $name:ident, $min:expr, $min_open:expr, $max:expr, $unit:literal) => {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $min:expr, $min_open:expr, $max:expr, $unit:literal) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
         #[serde(try_from = "f64")]
@@ -97,7 +98,8 @@ macro_rules! bounded_real {
                     ("from", "to")
                 };
                 format!(
-                    "must be {low} {} {high} {} {}, not {}",
+                    "{} must be {low} {} {high} {} {}, not {}",
+                    $what,
                     Self::MIN,
                     Self::MAX,
                     $unit,
@@ -126,7 +128,7 @@ macro_rules! bounded_real {
 /// A byte count with inclusive bounds, written `8388608`, `8MiB`, `1.5GiB`; in the
 /// config file a number or such a string.
 macro_rules! bounded_size {
-    ($(#[$doc:meta])* $name:ident, $min:expr, $max:expr) => {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $min:expr, $max:expr) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
         #[serde(try_from = "SizeValue")]
@@ -141,7 +143,8 @@ macro_rules! bounded_size {
                     Ok(Self(v))
                 } else {
                     Err(format!(
-                        "must be from {} to {}, not {v} bytes",
+                        "{} must be from {} to {}, not {v} bytes",
+                        $what,
                         human(Self::MIN),
                         human(Self::MAX),
                     ))
@@ -174,6 +177,7 @@ bounded_integer!(
     /// Objects processed at once: `--concurrency`, `SEALPIPE_CONCURRENCY`,
     /// `[runtime] concurrency`.
     Concurrency(usize),
+    "concurrency",
     1,
     65_536
 );
@@ -183,6 +187,7 @@ bounded_integer!(
     /// largest frame a reader accepts (`--max-frame-len`, `[decrypt] max_frame_length`):
     /// the format's own range.
     FrameLength(u32),
+    "the frame length",
     1,
     sealpipe::format::MAX_FRAME_LENGTH
 );
@@ -191,6 +196,7 @@ bounded_integer!(
     /// `--max-encrypted-data-keys`, `[decrypt] max_encrypted_data_keys`: a message
     /// needs at least one, the format holds at most 65535.
     MaxDataKeys(u16),
+    "the maximum of encrypted data keys",
     1,
     u16::MAX
 );
@@ -199,6 +205,7 @@ bounded_integer!(
     /// `--max-header-size`, `[decrypt] max_header_size`: up to 1 GiB (the header is read
     /// into memory).
     HeaderSize(usize),
+    "the maximum header size",
     1,
     1 << 30
 );
@@ -207,6 +214,7 @@ bounded_integer!(
     /// `--cache-max-messages`, `[cache] max_messages`: up to 2^32, the ESDK's own limit
     /// of messages per data key.
     CacheMessages(u64),
+    "messages per data key",
     1,
     1 << 32
 );
@@ -214,6 +222,7 @@ bounded_integer!(
 bounded_integer!(
     /// `--cache-max-bytes`, `[cache] max_bytes`.
     CacheBytes(u64),
+    "bytes per data key",
     1,
     u64::MAX
 );
@@ -222,6 +231,7 @@ bounded_integer!(
     /// `bench --size`: 1 byte to 1 GiB; the benchmark holds about four copies of at
     /// least 64 MiB of messages.
     BenchSize(usize),
+    "the message size",
     1,
     sealpipe::bench::MAX_MESSAGE_SIZE
 );
@@ -229,6 +239,7 @@ bounded_integer!(
 bounded_integer!(
     /// `bench --frame-len`: 1 byte to 64 MiB (each thread holds a frame).
     BenchFrameLength(u32),
+    "the frame length",
     1,
     sealpipe::bench::MAX_FRAME_LENGTH
 );
@@ -236,6 +247,7 @@ bounded_integer!(
 bounded_integer!(
     /// `bench --threads`: 0 (one per core) to 1024.
     BenchThreads(usize),
+    "the thread count",
     0,
     sealpipe::bench::MAX_THREADS
 );
@@ -244,6 +256,7 @@ bounded_real!(
     /// `--kms-rate`, `SEALPIPE_KMS_RATE`, `[aws] kms_rate`: KMS requests per second.
     /// At least 0.01 (one every 100 s), at most a million.
     KmsRate,
+    "the KMS rate",
     0.01,
     false,
     1e6,
@@ -254,6 +267,7 @@ bounded_real!(
     /// A wait in seconds, 0 to one day: `--kms-retry-max-delay`, `--kms-retry-total`
     /// and their `[aws]` keys.
     Delay,
+    "a retry wait",
     0.0,
     false,
     86_400.0,
@@ -264,6 +278,7 @@ bounded_real!(
     /// How long a data key lives, more than 0 and up to one day: `--cache-max-age`,
     /// `[cache] max_age_seconds`.
     Age,
+    "a data key's age",
     0.0,
     true,
     86_400.0,
@@ -273,6 +288,7 @@ bounded_real!(
 bounded_real!(
     /// `bench --seconds`: 0 to one hour per figure.
     BenchSeconds,
+    "the time per figure",
     0.0,
     false,
     3_600.0,
@@ -282,6 +298,7 @@ bounded_real!(
 bounded_size!(
     /// `--part-size`, `[s3] part_size`: S3's own part limits, 5 MiB to 5 GiB.
     PartSize,
+    "the part size",
     sealpipe::store::MIN_PART_SIZE,
     5 << 30
 );
@@ -290,6 +307,7 @@ bounded_size!(
     /// `--max-in-flight`, `[s3] max_in_flight`: 10 MiB (two of the smallest parts) to
     /// 1 TiB.
     InFlight,
+    "bytes in flight",
     10 << 20,
     1 << 40
 );
