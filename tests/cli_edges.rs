@@ -643,6 +643,8 @@ fn dry_runs_read_no_key_file() {
         ],
         vec!["decrypt", "enc", "out", "--key", missing, "--dry-run"],
         vec!["verify", "enc", "--key", missing, "--dry-run"],
+        // Discovery needs no key reference, and builds no KMS client in a dry run.
+        vec!["decrypt", "enc", "out", "--discovery", "--dry-run"],
         vec![
             "reencrypt",
             "enc",

@@ -167,30 +167,23 @@ fn command_name(mode: Mode) -> &'static str {
     }
 }
 
-/// Keys from flags (relative to the working directory), else from the config file
-/// (relative to the file), as keyrings. A dry run uses no key: it only checks the
-/// references' syntax and returns none, so an unreadable key file or missing AWS
-/// credentials do not stop it.
-async fn keyrings(
-    flag_keys: &[String],
-    config_keys: &[String],
-    config: &Config,
-    kms: &keyref::KmsSource,
-    dry_run: bool,
-) -> anyhow::Result<Vec<Arc<dyn Keyring>>> {
-    let (keys, base) = if flag_keys.is_empty() {
+/// Key references from flags (relative to the working directory), else from the
+/// config file (relative to the file), with the directory they are relative to.
+fn key_refs<'a>(
+    flag_keys: &'a [String],
+    config_keys: &'a [String],
+    config: &'a Config,
+) -> (&'a [String], &'a Path) {
+    if flag_keys.is_empty() {
         (config_keys, config.base.as_path())
     } else {
         (flag_keys, Path::new(""))
-    };
-    if dry_run {
-        keyref::check_refs(keys)?;
-        return Ok(Vec::new());
     }
-    keyref::keyring_from_refs(keys, base, kms).await
 }
 
-/// The same keys as one (multi-)keyring; none in a dry run.
+/// The wrapping keys as one (multi-)keyring. A dry run uses no key, so it gets none:
+/// the references are only checked for syntax, and an unreadable key file or missing
+/// AWS credentials do not stop it.
 async fn keyring(
     flag_keys: &[String],
     config_keys: &[String],
@@ -198,11 +191,12 @@ async fn keyring(
     kms: &keyref::KmsSource,
     dry_run: bool,
 ) -> anyhow::Result<Option<Arc<dyn Keyring>>> {
-    let keyrings = keyrings(flag_keys, config_keys, config, kms, dry_run).await?;
+    let (keys, base) = key_refs(flag_keys, config_keys, config);
     if dry_run {
+        keyref::check_refs(keys, false)?;
         return Ok(None);
     }
-    keyref::combine(keyrings).map(Some)
+    keyref::combine(keyref::keyring_from_refs(keys, base, kms).await?).map(Some)
 }
 
 /// Repeatable flags if any were given, else the config file's list.
@@ -242,20 +236,24 @@ async fn read_options(
     config: &Config,
     kms: &keyref::KmsSource,
 ) -> anyhow::Result<()> {
-    let mut keyrings = keyrings(flag_keys, config_keys, config, kms, job.dry_run).await?;
-    if args.discovery && !job.dry_run {
-        let filter = (!args.discovery_account.is_empty()).then(|| DiscoveryFilter {
-            partition: args.discovery_partition.clone(),
-            accounts: args.discovery_account.clone(),
-        });
-        keyrings.push(Arc::new(KmsDiscoveryKeyring::new(
-            filter,
-            kms.context().await.clone(),
-        )));
-    }
+    let (keys, base) = key_refs(flag_keys, config_keys, config);
+    // As for wrapping keys, a dry run only checks the references (discovery needs
+    // none) and builds no keyring.
     job.unwrap_keyring = if job.dry_run {
+        keyref::check_refs(keys, args.discovery)?;
         None
     } else {
+        let mut keyrings = keyref::keyring_from_refs(keys, base, kms).await?;
+        if args.discovery {
+            let filter = (!args.discovery_account.is_empty()).then(|| DiscoveryFilter {
+                partition: args.discovery_partition.clone(),
+                accounts: args.discovery_account.clone(),
+            });
+            keyrings.push(Arc::new(KmsDiscoveryKeyring::new(
+                filter,
+                kms.context().await.clone(),
+            )));
+        }
         Some(keyref::combine(keyrings)?)
     };
     job.reproduced_context = if args.reproduced_context.is_empty() {

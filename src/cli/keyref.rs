@@ -72,9 +72,10 @@ pub async fn keyring_from_refs(
 }
 
 /// Checks the syntax of `refs` only: what a dry run needs, since it uses no key. No
-/// key file is opened and no KMS client is built.
-pub fn check_refs(refs: &[String]) -> anyhow::Result<()> {
-    if refs.is_empty() {
+/// key file is opened and no KMS client is built. `none_needed` when another source
+/// of keys (KMS discovery) makes an empty list acceptable.
+pub fn check_refs(refs: &[String], none_needed: bool) -> anyhow::Result<()> {
+    if refs.is_empty() && !none_needed {
         bail!("{NO_KEY}");
     }
     for r in refs {
