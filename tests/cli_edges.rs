@@ -597,10 +597,16 @@ fn an_unwritable_report_is_refused_before_any_object_is_processed() {
             let err = stderr(&o).to_lowercase();
             assert!(err.matches("directory").count() <= 1, "{err}");
         }
-        ws.write("c.toml", format!("[job]\nsource = \"src\"\ndestination = \"enc\"\nkeys = [\"{KEY}\"]\n[runtime]\nreport = \"{report}\"\n").as_bytes());
+        // `sealpipe run` checks the report before it creates a development key, too.
+        let config = format!(
+            "[job]\nsource = \"src\"\ndestination = \"enc\"\nkeys = [\"raw-aes:dev:k:dev.key\"]\n\
+             create_missing_dev_key = true\n[runtime]\nreport = \"{report}\"\n"
+        );
+        ws.write("c.toml", config.as_bytes());
         let o = ws.run(&["run", "--config", "c.toml"]);
         assert_eq!(o.status.code(), Some(2), "{report}: {}", stderr(&o));
         assert!(!ws.path("enc").exists(), "{report}: the job ran");
+        assert!(!ws.path("dev.key").exists(), "{report}: a key was created");
     }
     assert_eq!(std::fs::read_dir(ws.path("reports")).unwrap().count(), 0);
     assert_eq!(std::fs::read(ws.path("src/a.txt")).unwrap(), b"alpha");

@@ -150,7 +150,8 @@ async fn run_job(
     });
     if job.dry_run && !quiet {
         say!(
-            "dry run: key references are checked for syntax only; no key file is read and no KMS client is built"
+            "dry run: key references are checked for syntax only; no key file is read and \
+             no KMS client is built"
         );
     }
     let progress =

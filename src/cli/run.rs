@@ -28,6 +28,9 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
         .unwrap_or_else(|| PathBuf::from("config.toml"));
     let config = Config::load(&path)?;
     let kms = job::kms_source(global, &config)?;
+    // Before anything is written (a development key, any object): a report that cannot
+    // be written must not cost a whole job.
+    let report_file = prepare_report(global, &config)?;
     let section = &config.job;
     // Local paths in the file are relative to the file; S3 locations are kept as given.
     let resolve = |s: &String| {
@@ -114,8 +117,6 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
         .completion_report
         .as_ref()
         .map(|p| config.resolve(p));
-    // Before any object: a report that cannot be written must not cost a whole job.
-    let report_file = prepare_report(global, &config)?;
     let report = run_job(main_job, global.quiet, &kms, completion.as_deref()).await?;
     print_summary(&report, global.quiet, &kms);
 
