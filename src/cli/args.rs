@@ -52,7 +52,8 @@ pub struct GlobalArgs {
     /// Objects processed at once, 1 to 65536 [default: 8 for local jobs, 64 with S3].
     #[arg(long, global = true, env = "SEALPIPE_CONCURRENCY", value_name = "N")]
     pub concurrency: Option<Concurrency>,
-    /// Write a JSON report of the job to FILE.
+    /// Write a JSON report of the job to FILE. Checked before the job starts; written
+    /// whole or not at all (a temporary file beside FILE, then renamed).
     #[arg(long, global = true, value_name = "FILE")]
     pub report: Option<PathBuf>,
     #[command(flatten)]
