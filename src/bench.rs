@@ -36,6 +36,24 @@ use crate::format::{AlgorithmSuite, BodyAad, ContentKind, EncryptionContext, fra
 use crate::keys::{DecryptionMaterials, EncryptionMaterials, RawAesKeyring, encryption_materials};
 use crate::stream::{self, DecryptOptions, EncryptOptions};
 
+/// The largest message [`seal_throughput`] accepts: it holds about four copies of
+/// `max(message_size, 64 MiB)` bytes of messages at once.
+pub const MAX_MESSAGE_SIZE: usize = 1 << 30;
+/// The longest frame [`seal_throughput`] accepts: every thread of the ceilings holds
+/// one.
+pub const MAX_FRAME_LENGTH: u32 = 64 << 20;
+/// The most threads [`seal_throughput`] starts.
+pub const MAX_THREADS: usize = 1024;
+/// The longest [`BenchConfig::min_time`]: one hour per figure.
+pub const MAX_MIN_TIME: Duration = Duration::from_secs(3600);
+/// Messages sealed at once in a round, still many per thread: small messages would
+/// otherwise be tens of millions (64 MiB of one-byte messages), each with its own
+/// header and buffers.
+const MAX_MESSAGES_PER_ROUND: usize = 1 << 12;
+/// Frames per thread and timed round in the ceilings: tiny frames would otherwise
+/// make a round tens of millions of seals long.
+const MAX_FRAMES_PER_ROUND: usize = 1 << 16;
+
 /// What to measure.
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
@@ -184,9 +202,10 @@ impl fmt::Display for BenchResult {
 pub fn aead_ceiling(aead: AeadBackend, frame_length: u32, min_time: Duration) -> f64 {
     let key = AeadKey::new(aead, &[7u8; 32]);
     let message_id = [1u8; 32];
+    // A u32 always fits a usize on the platforms we build for (32 and 64 bits).
     let l = frame_length.max(1) as usize;
     // One timed round is about 1 MiB of frames.
-    let frames = ((1 << 20) / l).max(1);
+    let frames = ((1 << 20) / l).clamp(1, MAX_FRAMES_PER_ROUND);
     let mut buf = vec![0x5Au8; l];
     let mut seq = 1u32;
     let round = measure(min_time, || {
@@ -213,12 +232,14 @@ fn parallel_ceiling(
     let l = frame_length.max(1) as usize;
     // About 32 MiB per thread and round (a few milliseconds), so waking the threads
     // costs little.
-    let frames = ((32 << 20) / l).max(1);
+    let frames = ((32 << 20) / l).clamp(1, MAX_FRAMES_PER_ROUND);
     let round = || {
         pool.broadcast(|ctx| {
             let mut buf = vec![0x5Au8; l];
             for i in 0..frames {
-                let seq = (ctx.index() * frames + i) as u32 + 1;
+                // Distinct per thread while they fit; a benchmark's IVs need not be
+                // unique, only its arithmetic must not overflow.
+                let seq = ((ctx.index() * frames + i) as u32).wrapping_add(1).max(1);
                 let aad = BodyAad::new(&message_id, ContentKind::Frame, seq, l as u64);
                 std::hint::black_box(key.seal_in_place(&frame_iv(seq), aad.as_bytes(), &mut buf));
             }
@@ -268,6 +289,31 @@ const ROUND_BYTES: usize = 64 << 20;
 pub fn seal_throughput(config: &BenchConfig) -> Result<BenchResult, Error> {
     use rayon::prelude::*;
 
+    if !(1..=MAX_MESSAGE_SIZE).contains(&config.message_size) {
+        return Err(Error::Config(format!(
+            "benchmark messages must be 1 to {MAX_MESSAGE_SIZE} bytes, not {}",
+            config.message_size
+        )));
+    }
+    if !(1..=MAX_FRAME_LENGTH).contains(&config.frame_length) {
+        return Err(Error::Config(format!(
+            "benchmark frames must be 1 to {MAX_FRAME_LENGTH} bytes, not {}",
+            config.frame_length
+        )));
+    }
+    if config.threads > MAX_THREADS {
+        return Err(Error::Config(format!(
+            "the benchmark uses at most {MAX_THREADS} threads, not {}",
+            config.threads
+        )));
+    }
+    if config.min_time > MAX_MIN_TIME {
+        return Err(Error::Config(format!(
+            "the benchmark measures each figure for at most {} s",
+            MAX_MIN_TIME.as_secs()
+        )));
+    }
+
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(config.threads)
         .build()
@@ -280,9 +326,10 @@ pub fn seal_throughput(config: &BenchConfig) -> Result<BenchResult, Error> {
         ..Default::default()
     };
     options.validate()?;
-    let per_round = (ROUND_BYTES / config.message_size.max(1)).max(1);
+    let per_round = (ROUND_BYTES / config.message_size).clamp(1, MAX_MESSAGES_PER_ROUND);
     let plaintexts: Vec<Vec<u8>> = (0..per_round)
         // Never zero: calloc'd zero pages all map to one physical page and read for free.
+        // Any byte will do, so `as u8` may drop the high bits.
         .map(|i| vec![(i as u8) | 0x5A; config.message_size])
         .collect();
     let round_bytes = (per_round * config.message_size) as f64;
@@ -408,6 +455,7 @@ fn measure(min_time: Duration, mut op: impl FnMut()) -> Rounds {
         .zip(process_cpu_time())
         .map(|(a, b)| b.saturating_sub(a));
     times.sort_unstable();
+    // At least five runs, so the median exists.
     Rounds {
         count: times.len() as u64,
         median: times[times.len() / 2],

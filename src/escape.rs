@@ -27,6 +27,13 @@ fn is_unsafe(c: char) -> bool {
             | '\u{FFF9}'..='\u{FFFB}')
 }
 
+/// Whether `c` must be escaped before it reaches a terminal (controls, DEL, C1,
+/// direction overrides, zero-width characters), for writers that escape in their own
+/// syntax, such as JSON's `\uXXXX`.
+pub fn is_terminal_unsafe(c: char) -> bool {
+    is_unsafe(c)
+}
+
 fn push_char(out: &mut String, c: char, double_backslash: bool) {
     match c {
         '\\' if double_backslash => out.push_str("\\\\"),

@@ -4,6 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use super::values::{
+    Age, BenchFrameLength, BenchSeconds, BenchSize, BenchThreads, CacheBytes, CacheMessages,
+    Concurrency, Delay, FrameLength, HeaderSize, InFlight, KmsRate, MaxDataKeys, PartSize,
+};
+
 /// Bulk envelope encryption of S3 objects and local files in the AWS Encryption SDK
 /// message format.
 ///
@@ -44,10 +49,11 @@ pub struct GlobalArgs {
     /// AES-GCM implementation: ring (fast) or rustcrypto (portable, pure Rust).
     #[arg(long, global = true, env = "SEALPIPE_AEAD", value_name = "BACKEND")]
     pub aead: Option<String>,
-    /// Objects processed at once [default: 8 for local jobs, 64 with S3].
+    /// Objects processed at once, 1 to 65536 [default: 8 for local jobs, 64 with S3].
     #[arg(long, global = true, env = "SEALPIPE_CONCURRENCY", value_name = "N")]
-    pub concurrency: Option<usize>,
-    /// Write a JSON report of the job to FILE.
+    pub concurrency: Option<Concurrency>,
+    /// Write a JSON report of the job to FILE. Checked before the job starts; written
+    /// whole or not at all (a temporary file beside FILE, then renamed).
     #[arg(long, global = true, value_name = "FILE")]
     pub report: Option<PathBuf>,
     #[command(flatten)]
@@ -71,32 +77,33 @@ pub struct AwsArgs {
     /// KMS endpoint URL (a local test server, a VPC endpoint).
     #[arg(long, global = true, value_name = "URL")]
     pub kms_endpoint: Option<String>,
-    /// At most this many KMS requests per second from this process (share a quota
-    /// between N machines by giving each 1/N).
+    /// At most this many KMS requests per second from this process, 0.01 to 1000000
+    /// (share a quota between N machines by giving each 1/N).
     #[arg(
         long,
         global = true,
         env = "SEALPIPE_KMS_RATE",
         value_name = "PER_SECOND"
     )]
-    pub kms_rate: Option<f64>,
-    /// Longest wait between two retries of a throttled or failed KMS call, in seconds
-    /// [default: 10]. Waits grow exponentially with full jitter up to this.
+    pub kms_rate: Option<KmsRate>,
+    /// Longest wait between two retries of a throttled or failed KMS call, 0 to 86400
+    /// seconds [default: 10]. Waits grow exponentially with full jitter up to this.
     #[arg(long, global = true, value_name = "SECONDS")]
-    pub kms_retry_max_delay: Option<f64>,
-    /// Give up on a KMS call after waiting this long in total, in seconds [default: 60].
+    pub kms_retry_max_delay: Option<Delay>,
+    /// Give up on a KMS call after waiting this long in total, 0 to 86400 seconds
+    /// [default: 60].
     #[arg(long, global = true, value_name = "SECONDS")]
-    pub kms_retry_total: Option<f64>,
-    /// Seconds one data key serves new messages [default: 300]; on decrypt, how long an
-    /// unwrapped data key stays cached.
+    pub kms_retry_total: Option<Delay>,
+    /// Seconds one data key serves new messages, more than 0 and at most 86400
+    /// [default: 300]; on decrypt, how long an unwrapped data key stays cached.
     #[arg(long, global = true, value_name = "SECONDS")]
-    pub cache_max_age: Option<f64>,
-    /// Messages one data key may encrypt [default: 1048576].
+    pub cache_max_age: Option<Age>,
+    /// Messages one data key may encrypt, 1 to 4294967296 [default: 1048576].
     #[arg(long, global = true, value_name = "N")]
-    pub cache_max_messages: Option<u64>,
-    /// Plaintext bytes one data key may encrypt [default: 1099511627776].
+    pub cache_max_messages: Option<CacheMessages>,
+    /// Plaintext bytes one data key may encrypt, at least 1 [default: 1099511627776].
     #[arg(long, global = true, value_name = "BYTES")]
-    pub cache_max_bytes: Option<u64>,
+    pub cache_max_bytes: Option<CacheBytes>,
 }
 
 /// S3 transfer settings (config file section `[s3]`).
@@ -111,15 +118,15 @@ pub struct S3Args {
     /// endpoint.
     #[arg(long, global = true, value_name = "BOOL")]
     pub s3_path_style: Option<bool>,
-    /// Bytes per ranged GET and per multipart part, at least 5MiB [default: 8MiB].
-    /// Accepts suffixes: KiB, MiB, GiB (or K, M, G).
-    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
-    pub part_size: Option<u64>,
+    /// Bytes per ranged GET and per multipart part, 5MiB to 5GiB [default: 8MiB].
+    /// Accepts suffixes: KiB, MiB, GiB, TiB (or K, M, G, T).
+    #[arg(long, global = true, value_name = "SIZE")]
+    pub part_size: Option<PartSize>,
     /// Bytes in flight at once across all objects (downloaded, not yet sealed; sealed,
-    /// not yet uploaded) [default: 256MiB]. Peak memory is this plus the runtime's,
+    /// not yet uploaded), 10MiB to 1TiB and at least two parts [default: 256MiB]. Peak memory is this plus the runtime's,
     /// HTTP and allocator overhead (measured: 60 to 180 MiB, more with larger parts).
-    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
-    pub max_in_flight: Option<u64>,
+    #[arg(long, global = true, value_name = "SIZE")]
+    pub max_in_flight: Option<InFlight>,
     /// Storage class of written objects (STANDARD, INTELLIGENT_TIERING, GLACIER_IR, ...).
     #[arg(long, global = true, value_name = "CLASS")]
     pub storage_class: Option<String>,
@@ -130,35 +137,6 @@ pub struct S3Args {
     /// KMS key for --sse aws:kms (else the bucket's default key).
     #[arg(long, global = true, value_name = "KEY_ID")]
     pub sse_kms_key_id: Option<String>,
-}
-
-/// Parses `8388608`, `8MiB`, `8M`, `1.5GiB`, `512KiB`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 8MiB, 512KiB, 1GiB, 1048576)"))?;
-    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        other => {
-            return Err(format!(
-                "{s:?}: unknown unit {other:?} (KiB, MiB, GiB, TiB)"
-            ));
-        }
-    };
-    let bytes = number * scale as f64;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(bytes as u64)
 }
 
 /// The commands.
@@ -243,7 +221,7 @@ pub struct WriteArgs {
     pub suite: Option<String>,
     /// Plaintext bytes per frame, 1 to 2147483647 [default: 65536].
     #[arg(long, value_name = "BYTES")]
-    pub frame_len: Option<u32>,
+    pub frame_len: Option<FrameLength>,
 }
 
 /// How messages are read (decrypt, reencrypt, verify).
@@ -273,15 +251,16 @@ pub struct ReadArgs {
     /// require-encrypt-allow-decrypt (also legacy v1 messages).
     #[arg(long, value_name = "POLICY")]
     pub commitment_policy: Option<String>,
-    /// Refuse messages with more encrypted data keys than this [default: 16].
+    /// Refuse messages with more encrypted data keys than this, 1 to 65535 [default: 16].
     #[arg(long, value_name = "N")]
-    pub max_encrypted_data_keys: Option<u16>,
-    /// Refuse headers longer than this many bytes [default: 1048576].
+    pub max_encrypted_data_keys: Option<MaxDataKeys>,
+    /// Refuse headers longer than this many bytes, 1 to 1073741824 [default: 1048576].
     #[arg(long, value_name = "BYTES")]
-    pub max_header_size: Option<usize>,
-    /// Refuse frame lengths (and non-framed bodies) above this [default: 2147483647].
+    pub max_header_size: Option<HeaderSize>,
+    /// Refuse frame lengths (and non-framed bodies) above this, 1 to 2147483647
+    /// [default: 2147483647].
     #[arg(long, value_name = "BYTES")]
-    pub max_frame_len: Option<u32>,
+    pub max_frame_len: Option<FrameLength>,
 }
 
 /// `encrypt`.
@@ -366,18 +345,19 @@ pub struct RunArgs {
 /// `bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Message size in bytes [default: 67108864].
+    /// Message size in bytes, 1 to 1073741824 [default: 67108864]. Memory used is about
+    /// four times the larger of this and 64MiB.
     #[arg(long, value_name = "BYTES")]
-    pub size: Option<usize>,
-    /// Frame length [default: 65536].
+    pub size: Option<BenchSize>,
+    /// Frame length, 1 to 67108864 [default: 65536].
     #[arg(long, value_name = "BYTES")]
-    pub frame_len: Option<u32>,
-    /// Threads to seal with [default: all cores].
+    pub frame_len: Option<BenchFrameLength>,
+    /// Threads to seal with, 0 (all cores) to 1024 [default: all cores].
     #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
-    /// Seconds to measure each figure [default: 2].
+    pub threads: Option<BenchThreads>,
+    /// Seconds to measure each figure, 0 to 3600 [default: 2].
     #[arg(long, value_name = "SECONDS")]
-    pub seconds: Option<f64>,
+    pub seconds: Option<BenchSeconds>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

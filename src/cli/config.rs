@@ -7,6 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
+use super::values::{
+    Age, CacheBytes, CacheMessages, Concurrency, Delay, FrameLength, HeaderSize, InFlight, KmsRate,
+    MaxDataKeys, PartSize,
+};
+
 /// The whole file. Every section and field is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,7 +77,7 @@ pub struct JobSection {
 #[serde(deny_unknown_fields)]
 pub struct EncryptSection {
     pub suite: Option<String>,
-    pub frame_length: Option<u32>,
+    pub frame_length: Option<FrameLength>,
 }
 
 /// `[decrypt]`.
@@ -80,9 +85,9 @@ pub struct EncryptSection {
 #[serde(deny_unknown_fields)]
 pub struct DecryptSection {
     pub commitment_policy: Option<String>,
-    pub max_encrypted_data_keys: Option<u16>,
-    pub max_header_size: Option<usize>,
-    pub max_frame_length: Option<u32>,
+    pub max_encrypted_data_keys: Option<MaxDataKeys>,
+    pub max_header_size: Option<HeaderSize>,
+    pub max_frame_length: Option<FrameLength>,
     #[serde(default)]
     pub reproduced_context: BTreeMap<String, String>,
 }
@@ -92,7 +97,7 @@ pub struct DecryptSection {
 #[serde(deny_unknown_fields)]
 pub struct RuntimeSection {
     pub aead: Option<String>,
-    pub concurrency: Option<usize>,
+    pub concurrency: Option<Concurrency>,
     pub report: Option<PathBuf>,
     pub completion_report: Option<PathBuf>,
     #[serde(default)]
@@ -107,11 +112,11 @@ pub struct AwsSection {
     pub profile: Option<String>,
     pub kms_endpoint: Option<String>,
     /// KMS requests per second.
-    pub kms_rate: Option<f64>,
+    pub kms_rate: Option<KmsRate>,
     /// Longest wait between retries, seconds.
-    pub kms_retry_max_delay: Option<f64>,
+    pub kms_retry_max_delay: Option<Delay>,
     /// Total waiting before giving up, seconds.
-    pub kms_retry_total: Option<f64>,
+    pub kms_retry_total: Option<Delay>,
     #[serde(default)]
     pub grant_tokens: Vec<String>,
 }
@@ -120,9 +125,9 @@ pub struct AwsSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheSection {
-    pub max_age_seconds: Option<f64>,
-    pub max_messages: Option<u64>,
-    pub max_bytes: Option<u64>,
+    pub max_age_seconds: Option<Age>,
+    pub max_messages: Option<CacheMessages>,
+    pub max_bytes: Option<CacheBytes>,
 }
 
 /// `[s3]`: transfer settings, as the flags of the same names.
@@ -131,37 +136,24 @@ pub struct CacheSection {
 pub struct S3Section {
     pub endpoint: Option<String>,
     pub path_style: Option<bool>,
-    pub part_size: Option<Size>,
-    pub max_in_flight: Option<Size>,
+    pub part_size: Option<PartSize>,
+    pub max_in_flight: Option<InFlight>,
     pub storage_class: Option<String>,
     pub sse: Option<String>,
     pub sse_kms_key_id: Option<String>,
 }
 
-/// A byte count: a number, or a string with a unit (`"8MiB"`).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Size {
-    Bytes(u64),
-    Text(String),
-}
-
-impl Size {
-    pub fn bytes(&self) -> Result<u64, String> {
-        match self {
-            Size::Bytes(n) => Ok(*n),
-            Size::Text(s) => super::args::parse_size(s),
-        }
-    }
-}
-
 impl Config {
     /// Loads `path`.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let mut config: Config = toml::from_str(&text)
-            .with_context(|| format!("invalid config file {}", path.display()))?;
+        let shown = sealpipe::escape::path(path);
+        let mut bytes = Vec::new();
+        super::files::read_small_file(path, super::files::MAX_CONFIG_BYTES, &mut bytes)
+            .context("cannot read the config file")?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("config file {shown} is not UTF-8"))?;
+        let mut config: Config =
+            toml::from_str(&text).with_context(|| format!("invalid config file {shown}"))?;
         config.base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())

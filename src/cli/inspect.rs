@@ -5,6 +5,7 @@ use std::io::BufReader;
 use std::path::Path;
 
 use anyhow::Context;
+use sealpipe::escape;
 use sealpipe::format::{ContentType, DecodeLimits, MessageVersion};
 use sealpipe::keys::raw_aes_key_name;
 use serde_json::json;
@@ -12,10 +13,11 @@ use serde_json::json;
 use super::Outcome;
 
 pub fn run(path: &Path) -> anyhow::Result<Outcome> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let shown = escape::path(path);
+    let file = File::open(path).with_context(|| format!("cannot open {shown}"))?;
     let (header, _) =
         sealpipe::stream::read_header(&mut BufReader::new(file), &DecodeLimits::default())
-            .with_context(|| format!("{} is not a readable ESDK message", path.display()))?;
+            .with_context(|| format!("{shown} is not a readable ESDK message"))?;
     let body = &header.body;
     let edks: Vec<_> = body
         .encrypted_data_keys
@@ -35,7 +37,9 @@ pub fn run(path: &Path) -> anyhow::Result<Outcome> {
         })
         .collect();
     let doc = json!({
-        "file": path.display().to_string(),
+        // Lossless, so a name that is not UTF-8 still names the file; the JSON writer
+        // escapes what a terminal must not see in the message's own strings.
+        "file": shown,
         "version": match body.suite.version { MessageVersion::V1 => "1.0", MessageVersion::V2 => "2.0" },
         "suite": { "id": format!("0x{:04X}", body.suite.id), "name": body.suite.name() },
         "message_id": hex::encode(&body.message_id),
@@ -46,6 +50,6 @@ pub fn run(path: &Path) -> anyhow::Result<Outcome> {
         "commitment": (!body.suite_data.is_empty()).then(|| hex::encode(&body.suite_data)),
         "header_length": header.to_bytes().len(),
     });
-    println!("{}", serde_json::to_string_pretty(&doc)?);
+    super::output::stdout_line(&super::json::to_string_pretty(&doc)?)?;
     Ok(Outcome::Success)
 }

@@ -9,7 +9,7 @@ use sealpipe::crypto::AeadBackend;
 use sealpipe::format::{AlgorithmSuite, DecodeLimits, EncryptionContext};
 use sealpipe::keys::{DiscoveryFilter, Keyring, KmsDiscoveryKeyring, PoolLimits};
 use sealpipe::pipeline::{Job, Mode, ObjectFilter, Source};
-use sealpipe::store::{ByteBudget, Location, MIN_PART_SIZE, S3Settings, S3Store};
+use sealpipe::store::{ByteBudget, Location, S3Settings, S3Store};
 use sealpipe::stream::{DEFAULT_FRAME_LENGTH, DecryptOptions, EncryptOptions};
 
 use super::args::{
@@ -17,6 +17,7 @@ use super::args::{
 };
 use super::config::Config;
 use super::keyref;
+use super::values::{FrameLength, HeaderSize, MaxDataKeys};
 
 /// Objects processed at once unless configured: local jobs are bound by disks and
 /// cores, S3 jobs by request latency.
@@ -33,7 +34,7 @@ pub async fn encrypt(
     kms: &keyref::KmsSource,
 ) -> anyhow::Result<Job> {
     let mut job = base_job(Mode::Encrypt, &args.transfer, global, config).await?;
-    job.wrap_keyring = Some(keyring(&args.keys, &config.job.keys, config, kms).await?);
+    job.wrap_keyring = keyring(&args.keys, &config.job.keys, config, kms, job.dry_run).await?;
     write_options(&mut job, &args.write, global, config)?;
     Ok(job)
 }
@@ -46,7 +47,7 @@ pub async fn reencrypt(
     kms: &keyref::KmsSource,
 ) -> anyhow::Result<Job> {
     let mut job = base_job(Mode::Reencrypt, &args.transfer, global, config).await?;
-    job.wrap_keyring = Some(keyring(&args.keys, &config.job.keys, config, kms).await?);
+    job.wrap_keyring = keyring(&args.keys, &config.job.keys, config, kms, job.dry_run).await?;
     write_options(&mut job, &args.write, global, config)?;
     read_options(
         &mut job,
@@ -150,8 +151,7 @@ async fn base_job(
         concurrency: global
             .concurrency
             .or(config.runtime.concurrency)
-            .unwrap_or(default_concurrency)
-            .max(1),
+            .map_or(default_concurrency, |c| c.0),
         dry_run: transfer.dry_run,
         fail_fast: transfer.fail_fast || config.runtime.fail_fast,
         s3,
@@ -167,30 +167,36 @@ fn command_name(mode: Mode) -> &'static str {
     }
 }
 
-/// Keys from flags (relative to the working directory), else from the config file
-/// (relative to the file), as keyrings.
-async fn keyrings(
-    flag_keys: &[String],
-    config_keys: &[String],
-    config: &Config,
-    kms: &keyref::KmsSource,
-) -> anyhow::Result<Vec<Arc<dyn Keyring>>> {
-    let (keys, base) = if flag_keys.is_empty() {
+/// Key references from flags (relative to the working directory), else from the
+/// config file (relative to the file), with the directory they are relative to.
+fn key_refs<'a>(
+    flag_keys: &'a [String],
+    config_keys: &'a [String],
+    config: &'a Config,
+) -> (&'a [String], &'a Path) {
+    if flag_keys.is_empty() {
         (config_keys, config.base.as_path())
     } else {
         (flag_keys, Path::new(""))
-    };
-    keyref::keyring_from_refs(keys, base, kms).await
+    }
 }
 
-/// The same keys as one (multi-)keyring.
+/// The wrapping keys as one (multi-)keyring. A dry run uses no key, so it gets none:
+/// the references are only checked for syntax, and an unreadable key file or missing
+/// AWS credentials do not stop it.
 async fn keyring(
     flag_keys: &[String],
     config_keys: &[String],
     config: &Config,
     kms: &keyref::KmsSource,
-) -> anyhow::Result<Arc<dyn Keyring>> {
-    keyref::combine(keyrings(flag_keys, config_keys, config, kms).await?)
+    dry_run: bool,
+) -> anyhow::Result<Option<Arc<dyn Keyring>>> {
+    let (keys, base) = key_refs(flag_keys, config_keys, config);
+    if dry_run {
+        keyref::check_refs(keys, false)?;
+        return Ok(None);
+    }
+    keyref::combine(keyref::keyring_from_refs(keys, base, kms).await?).map(Some)
 }
 
 /// Repeatable flags if any were given, else the config file's list.
@@ -205,7 +211,7 @@ fn write_options(
     config: &Config,
 ) -> anyhow::Result<()> {
     job.context = if args.context.is_empty() {
-        config.job.context.clone().into()
+        unreserved(config.job.context.clone().into(), "[job] context")?
     } else {
         parse_pairs(&args.context, "--context")?
     };
@@ -214,7 +220,7 @@ fn write_options(
         frame_length: args
             .frame_len
             .or(config.encrypt.frame_length)
-            .unwrap_or(DEFAULT_FRAME_LENGTH),
+            .map_or(DEFAULT_FRAME_LENGTH, |l| l.0),
         aead: aead(global, config)?,
         ..Default::default()
     };
@@ -230,20 +236,31 @@ async fn read_options(
     config: &Config,
     kms: &keyref::KmsSource,
 ) -> anyhow::Result<()> {
-    let mut keyrings = keyrings(flag_keys, config_keys, config, kms).await?;
-    if args.discovery {
-        let filter = (!args.discovery_account.is_empty()).then(|| DiscoveryFilter {
-            partition: args.discovery_partition.clone(),
-            accounts: args.discovery_account.clone(),
-        });
-        keyrings.push(Arc::new(KmsDiscoveryKeyring::new(
-            filter,
-            kms.context().await.clone(),
-        )));
-    }
-    job.unwrap_keyring = Some(keyref::combine(keyrings)?);
+    let (keys, base) = key_refs(flag_keys, config_keys, config);
+    // As for wrapping keys, a dry run only checks the references (discovery needs
+    // none) and builds no keyring.
+    job.unwrap_keyring = if job.dry_run {
+        keyref::check_refs(keys, args.discovery)?;
+        None
+    } else {
+        let mut keyrings = keyref::keyring_from_refs(keys, base, kms).await?;
+        if args.discovery {
+            let filter = (!args.discovery_account.is_empty()).then(|| DiscoveryFilter {
+                partition: args.discovery_partition.clone(),
+                accounts: args.discovery_account.clone(),
+            });
+            keyrings.push(Arc::new(KmsDiscoveryKeyring::new(
+                filter,
+                kms.context().await.clone(),
+            )));
+        }
+        Some(keyref::combine(keyrings)?)
+    };
     job.reproduced_context = if args.reproduced_context.is_empty() {
-        config.decrypt.reproduced_context.clone().into()
+        unreserved(
+            config.decrypt.reproduced_context.clone().into(),
+            "[decrypt.reproduced_context]",
+        )?
     } else {
         parse_pairs(&args.reproduced_context, "--reproduced-context")?
     };
@@ -261,19 +278,17 @@ async fn read_options(
 /// The S3 client and transfer settings: flags over `[s3]` over defaults.
 async fn s3_store(global: &GlobalArgs, config: &Config) -> anyhow::Result<S3Store> {
     let (a, c) = (&global.s3, &config.s3);
-    let size =
-        |flag: Option<u64>, file: &Option<super::config::Size>, name: &str| match (flag, file) {
-            (Some(v), _) => Ok(Some(v)),
-            (None, Some(v)) => v.bytes().map(Some).map_err(|e| anyhow!("[s3] {name}: {e}")),
-            (None, None) => Ok(None),
-        };
     let defaults = S3Settings::default();
-    let part_size = size(a.part_size, &c.part_size, "part_size")?.unwrap_or(defaults.part_size);
-    if !(MIN_PART_SIZE..=5 << 30).contains(&part_size) {
-        bail!("--part-size must be between 5MiB and 5GiB (S3's part limits), not {part_size}");
-    }
-    let max_in_flight =
-        size(a.max_in_flight, &c.max_in_flight, "max_in_flight")?.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+    // Each value is within S3's limits already (values::PartSize, values::InFlight);
+    // only how they relate is left to check.
+    let part_size = a
+        .part_size
+        .or(c.part_size)
+        .map_or(defaults.part_size, |p| p.0);
+    let max_in_flight = a
+        .max_in_flight
+        .or(c.max_in_flight)
+        .map_or(DEFAULT_MAX_IN_FLIGHT, |m| m.0);
     if max_in_flight < 2 * part_size {
         bail!(
             "--max-in-flight ({max_in_flight} bytes) must hold at least two parts \
@@ -324,22 +339,15 @@ async fn s3_store(global: &GlobalArgs, config: &Config) -> anyhow::Result<S3Stor
 pub fn kms_source(global: &GlobalArgs, config: &Config) -> anyhow::Result<keyref::KmsSource> {
     let (a, c) = (&global.aws, &config.aws);
     let defaults = sealpipe::retry::RetryPolicy::default();
-    let seconds = |v: Option<f64>, flag: &str, default: std::time::Duration| match v {
-        Some(s) if s >= 0.0 && s.is_finite() => Ok(std::time::Duration::from_secs_f64(s)),
-        Some(s) => bail!("{flag} must be a non-negative number of seconds, not {s}"),
-        None => Ok(default),
-    };
     let retry = sealpipe::retry::RetryPolicy {
-        max_delay: seconds(
-            a.kms_retry_max_delay.or(c.kms_retry_max_delay),
-            "--kms-retry-max-delay",
-            defaults.max_delay,
-        )?,
-        max_total_delay: seconds(
-            a.kms_retry_total.or(c.kms_retry_total),
-            "--kms-retry-total",
-            defaults.max_total_delay,
-        )?,
+        max_delay: a
+            .kms_retry_max_delay
+            .or(c.kms_retry_max_delay)
+            .map_or(defaults.max_delay, |d| d.duration()),
+        max_total_delay: a
+            .kms_retry_total
+            .or(c.kms_retry_total)
+            .map_or(defaults.max_total_delay, |d| d.duration()),
         ..defaults
     };
     Ok(keyref::KmsSource::new(
@@ -349,7 +357,7 @@ pub fn kms_source(global: &GlobalArgs, config: &Config) -> anyhow::Result<keyref
             kms_endpoint: a.kms_endpoint.clone().or_else(|| c.kms_endpoint.clone()),
             ..Default::default()
         },
-        a.kms_rate.or(c.kms_rate).filter(|r| *r > 0.0),
+        a.kms_rate.or(c.kms_rate).map(|r| r.get()),
         c.grant_tokens.clone(),
         retry,
     ))
@@ -358,25 +366,19 @@ pub fn kms_source(global: &GlobalArgs, config: &Config) -> anyhow::Result<keyref
 fn pool_limits(global: &GlobalArgs, config: &Config) -> anyhow::Result<PoolLimits> {
     let (a, c) = (&global.aws, &config.cache);
     let defaults = PoolLimits::default();
-    let max_age = match a.cache_max_age.or(c.max_age_seconds) {
-        Some(s) if s > 0.0 && s.is_finite() => std::time::Duration::from_secs_f64(s),
-        Some(s) => bail!("--cache-max-age must be a positive number of seconds, not {s}"),
-        None => defaults.max_age,
-    };
+    // Each value is in its range already (values::Age, CacheMessages, CacheBytes).
+    let max_age = a
+        .cache_max_age
+        .or(c.max_age_seconds)
+        .map_or(defaults.max_age, |s| s.duration());
     let max_messages = a
         .cache_max_messages
         .or(c.max_messages)
-        .unwrap_or(defaults.max_messages);
-    if !(1..=1 << 32).contains(&max_messages) {
-        bail!("--cache-max-messages must be between 1 and 2^32, not {max_messages}");
-    }
+        .map_or(defaults.max_messages, |m| m.0);
     let max_bytes = a
         .cache_max_bytes
         .or(c.max_bytes)
-        .unwrap_or(defaults.max_bytes);
-    if max_bytes == 0 {
-        bail!("--cache-max-bytes must be at least 1");
-    }
+        .map_or(defaults.max_bytes, |b| b.0);
     Ok(PoolLimits {
         max_age,
         max_messages,
@@ -387,9 +389,9 @@ fn pool_limits(global: &GlobalArgs, config: &Config) -> anyhow::Result<PoolLimit
 
 fn decrypt_options(
     policy: Option<&str>,
-    max_edks: Option<u16>,
-    max_header: Option<usize>,
-    max_frame: Option<u32>,
+    max_edks: Option<MaxDataKeys>,
+    max_header: Option<HeaderSize>,
+    max_frame: Option<FrameLength>,
     global: &GlobalArgs,
     config: &Config,
 ) -> anyhow::Result<DecryptOptions> {
@@ -402,17 +404,14 @@ fn decrypt_options(
     let limits = DecodeLimits {
         max_encrypted_data_keys: max_edks
             .or(d.max_encrypted_data_keys)
-            .unwrap_or(defaults.max_encrypted_data_keys),
+            .map_or(defaults.max_encrypted_data_keys, |m| m.0),
         max_header_len: max_header
             .or(d.max_header_size)
-            .unwrap_or(defaults.max_header_len),
+            .map_or(defaults.max_header_len, |m| m.0),
         max_frame_length: max_frame
             .or(d.max_frame_length)
-            .unwrap_or(defaults.max_frame_length),
+            .map_or(defaults.max_frame_length, |m| m.0),
     };
-    if limits.max_encrypted_data_keys == 0 {
-        bail!("--max-encrypted-data-keys must be at least 1");
-    }
     Ok(DecryptOptions {
         commitment_policy,
         limits,
@@ -448,6 +447,7 @@ fn parse_suite(s: Option<&str>) -> anyhow::Result<AlgorithmSuite> {
 fn parse_pairs(pairs: &[String], flag: &str) -> anyhow::Result<EncryptionContext> {
     let mut ctx = EncryptionContext::new();
     for p in pairs {
+        // `{:?}` escapes controls itself, and the output module escapes every line.
         let (k, v) = p
             .split_once('=')
             .ok_or_else(|| anyhow!("{flag} {p:?}: expected KEY=VALUE"))?;
@@ -457,6 +457,19 @@ fn parse_pairs(pairs: &[String], flag: &str) -> anyhow::Result<EncryptionContext
         if ctx.insert(k, v).is_some() {
             bail!("{flag}: the key {k:?} is given twice");
         }
+    }
+    unreserved(ctx, flag)
+}
+
+/// Refuses a context that uses the format's reserved `aws-crypto-` prefix, whether
+/// it is written into messages (`--context`) or required of them
+/// (`--reproduced-context`): no caller may set or demand those keys.
+fn unreserved(ctx: EncryptionContext, source: &str) -> anyhow::Result<EncryptionContext> {
+    if let Some(key) = ctx.reserved_key() {
+        bail!(
+            "{source}: the key {key:?} uses the prefix {}, which is reserved for the format",
+            sealpipe::format::RESERVED_PREFIX
+        );
     }
     Ok(ctx)
 }

@@ -71,13 +71,39 @@ pub async fn keyring_from_refs(
     Ok(keyrings)
 }
 
+/// Checks the syntax of `refs` only: what a dry run needs, since it uses no key. No
+/// key file is opened and no KMS client is built. `none_needed` when another source
+/// of keys (KMS discovery) makes an empty list acceptable.
+pub fn check_refs(refs: &[String], none_needed: bool) -> anyhow::Result<()> {
+    if refs.is_empty() && !none_needed {
+        bail!("{NO_KEY}");
+    }
+    for r in refs {
+        if kms_identifier(r).is_none() && split_raw_aes(r).is_none() {
+            bail!("{}", unrecognized(r));
+        }
+    }
+    Ok(())
+}
+
+const NO_KEY: &str = "no key given: pass --key with a KMS key ARN or alias, or \
+                      raw-aes:NAMESPACE:NAME:PATH (or set keys in the config file)";
+
+fn unrecognized(keyref: &str) -> String {
+    format!(
+        "unrecognized key reference {keyref:?}: expected a KMS key ARN, alias/NAME, an \
+         alias ARN, kms:KEY_ID, or raw-aes:NAMESPACE:NAME:PATH"
+    )
+}
+
+/// The largest raw AES wrapping key (AES-256). A key file is read up to one byte
+/// more, so a longer file is refused without reading it.
+const MAX_RAW_AES_KEY: u64 = 32;
+
 /// Combines keyrings: one alone, or a multi-keyring whose first member generates.
 pub fn combine(mut keyrings: Vec<Arc<dyn Keyring>>) -> anyhow::Result<Arc<dyn Keyring>> {
     match keyrings.len() {
-        0 => bail!(
-            "no key given: pass --key with a KMS key ARN or alias, or \
-             raw-aes:NAMESPACE:NAME:PATH (or set keys in the config file)"
-        ),
+        0 => bail!("{NO_KEY}"),
         1 => Ok(keyrings.remove(0)),
         _ => {
             let generator = keyrings.remove(0);
@@ -117,18 +143,14 @@ async fn parse_keyref(
         return Ok(Arc::new(KmsKeyring::new(key, kms.context().await.clone())));
     }
     let Some(r) = split_raw_aes(keyref) else {
-        bail!(
-            "unrecognized key reference {keyref:?}: expected a KMS key ARN, alias/NAME, \
-             an alias ARN, kms:KEY_ID, or raw-aes:NAMESPACE:NAME:PATH"
-        );
+        bail!("{}", unrecognized(keyref));
     };
     let path = base.join(r.path);
-    let bytes = Zeroizing::new(
-        std::fs::read(&path)
-            .with_context(|| format!("cannot read wrapping key file {}", path.display()))?,
-    );
+    let mut bytes = Zeroizing::new(Vec::new());
+    super::files::read_small_file(&path, MAX_RAW_AES_KEY, &mut bytes)
+        .context("cannot read wrapping key file")?;
     let keyring = RawAesKeyring::new(r.namespace, r.name, bytes)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", sealpipe::escape::path(&path)))?;
     Ok(Arc::new(keyring))
 }
 

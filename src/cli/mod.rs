@@ -3,21 +3,26 @@
 
 mod args;
 mod config;
+mod files;
 mod inspect;
 mod job;
+mod json;
 mod keyref;
+pub mod output;
 mod progress;
 mod run;
+mod values;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
+use output::say;
 use sealpipe::pipeline::{self, Cancel, Job, Mode, Report, Stats};
 
 pub use args::Cli;
 use args::{Command, GlobalArgs};
 use config::Config;
+use files::ReportFile;
 use job::kms_source;
 
 /// How the process ends.
@@ -80,16 +85,24 @@ async fn execute(
             .as_ref()
             .map(|p| config.resolve(p))
     });
+    // Before any object: a report that cannot be written must not cost a whole job.
+    let report_file = prepare_report(global, config)?;
     let report = run_job(job, global.quiet, kms, completion_report.as_deref()).await?;
     print_summary(&report, global.quiet, kms);
-    let report_path = global
-        .report
-        .clone()
-        .or_else(|| config.runtime.report.as_ref().map(|p| config.resolve(p)));
-    if let Some(path) = report_path {
-        write_report(&path, &report_json(&report, kms)?)?;
+    if let Some(file) = report_file {
+        file.commit(&report_json(&report, kms)?)?;
     }
     Ok(outcome(&report))
+}
+
+/// The JSON report's file (`--report`, else `[runtime] report`), reserved up front.
+fn prepare_report(global: &GlobalArgs, config: &Config) -> anyhow::Result<Option<ReportFile>> {
+    global
+        .report
+        .clone()
+        .or_else(|| config.runtime.report.as_ref().map(|p| config.resolve(p)))
+        .map(|path| ReportFile::prepare(&path))
+        .transpose()
 }
 
 /// The job report plus the KMS counters (`kms.GenerateDataKey`, ...).
@@ -128,16 +141,19 @@ async fn run_job(
     completion_report: Option<&Path>,
 ) -> anyhow::Result<Report> {
     let stats = Arc::new(match completion_report {
+        // Unbuffered: the library flushes each line itself, so the file only ever holds
+        // whole lines.
         Some(path) => {
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)?;
-            }
-            let file = std::fs::File::create(path)
-                .with_context(|| format!("cannot create completion report {}", path.display()))?;
-            Stats::with_completion_report(Box::new(std::io::BufWriter::new(file)))
+            Stats::with_completion_report(Box::new(files::create_completion_report(path)?))
         }
         None => Stats::default(),
     });
+    if job.dry_run && !quiet {
+        say!(
+            "dry run: key references are checked for syntax only; no key file is read and \
+             no KMS client is built"
+        );
+    }
     let progress =
         progress::Progress::start(stats.clone(), kms.used().map(|k| k.stats.clone()), quiet);
     let cancel = Cancel::default();
@@ -169,7 +185,7 @@ async fn cancel_on_signal(cancel: Cancel) {
     if tokio::signal::ctrl_c().await.is_err() {
         return;
     }
-    eprintln!("stopping: finishing no new objects; partial outputs are removed");
+    say!("stopping: finishing no new objects; partial outputs are removed");
     cancel.cancel();
 }
 
@@ -185,10 +201,10 @@ fn outcome(report: &Report) -> Outcome {
 
 fn print_summary(report: &Report, quiet: bool, kms: &keyref::KmsSource) {
     for f in &report.failures {
-        eprintln!("error: {}: {}", f.path, f.error);
+        say!("error: {}: {}", f.path, f.error);
     }
     if report.failures_omitted > 0 {
-        eprintln!(
+        say!(
             "error: ... and {} more failures (the completion report lists every object)",
             report.failures_omitted
         );
@@ -199,10 +215,10 @@ fn print_summary(report: &Report, quiet: bool, kms: &keyref::KmsSource) {
     // Resumed jobs skip most objects: show a few, count the rest.
     const SHOWN_SKIPS: usize = 20;
     for s in report.skipped.iter().take(SHOWN_SKIPS) {
-        eprintln!("skipped: {}: {}", s.path, s.error);
+        say!("skipped: {}: {}", s.path, s.error);
     }
     if report.objects.skipped > SHOWN_SKIPS as u64 {
-        eprintln!(
+        say!(
             "skipped: ... {} in all (the completion report lists every object)",
             report.objects.skipped
         );
@@ -214,7 +230,7 @@ fn print_summary(report: &Report, quiet: bool, kms: &keyref::KmsSource) {
         Mode::Verify => "verified",
     };
     if report.dry_run {
-        eprintln!(
+        say!(
             "dry run: {} objects listed ({}), {} already done or not processable, {} would be \
              {verb}; nothing written, no keys used",
             report.objects.planned,
@@ -227,8 +243,9 @@ fn print_summary(report: &Report, quiet: bool, kms: &keyref::KmsSource) {
         );
         return;
     }
+    // For display only: `as u64` below saturates, and the ratio is never NaN.
     let rate = report.bytes_in as f64 / report.elapsed_s.max(1e-9);
-    eprintln!(
+    say!(
         "{verb} {} of {} objects ({} failed, {} conflicts, {} skipped): {} in, {} out, {:.2} s, \
          {}/s, data keys: {}",
         report.objects.ok,
@@ -244,13 +261,13 @@ fn print_summary(report: &Report, quiet: bool, kms: &keyref::KmsSource) {
     );
     if kms.used().is_some() {
         let [generate, encrypt, decrypt, throttled, retries] = kms_counters(kms);
-        eprintln!(
+        say!(
             "KMS calls: GenerateDataKey {generate}, Encrypt {encrypt}, Decrypt {decrypt} \
              ({throttled} throttled, {retries} retries)"
         );
     }
     if let Some(s3) = &report.s3 {
-        eprintln!(
+        say!(
             "S3: {} requests ({} retries, {} SlowDown), {} uploads aborted, peak in flight {} \
              of {}",
             s3.requests,
@@ -261,14 +278,6 @@ fn print_summary(report: &Report, quiet: bool, kms: &keyref::KmsSource) {
             human_bytes(s3.budget_bytes)
         );
     }
-}
-
-fn write_report(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(path, serde_json::to_vec_pretty(value)?)
-        .with_context(|| format!("cannot write report {}", path.display()))
 }
 
 fn human_bytes(n: u64) -> String {

@@ -30,13 +30,14 @@ impl Progress {
         let task = tokio::spawn(async move {
             let bar = terminal.then(|| {
                 let bar = ProgressBar::new(0);
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} \
-                         ({bytes_per_sec}, eta {eta}) {msg}",
-                    )
-                    .expect("valid template"),
-                );
+                // A constant template, so this cannot fail; if it ever did, the default
+                // style would still show progress.
+                if let Ok(style) = ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} \
+                     ({bytes_per_sec}, eta {eta}) {msg}",
+                ) {
+                    bar.set_style(style);
+                }
                 bar
             });
             let started = Instant::now();
@@ -58,7 +59,7 @@ impl Progress {
                         bar.set_message(line);
                     }
                     None if !done => {
-                        eprintln!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64())
+                        super::output::say!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64())
                     }
                     None => {}
                 }

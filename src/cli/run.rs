@@ -4,7 +4,6 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use sealpipe::pipeline::{Job, Mode};
@@ -17,7 +16,9 @@ use super::args::{
     BenchArgs, DecryptArgs, EncryptArgs, GlobalArgs, ReadArgs, ReencryptArgs, TransferArgs,
 };
 use super::config::Config;
-use super::{Outcome, job, keyref, outcome, print_summary, run_job, write_report};
+use super::output::{say, stdout_line};
+use super::{Outcome, job, keyref, outcome, prepare_report, print_summary, run_job};
+use sealpipe::escape;
 
 /// Runs the job in the config file (`./config.toml` unless `--config`).
 pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> {
@@ -27,6 +28,9 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
         .unwrap_or_else(|| PathBuf::from("config.toml"));
     let config = Config::load(&path)?;
     let kms = job::kms_source(global, &config)?;
+    // Before anything is written (a development key, any object): a report that cannot
+    // be written must not cost a whole job.
+    let report_file = prepare_report(global, &config)?;
     let section = &config.job;
     // Local paths in the file are relative to the file; S3 locations are kept as given.
     let resolve = |s: &String| {
@@ -89,7 +93,7 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
         }
         other => bail!(
             "{}: unknown [job] mode {other:?} (encrypt, decrypt, reencrypt or verify)",
-            path.display()
+            escape::path(&path)
         ),
     };
     if !global.quiet {
@@ -98,8 +102,8 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
             .as_ref()
             .or(main_job.unwrap_keyring.as_ref())
             .map(|k| k.describe())
-            .unwrap_or_default();
-        eprintln!(
+            .unwrap_or_else(|| "no key loaded: dry run".into());
+        say!(
             "sealpipe run: {mode} {} -> {} ({keys})",
             source
                 .as_deref()
@@ -142,23 +146,23 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
         let identical = compare_trees(Path::new(source), &verify)?;
         let ok = check.all_succeeded() && identical.mismatched.is_empty();
         if !global.quiet {
-            eprintln!(
+            say!(
                 "verify: decrypted {} objects into {}; {} identical to the source, {} differ, {} failed",
                 check.objects.ok,
-                verify.display(),
+                escape::path(&verify),
                 identical.matched,
                 identical.mismatched.len(),
                 check.objects.failed
             );
         }
         for f in &check.failures {
-            eprintln!("verify error: {}: {}", f.path, f.error);
+            say!("verify error: {}: {}", f.path, f.error);
         }
         for m in &identical.mismatched {
-            eprintln!("verify error: {m} differs from its source");
+            say!("verify error: {m} differs from its source");
         }
         verify_doc = Some(serde_json::json!({
-            "destination": verify.display().to_string(),
+            "destination": escape::path(&verify),
             "decrypted": check.objects.ok,
             "failed": check.objects.failed,
             "identical": identical.matched,
@@ -172,14 +176,11 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
     if let Some(v) = verify_doc {
         doc["verify"] = v;
     }
-    if let Some(path) = global
-        .report
-        .clone()
-        .or_else(|| config.runtime.report.as_ref().map(|p| config.resolve(p)))
-    {
-        write_report(&path, &doc)?;
+    if let Some(file) = report_file {
+        let path = file.path().to_path_buf();
+        file.commit(&doc)?;
         if !global.quiet {
-            eprintln!("report: {}", path.display());
+            say!("report: {}", escape::path(&path));
         }
     }
     Ok(result)
@@ -206,14 +207,16 @@ fn create_dev_key_if_missing(keyref: &str, base: &Path) -> anyhow::Result<()> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options
         .open(&path)
-        .with_context(|| format!("cannot create development key {}", path.display()))?;
+        .with_context(|| format!("cannot create development key {}", escape::path(&path)))?;
     file.write_all(&*key)?;
     file.sync_all()?;
-    eprintln!(
-        "WARNING: created a LOCAL DEVELOPMENT wrapping key at {} (AES-256, mode 0600).\n\
-         WARNING: it is for local use only: anyone who can read this file can decrypt the \
-         output, and losing it loses the data. Use an AWS KMS key for real data.",
-        path.display()
+    say!(
+        "WARNING: created a LOCAL DEVELOPMENT wrapping key at {} (AES-256, mode 0600).",
+        escape::path(&path)
+    );
+    say!(
+        "WARNING: it is for local use only: anyone who can read this file can decrypt the \
+         output, and losing it loses the data. Use an AWS KMS key for real data."
     );
     Ok(())
 }
@@ -245,7 +248,7 @@ fn compare_trees(source: &Path, copy: &Path) -> anyhow::Result<TreeComparison> {
         };
         match same_contents(path, &other) {
             Ok(true) => result.matched += 1,
-            Ok(false) => result.mismatched.push(path.display().to_string()),
+            Ok(false) => result.mismatched.push(escape::path(path)),
             Err(e) => {
                 error = Some(e);
                 return ControlFlow::Break(());
@@ -283,32 +286,34 @@ fn same_contents(a: &Path, b: &Path) -> anyhow::Result<bool> {
 /// `sealpipe bench`: in-memory seal/open throughput against the AES-GCM ceiling.
 pub fn bench(args: &BenchArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let mut config = sealpipe::bench::BenchConfig::default();
+    // Every value is in range already (values::Bench*), so the benchmark's buffers are
+    // allocatable and its durations representable.
     if let Some(size) = args.size {
-        config.message_size = size;
+        config.message_size = size.0;
     }
     if let Some(l) = args.frame_len {
-        config.frame_length = l;
+        config.frame_length = l.0;
     }
     if let Some(t) = args.threads {
-        config.threads = t;
+        config.threads = t.0;
     }
     if let Some(s) = args.seconds {
-        config.min_time = Duration::from_secs_f64(s);
+        config.min_time = s.duration();
     }
     if let Some(a) = &global.aead {
         config.aead = a.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     }
     if !args.json && !global.quiet {
-        eprintln!(
+        say!(
             "measuring for about {:.0} s...",
             config.min_time.as_secs_f64() * 3.0
         );
     }
     let result = sealpipe::bench::seal_throughput(&config)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        stdout_line(&super::json::to_string_pretty(&result)?)?;
     } else {
-        println!("{result}");
+        stdout_line(&result.to_string())?;
     }
     Ok(Outcome::Success)
 }
