@@ -17,9 +17,10 @@ pub enum Error {
     /// A structure could not be serialized (a field is too long for its prefix).
     #[error(transparent)]
     Encode(#[from] EncodeError),
-    /// Reading or writing failed.
+    /// Reading or writing failed. Not a `source`: the message already carries it, and
+    /// printing the chain would say it twice.
     #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// An S3 request failed (after retries).
     #[error(transparent)]
     S3(#[from] crate::store::S3Error),
@@ -106,6 +107,12 @@ impl Error {
                 | Error::FrameAuthentication { .. }
                 | Error::Signature(_)
         )
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
     }
 }
 

@@ -146,8 +146,18 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// `rate` calls per second (must be positive).
+    /// Slowest and fastest rates: beyond them the waits would overflow a `Duration` or
+    /// stop meaning anything.
+    pub const RATES: std::ops::RangeInclusive<f64> = 0.01..=1e6;
+
+    /// `rate` calls per second, taken into [`RATES`](Self::RATES) (NaN as the slowest).
     pub fn new(rate: f64) -> Self {
+        let (slowest, fastest) = (*Self::RATES.start(), *Self::RATES.end());
+        let rate = if rate.is_nan() {
+            slowest
+        } else {
+            rate.clamp(slowest, fastest)
+        };
         let burst = rate.max(1.0);
         Self {
             rate,

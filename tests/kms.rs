@@ -33,6 +33,7 @@ impl Kms {
 
     fn client(&self, region: &str) -> aws_sdk_kms::Client {
         let conf = aws_sdk_kms::Config::builder()
+            .http_client(sealpipe::aws::http_client())
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
             .credentials_provider(Credentials::new("test", "test", None, None, "tests"))

@@ -188,6 +188,7 @@ impl S3 {
             .build()
             .unwrap();
         let conf = aws_sdk_s3::Config::builder()
+            .http_client(sealpipe::aws::http_client())
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("test", "test", None, None, "tests"))

@@ -25,6 +25,7 @@ const OVERHEAD: u64 = 96 * MIB;
 
 fn client(endpoint: &str) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::Config::builder()
+        .http_client(sealpipe::aws::http_client())
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "tests"))

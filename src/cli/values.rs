@@ -179,7 +179,7 @@ bounded_integer!(
     Concurrency(usize),
     "concurrency",
     1,
-    65_536
+    sealpipe::pipeline::MAX_CONCURRENCY
 );
 
 bounded_integer!(

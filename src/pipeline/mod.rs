@@ -29,6 +29,10 @@ use crate::keys::{DataKeyPool, DecryptCache, Keyring, PoolLimits};
 use crate::store::{self, ListItem, Listed, Location, ObjectId, S3Store};
 use crate::stream::{DecryptOptions, EncryptOptions};
 
+/// Most objects processed at once: each is a blocking thread and a share of the byte
+/// budget, and the semaphore that counts them has a ceiling of its own.
+pub const MAX_CONCURRENCY: usize = 65_536;
+
 /// What a job does to each object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,7 +99,7 @@ pub struct Job {
     /// When pooled data keys are replaced (encrypt), and how long unwrapped data keys
     /// stay cached (decrypt: `max_age`).
     pub pool_limits: PoolLimits,
-    /// Objects processed at once.
+    /// Objects processed at once (1 to [`MAX_CONCURRENCY`]).
     pub concurrency: usize,
     /// Plan only: list, check what is done, count; write nothing, call no keyring.
     pub dry_run: bool,
@@ -202,7 +206,7 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
     stats.attach_key_stats(key_stats.clone());
     let decrypt_cache = DecryptCache::new(4096, job.pool_limits.max_age, key_stats);
     let mut listing = list(&job, &plan);
-    let concurrency = job.concurrency.max(1);
+    let concurrency = job.concurrency.clamp(1, MAX_CONCURRENCY);
     let ctx = Arc::new(Context {
         job,
         plan,

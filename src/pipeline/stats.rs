@@ -106,7 +106,7 @@ impl Stats {
                 version.as_str(),
                 status.as_str(),
                 code,
-                message,
+                &crate::escape::text(message),
             ]);
             let _ = w.flush();
         }

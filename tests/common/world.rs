@@ -169,6 +169,7 @@ impl World {
             .build()
             .unwrap();
         let conf = aws_sdk_s3::Config::builder()
+            .http_client(sealpipe::aws::http_client())
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
@@ -314,6 +315,7 @@ impl World {
     /// A fresh symmetric KMS key in moto (us-east-1); its ARN.
     pub fn create_kms_key(&self) -> String {
         let conf = aws_sdk_kms::Config::builder()
+            .http_client(sealpipe::aws::http_client())
             .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
             .region(aws_sdk_kms::config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_kms::config::Credentials::new(
