@@ -2004,6 +2004,24 @@ fn sources_are_never_written_without_in_place() {
         assert_eq!(s3.list("own")[key], before[key], "{key} was rewritten");
     }
 
+    // A listing that keeps failing is a failure of the job (exit 1), never a quiet
+    // empty success, and it is counted.
+    let run = s3.run(&[
+        "encrypt",
+        "s3://no-such-bucket/",
+        "s3://own/elsewhere/",
+        "--key",
+        &s3.key,
+    ]);
+    run.assert_exit(1);
+    run.assert_objects(1, 0, 1, 0, 0);
+    let error = run.report["failures"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("ListObjectsV2") && error.contains("NoSuchBucket"),
+        "{}",
+        run.context()
+    );
+
     // Local names that are not UTF-8 to S3: that file fails, the rest is written.
     #[cfg(unix)]
     {
