@@ -51,10 +51,14 @@ fn push_char(out: &mut String, c: char, double_backslash: bool) {
 /// as it is (but for escapes of unsafe characters and a doubled backslash), each byte
 /// that is not part of valid UTF-8 becomes `\xNN`.
 pub fn name(bytes: &[u8]) -> String {
+    escape_bytes(bytes, true)
+}
+
+fn escape_bytes(bytes: &[u8], double_backslash: bool) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
-            push_char(&mut out, c, true);
+            push_char(&mut out, c, double_backslash);
         }
         for b in chunk.invalid() {
             let _ = write!(out, "\\x{b:02x}");
@@ -94,16 +98,7 @@ pub fn text(text: &str) -> Cow<'_, str> {
 
 /// [`text`] of bytes that should be UTF-8 but may not be: invalid bytes become `\xNN`.
 pub fn bytes(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            push_char(&mut out, c, false);
-        }
-        for b in chunk.invalid() {
-            let _ = write!(out, "\\x{b:02x}");
-        }
-    }
-    out
+    escape_bytes(bytes, false)
 }
 
 #[cfg(test)]

@@ -212,6 +212,24 @@ fn print_summary(report: &Report, quiet: bool, kms: &keyref::KmsSource) {
     if quiet {
         return;
     }
+    let partials = &report.stale_partials;
+    if partials.removed > 0 {
+        say!(
+            "{} {} partial output(s) that interrupted runs left in the destination",
+            if report.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            },
+            partials.removed
+        );
+    }
+    if partials.in_use > 0 {
+        say!(
+            "left {} partial output(s) alone: another running job is writing them",
+            partials.in_use
+        );
+    }
     // Resumed jobs skip most objects: show a few, count the rest.
     const SHOWN_SKIPS: usize = 20;
     for s in report.skipped.iter().take(SHOWN_SKIPS) {
