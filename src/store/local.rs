@@ -36,6 +36,21 @@ const STALE_WITHOUT_LOCKS: std::time::Duration = std::time::Duration::from_secs(
 const PARTIAL_PREFIX: &str = ".sealpipe-";
 const PARTIAL_SUFFIX: &str = ".partial";
 
+/// This process's partial outputs are named `.sealpipe-TAG-XXXXXX.partial`, with a
+/// random tag, so its own cleaner (which runs while the job writes) passes over them:
+/// they are live, and their writers remove them if they fail.
+fn own_prefix() -> &'static str {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    PREFIX.get_or_init(|| {
+        let mut tag = [0u8; 4];
+        // Without randomness the tag is still distinct from other live processes'.
+        if crate::crypto::random_bytes(&mut tag).is_err() {
+            tag = std::process::id().to_be_bytes();
+        }
+        format!("{PARTIAL_PREFIX}{}-", hex::encode(tag))
+    })
+}
+
 /// Whether a file name is one of sealpipe's temporary outputs.
 pub fn is_partial_name(name: &OsStr) -> bool {
     let name = name.as_encoded_bytes();
@@ -369,7 +384,7 @@ impl StagedFile {
         fs::create_dir_all(parent)?;
         loop {
             let temp = tempfile::Builder::new()
-                .prefix(PARTIAL_PREFIX)
+                .prefix(own_prefix())
                 .suffix(PARTIAL_SUFFIX)
                 .tempfile_in(parent)?;
             // Some file systems (some FUSE and network ones) have no locks; there the
@@ -447,7 +462,11 @@ pub fn remove_stale_partials(root: &Path, recursive: bool, dry_run: bool) -> Par
     let depth = if recursive { usize::MAX } else { 1 };
     let walk = walkdir::WalkDir::new(root).max_depth(depth).into_iter();
     for entry in walk.filter_map(Result::ok) {
-        if !entry.file_type().is_file() || !is_partial_name(entry.file_name()) {
+        let name = entry.file_name();
+        if !entry.file_type().is_file()
+            || !is_partial_name(name)
+            || name.as_encoded_bytes().starts_with(own_prefix().as_bytes())
+        {
             continue;
         }
         let path = entry.path();
@@ -555,7 +574,12 @@ mod tests {
         fs::write(nested.join(".sealpipe-dead01.partial"), b"plaintext prefix").unwrap();
         fs::write(dir.path().join(".sealpipe-dead02.partial"), b"x").unwrap();
         fs::write(dir.path().join("kept.txt"), b"not ours").unwrap();
-        // A live writer's, locked.
+        // Another process's live one, locked.
+        let other = dir.path().join(".sealpipe-0ther-live.partial");
+        fs::write(&other, b"y").unwrap();
+        let other_writer = File::open(&other).unwrap();
+        other_writer.lock().unwrap();
+        // This process's own: live, so passed over and not even counted.
         let live = StagedFile::create(&dir.path().join("out.bin")).unwrap();
 
         let dry = remove_stale_partials(dir.path(), true, true);
@@ -572,8 +596,10 @@ mod tests {
 
         live.commit(0o600).unwrap();
         assert!(dir.path().join("out.bin").exists());
+        drop(other_writer);
         let after = remove_stale_partials(dir.path(), true, false);
-        assert_eq!((after.removed, after.in_use), (0, 0));
+        assert_eq!((after.removed, after.in_use), (1, 0));
+        assert!(remove_stale_partials(dir.path(), true, false).removed == 0);
     }
 
     #[cfg(unix)]
