@@ -1,0 +1,236 @@
+//! S3 objects: streamed listing, parallel ranged reads, multipart writes, metadata and
+//! tags, all inside one [`ByteBudget`].
+//!
+//! Readers and sinks are blocking (`Read`, `Write`) because the codec is; they must be
+//! driven from blocking threads (`spawn_blocking`), never from async tasks. Requests run
+//! on the tokio runtime, so downloads ahead of the reader and uploads behind the writer
+//! proceed while frames are sealed.
+//!
+//! One file per concept: this one holds the store (client, settings, counters, HEAD and
+//! the source's shape); `request` sends and retries requests; `error` names their
+//! failures; `listing` streams ListObjectsV2; `reader` reads an object as ranges;
+//! `sink` writes one with PutObject or a multipart upload; `meta` carries metadata
+//! and tags across.
+
+mod error;
+mod listing;
+mod meta;
+mod reader;
+mod request;
+mod sink;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use aws_sdk_s3::Client;
+use tokio::runtime::Handle;
+
+pub use error::S3Error;
+pub use sink::S3Sink;
+
+use super::{ByteBudget, Listed, ObjectId, ObjectMeta, Reservation};
+use crate::retry::{RetryPolicy, RetryStats};
+use meta::{object_meta, unquote, user_metadata};
+use request::{retried, send};
+
+/// S3 allows at most this many parts in one upload.
+const MAX_PARTS: u64 = 10_000;
+/// ...each at least this large, except the last.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+
+/// How objects are transferred and written.
+#[derive(Clone, Debug)]
+pub struct S3Settings {
+    /// Bytes per ranged GET and per uploaded part (at least 5 MiB). Objects that fit
+    /// take one GET and one PUT.
+    pub part_size: u64,
+    /// Ranged GETs in flight ahead of the reader, per object, while the budget allows.
+    pub read_ahead: usize,
+    /// Part uploads in flight behind the writer, per object, while the budget allows.
+    pub uploads_in_flight: usize,
+    /// Storage class of written objects (`STANDARD`, `INTELLIGENT_TIERING`, ...).
+    pub storage_class: Option<String>,
+    /// Server-side encryption of written objects, on top of sealpipe's own:
+    /// `aws:kms` (with an S3 Bucket Key) or `AES256`.
+    pub server_side_encryption: Option<String>,
+    /// KMS key for `aws:kms` server-side encryption (else the bucket's default).
+    pub sse_kms_key_id: Option<String>,
+    /// Retries of throttled (503 SlowDown) and failed (5xx, reset) requests.
+    pub retry: RetryPolicy,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        Self {
+            part_size: 8 * 1024 * 1024,
+            read_ahead: 4,
+            uploads_in_flight: 4,
+            storage_class: None,
+            server_side_encryption: None,
+            sse_kms_key_id: None,
+            // S3 asks bulk clients to slow down by design; more retries than for KMS, in
+            // the same total time.
+            retry: RetryPolicy {
+                max_retries: 15,
+                ..RetryPolicy::default()
+            },
+        }
+    }
+}
+
+/// Request counters, for progress and reports.
+#[derive(Debug, Default)]
+pub struct S3Stats {
+    /// Requests sent, retries included.
+    pub requests: AtomicU64,
+    /// Retries, and how many failures were 503 SlowDown.
+    pub retry: RetryStats,
+    /// Multipart uploads aborted: our own failed ones and stale ones left by a killed run.
+    pub uploads_aborted: AtomicU64,
+    /// Objects whose stale uploads could not be looked for (permission or server
+    /// support missing); they were written all the same.
+    pub stale_upload_checks_failed: AtomicU64,
+}
+
+/// The S3 side of a job: client, settings, budget and counters.
+#[derive(Clone)]
+pub struct S3Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: Client,
+    settings: S3Settings,
+    budget: ByteBudget,
+    stats: Arc<S3Stats>,
+    runtime: Handle,
+}
+
+/// What `s3://bucket/name` turned out to be.
+#[derive(Debug)]
+pub enum SourceShape {
+    /// An object of exactly that key.
+    Single(Listed),
+    /// Objects below this prefix (ends with `/`, or empty for the whole bucket).
+    Prefix(String),
+}
+
+/// What HEAD says about an object.
+#[derive(Clone, Debug)]
+pub struct Head {
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag, unquoted.
+    pub etag: String,
+    /// Version ID on versioned buckets.
+    pub version: Option<String>,
+    /// Metadata (without tags).
+    pub meta: ObjectMeta,
+}
+
+fn s3_parts(id: &ObjectId) -> (&str, &str, Option<&str>) {
+    match id {
+        ObjectId::S3 {
+            bucket,
+            key,
+            version,
+        } => (bucket, key, version.as_deref()),
+        ObjectId::Local(_) => unreachable!("S3 operations take S3 objects"),
+    }
+}
+
+impl S3Store {
+    /// A store on `client`; must be created inside the tokio runtime that will run its
+    /// requests.
+    pub fn new(client: Client, settings: S3Settings, budget: ByteBudget) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                client,
+                settings,
+                budget,
+                stats: Arc::default(),
+                runtime: Handle::current(),
+            }),
+        }
+    }
+
+    /// Request counters.
+    pub fn stats(&self) -> &Arc<S3Stats> {
+        &self.shared.stats
+    }
+
+    /// The in-flight byte budget.
+    pub fn budget(&self) -> &ByteBudget {
+        &self.shared.budget
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &S3Settings {
+        &self.shared.settings
+    }
+
+    /// Part size for an output of about `size`: the configured one, or larger when
+    /// 10,000 parts would not hold it.
+    fn part_size_for(&self, size: u64) -> u64 {
+        let needed = size.div_ceil(MAX_PARTS - 1).next_multiple_of(1024 * 1024);
+        self.shared.settings.part_size.max(needed)
+    }
+
+    /// Waits until the budget holds an object's minimum working set, and holds it for
+    /// as long as the object is processed: one part to read (source on S3) and one to
+    /// write (destination on S3), sized down for small objects. Reserving both at once
+    /// is what keeps objects from each holding half of what they need.
+    pub async fn reserve_object(&self, read: Option<u64>, write: Option<u64>) -> Reservation {
+        let part = self.shared.settings.part_size;
+        let read = read.map_or(0, |size| size.clamp(1, part));
+        let write = write.map_or(0, |size| size.clamp(1, self.part_size_for(size)));
+        self.shared.budget.reserve(read + write).await
+    }
+
+    /// Decides whether `s3://bucket/name` is one object or a prefix, the way a path is
+    /// a file or a directory: `name` is an object if one has exactly that key,
+    /// otherwise the prefix `name/`. An empty name or one ending in `/` is a prefix.
+    pub async fn resolve_source(&self, bucket: &str, name: &str) -> Result<SourceShape, S3Error> {
+        if name.is_empty() || name.ends_with('/') {
+            return Ok(SourceShape::Prefix(name.to_string()));
+        }
+        let id = ObjectId::s3(bucket, name, None);
+        Ok(match self.head(&id).await? {
+            Some(head) => SourceShape::Single(Listed {
+                relative: name.rsplit('/').next().unwrap_or(name).into(),
+                size: Some(head.size),
+                etag: Some(head.etag),
+                id,
+            }),
+            None => SourceShape::Prefix(format!("{name}/")),
+        })
+    }
+    /// Size, ETag, version and metadata of an object, or `None` if it does not exist.
+    pub async fn head(&self, id: &ObjectId) -> Result<Option<Head>, S3Error> {
+        let (bucket, key, version) = s3_parts(id);
+        let result = retried(&self.shared, || {
+            let request = self
+                .shared
+                .client
+                .head_object()
+                .bucket(bucket)
+                .key(key)
+                .set_version_id(version.map(str::to_string));
+            send(request.send(), "HeadObject", id)
+        })
+        .await;
+        match result {
+            Ok(out) => Ok(Some(Head {
+                size: out
+                    .content_length()
+                    .and_then(|s| u64::try_from(s).ok())
+                    .unwrap_or(0),
+                etag: out.e_tag().map(unquote).unwrap_or_default(),
+                version: out.version_id().map(str::to_string),
+                meta: object_meta!(out),
+            })),
+            Err(e) if e.status == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}

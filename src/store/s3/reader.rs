@@ -1,0 +1,333 @@
+//! Reading an object: the first ranged GET brings its metadata, later ranges are
+//! fetched ahead in parallel within the byte budget, each conditional on the first
+//! response's ETag.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::error::{S3Error, classify, error_chain};
+use super::meta::{object_meta, unquote, user_metadata};
+use super::request::{InFlight, retried, send};
+use super::{S3Store, Shared, s3_parts};
+use crate::retry::Transience;
+use crate::store::{ObjectId, ObjectMeta, Reservation, SourceObject};
+
+/// Bytes of a body's start kept in [`SourceObject::head`].
+const HEAD_BYTES: usize = 4096;
+
+/// One GET's result.
+struct Got {
+    /// Present on the first GET only.
+    meta: Option<ObjectMeta>,
+    size: u64,
+    etag: Option<String>,
+    version: Option<String>,
+    tag_count: i32,
+    body: Segments,
+}
+
+/// A response body as the network delivered it: a list of buffers, never copied into
+/// one (that copy would briefly double the memory of every range in flight).
+#[derive(Default)]
+struct Segments {
+    parts: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Segments {
+    fn new(parts: impl IntoIterator<Item = Bytes>) -> Self {
+        let parts: VecDeque<Bytes> = parts.into_iter().filter(|b| !b.is_empty()).collect();
+        let len = parts.iter().map(Bytes::len).sum();
+        Self { parts, len }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies the first `n` bytes (or fewer) out.
+    fn prefix(&self, n: usize) -> Bytes {
+        let mut out = Vec::with_capacity(n.min(self.len));
+        for part in &self.parts {
+            let take = (n - out.len()).min(part.len());
+            out.extend_from_slice(&part[..take]);
+            if out.len() == n {
+                break;
+            }
+        }
+        Bytes::from(out)
+    }
+
+    /// Moves up to `buf.len()` bytes into `buf`.
+    fn read_into(&mut self, buf: &mut [u8]) -> usize {
+        let mut done = 0;
+        while done < buf.len() {
+            let Some(front) = self.parts.front_mut() else {
+                break;
+            };
+            let n = (buf.len() - done).min(front.len());
+            buf[done..done + n].copy_from_slice(&front[..n]);
+            bytes::Buf::advance(front, n);
+            if front.is_empty() {
+                self.parts.pop_front();
+            }
+            done += n;
+        }
+        self.len -= done;
+        done
+    }
+}
+
+/// GETs `range` (offset, length) of an object, body included, so a connection reset
+/// mid-body is retried like any other transient failure. The first range of an object
+/// also brings its metadata; an empty object has no byte 0, so that one is asked again
+/// without a range.
+async fn get(
+    shared: &Shared,
+    id: &ObjectId,
+    range: Option<(u64, u64)>,
+    if_match: Option<&str>,
+) -> Result<Got, (Transience, S3Error)> {
+    let (bucket, key, version) = s3_parts(id);
+    let request = |range: Option<(u64, u64)>| {
+        shared
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .set_version_id(version.map(str::to_string))
+            .set_if_match(if_match.map(str::to_string))
+            .set_range(range.map(|(start, len)| format!("bytes={start}-{}", start + len - 1)))
+            .send()
+    };
+    let out = match request(range).await {
+        Err(e)
+            if range.is_some_and(|(start, _)| start == 0)
+                && e.raw_response().is_some_and(|r| r.status().as_u16() == 416) =>
+        {
+            request(None).await
+        }
+        other => other,
+    }
+    .map_err(|e| classify("GetObject", id, e))?;
+    let first = range.is_none_or(|(start, _)| start == 0);
+    let meta = first.then(|| object_meta!(out));
+    let size = total_size(out.content_range(), out.content_length());
+    let out_range = out.content_range().map(str::to_string);
+    let etag = out.e_tag().map(unquote);
+    let version = out.version_id().map(str::to_string);
+    let tag_count = out.tag_count().unwrap_or(0);
+    let body = out
+        .body
+        .collect()
+        .await
+        .map_err(|e| body_error("GetObject", id, &e))?
+        .into_segments();
+    let body = Segments::new(body);
+    // A range must arrive whole: a short body means the connection broke quietly.
+    if let (Some((start, len)), Some(_)) = (range, out_range)
+        && body.len() as u64 != len.min(size.saturating_sub(start))
+    {
+        return Err(body_error_msg(
+            "GetObject",
+            id,
+            "response body shorter than the range",
+        ));
+    }
+    Ok(Got {
+        meta,
+        size,
+        etag,
+        version,
+        tag_count,
+        body,
+    })
+}
+
+/// Reads an object as consecutive ranges, fetched ahead in parallel.
+struct S3Reader {
+    shared: Arc<Shared>,
+    id: ObjectId,
+    etag: String,
+    size: u64,
+    next_offset: u64,
+    current: Segments,
+    /// The budget `current` holds, or `None` when it is the object's base part.
+    current_reservation: Option<Reservation>,
+    /// Ranges being fetched, in order, and whether each uses the base reservation (or
+    /// holds its own).
+    pending: VecDeque<InFlight<Got>>,
+    base_free: bool,
+}
+
+impl S3Reader {
+    /// Starts fetching more ranges while there are ranges left, read-ahead slots, and
+    /// budget: the base reservation first, then whatever is free now.
+    fn read_ahead(&mut self) {
+        let settings = &self.shared.settings;
+        while self.pending.len() < settings.read_ahead.max(1) && self.next_offset < self.size {
+            let len = settings.part_size.min(self.size - self.next_offset);
+            let extra = if self.base_free {
+                self.base_free = false;
+                None
+            } else {
+                match self.shared.budget.try_reserve(len) {
+                    Some(r) => Some(r),
+                    None => break,
+                }
+            };
+            let (shared, id, etag, offset) = (
+                self.shared.clone(),
+                self.id.clone(),
+                self.etag.clone(),
+                self.next_offset,
+            );
+            let task = self.shared.runtime.spawn(async move {
+                retried(&shared, || {
+                    get(&shared, &id, Some((offset, len)), Some(&etag))
+                })
+                .await
+            });
+            self.pending.push_back((task, extra));
+            self.next_offset += len;
+        }
+    }
+}
+
+impl Read for S3Reader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            // Drained: its budget goes back, to the object's base or to the job.
+            if self.current_reservation.take().is_none() {
+                self.base_free = true;
+            }
+            self.read_ahead();
+            let Some((task, extra)) = self.pending.pop_front() else {
+                return Ok(0);
+            };
+            let got = self
+                .shared
+                .runtime
+                .block_on(task)
+                .map_err(io::Error::other)?
+                .map_err(io::Error::other)?;
+            self.current = got.body;
+            self.current_reservation = extra;
+            self.read_ahead();
+        }
+        Ok(self.current.read_into(buf))
+    }
+}
+
+impl Drop for S3Reader {
+    fn drop(&mut self) {
+        for (task, _) in &self.pending {
+            task.abort();
+        }
+    }
+}
+
+fn body_error(
+    action: &'static str,
+    object: &dyn std::fmt::Display,
+    e: &dyn std::error::Error,
+) -> (Transience, S3Error) {
+    // The connection broke while the body streamed (reset, timeout): try again.
+    (
+        Transience::Transient,
+        S3Error::new(action, object, "body read failed", error_chain(e)),
+    )
+}
+
+fn body_error_msg(
+    action: &'static str,
+    object: &dyn std::fmt::Display,
+    msg: &str,
+) -> (Transience, S3Error) {
+    (
+        Transience::Transient,
+        S3Error::new(action, object, "body read failed", msg.to_string()),
+    )
+}
+
+/// The whole object's size from `Content-Range: bytes 0-N/TOTAL`, else the body length.
+fn total_size(content_range: Option<&str>, content_length: Option<i64>) -> u64 {
+    content_range
+        .and_then(|r| r.rsplit('/').next())
+        .and_then(|t| t.parse().ok())
+        .or_else(|| content_length.and_then(|l| u64::try_from(l).ok()))
+        .unwrap_or(0)
+}
+
+impl S3Store {
+    /// Opens an object for reading: fetches its first part (which brings size, ETag,
+    /// version and metadata), its tags if it has any, and starts reading ahead. Every
+    /// later range is conditional on the same ETag (and version), so an object replaced
+    /// mid-read fails instead of mixing two versions.
+    ///
+    /// The caller holds the object's base reservation ([`reserve_object`](Self::reserve_object)).
+    /// Blocks; call from a blocking thread.
+    pub fn open(&self, id: &ObjectId) -> Result<SourceObject, S3Error> {
+        let shared = &self.shared;
+        let part = shared.settings.part_size;
+        let first = shared
+            .runtime
+            .block_on(retried(shared, || get(shared, id, Some((0, part)), None)))?;
+        let mut meta = first.meta.expect("the first GET reads metadata");
+        if first.tag_count > 0 {
+            meta.tags = shared.runtime.block_on(self.tags(id))?;
+        }
+        let etag = first.etag.clone().unwrap_or_default();
+        let (bucket, key, _) = s3_parts(id);
+        // Later ranges name the version read first, when the bucket has versions.
+        let pinned = ObjectId::s3(bucket, key, first.version.clone());
+        let head = first.body.prefix(HEAD_BYTES);
+        let mut reader = S3Reader {
+            shared: self.shared.clone(),
+            id: pinned,
+            etag: etag.clone(),
+            size: first.size,
+            next_offset: first.body.len() as u64,
+            current: first.body,
+            current_reservation: None,
+            pending: VecDeque::new(),
+            base_free: false,
+        };
+        reader.read_ahead();
+        Ok(SourceObject {
+            size: reader.size,
+            etag,
+            version: first.version,
+            meta,
+            head,
+            reader: Box::new(reader),
+        })
+    }
+
+    async fn tags(&self, id: &ObjectId) -> Result<Vec<(String, String)>, S3Error> {
+        let (bucket, key, version) = s3_parts(id);
+        let out = retried(&self.shared, || {
+            let request = self
+                .shared
+                .client
+                .get_object_tagging()
+                .bucket(bucket)
+                .key(key)
+                .set_version_id(version.map(str::to_string));
+            send(request.send(), "GetObjectTagging", id)
+        })
+        .await?;
+        Ok(out
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect())
+    }
+}
