@@ -131,35 +131,28 @@ print(json.dumps({'users': {
     // STS, IAM and KMS requests are all `POST /`; this run makes no KMS calls (raw AES
     // key) and S3 requests name the bucket, so new `POST /` lines are STS calls.
     let posts_before = w.moto.requests("POST / HTTP/1.1");
-    // A run that is not denied (a dry run lists and reads, which the reader may) asks
-    // STS nothing.
-    let o = w.sealpipe_as(
-        "reader",
-        &[
+    // The same job as the reader, `extra` added.
+    let encrypt = |extra: &[&str]| {
+        let mut args = vec![
             "encrypt",
             "s3://src/in/",
             "s3://dst/out/",
             "--key",
             &raw_key,
-            "--dry-run",
-        ],
-    );
+        ];
+        args.extend_from_slice(extra);
+        w.sealpipe_as("reader", &args)
+    };
+    // A run that is not denied (a dry run lists and reads, which the reader may) asks
+    // STS nothing.
+    let o = encrypt(&["--dry-run"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(
         w.moto.requests("POST / HTTP/1.1"),
         posts_before,
         "no GetCallerIdentity without a denial"
     );
-    let o = w.sealpipe_as(
-        "reader",
-        &[
-            "encrypt",
-            "s3://src/in/",
-            "s3://dst/out/",
-            "--key",
-            &raw_key,
-        ],
-    );
+    let o = encrypt(&[]);
     let e = stderr(&o);
     // Reading and listing are allowed, writing is not: each object fails on its own.
     assert_eq!(o.status.code(), Some(1), "{e}");

@@ -4,49 +4,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn sealpipe(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sealpipe"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("SEALPIPE_CONFIG")
-        .output()
-        .expect("run sealpipe")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-struct Workspace {
-    dir: tempfile::TempDir,
-}
-
-impl Workspace {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("k.key"), [0x42u8; 32]).unwrap();
-        std::fs::write(dir.path().join("other.key"), [0x17u8; 32]).unwrap();
-        Self { dir }
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn write(&self, p: &str, data: &[u8]) {
-        let path = self.path(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, data).unwrap();
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        sealpipe(args, self.dir.path())
-    }
-}
-
-const KEY: &str = "raw-aes:tests:k1:k.key";
-const OTHER: &str = "raw-aes:tests:k2:other.key";
+use common::cli::{KEY, OTHER, Workspace, stderr};
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = walk(dir)
@@ -79,21 +40,20 @@ fn a_tree_round_trips_with_mirrored_paths_and_a_report() {
     ws.write("src/empty", b"");
     ws.write("src/deep/er/b.bin", &common::pseudo_random(200_000, 1));
     ws.write("src/exact", &common::pseudo_random(4096 * 3, 2));
-    let o = ws.run(&[
-        "encrypt",
+    let o = ws.encrypt(
         "src",
         "enc",
-        "--key",
-        KEY,
-        "--key",
-        OTHER,
-        "--context",
-        "team=infra",
-        "--frame-len",
-        "4096",
-        "--report",
-        "enc.json",
-    ]);
+        &[
+            "--key",
+            OTHER,
+            "--context",
+            "team=infra",
+            "--frame-len",
+            "4096",
+            "--report",
+            "enc.json",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(files_under(&ws.path("src")), files_under(&ws.path("enc")));
     let report: Value =
@@ -146,17 +106,7 @@ fn a_tree_round_trips_with_mirrored_paths_and_a_report() {
 fn inspect_prints_the_header() {
     let ws = Workspace::new();
     ws.write("p", b"hello");
-    let o = ws.run(&[
-        "encrypt",
-        "p",
-        "p.enc",
-        "--key",
-        KEY,
-        "--suite",
-        "0578",
-        "--context",
-        "a=b",
-    ]);
+    let o = ws.encrypt("p", "p.enc", &["--suite", "0578", "--context", "a=b"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = ws.run(&["inspect", "p.enc"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -228,16 +178,7 @@ fn dry_run_writes_nothing_and_counts() {
     let ws = Workspace::new();
     ws.write("src/a", b"1234");
     ws.write("src/b/c", b"56");
-    let o = ws.run(&[
-        "encrypt",
-        "src",
-        "out",
-        "--key",
-        KEY,
-        "--dry-run",
-        "--report",
-        "r.json",
-    ]);
+    let o = ws.encrypt("src", "out", &["--dry-run", "--report", "r.json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!ws.path("out").exists());
     assert!(
@@ -258,7 +199,7 @@ fn symlinks_are_skipped_and_counted() {
     let ws = Workspace::new();
     ws.write("src/real", b"data");
     std::os::unix::fs::symlink("/etc/hostname", ws.path("src/link")).unwrap();
-    let o = ws.run(&["encrypt", "src", "out", "--key", KEY, "--report", "r.json"]);
+    let o = ws.encrypt("src", "out", &["--report", "r.json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let report: Value = serde_json::from_slice(&std::fs::read(ws.path("r.json")).unwrap()).unwrap();
     assert_eq!(report["objects"]["ok"], 1);
@@ -274,19 +215,11 @@ fn every_single_byte_flip_fails_and_leaves_no_output() {
     ws.write("p", &common::pseudo_random(300, 9));
     for suite in ["0478", "0578"] {
         let msg = format!("m{suite}");
-        let o = ws.run(&[
-            "encrypt",
+        let o = ws.encrypt(
             "p",
             &msg,
-            "--key",
-            KEY,
-            "--context",
-            "k=v",
-            "--frame-len",
-            "128",
-            "--suite",
-            suite,
-        ]);
+            &["--context", "k=v", "--frame-len", "128", "--suite", suite],
+        );
         assert!(o.status.success(), "{}", stderr(&o));
         let original = std::fs::read(ws.path(&msg)).unwrap();
         // Many tampered copies in one tree, decrypted by one job.
@@ -294,7 +227,7 @@ fn every_single_byte_flip_fails_and_leaves_no_output() {
         for i in 0..original.len() {
             let mut t = original.clone();
             t[i] ^= 0x01 << (i % 8);
-            ws.write(&format!("{dir}/{i:05}"), &t);
+            ws.write(format!("{dir}/{i:05}"), &t);
         }
         let out = format!("out{suite}");
         let o = ws.run(&[
@@ -328,11 +261,11 @@ fn every_single_byte_flip_fails_and_leaves_no_output() {
 fn truncated_and_extended_messages_fail_cleanly() {
     let ws = Workspace::new();
     ws.write("p", &common::pseudo_random(1000, 3));
-    let o = ws.run(&["encrypt", "p", "m", "--key", KEY, "--frame-len", "256"]);
+    let o = ws.encrypt("p", "m", &["--frame-len", "256"]);
     assert!(o.status.success());
     let m = std::fs::read(ws.path("m")).unwrap();
     for len in 0..m.len() {
-        ws.write(&format!("cut/{len:05}"), &m[..len]);
+        ws.write(format!("cut/{len:05}"), &m[..len]);
     }
     let mut longer = m.clone();
     longer.push(0);
@@ -358,17 +291,7 @@ fn truncated_and_extended_messages_fail_cleanly() {
 fn the_hostile_input_limits_are_enforced() {
     let ws = Workspace::new();
     ws.write("p", b"data");
-    let o = ws.run(&[
-        "encrypt",
-        "p",
-        "m",
-        "--key",
-        KEY,
-        "--key",
-        OTHER,
-        "--frame-len",
-        "4096",
-    ]);
+    let o = ws.encrypt("p", "m", &["--key", OTHER, "--frame-len", "4096"]);
     assert!(o.status.success());
     let o = ws.run(&[
         "decrypt",
@@ -424,13 +347,10 @@ fn a_terminated_job_leaves_no_partial_files() {
     let ws = Workspace::new();
     let files = 200;
     for i in 0..files {
-        ws.write(
-            &format!("src/{i:04}"),
-            &common::pseudo_random(512 * 1024, i),
-        );
+        ws.write(format!("src/{i:04}"), &common::pseudo_random(512 * 1024, i));
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sealpipe"))
-        .args([
+    let mut child = ws
+        .command(&[
             "encrypt",
             "src",
             "out",
@@ -442,7 +362,6 @@ fn a_terminated_job_leaves_no_partial_files() {
             "r.json",
             "--quiet",
         ])
-        .current_dir(ws.dir.path())
         .spawn()
         .unwrap();
     let started = std::time::Instant::now();
@@ -485,7 +404,7 @@ fn special_files_at_the_destination_are_never_replaced() {
     ws.write("p", b"data");
     ws.write("elsewhere", b"keep me");
     std::os::unix::fs::symlink("elsewhere", ws.path("link")).unwrap();
-    let o = ws.run(&["encrypt", "p", "link", "--key", KEY]);
+    let o = ws.encrypt("p", "link", &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
     assert!(
@@ -505,15 +424,7 @@ fn reencrypt_moves_messages_to_new_keys_and_upgrades_legacy_and_signed_ones() {
     let signed_plain = common::pseudo_random(200_000, 1);
     let legacy_plain = common::pseudo_random(70_000, 2);
     ws.write("plain/signed.bin", &signed_plain);
-    let o = ws.run(&[
-        "encrypt",
-        "plain/signed.bin",
-        "old/signed.bin",
-        "--key",
-        KEY,
-        "--suite",
-        "0578",
-    ]);
+    let o = ws.encrypt("plain/signed.bin", "old/signed.bin", &["--suite", "0578"]);
     assert!(o.status.success(), "{}", stderr(&o));
     // A legacy (v1, non-committing, signed) message under the same key, as older SDKs
     // wrote them.
@@ -581,7 +492,7 @@ fn verify_reads_everything_and_writes_nothing() {
     let ws = Workspace::new();
     ws.write("src/a", &common::pseudo_random(100_000, 3));
     ws.write("src/b/c", b"small");
-    let o = ws.run(&["encrypt", "src", "enc", "--key", KEY]);
+    let o = ws.encrypt("src", "enc", &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = ws.run(&["verify", "enc", "--key", KEY, "--report", "v.json"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -613,9 +524,9 @@ fn verify_reads_everything_and_writes_nothing() {
 fn fail_fast_starts_nothing_after_the_first_failure() {
     let ws = Workspace::new();
     for name in ["b", "c", "d"] {
-        ws.write(&format!("plain/{name}"), name.as_bytes());
+        ws.write(format!("plain/{name}"), name.as_bytes());
     }
-    let o = ws.run(&["encrypt", "plain", "enc", "--key", KEY]);
+    let o = ws.encrypt("plain", "enc", &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     ws.write("enc/a", b"not a message, and first in order");
     let o = ws.run(&[

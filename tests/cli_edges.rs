@@ -3,100 +3,58 @@
 //! is expected, hostile bytes in messages and file names, reports that cannot be
 //! written, dry runs without readable keys, reserved context keys.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::process::{Child, ExitStatus, Output, Stdio};
+use std::time::Duration;
 
 use sealpipe::format::{AlgorithmSuite, EncryptionContext};
 use sealpipe::keys::{self, RawAesKeyring};
 use sealpipe::stream;
 
-fn command(args: &[&str], cwd: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sealpipe"));
-    c.args(args)
-        .current_dir(cwd)
-        .env_remove("SEALPIPE_CONFIG")
-        .env_remove("SEALPIPE_CONCURRENCY")
-        .env_remove("SEALPIPE_KMS_RATE")
-        .env_remove("SEALPIPE_QUIET")
-        .env_remove("SEALPIPE_AEAD");
-    c
-}
-
-fn sealpipe(args: &[&str], cwd: &Path) -> Output {
-    command(args, cwd).output().expect("run sealpipe")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::cli::{KEY, Workspace, stderr};
 
 /// Waits for `child`, killing it and failing the test if it hangs: a FIFO read
 /// without a writer would block forever.
 fn wait_or_kill(mut child: Child, what: &str) -> ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: sealpipe hung");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_or_kill(&mut child, Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("{what}: sealpipe hung"))
 }
 
-struct Workspace {
-    dir: tempfile::TempDir,
+/// `src/a.txt` and `src/b.txt`, sealed into `enc/`.
+fn with_sealed_tree() -> Workspace {
+    let ws = Workspace::new();
+    ws.write("src/a.txt", b"alpha");
+    ws.write("src/b.txt", b"bravo");
+    let o = ws.encrypt("src", "enc", &["-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    ws
 }
-
-impl Workspace {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("k.key"), [0x42u8; 32]).unwrap();
-        Self { dir }
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn write(&self, p: &str, data: &[u8]) {
-        let path = self.path(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, data).unwrap();
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        sealpipe(args, self.dir.path())
-    }
-    fn command(&self, args: &[&str]) -> Command {
-        command(args, self.dir.path())
-    }
-    /// `src/a.txt` and `src/b.txt`, sealed into `enc/`.
-    fn with_sealed_tree() -> Self {
-        let ws = Self::new();
-        ws.write("src/a.txt", b"alpha");
-        ws.write("src/b.txt", b"bravo");
-        let o = ws.run(&["encrypt", "src", "enc", "--key", KEY, "-q"]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        ws
-    }
-    fn mkfifo(&self, p: &str) -> PathBuf {
-        let path = self.path(p);
-        let status = Command::new("mkfifo").arg(&path).status().expect("mkfifo");
-        assert!(status.success());
-        path
-    }
-}
-
-const KEY: &str = "raw-aes:tests:k1:k.key";
 
 fn assert_usage_error(o: &Output, needle: &str, what: &str) {
     let err = stderr(o);
     assert_eq!(o.status.code(), Some(2), "{what}: {err}");
     assert!(err.contains(needle), "{what}: expected {needle:?} in {err}");
     assert!(!err.contains("panicked"), "{what}: {err}");
+}
+
+/// Runs `args` with stdout discarded: a usage error that says `needle` once.
+fn assert_usage_error_once(ws: &Workspace, args: &[&str], needle: &str, what: &str) {
+    let child = ws
+        .command(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_usage_error(&o, needle, what);
+    // Each cause said once.
+    let err = stderr(&o).to_lowercase();
+    assert_eq!(
+        err.matches(&needle.to_lowercase()).count(),
+        1,
+        "{what}: {err}"
+    );
 }
 
 // ---- 1. Closed output streams ----
@@ -110,47 +68,32 @@ fn with_closed_stdout(ws: &Workspace, args: &[&str]) -> (ExitStatus, String) {
         .spawn()
         .unwrap();
     drop(child.stdout.take());
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = common::read_stderr(&mut child);
     (wait_or_kill(child, &args.join(" ")), err)
 }
 
 #[test]
 fn a_closed_stdout_ends_inspect_bench_and_help_quietly() {
-    let ws = Workspace::with_sealed_tree();
+    let ws = with_sealed_tree();
+    let bench = [
+        "bench",
+        "--seconds",
+        "0",
+        "--threads",
+        "1",
+        "--size",
+        "65536",
+    ];
     for args in [
-        &["inspect", "enc/a.txt"][..],
-        &[
-            "bench",
-            "--json",
-            "--seconds",
-            "0",
-            "--threads",
-            "1",
-            "--size",
-            "65536",
-        ],
-        &[
-            "bench",
-            "--seconds",
-            "0",
-            "--threads",
-            "1",
-            "--size",
-            "65536",
-            "-q",
-        ],
-        &["--help"],
-        &["help", "encrypt"],
-        &["encrypt", "--help"],
-        &["--version"],
+        vec!["inspect", "enc/a.txt"],
+        [&bench[..], &["--json"]].concat(),
+        [&bench[..], &["-q"]].concat(),
+        vec!["--help"],
+        vec!["help", "encrypt"],
+        vec!["encrypt", "--help"],
+        vec!["--version"],
     ] {
-        let (status, err) = with_closed_stdout(&ws, args);
+        let (status, err) = with_closed_stdout(&ws, &args);
         assert_eq!(status.code(), Some(0), "{args:?}: {err}");
         assert!(err.is_empty(), "{args:?} said something: {err}");
     }
@@ -158,7 +101,7 @@ fn a_closed_stdout_ends_inspect_bench_and_help_quietly() {
 
 #[test]
 fn a_closed_stdout_in_a_shell_pipeline_exits_0() {
-    let ws = Workspace::with_sealed_tree();
+    let ws = with_sealed_tree();
     // POSIX sh has no PIPESTATUS: the left side writes its own status to a file.
     for script in [
         r#"{ "$0" inspect enc/a.txt; echo $? > status; } | true"#,
@@ -166,13 +109,7 @@ fn a_closed_stdout_in_a_shell_pipeline_exits_0() {
         r#"{ "$0" --help; echo $? > status; } | true"#,
         r#"{ "$0" bench --json --seconds 0 --threads 1 --size 4096; echo $? > status; } | true"#,
     ] {
-        let o = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg(env!("CARGO_BIN_EXE_sealpipe"))
-            .current_dir(ws.dir.path())
-            .output()
-            .unwrap();
+        let o = ws.sh(script, &[]);
         let status = std::fs::read_to_string(ws.path("status")).unwrap();
         assert_eq!(status.trim(), "0", "{script}: {}", stderr(&o));
         assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
@@ -206,14 +143,7 @@ fn a_closed_stderr_does_not_change_a_successful_jobs_exit_code() {
             2,
         ),
     ] {
-        let o = Command::new("sh")
-            .arg("-c")
-            .arg(r#"exec "$0" "$@" 2>&-"#)
-            .arg(env!("CARGO_BIN_EXE_sealpipe"))
-            .args(&args)
-            .current_dir(ws.dir.path())
-            .output()
-            .unwrap();
+        let o = ws.sh(r#"exec "$0" "$@" 2>&-"#, &args);
         assert_eq!(o.status.code(), Some(code), "{args:?}");
     }
     // Nothing meant for stderr landed in a file that got descriptor 2.
@@ -229,80 +159,85 @@ fn a_closed_stderr_does_not_change_a_successful_jobs_exit_code() {
 
 // ---- 2. Numbers out of range ----
 
+/// Runs `command` with each case's flag given each of its values (`--flag=value` for a
+/// negative one, which would read as a flag, else `--flag value`): each is a usage
+/// error naming the case's needle, and writes nothing to stdout.
+fn assert_flag_errors(ws: &Workspace, command: &[&str], cases: &[(&str, &[&str], &str)]) {
+    for (flag, values, needle) in cases {
+        for value in *values {
+            let extra = if value.starts_with('-') {
+                vec![format!("{flag}={value}")]
+            } else {
+                vec![flag.to_string(), value.to_string()]
+            };
+            let mut args = command.to_vec();
+            args.extend(extra.iter().map(String::as_str));
+            let o = ws.run(&args);
+            assert_usage_error(&o, needle, &extra.join(" "));
+            assert!(o.stdout.is_empty(), "{extra:?}");
+        }
+    }
+}
+
 #[test]
 fn out_of_range_flags_are_usage_errors() {
     let ws = Workspace::new();
     ws.write("src/a.txt", b"alpha");
-    let job = ["encrypt", "src", "enc", "--key", KEY];
-    let cases: &[(&[&str], &str)] = &[
-        (&["--concurrency", "4611686018427387904"], "1 to 65536"),
-        (&["--concurrency", "0"], "1 to 65536"),
-        (&["--concurrency=-3"], "1 to 65536"),
-        (&["--cache-max-age", "1e300"], "86400"),
-        (&["--cache-max-age", "0"], "more than 0"),
-        (&["--cache-max-age", "nan"], "86400"),
-        (&["--kms-retry-max-delay", "1e300"], "86400"),
-        (&["--kms-retry-max-delay=-1"], "86400"),
-        (&["--kms-retry-total", "inf"], "86400"),
-        (&["--kms-rate", "nan"], "requests per second"),
-        (&["--kms-rate", "inf"], "requests per second"),
-        (&["--kms-rate=-1"], "requests per second"),
-        (&["--kms-rate", "0"], "requests per second"),
-        (&["--frame-len", "0"], "2147483647"),
-        (&["--frame-len", "2147483648"], "2147483647"),
-        (&["--cache-max-messages", "0"], "4294967296"),
-        (&["--cache-max-messages", "4294967297"], "4294967296"),
-        (&["--cache-max-bytes", "0"], "from 1"),
-        (&["--part-size", "1e400GiB"], "unknown unit"),
-        (&["--part-size=-1"], "not a size"),
-        (&["--part-size", "nan"], "not a size"),
-        (&["--part-size", "1.2.3MiB"], "not a size"),
-        (&["--part-size", "18446744073709551616"], "more than"),
-        (&["--part-size", "9999999TiB"], "5GiB"),
-        (&["--part-size", "1MiB"], "5MiB"),
-        (&["--max-in-flight", "9999999TiB"], "1TiB"),
-        (&["--max-in-flight", ""], "not a size"),
-    ];
-    for (extra, needle) in cases {
-        let args: Vec<&str> = job.iter().chain(extra.iter()).copied().collect();
-        assert_usage_error(&ws.run(&args), needle, &extra.join(" "));
-    }
-    let read_cases: &[(&[&str], &str)] = &[
-        (&["--max-encrypted-data-keys", "0"], "1 to 65535"),
-        (&["--max-encrypted-data-keys", "65536"], "1 to 65535"),
-        (&["--max-header-size", "0"], "1073741824"),
-        (&["--max-frame-len", "0"], "2147483647"),
-    ];
-    for (extra, needle) in read_cases {
-        let mut args = vec!["decrypt", "src", "dec", "--key", KEY];
-        args.extend_from_slice(extra);
-        assert_usage_error(&ws.run(&args), needle, &extra.join(" "));
-    }
+    assert_flag_errors(
+        &ws,
+        &["encrypt", "src", "enc", "--key", KEY],
+        &[
+            (
+                "--concurrency",
+                &["4611686018427387904", "0", "-3"],
+                "1 to 65536",
+            ),
+            ("--cache-max-age", &["1e300", "nan"], "86400"),
+            ("--cache-max-age", &["0"], "more than 0"),
+            ("--kms-retry-max-delay", &["1e300", "-1"], "86400"),
+            ("--kms-retry-total", &["inf"], "86400"),
+            (
+                "--kms-rate",
+                &["nan", "inf", "-1", "0"],
+                "requests per second",
+            ),
+            ("--frame-len", &["0", "2147483648"], "2147483647"),
+            ("--cache-max-messages", &["0", "4294967297"], "4294967296"),
+            ("--cache-max-bytes", &["0"], "from 1"),
+            ("--part-size", &["1e400GiB"], "unknown unit"),
+            ("--part-size", &["-1", "nan", "1.2.3MiB"], "not a size"),
+            ("--part-size", &["18446744073709551616"], "more than"),
+            ("--part-size", &["9999999TiB"], "5GiB"),
+            ("--part-size", &["1MiB"], "5MiB"),
+            ("--max-in-flight", &["9999999TiB"], "1TiB"),
+            ("--max-in-flight", &[""], "not a size"),
+        ],
+    );
+    assert_flag_errors(
+        &ws,
+        &["decrypt", "src", "dec", "--key", KEY],
+        &[
+            ("--max-encrypted-data-keys", &["0", "65536"], "1 to 65535"),
+            ("--max-header-size", &["0"], "1073741824"),
+            ("--max-frame-len", &["0"], "2147483647"),
+        ],
+    );
     assert!(!ws.path("enc").exists() && !ws.path("dec").exists());
 }
 
 #[test]
 fn out_of_range_benchmark_settings_are_usage_errors() {
     let ws = Workspace::new();
-    let cases: &[(&[&str], &str)] = &[
-        (&["--size", "0"], "1073741824"),
-        (&["--size", "18446744073709551615"], "1073741824"),
-        (&["--size=-1"], "1073741824"),
-        (&["--threads", "1000000"], "0 to 1024"),
-        (&["--seconds", "nan"], "3600"),
-        (&["--seconds=-1"], "3600"),
-        (&["--seconds", "inf"], "3600"),
-        (&["--seconds", "1e300"], "3600"),
-        (&["--frame-len", "0"], "67108864"),
-        (&["--frame-len", "4294967295"], "67108864"),
-    ];
-    for (extra, needle) in cases {
-        let mut args = vec!["bench", "--json"];
-        args.extend_from_slice(extra);
-        let o = ws.run(&args);
-        assert_usage_error(&o, needle, &extra.join(" "));
-        assert!(o.stdout.is_empty(), "{extra:?}");
-    }
+    assert_flag_errors(
+        &ws,
+        &["bench", "--json"],
+        &[
+            ("--size", &["0", "18446744073709551615", "-1"], "1073741824"),
+            ("--threads", &["1000000"], "0 to 1024"),
+            ("--seconds", &["nan", "-1", "inf", "1e300"], "3600"),
+            ("--frame-len", &["0", "4294967295"], "67108864"),
+        ],
+    );
 }
 
 #[test]
@@ -373,7 +308,7 @@ fn out_of_range_config_values_are_usage_errors() {
 
 #[test]
 fn special_and_oversized_key_files_fail_fast() {
-    let ws = Workspace::with_sealed_tree();
+    let ws = with_sealed_tree();
     ws.mkfifo("fifo.key");
     ws.write("big.key", &vec![1u8; 10 << 20]);
     ws.write("33.key", &[1u8; 33]);
@@ -391,21 +326,7 @@ fn special_and_oversized_key_files_fail_fast() {
             vec!["encrypt", "src", "out", "--key", key.as_str()],
             vec!["decrypt", "enc", "out", "--key", key.as_str()],
         ] {
-            let child = ws
-                .command(&args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let o = child.wait_with_output().unwrap();
-            assert_usage_error(&o, needle, &key);
-            // Each cause said once.
-            let err = stderr(&o).to_lowercase();
-            assert_eq!(
-                err.matches(&needle.to_lowercase()).count(),
-                1,
-                "{key}: {err}"
-            );
+            assert_usage_error_once(&ws, &args, needle, &key);
         }
     }
     assert!(!ws.path("out").exists());
@@ -442,20 +363,7 @@ fn special_and_oversized_config_files_fail_fast() {
             vec!["--config", path, "encrypt", "src", "enc", "--key", KEY],
             vec!["run", "--config", path],
         ] {
-            let child = ws
-                .command(&args)
-                .stderr(Stdio::piped())
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap();
-            let o = child.wait_with_output().unwrap();
-            assert_usage_error(&o, needle, path);
-            let err = stderr(&o).to_lowercase();
-            assert_eq!(
-                err.matches(&needle.to_lowercase()).count(),
-                1,
-                "{path}: {err}"
-            );
+            assert_usage_error_once(&ws, &args, needle, path);
         }
     }
     assert!(!ws.path("enc").exists());
@@ -509,7 +417,7 @@ fn crafted_message() -> Vec<u8> {
 fn hostile_names_and_message_bytes_are_escaped_on_stderr() {
     let ws = Workspace::new();
     let file = "evil\nerror: forged file\x1b[2J\u{202e}.bin";
-    ws.write(&format!("enc/{file}"), &crafted_message());
+    ws.write(format!("enc/{file}"), &crafted_message());
     ws.write("enc/plain.bin", &crafted_message());
     let o = ws.run(&["decrypt", "enc", "dec", "--key", KEY]);
     let err = stderr(&o);
@@ -613,15 +521,7 @@ fn an_unwritable_report_is_refused_before_any_object_is_processed() {
     assert_eq!(std::fs::read(ws.path("plainfile")).unwrap(), b"x");
 
     // A writable report appears whole, with no temporary file left beside it.
-    let o = ws.run(&[
-        "encrypt",
-        "src",
-        "enc",
-        "--key",
-        KEY,
-        "--report",
-        "reports/r.json",
-    ]);
+    let o = ws.encrypt("src", "enc", &["--report", "reports/r.json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let names: Vec<_> = std::fs::read_dir(ws.path("reports"))
         .unwrap()
@@ -635,7 +535,7 @@ fn an_unwritable_report_is_refused_before_any_object_is_processed() {
 
 #[test]
 fn dry_runs_read_no_key_file() {
-    let ws = Workspace::with_sealed_tree();
+    let ws = with_sealed_tree();
     let missing = "raw-aes:tests:k1:missing.key";
     for args in [
         vec!["encrypt", "src", "out", "--key", missing, "--dry-run"],
@@ -690,7 +590,7 @@ fn dry_runs_read_no_key_file() {
 
 #[test]
 fn reserved_context_keys_are_refused_wherever_they_are_given() {
-    let ws = Workspace::with_sealed_tree();
+    let ws = with_sealed_tree();
     for args in [
         vec![
             "decrypt",

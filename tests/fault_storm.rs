@@ -161,6 +161,44 @@ fn check_clean(
     failed
 }
 
+/// Runs sealpipe `job` (`[command, SRC, DST]`) with `key`, S3 through a fresh
+/// [`S3_STORM`] proxy and KMS through a fault proxy started with `kms_args`, 5 MiB
+/// parts and 16 workers, plus `extra`; stops both proxies and logs their counters
+/// under `what`. Returns the run, the S3 proxy's counters line and the KMS proxy's
+/// counts.
+fn through_storm(
+    w: &World,
+    what: &str,
+    kms_args: &[&str],
+    job: [&str; 3],
+    key: &str,
+    extra: &[&str],
+) -> (Run, String, Value) {
+    let s3 = FaultProxy::start("s3_fault_proxy.py", &w.moto.endpoint(), &S3_STORM);
+    let kms = FaultProxy::start("kms_fault_proxy.py", &w.moto.endpoint(), kms_args);
+    let mut args = job.to_vec();
+    args.extend([
+        "--key",
+        key,
+        "--kms-endpoint",
+        &kms.endpoint,
+        "--part-size",
+        "5MiB",
+        "--concurrency",
+        "16",
+        "-q",
+    ]);
+    args.extend_from_slice(extra);
+    let run = w.run_via(&s3.endpoint, &args);
+    let s3_counts = s3.stop();
+    let kms_counts = kms_counts(&kms.stop());
+    w.log(&format!(
+        "{what}: S3 proxy {}; KMS proxy {kms_counts}",
+        s3_counts.trim()
+    ));
+    (run, s3_counts, kms_counts)
+}
+
 #[test]
 fn fault_storm_jobs_complete_or_fail_cleanly() {
     let w = World::start("storm");
@@ -191,33 +229,14 @@ fn fault_storm_jobs_complete_or_fail_cleanly() {
     let bodies: HashMap<&str, &Bytes> = objects.iter().map(|(k, b)| (k.as_str(), b)).collect();
 
     // ---- encrypt through the storm --------------------------------------------------
-    let s3 = FaultProxy::start("s3_fault_proxy.py", &w.moto.endpoint(), &S3_STORM);
-    let kms = FaultProxy::start("kms_fault_proxy.py", &w.moto.endpoint(), &KMS_STORM);
-    let enc = w.run_via(
-        &s3.endpoint,
-        &[
-            "encrypt",
-            "s3://storm-src",
-            "s3://storm-enc",
-            "--key",
-            &key,
-            "--kms-endpoint",
-            &kms.endpoint,
-            "--cache-max-messages",
-            "5",
-            "--part-size",
-            "5MiB",
-            "--concurrency",
-            "16",
-            "-q",
-        ],
+    let (enc, s3_enc, kms_enc) = through_storm(
+        &w,
+        "encrypt",
+        &KMS_STORM,
+        ["encrypt", "s3://storm-src", "s3://storm-enc"],
+        &key,
+        &["--cache-max-messages", "5"],
     );
-    let s3_enc = s3.stop();
-    let kms_enc = kms_counts(&kms.stop());
-    w.log(&format!(
-        "encrypt: S3 proxy {}; KMS proxy {kms_enc}",
-        s3_enc.trim()
-    ));
     let enc_failed = check_clean(&w, &enc, &sources, "storm-enc");
     for kind in ["slowdown", "reset", "delayed", "stalled"] {
         assert!(
@@ -246,31 +265,14 @@ fn fault_storm_jobs_complete_or_fail_cleanly() {
     assert!(enc.num("s3/slowdowns") > 0, "{}", enc.context());
 
     // ---- decrypt through a fresh storm -------------------------------------------------
-    let s3 = FaultProxy::start("s3_fault_proxy.py", &w.moto.endpoint(), &S3_STORM);
-    let kms = FaultProxy::start("kms_fault_proxy.py", &w.moto.endpoint(), &KMS_STORM);
-    let dec = w.run_via(
-        &s3.endpoint,
-        &[
-            "decrypt",
-            "s3://storm-enc",
-            "s3://storm-dec",
-            "--key",
-            &key,
-            "--kms-endpoint",
-            &kms.endpoint,
-            "--part-size",
-            "5MiB",
-            "--concurrency",
-            "16",
-            "-q",
-        ],
+    let (dec, s3_dec, kms_dec) = through_storm(
+        &w,
+        "decrypt",
+        &KMS_STORM,
+        ["decrypt", "s3://storm-enc", "s3://storm-dec"],
+        &key,
+        &[],
     );
-    let s3_dec = s3.stop();
-    let kms_dec = kms_counts(&kms.stop());
-    w.log(&format!(
-        "decrypt: S3 proxy {}; KMS proxy {kms_dec}",
-        s3_dec.trim()
-    ));
     let encrypted: BTreeSet<String> = sources.difference(&enc_failed).cloned().collect();
     let dec_failed = check_clean(&w, &dec, &encrypted, "storm-dec");
     for kind in ["slowdown", "reset", "delayed", "stalled"] {
@@ -289,10 +291,10 @@ fn fault_storm_jobs_complete_or_fail_cleanly() {
     // ---- a storm that must end in clean failures ----------------------------------------
     // The same S3 storm, and a KMS that denies every 4th Decrypt (not retried): the
     // objects whose data key it refused fail, the others complete.
-    let s3 = FaultProxy::start("s3_fault_proxy.py", &w.moto.endpoint(), &S3_STORM);
-    let kms = FaultProxy::start(
-        "kms_fault_proxy.py",
-        &w.moto.endpoint(),
+    w.create_bucket("storm-dec2");
+    let (denied, _, kms_denied) = through_storm(
+        &w,
+        "decrypt with denials",
         &[
             "--error",
             "AccessDeniedException",
@@ -307,31 +309,10 @@ fn fault_storm_jobs_complete_or_fail_cleanly() {
             "--actions",
             "Decrypt",
         ],
+        ["decrypt", "s3://storm-enc", "s3://storm-dec2"],
+        &key,
+        &[],
     );
-    w.create_bucket("storm-dec2");
-    let denied = w.run_via(
-        &s3.endpoint,
-        &[
-            "decrypt",
-            "s3://storm-enc",
-            "s3://storm-dec2",
-            "--key",
-            &key,
-            "--kms-endpoint",
-            &kms.endpoint,
-            "--part-size",
-            "5MiB",
-            "--concurrency",
-            "16",
-            "-q",
-        ],
-    );
-    let s3_denied = s3.stop();
-    let kms_denied = kms_counts(&kms.stop());
-    w.log(&format!(
-        "decrypt with denials: S3 proxy {}; KMS proxy {kms_denied}",
-        s3_denied.trim()
-    ));
     assert!(kms_denied["injected"].as_u64().unwrap() > 0, "{kms_denied}");
     denied.assert_exit(1);
     let denied_failed = check_clean(&w, &denied, &encrypted, "storm-dec2");
@@ -347,7 +328,7 @@ fn fault_storm_jobs_complete_or_fail_cleanly() {
     let got = w.get_all("storm-dec2", &survived);
     for k in &survived {
         assert!(
-            got[k] == *bodies[k.as_str()],
+            got[k].body == *bodies[k.as_str()],
             "s3://storm-dec2/{k} differs from its source"
         );
     }
@@ -362,7 +343,7 @@ fn fault_storm_jobs_complete_or_fail_cleanly() {
     let got = w.get_all("storm-dec", &restored);
     for k in &restored {
         assert!(
-            got[k] == *bodies[k.as_str()],
+            got[k].body == *bodies[k.as_str()],
             "s3://storm-dec/{k} differs from its source"
         );
     }

@@ -376,7 +376,7 @@ fn hostile_objects_fail_alone_and_leave_nothing() {
     }
     let restored = w.get_all("out", &written.iter().cloned().collect::<Vec<_>>());
     for (k, plain) in &good {
-        if restored.get(k).is_some_and(|b| b[..] != plain[..]) {
+        if restored.get(k).is_some_and(|f| f.body[..] != plain[..]) {
             problems.push(format!("s3://out/{k} differs from its plaintext"));
         }
     }

@@ -10,631 +10,14 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_s3::primitives::{ByteStream, DateTime};
-use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+use aws_sdk_s3::primitives::DateTime;
 use bytes::Bytes;
-use serde_json::Value;
-use tokio::sync::Semaphore;
 
-use common::faults::{self, FaultProxy};
-use common::moto::Moto;
-
-/// Longest a single sealpipe run may take before the test kills it and fails.
-const RUN_TIMEOUT: Duration = Duration::from_secs(200);
-/// Requests the test itself keeps in flight against moto when setting up or checking.
-const TEST_CONCURRENCY: usize = 24;
-
-const MIB: usize = 1024 * 1024;
-
-/// Object metadata as S3 returns it: the fields sealpipe must carry over.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Meta {
-    content_type: Option<String>,
-    cache_control: Option<String>,
-    content_disposition: Option<String>,
-    content_encoding: Option<String>,
-    content_language: Option<String>,
-    /// Written as a timestamp, read back as the raw `Expires` header.
-    expires: Option<String>,
-    user: BTreeMap<String, String>,
-    /// Sorted.
-    tags: Vec<(String, String)>,
-}
-
-impl Meta {
-    /// The same metadata without sealpipe's own `sealpipe-*` user metadata.
-    fn without_marker(&self) -> Meta {
-        let mut m = self.clone();
-        m.user.retain(|k, _| !k.starts_with("sealpipe-"));
-        m
-    }
-}
-
-/// An object to upload.
-#[derive(Clone)]
-struct Obj {
-    key: String,
-    body: Bytes,
-    meta: Meta,
-    /// Seconds since the epoch for `Expires`, if set.
-    expires: Option<i64>,
-}
-
-impl Obj {
-    fn plain(key: &str, body: impl Into<Bytes>) -> Self {
-        Self {
-            key: key.to_string(),
-            body: body.into(),
-            meta: Meta::default(),
-            expires: None,
-        }
-    }
-}
-
-/// An object as read back with GetObject (and GetObjectTagging when it has tags).
-#[derive(Clone, Debug)]
-struct Fetched {
-    body: Bytes,
-    etag: String,
-    version: Option<String>,
-    meta: Meta,
-}
-
-/// One sealpipe run: exit status, stderr and the JSON report.
-struct Run {
-    status: ExitStatus,
-    stderr: String,
-    report: Value,
-}
-
-impl Run {
-    /// Everything worth seeing when an assertion about this run fails: exit code,
-    /// stderr (its first and last lines if long), and the report (skips counted, the first
-    /// failures listed).
-    fn context(&self) -> String {
-        const KEEP: usize = 40;
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        let stderr = if lines.len() <= 2 * KEEP {
-            self.stderr.clone()
-        } else {
-            format!(
-                "{}\n[... {} lines ...]\n{}",
-                lines[..KEEP].join("\n"),
-                lines.len() - 2 * KEEP,
-                lines[lines.len() - KEEP..].join("\n")
-            )
-        };
-        let mut report = self.report.clone();
-        if let Some(skipped) = report.get_mut("skipped") {
-            let n = skipped.as_array().map_or(0, Vec::len);
-            *skipped = Value::String(format!("[{n} entries]"));
-        }
-        if let Some(Value::Array(failures)) = report.get_mut("failures") {
-            failures.truncate(20);
-        }
-        format!(
-            "exit {:?}\n--- sealpipe stderr ---\n{stderr}\n--- report ---\n{}",
-            self.status.code(),
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        )
-    }
-
-    fn assert_exit(&self, code: i32) {
-        assert_eq!(
-            self.status.code(),
-            Some(code),
-            "expected exit {code}\n{}",
-            self.context()
-        );
-    }
-
-    fn objects(&self, name: &str) -> u64 {
-        self.report["objects"][name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no objects.{name} in the report\n{}", self.context()))
-    }
-
-    fn s3(&self, name: &str) -> u64 {
-        self.report["s3"][name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no s3.{name} in the report\n{}", self.context()))
-    }
-
-    /// planned, ok, failed, conflicts, skipped.
-    fn assert_objects(&self, planned: u64, ok: u64, failed: u64, conflicts: u64, skipped: u64) {
-        let got = [
-            self.objects("planned"),
-            self.objects("ok"),
-            self.objects("failed"),
-            self.objects("conflicts"),
-            self.objects("skipped"),
-        ];
-        assert_eq!(
-            got,
-            [planned, ok, failed, conflicts, skipped],
-            "objects [planned, ok, failed, conflicts, skipped]\n{}",
-            self.context()
-        );
-    }
-}
-
-/// One test's world: a moto server, an S3 client on it, a runtime to drive the client,
-/// a scratch directory and a local wrapping key.
-struct S3 {
-    moto: Moto,
-    rt: tokio::runtime::Runtime,
-    dir: tempfile::TempDir,
-    client: aws_sdk_s3::Client,
-    /// `raw-aes:ns:k1:/abs/path` of a fresh 256-bit key.
-    key: String,
-    /// Names the test's lines in `--nocapture` output.
-    name: &'static str,
-    started: Instant,
-    runs: std::cell::Cell<u32>,
-}
-
-impl S3 {
-    fn start(name: &'static str) -> Self {
-        let moto = Moto::start();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .unwrap();
-        let conf = aws_sdk_s3::Config::builder()
-            .http_client(sealpipe::aws::http_client())
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-            .endpoint_url(moto.endpoint())
-            .force_path_style(true)
-            .build();
-        let client = aws_sdk_s3::Client::from_conf(conf);
-        let dir = tempfile::tempdir().unwrap();
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key).unwrap();
-        let key_path = dir.path().join("wrapping.key");
-        std::fs::write(&key_path, key).unwrap();
-        Self {
-            key: format!("raw-aes:ns:k1:{}", key_path.display()),
-            moto,
-            rt,
-            dir,
-            client,
-            name,
-            started: Instant::now(),
-            runs: std::cell::Cell::new(0),
-        }
-    }
-
-    fn log(&self, msg: &str) {
-        eprintln!(
-            "[{} +{:.1}s] {msg}",
-            self.name,
-            self.started.elapsed().as_secs_f64()
-        );
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    // ---- sealpipe ---------------------------------------------------------------
-
-    fn command(&self, endpoint: &str) -> Command {
-        let sealpipe = Path::new(env!("CARGO_BIN_EXE_sealpipe"));
-        common::aws_command(sealpipe, self.dir.path(), endpoint)
-    }
-
-    /// Starts sealpipe with stdout and stderr going to files (so a chatty run never
-    /// blocks on a full pipe); returns the child and its stderr file.
-    fn spawn_via(&self, endpoint: &str, args: &[&str]) -> (Child, PathBuf) {
-        let n = self.runs.get() + 1;
-        self.runs.set(n);
-        let err = self.path(&format!("run{n}.stderr"));
-        let child = self
-            .command(endpoint)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(self.path(&format!("run{n}.stdout"))).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .expect("start sealpipe");
-        (child, err)
-    }
-
-    /// Runs sealpipe to the end (killing it after [`RUN_TIMEOUT`]) with a fresh
-    /// `--report`, and returns status, stderr and the report.
-    fn run_via(&self, endpoint: &str, args: &[&str]) -> Run {
-        let report = self.path(&format!("report{}.json", self.runs.get() + 1));
-        let report_arg = report.display().to_string();
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["--report", &report_arg]);
-        let started = Instant::now();
-        let (mut child, err) = self.spawn_via(endpoint, &all);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > RUN_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "sealpipe {args:?} still running after {RUN_TIMEOUT:?}; stderr:\n{}",
-                    std::fs::read_to_string(&err).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let stderr = std::fs::read_to_string(&err).unwrap_or_default();
-        let report = match std::fs::read(&report) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                panic!("report of {args:?} is not JSON: {e}\nstderr:\n{stderr}")
-            }),
-            Err(_) => Value::Null,
-        };
-        self.log(&format!(
-            "sealpipe {} ({:.1} s, exit {:?})",
-            args.first().copied().unwrap_or_default(),
-            started.elapsed().as_secs_f64(),
-            status.code()
-        ));
-        Run {
-            status,
-            stderr,
-            report,
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        self.run_via(&self.moto.endpoint(), args)
-    }
-
-    /// Starts tests/faults/s3_fault_proxy.py in front of moto with `args`.
-    fn proxy(&self, args: &[&str]) -> FaultProxy {
-        FaultProxy::start("s3_fault_proxy.py", &self.moto.endpoint(), args)
-    }
-
-    // ---- S3, directly ---------------------------------------------------------------
-
-    fn create_bucket(&self, bucket: &str) {
-        self.rt.block_on(async {
-            self.client
-                .create_bucket()
-                .bucket(bucket)
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("CreateBucket {bucket}: {e:?}"));
-        });
-    }
-
-    fn enable_versioning(&self, bucket: &str) {
-        self.rt.block_on(async {
-            self.client
-                .put_bucket_versioning()
-                .bucket(bucket)
-                .versioning_configuration(
-                    VersioningConfiguration::builder()
-                        .status(BucketVersioningStatus::Enabled)
-                        .build(),
-                )
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("PutBucketVersioning {bucket}: {e:?}"));
-        });
-    }
-
-    /// Runs `call` on every item, [`TEST_CONCURRENCY`] at a time, and collects the
-    /// `(key, value)` pairs it returns.
-    fn concurrently<I, T, Fut>(
-        &self,
-        items: Vec<I>,
-        call: impl Fn(aws_sdk_s3::Client, I) -> Fut,
-    ) -> HashMap<String, T>
-    where
-        T: Send + 'static,
-        Fut: Future<Output = (String, T)> + Send + 'static,
-    {
-        let client = self.client.clone();
-        self.rt.block_on(async move {
-            let permits = Arc::new(Semaphore::new(TEST_CONCURRENCY));
-            let mut tasks = tokio::task::JoinSet::new();
-            for item in items {
-                let permit = permits.clone().acquire_owned().await.unwrap();
-                let work = call(client.clone(), item);
-                tasks.spawn(async move {
-                    let _permit = permit;
-                    work.await
-                });
-            }
-            let mut all = HashMap::new();
-            while let Some(done) = tasks.join_next().await {
-                let (key, value) = done.unwrap();
-                all.insert(key, value);
-            }
-            all
-        })
-    }
-
-    /// Uploads objects concurrently; returns each key's version ID (versioned buckets).
-    fn put_all(&self, bucket: &str, objects: &[Obj]) -> HashMap<String, Option<String>> {
-        let bucket = bucket.to_string();
-        self.concurrently(objects.to_vec(), move |client, o| {
-            let bucket = bucket.clone();
-            async move {
-                let version = put(&client, &bucket, &o).await;
-                (o.key, version)
-            }
-        })
-    }
-
-    fn put(&self, bucket: &str, o: &Obj) -> Option<String> {
-        self.rt.block_on(put(&self.client, bucket, o))
-    }
-
-    /// Reads objects concurrently.
-    fn get_all(&self, bucket: &str, keys: &[String]) -> HashMap<String, Fetched> {
-        let bucket = bucket.to_string();
-        self.concurrently(keys.to_vec(), move |client, key| {
-            let bucket = bucket.clone();
-            async move {
-                let fetched = get(&client, &bucket, &key, None).await;
-                (key, fetched)
-            }
-        })
-    }
-
-    fn get(&self, bucket: &str, key: &str) -> Fetched {
-        self.rt.block_on(get(&self.client, bucket, key, None))
-    }
-
-    fn get_version(&self, bucket: &str, key: &str, version: &str) -> Fetched {
-        self.rt
-            .block_on(get(&self.client, bucket, key, Some(version)))
-    }
-
-    /// HeadObject of each key, concurrently: size and metadata (without tags).
-    fn head_all(&self, bucket: &str, keys: &[String]) -> HashMap<String, (u64, Meta)> {
-        let bucket = bucket.to_string();
-        self.concurrently(keys.to_vec(), move |client, key| {
-            let bucket = bucket.clone();
-            async move {
-                let out = client
-                    .head_object()
-                    .bucket(&bucket)
-                    .key(&key)
-                    .send()
-                    .await
-                    .unwrap_or_else(|e| panic!("HeadObject {bucket}/{key}: {e:?}"));
-                let meta = Meta {
-                    content_type: out.content_type().map(str::to_string),
-                    cache_control: out.cache_control().map(str::to_string),
-                    content_disposition: out.content_disposition().map(str::to_string),
-                    content_encoding: out.content_encoding().map(str::to_string),
-                    content_language: out.content_language().map(str::to_string),
-                    expires: out.expires_string().map(str::to_string),
-                    user: lower_keys(out.metadata()),
-                    tags: Vec::new(),
-                };
-                let size = out.content_length().unwrap_or(-1) as u64;
-                (key, (size, meta))
-            }
-        })
-    }
-
-    /// Every key in the bucket with its ETag.
-    fn list(&self, bucket: &str) -> BTreeMap<String, String> {
-        self.rt.block_on(async {
-            let pages = self
-                .client
-                .list_objects_v2()
-                .bucket(bucket)
-                .into_paginator()
-                .send()
-                .try_collect()
-                .await
-                .unwrap_or_else(|e| panic!("ListObjectsV2 {bucket}: {e:?}"));
-            pages
-                .iter()
-                .flat_map(|p| p.contents())
-                .map(|o| {
-                    (
-                        o.key().unwrap().to_string(),
-                        o.e_tag().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect()
-        })
-    }
-
-    /// Every version (not delete markers) per key, and the number of delete markers.
-    fn versions(&self, bucket: &str) -> (BTreeMap<String, Vec<String>>, usize) {
-        self.rt.block_on(async {
-            let mut versions: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            let mut markers = 0;
-            let (mut key_marker, mut version_marker) = (None, None);
-            loop {
-                let page = self
-                    .client
-                    .list_object_versions()
-                    .bucket(bucket)
-                    .set_key_marker(key_marker.clone())
-                    .set_version_id_marker(version_marker.clone())
-                    .send()
-                    .await
-                    .unwrap_or_else(|e| panic!("ListObjectVersions {bucket}: {e:?}"));
-                for v in page.versions() {
-                    versions
-                        .entry(v.key().unwrap().to_string())
-                        .or_default()
-                        .push(v.version_id().unwrap_or_default().to_string());
-                }
-                markers += page.delete_markers().len();
-                if page.is_truncated() != Some(true) {
-                    return (versions, markers);
-                }
-                key_marker = page.next_key_marker().map(str::to_string);
-                version_marker = page.next_version_id_marker().map(str::to_string);
-            }
-        })
-    }
-
-    /// Multipart uploads in progress: (key, upload ID).
-    fn uploads(&self, bucket: &str) -> Vec<(String, String)> {
-        self.rt.block_on(async {
-            let out = self
-                .client
-                .list_multipart_uploads()
-                .bucket(bucket)
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("ListMultipartUploads {bucket}: {e:?}"));
-            out.uploads()
-                .iter()
-                .map(|u| {
-                    (
-                        u.key().unwrap_or_default().to_string(),
-                        u.upload_id().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect()
-        })
-    }
-}
-
-async fn put(client: &aws_sdk_s3::Client, bucket: &str, o: &Obj) -> Option<String> {
-    let m = &o.meta;
-    let tagging = (!m.tags.is_empty()).then(|| {
-        m.tags
-            .iter()
-            .map(|(k, v)| format!("{}={}", url_encode(k), url_encode(v)))
-            .collect::<Vec<_>>()
-            .join("&")
-    });
-    let out = client
-        .put_object()
-        .bucket(bucket)
-        .key(&o.key)
-        .body(ByteStream::from(o.body.clone()))
-        .set_content_type(m.content_type.clone())
-        .set_cache_control(m.cache_control.clone())
-        .set_content_disposition(m.content_disposition.clone())
-        .set_content_encoding(m.content_encoding.clone())
-        .set_content_language(m.content_language.clone())
-        .set_expires(o.expires.map(DateTime::from_secs))
-        .set_metadata((!m.user.is_empty()).then(|| m.user.clone().into_iter().collect()))
-        .set_tagging(tagging)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("PutObject {bucket}/{}: {e:?}", o.key));
-    out.version_id().map(str::to_string)
-}
-
-async fn get(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    version: Option<&str>,
-) -> Fetched {
-    let out = client
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .set_version_id(version.map(str::to_string))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GetObject {bucket}/{key} ({version:?}): {e:?}"));
-    let mut meta = Meta {
-        content_type: out.content_type().map(str::to_string),
-        cache_control: out.cache_control().map(str::to_string),
-        content_disposition: out.content_disposition().map(str::to_string),
-        content_encoding: out.content_encoding().map(str::to_string),
-        content_language: out.content_language().map(str::to_string),
-        expires: out.expires_string().map(str::to_string),
-        user: lower_keys(out.metadata()),
-        tags: Vec::new(),
-    };
-    let etag = out.e_tag().unwrap_or_default().to_string();
-    let version_id = out.version_id().map(str::to_string);
-    let tag_count = out.tag_count().unwrap_or(0);
-    let body = out
-        .body
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("GetObject {bucket}/{key} body: {e:?}"))
-        .into_bytes();
-    if tag_count > 0 {
-        let tags = client
-            .get_object_tagging()
-            .bucket(bucket)
-            .key(key)
-            .set_version_id(version.map(str::to_string))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GetObjectTagging {bucket}/{key}: {e:?}"));
-        meta.tags = tags
-            .tag_set()
-            .iter()
-            .map(|t| (t.key().to_string(), t.value().to_string()))
-            .collect();
-        meta.tags.sort();
-    }
-    Fetched {
-        body,
-        etag,
-        version: version_id,
-        meta,
-    }
-}
-
-/// User metadata with lower-case keys, as sealpipe keeps it.
-fn lower_keys(m: Option<&HashMap<String, String>>) -> BTreeMap<String, String> {
-    m.map(|m| {
-        m.iter()
-            .map(|(k, v)| (k.to_lowercase(), v.clone()))
-            .collect()
-    })
-    .unwrap_or_default()
-}
-
-/// Percent-encodes everything but unreserved characters (for `x-amz-tagging`).
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A small deterministic PRNG (xorshift64*), for sizes, metadata choices and delays.
-struct Prng(u64);
-
-impl Prng {
-    fn new(seed: u64) -> Self {
-        Self(seed | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
+use common::faults;
+use common::world::{self, Fetched, MIB, Meta, Obj, Prng, Run, World};
 
 /// `count` small objects with pseudo-random sizes (0 to 20 KiB), contents and a mix
 /// of metadata: content types, Cache-Control, Content-Disposition, Content-Encoding,
@@ -716,7 +99,7 @@ fn plain_objects(prefix: &str, count: usize, max: u64, seed: u64) -> Vec<Obj> {
 /// carries the marker for its source's ETag and length, and the source's metadata and
 /// tags.
 fn check_encrypted(
-    s3: &S3,
+    s3: &World,
     enc_bucket: &str,
     sources: &[Obj],
     source_etags: &BTreeMap<String, String>,
@@ -774,7 +157,7 @@ fn check_encrypted(
 /// The sources' metadata as S3 returns it (its defaults, such as the Content-Type of
 /// objects written without one, and its spelling of Expires), which is what sealpipe
 /// must preserve. One HeadObject each; the tags are those the test wrote.
-fn source_meta(s3: &S3, bucket: &str, objects: &[Obj]) -> HashMap<String, Meta> {
+fn source_meta(s3: &World, bucket: &str, objects: &[Obj]) -> HashMap<String, Meta> {
     let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
     let heads = s3.head_all(bucket, &keys);
     objects
@@ -813,7 +196,7 @@ const MANY: usize = 1000;
 
 #[test]
 fn many_small_objects_and_multipart_ones_round_trip_with_metadata() {
-    let s3 = S3::start("many");
+    let s3 = World::start("many");
     for b in ["plain-src", "sealed", "restored"] {
         s3.create_bucket(b);
     }
@@ -963,7 +346,7 @@ fn completion_rows(path: &Path) -> Vec<Vec<String>> {
 
 #[test]
 fn killed_jobs_rerun_to_exactly_once() {
-    let s3 = S3::start("killed");
+    let s3 = World::start("killed");
     s3.create_bucket("kill-src");
     s3.create_bucket("kill-dst");
     s3.enable_versioning("kill-dst");
@@ -1101,7 +484,7 @@ fn killed_jobs_rerun_to_exactly_once() {
 
 #[test]
 fn in_place_conflict_keeps_the_new_data() {
-    let s3 = S3::start("in-place");
+    let s3 = World::start("in-place");
     let bucket = "in-place";
     s3.create_bucket(bucket);
     let mut objects = plain_objects("docs/", 20, 8 * 1024, 3);
@@ -1256,7 +639,7 @@ fn in_place_conflict_keeps_the_new_data() {
 
 #[test]
 fn s3_faults_are_retried_and_the_job_completes() {
-    let s3 = S3::start("faults");
+    let s3 = World::start("faults");
     for b in ["flaky-src", "flaky-enc", "flaky-dec"] {
         s3.create_bucket(b);
     }
@@ -1350,7 +733,7 @@ fn s3_faults_are_retried_and_the_job_completes() {
 
 #[test]
 fn manifest_selects_exact_objects_and_versions() {
-    let s3 = S3::start("manifest");
+    let s3 = World::start("manifest");
     for b in ["versioned-src", "from-manifest", "manifest-back"] {
         s3.create_bucket(b);
     }
@@ -1375,7 +758,7 @@ fn manifest_selects_exact_objects_and_versions() {
          versioned-src,dir%2Fa+b.txt\n\
          versioned-src,versioned.txt,{}\n\
          versioned-src,missing.txt\n",
-        url_encode(&old)
+        world::url_encode(&old)
     );
     std::fs::write(s3.path("manifest.csv"), manifest).unwrap();
     let encrypt = [
@@ -1491,7 +874,7 @@ fn manifest_selects_exact_objects_and_versions() {
 
 #[test]
 fn dry_run_and_filters() {
-    let s3 = S3::start("filters");
+    let s3 = World::start("filters");
     for b in ["filter-src", "filter-dst"] {
         s3.create_bucket(b);
     }
@@ -1621,7 +1004,7 @@ fn dry_run_and_filters() {
 
 #[test]
 fn local_trees_to_s3_and_back_with_storage_class_and_server_side_encryption() {
-    let s3 = S3::start("local");
+    let s3 = World::start("local");
     s3.create_bucket("sealed");
     let files: Vec<(&str, Vec<u8>)> = vec![
         ("a.txt", b"alpha".to_vec()),
@@ -1721,7 +1104,7 @@ fn local_trees_to_s3_and_back_with_storage_class_and_server_side_encryption() {
 
 #[test]
 fn in_place_reencrypt_and_decrypt_and_foreign_messages_are_never_encrypted_twice() {
-    let s3 = S3::start("rewrap");
+    let s3 = World::start("rewrap");
     s3.create_bucket("data");
     s3.create_bucket("ops");
     let objects = plain_objects("docs/", 20, 9_000, 21);
@@ -1765,7 +1148,7 @@ fn in_place_reencrypt_and_decrypt_and_foreign_messages_are_never_encrypted_twice
     let new_key = format!("raw-aes:ns:k2:{}", new_key_file.display());
     let manifest: String = objects
         .iter()
-        .map(|o| format!("data,{}\n", url_encode(&o.key)))
+        .map(|o| format!("data,{}\n", world::url_encode(&o.key)))
         .collect();
     s3.put("ops", &Obj::plain("rewrap.csv", manifest.into_bytes()));
     let rewrap = [
@@ -1826,7 +1209,7 @@ fn in_place_reencrypt_and_decrypt_and_foreign_messages_are_never_encrypted_twice
 
 #[test]
 fn a_versioned_source_listed_by_prefix_resumes() {
-    let s3 = S3::start("versioned");
+    let s3 = World::start("versioned");
     s3.create_bucket("vsrc");
     s3.enable_versioning("vsrc");
     s3.create_bucket("vdst");
@@ -1865,7 +1248,7 @@ fn a_versioned_source_listed_by_prefix_resumes() {
 
 #[test]
 fn sigterm_aborts_the_upload_in_flight_and_leaves_no_object() {
-    let s3 = S3::start("sigterm");
+    let s3 = World::start("sigterm");
     s3.create_bucket("term-dst");
     std::fs::write(s3.path("big.bin"), common::pseudo_random(160 * MIB, 41)).unwrap();
     let key = s3.key.clone();
@@ -1912,7 +1295,7 @@ fn sigterm_aborts_the_upload_in_flight_and_leaves_no_object() {
 /// fails with the reason, every other file is written.
 #[test]
 fn sources_are_never_written_without_in_place() {
-    let s3 = S3::start("no-overwrite");
+    let s3 = World::start("no-overwrite");
     s3.create_bucket("own");
     let objects = [
         Obj::plain("a.txt", "alpha"),

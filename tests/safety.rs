@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -17,95 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const KEY: &str = "raw-aes:tests:k1:k.key";
-
-fn sealpipe() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sealpipe"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("SEALPIPE_") {
-            c.env_remove(name);
-        }
-    }
-    c
-}
-
-struct Workspace {
-    dir: tempfile::TempDir,
-}
-
-impl Workspace {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("k.key"), [0x42u8; 32]).unwrap();
-        Self { dir }
-    }
-
-    fn path(&self, p: impl AsRef<Path>) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    fn write(&self, p: impl AsRef<Path>, data: &[u8]) {
-        let path = self.path(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, data).unwrap();
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        sealpipe()
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
-    }
-
-    /// Runs sealpipe under `sh` with `umask` set first.
-    fn run_with_umask(&self, umask: &str, args: &[&str]) -> Output {
-        let mut script = format!("umask {umask} && exec \"$0\"");
-        for i in 1..=args.len() {
-            script.push_str(&format!(" \"${i}\""));
-        }
-        let c = sealpipe();
-        let program = c.get_program().to_owned();
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg(program)
-            .args(args)
-            .current_dir(self.dir.path())
-            .envs(
-                c.get_envs()
-                    .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
-            )
-            .output()
-            .unwrap()
-    }
-
-    /// Every file below the workspace with its contents: what "touched nothing" means.
-    fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
-        walkdir::WalkDir::new(self.dir.path())
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_file())
-            .map(|e| {
-                (
-                    e.path()
-                        .strip_prefix(self.dir.path())
-                        .unwrap()
-                        .to_path_buf(),
-                    std::fs::read(e.path()).unwrap(),
-                )
-            })
-            .collect()
-    }
-
-    fn report(&self, name: &str) -> Value {
-        serde_json::from_slice(&std::fs::read(self.path(name)).unwrap()).unwrap()
-    }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::cli::{KEY, Workspace, stderr};
 
 /// Objects planned, ok, failed, conflicts, skipped; and that they add up.
 fn counts(report: &Value) -> [u64; 5] {
@@ -133,7 +44,7 @@ fn a_source_is_never_overwritten() {
     ws.write("dir/a.txt", b"alpha");
     ws.write("dir/inner/b.txt", b"bravo");
     ws.write("dir/inner/inner/c.txt", b"charlie");
-    let o = ws.run(&["encrypt", "dir/a.txt", "sealed/m", "--key", KEY]);
+    let o = ws.encrypt("dir/a.txt", "sealed/m", &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     std::os::unix::fs::symlink("dir", ws.path("link")).unwrap();
     let before = ws.snapshot();
@@ -194,7 +105,7 @@ fn a_source_is_never_overwritten() {
     // written.
     std::fs::create_dir_all(ws.path("out")).unwrap();
     std::fs::hard_link(ws.path("dir/a.txt"), ws.path("out/a.txt")).unwrap();
-    let o = ws.run(&["encrypt", "dir", "out", "--key", KEY, "--report", "r.json"]);
+    let o = ws.encrypt("dir", "out", &["--report", "r.json"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("replace the source"), "{}", stderr(&o));
     assert_eq!(counts(&ws.report("r.json")), [3, 2, 1, 0, 0]);
@@ -270,17 +181,11 @@ fn a_listing_error_fails_its_subtree_and_the_walk_goes_on() {
         .status()
         .expect("python3 (any Python 3) is needed to build a path longer than PATH_MAX");
     assert!(status.success());
-    let o = ws.run(&[
-        "encrypt",
+    let o = ws.encrypt(
         "src",
         "out",
-        "--key",
-        KEY,
-        "--report",
-        "r.json",
-        "--completion-report",
-        "c.csv",
-    ]);
+        &["--report", "r.json", "--completion-report", "c.csv"],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let report = ws.report("r.json");
     let [_, ok, failed, _, _] = counts(&report);
@@ -343,17 +248,11 @@ fn names_that_are_not_utf8_are_processed_and_reported_exactly() {
             &[i as u8; 100],
         );
     }
-    let o = ws.run(&[
-        "encrypt",
+    let o = ws.encrypt(
         "src",
         "enc",
-        "--key",
-        KEY,
-        "--report",
-        "e.json",
-        "--completion-report",
-        "e.csv",
-    ]);
+        &["--report", "e.json", "--completion-report", "e.csv"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(counts(&ws.report("e.json")), [3, 3, 0, 0, 0]);
     let csv = std::fs::read_to_string(ws.path("e.csv")).unwrap();
@@ -394,16 +293,7 @@ fn partial_outputs_of_killed_runs_are_removed_and_never_read() {
     let live = std::fs::File::open(ws.path("out/.sealpipe-live3.partial")).unwrap();
     live.lock().unwrap();
 
-    let o = ws.run(&[
-        "encrypt",
-        "src",
-        "out",
-        "--key",
-        KEY,
-        "--dry-run",
-        "--report",
-        "dry.json",
-    ]);
+    let o = ws.encrypt("src", "out", &["--dry-run", "--report", "dry.json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(ws.report("dry.json")["stale_partials"]["removed"], 2);
     assert_eq!(
@@ -412,7 +302,7 @@ fn partial_outputs_of_killed_runs_are_removed_and_never_read() {
         "a dry run removes nothing"
     );
 
-    let o = ws.run(&["encrypt", "src", "out", "--key", KEY, "--report", "r.json"]);
+    let o = ws.encrypt("src", "out", &["--report", "r.json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let report = ws.report("r.json");
     assert_eq!(report["stale_partials"]["removed"], 2, "{report}");
@@ -431,18 +321,17 @@ fn partial_outputs_of_killed_runs_are_removed_and_never_read() {
     assert!(!ws.path("out/.sealpipe-left0.partial").exists());
     // Once its writer is gone, the next run over the destination removes it too.
     drop(live);
-    let o = ws.run(&["encrypt", "src", "out", "--key", KEY, "--report", "r2.json"]);
+    let o = ws.encrypt("src", "out", &["--report", "r2.json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(ws.report("r2.json")["stale_partials"]["removed"], 1);
     assert!(partials_under(&ws.path("out")).is_empty());
 
     // A decrypt killed mid-write leaves a plaintext prefix; the next run removes it.
     ws.write("big", &common::pseudo_random(48 << 20, 9));
-    let o = ws.run(&["encrypt", "big", "sealed/big", "--key", KEY]);
+    let o = ws.encrypt("big", "sealed/big", &[]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let mut child = sealpipe()
-        .args(["decrypt", "sealed", "plain", "--key", KEY, "--quiet"])
-        .current_dir(ws.dir.path())
+    let mut child = ws
+        .command(&["decrypt", "sealed", "plain", "--key", KEY, "--quiet"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -489,8 +378,8 @@ fn the_completion_report_holds_only_whole_lines_after_kill_9() {
     let mut cut_short = 0;
     for (round, delay_ms) in [40u64, 120, 250, 500].into_iter().enumerate() {
         let csv = ws.path(format!("c{round}.csv"));
-        let mut child = sealpipe()
-            .args([
+        let mut child = ws
+            .command(&[
                 "encrypt",
                 "src",
                 &format!("out{round}"),
@@ -500,7 +389,6 @@ fn the_completion_report_holds_only_whole_lines_after_kill_9() {
             ])
             .arg("--completion-report")
             .arg(&csv)
-            .current_dir(ws.dir.path())
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
@@ -523,9 +411,8 @@ fn the_completion_report_holds_only_whole_lines_after_kill_9() {
 /// Starts `args`, waits for its partial output under `out`, runs `change` on the
 /// source, and returns the finished run.
 fn change_source_mid_read(ws: &Workspace, out: &str, change: impl FnOnce()) -> Output {
-    let child = sealpipe()
-        .args(["encrypt", "big", out, "--key", KEY, "--report", "r.json"])
-        .current_dir(ws.dir.path())
+    let child = ws
+        .command(&["encrypt", "big", out, "--key", KEY, "--report", "r.json"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -613,21 +500,13 @@ fn small_edges() {
     ws.write("dir/a.txt", b"alpha");
     std::os::unix::fs::symlink("dir/a.txt", ws.path("link.txt")).unwrap();
     // A symbolic link given as SRC says why it is refused.
-    let o = ws.run(&["encrypt", "link.txt", "out", "--key", KEY]);
+    let o = ws.encrypt("link.txt", "out", &[]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("symbolic link"), "{}", stderr(&o));
     assert!(!ws.path("out").exists());
 
     // A context value that is not UTF-8 is named as such.
-    let o = ws.run(&[
-        "encrypt",
-        "dir/a.txt",
-        "a.enc",
-        "--key",
-        KEY,
-        "-c",
-        "k=zzzzzz",
-    ]);
+    let o = ws.encrypt("dir/a.txt", "a.enc", &["-c", "k=zzzzzz"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut bytes = std::fs::read(ws.path("a.enc")).unwrap();
     let at = bytes.windows(6).position(|w| w == b"zzzzzz").unwrap();

@@ -1,7 +1,7 @@
 //! The fault-injecting proxies of `tests/faults/` (KMS errors; S3 SlowDown, resets and
 //! concurrent writers), started from the test virtualenv in front of a moto server.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
@@ -50,14 +50,7 @@ impl FaultProxy {
         let mut child = self.child.take().expect("running");
         sigterm(&child);
         child.wait().unwrap();
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        err
+        super::read_stderr(&mut child)
     }
 }
 

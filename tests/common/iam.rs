@@ -11,54 +11,35 @@
 //! test can count requests of one shape, e.g. `POST / HTTP/1.1` (STS, IAM and KMS;
 //! S3 requests name a bucket in the path).
 
-use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+
+use super::moto::Moto;
 
 pub struct IamMoto {
-    child: Child,
-    pub port: u16,
+    moto: Moto,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl IamMoto {
-    /// Starts moto on a free loopback port, IAM not yet enforced.
+    /// Starts moto on a free loopback port, IAM not yet enforced, its request log to a
+    /// file.
     pub fn start() -> Self {
-        let server = super::venv_tool("moto_server");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("moto.log");
-        let child = Command::new(server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start moto_server");
-        let moto = Self {
-            child,
-            port,
+        let moto = Moto::start_with(|c| {
+            c.stderr(std::fs::File::create(&log).unwrap());
+        });
+        Self {
+            moto,
             log,
             _dir: dir,
-        };
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "moto did not start within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-        moto
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.moto.endpoint()
     }
 
     /// Runs `script` with the venv's python (boto3) against this server, as moto's
@@ -97,12 +78,5 @@ urllib.request.urlopen(urllib.request.Request(
             .lines()
             .filter(|l| l.contains(needle))
             .count()
-    }
-}
-
-impl Drop for IamMoto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -1,14 +1,18 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod faults;
 pub mod iam;
 pub mod legacy;
 pub mod moto;
 pub mod world;
 
+use std::io::Read;
 use std::path::PathBuf;
+use std::process::{Child, ExitStatus};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sealpipe::Error;
 use sealpipe::format::{AlgorithmSuite, EncryptionContext, Header};
@@ -69,6 +73,35 @@ pub fn aws_command(
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_ENDPOINT_URL", endpoint);
     c
+}
+
+/// Waits for `child` up to `timeout`; if it is still running then, kills it (and reaps
+/// it) and returns `None`.
+pub fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for a child process") {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads `child`'s piped stderr to its end.
+pub fn read_stderr(child: &mut Child) -> String {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr is piped")
+        .read_to_string(&mut err)
+        .expect("read the child's stderr");
+    err
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {

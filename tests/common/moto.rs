@@ -13,18 +13,25 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// Starts moto with `configure` applied to its command first: extra environment,
+    /// arguments, or somewhere for its request log (stderr; discarded by default).
+    pub fn start_with(configure: impl FnOnce(&mut Command)) -> Self {
         let server = super::venv_tool("moto_server");
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(server)
+        let mut command = Command::new(server);
+        command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
+            .stderr(Stdio::null());
+        configure(&mut command);
+        let child = command.spawn().expect("start moto_server");
         let moto = Self { child, port };
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {

@@ -1,10 +1,8 @@
-//! A test's world for the crash-loop, fault-storm and hostile-object tests: a moto
-//! server (S3 and KMS), SDK clients on it, a scratch directory, a local wrapping key,
-//! and the `sealpipe` binary run to completion or SIGKILLed mid-run. Also a seeded
-//! PRNG and tree walkers for local outputs.
-//!
-//! `tests/s3.rs` keeps its own richer harness (metadata, tags); this one is smaller and
-//! shared by `crash_loop.rs`, `fault_storm.rs` and `hostile_s3.rs`.
+//! A test's world for the S3 tests (`s3.rs`, `crash_loop.rs`, `fault_storm.rs`,
+//! `hostile_s3.rs`): a moto server (S3 and KMS), SDK clients on it, a scratch
+//! directory, a local wrapping key, and the `sealpipe` binary run to completion (with a
+//! JSON report) or SIGKILLed mid-run. Objects go up and come back with their metadata
+//! and tags. Also a seeded PRNG and tree walkers for local outputs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -13,17 +11,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
+use super::faults::FaultProxy;
 use super::moto::Moto;
 
 /// Longest a single sealpipe run may take before the test kills it and fails.
-pub const RUN_TIMEOUT: Duration = Duration::from_secs(180);
-/// Requests the test itself keeps in flight against moto.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(200);
+/// Requests the test itself keeps in flight against moto when setting up or checking.
 const TEST_CONCURRENCY: usize = 16;
 
 pub const MIB: usize = 1024 * 1024;
@@ -65,6 +64,86 @@ pub fn seed(default: u64) -> u64 {
     })
 }
 
+/// Object metadata as S3 returns it: the fields sealpipe must carry over.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_language: Option<String>,
+    /// Written as a timestamp, read back as the raw `Expires` header.
+    pub expires: Option<String>,
+    pub user: BTreeMap<String, String>,
+    /// Sorted.
+    pub tags: Vec<(String, String)>,
+}
+
+impl Meta {
+    /// The same metadata without sealpipe's own `sealpipe-*` user metadata.
+    pub fn without_marker(&self) -> Meta {
+        let mut m = self.clone();
+        m.user.retain(|k, _| !k.starts_with("sealpipe-"));
+        m
+    }
+}
+
+/// An object to upload.
+#[derive(Clone)]
+pub struct Obj {
+    pub key: String,
+    pub body: Bytes,
+    pub meta: Meta,
+    /// Seconds since the epoch for `Expires`, if set.
+    pub expires: Option<i64>,
+}
+
+impl Obj {
+    /// An object without metadata.
+    pub fn plain(key: &str, body: impl Into<Bytes>) -> Self {
+        Self::from((key.to_string(), body.into()))
+    }
+}
+
+/// A `(key, body)` pair is an object without metadata.
+impl From<(String, Bytes)> for Obj {
+    fn from((key, body): (String, Bytes)) -> Self {
+        Self {
+            key,
+            body,
+            meta: Meta::default(),
+            expires: None,
+        }
+    }
+}
+
+/// An object as read back with GetObject (and GetObjectTagging when it has tags).
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    pub body: Bytes,
+    pub etag: String,
+    pub version: Option<String>,
+    pub meta: Meta,
+}
+
+/// The [`Meta`] of a HeadObject or GetObject output (the same accessors on two
+/// types), without tags.
+macro_rules! meta_of {
+    ($out:expr) => {{
+        let out = &$out;
+        Meta {
+            content_type: out.content_type().map(str::to_string),
+            cache_control: out.cache_control().map(str::to_string),
+            content_disposition: out.content_disposition().map(str::to_string),
+            content_encoding: out.content_encoding().map(str::to_string),
+            content_language: out.content_language().map(str::to_string),
+            expires: out.expires_string().map(str::to_string),
+            user: lower_keys(out.metadata()),
+            tags: Vec::new(),
+        }
+    }};
+}
+
 /// One sealpipe run: exit status, stderr and the JSON report (`Null` if none).
 pub struct Run {
     pub status: ExitStatus,
@@ -73,8 +152,9 @@ pub struct Run {
 }
 
 impl Run {
-    /// Exit code, stderr (first and last lines if long) and the report (failures cut
-    /// to 30), for assertion messages.
+    /// Everything worth seeing when an assertion about this run fails: exit code,
+    /// stderr (its first and last lines if long), and the report (skips counted, the
+    /// first 30 failures listed).
     pub fn context(&self) -> String {
         const KEEP: usize = 40;
         let lines: Vec<&str> = self.stderr.lines().collect();
@@ -122,6 +202,27 @@ impl Run {
 
     pub fn objects(&self, name: &str) -> u64 {
         self.num(&format!("objects/{name}"))
+    }
+
+    pub fn s3(&self, name: &str) -> u64 {
+        self.num(&format!("s3/{name}"))
+    }
+
+    /// planned, ok, failed, conflicts, skipped.
+    pub fn assert_objects(&self, planned: u64, ok: u64, failed: u64, conflicts: u64, skipped: u64) {
+        let got = [
+            self.objects("planned"),
+            self.objects("ok"),
+            self.objects("failed"),
+            self.objects("conflicts"),
+            self.objects("skipped"),
+        ];
+        assert_eq!(
+            got,
+            [planned, ok, failed, conflicts, skipped],
+            "objects [planned, ok, failed, conflicts, skipped]\n{}",
+            self.context()
+        );
     }
 
     /// planned == ok + skipped + failed + conflicts.
@@ -214,8 +315,8 @@ impl World {
         super::aws_command(sealpipe, self.dir.path(), endpoint)
     }
 
-    /// Starts sealpipe with stdout and stderr going to files; returns the child and
-    /// its stderr file.
+    /// Starts sealpipe with stdout and stderr going to files (so a chatty run never
+    /// blocks on a full pipe); returns the child and its stderr file.
     pub fn spawn_via(&self, endpoint: &str, args: &[&str]) -> (Child, PathBuf) {
         let n = self.runs.get() + 1;
         self.runs.set(n);
@@ -240,19 +341,11 @@ impl World {
         all.extend(["--report", &report_arg]);
         let started = Instant::now();
         let (mut child, err) = self.spawn_via(endpoint, &all);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > RUN_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "sealpipe {args:?} still running after {RUN_TIMEOUT:?}; stderr:\n{}",
-                    std::fs::read_to_string(&err).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let Some(status) = super::wait_or_kill(&mut child, RUN_TIMEOUT) else {
+            panic!(
+                "sealpipe {args:?} still running after {RUN_TIMEOUT:?}; stderr:\n{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
         };
         let stderr = std::fs::read_to_string(&err).unwrap_or_default();
         let report = match std::fs::read(&report) {
@@ -277,6 +370,11 @@ impl World {
 
     pub fn run(&self, args: &[&str]) -> Run {
         self.run_via(&self.moto.endpoint(), args)
+    }
+
+    /// Starts tests/faults/s3_fault_proxy.py in front of moto with `args`.
+    pub fn proxy(&self, args: &[&str]) -> FaultProxy {
+        FaultProxy::start("s3_fault_proxy.py", &self.moto.endpoint(), args)
     }
 
     /// Starts sealpipe, SIGKILLs it after `delay`; returns whether it was still
@@ -365,70 +463,102 @@ impl World {
         });
     }
 
-    /// Uploads `(key, body)` pairs, [`TEST_CONCURRENCY`] at a time.
-    pub fn put_all(&self, bucket: &str, objects: &[(String, Bytes)]) {
+    /// Runs `call` on every item, [`TEST_CONCURRENCY`] at a time, and collects the
+    /// `(key, value)` pairs it returns.
+    pub fn concurrently<I, T, Fut>(
+        &self,
+        items: Vec<I>,
+        call: impl Fn(aws_sdk_s3::Client, I) -> Fut,
+    ) -> HashMap<String, T>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = (String, T)> + Send + 'static,
+    {
         let client = self.client.clone();
-        let bucket = bucket.to_string();
-        let objects = objects.to_vec();
         self.rt.block_on(async move {
             let permits = Arc::new(Semaphore::new(TEST_CONCURRENCY));
             let mut tasks = tokio::task::JoinSet::new();
-            for (key, body) in objects {
+            for item in items {
                 let permit = permits.clone().acquire_owned().await.unwrap();
-                let (client, bucket) = (client.clone(), bucket.clone());
+                let work = call(client.clone(), item);
                 tasks.spawn(async move {
                     let _permit = permit;
-                    client
-                        .put_object()
-                        .bucket(&bucket)
-                        .key(&key)
-                        .body(ByteStream::from(body))
-                        .send()
-                        .await
-                        .unwrap_or_else(|e| panic!("PutObject {bucket}/{key}: {e:?}"));
-                });
-            }
-            while let Some(done) = tasks.join_next().await {
-                done.unwrap();
-            }
-        });
-    }
-
-    /// Reads the bodies of `keys`, [`TEST_CONCURRENCY`] at a time.
-    pub fn get_all(&self, bucket: &str, keys: &[String]) -> HashMap<String, Bytes> {
-        let client = self.client.clone();
-        let bucket = bucket.to_string();
-        let keys = keys.to_vec();
-        self.rt.block_on(async move {
-            let permits = Arc::new(Semaphore::new(TEST_CONCURRENCY));
-            let mut tasks = tokio::task::JoinSet::new();
-            for key in keys {
-                let permit = permits.clone().acquire_owned().await.unwrap();
-                let (client, bucket) = (client.clone(), bucket.clone());
-                tasks.spawn(async move {
-                    let _permit = permit;
-                    let out = client
-                        .get_object()
-                        .bucket(&bucket)
-                        .key(&key)
-                        .send()
-                        .await
-                        .unwrap_or_else(|e| panic!("GetObject {bucket}/{key}: {e:?}"));
-                    let body = out.body.collect().await.unwrap().into_bytes();
-                    (key, body)
+                    work.await
                 });
             }
             let mut all = HashMap::new();
             while let Some(done) = tasks.join_next().await {
-                let (k, v) = done.unwrap();
-                all.insert(k, v);
+                let (key, value) = done.unwrap();
+                all.insert(key, value);
             }
             all
         })
     }
 
-    /// Every key in the bucket.
-    pub fn keys(&self, bucket: &str) -> BTreeSet<String> {
+    /// Uploads objects (an [`Obj`], or a `(key, body)` pair for one without metadata)
+    /// concurrently; returns each key's version ID (versioned buckets).
+    pub fn put_all<O>(&self, bucket: &str, objects: &[O]) -> HashMap<String, Option<String>>
+    where
+        O: Clone + Into<Obj>,
+    {
+        let bucket = bucket.to_string();
+        let objects: Vec<Obj> = objects.iter().cloned().map(Into::into).collect();
+        self.concurrently(objects, move |client, o| {
+            let bucket = bucket.clone();
+            async move {
+                let version = put(&client, &bucket, &o).await;
+                (o.key, version)
+            }
+        })
+    }
+
+    pub fn put(&self, bucket: &str, o: &Obj) -> Option<String> {
+        self.rt.block_on(put(&self.client, bucket, o))
+    }
+
+    /// Reads objects concurrently.
+    pub fn get_all(&self, bucket: &str, keys: &[String]) -> HashMap<String, Fetched> {
+        let bucket = bucket.to_string();
+        self.concurrently(keys.to_vec(), move |client, key| {
+            let bucket = bucket.clone();
+            async move {
+                let fetched = get(&client, &bucket, &key, None).await;
+                (key, fetched)
+            }
+        })
+    }
+
+    pub fn get(&self, bucket: &str, key: &str) -> Fetched {
+        self.rt.block_on(get(&self.client, bucket, key, None))
+    }
+
+    pub fn get_version(&self, bucket: &str, key: &str, version: &str) -> Fetched {
+        self.rt
+            .block_on(get(&self.client, bucket, key, Some(version)))
+    }
+
+    /// HeadObject of each key, concurrently: size and metadata (without tags).
+    pub fn head_all(&self, bucket: &str, keys: &[String]) -> HashMap<String, (u64, Meta)> {
+        let bucket = bucket.to_string();
+        self.concurrently(keys.to_vec(), move |client, key| {
+            let bucket = bucket.clone();
+            async move {
+                let out = client
+                    .head_object()
+                    .bucket(&bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("HeadObject {bucket}/{key}: {e:?}"));
+                let meta = meta_of!(out);
+                let size = out.content_length().unwrap_or(-1) as u64;
+                (key, (size, meta))
+            }
+        })
+    }
+
+    /// Every key in the bucket with its ETag.
+    pub fn list(&self, bucket: &str) -> BTreeMap<String, String> {
         self.rt.block_on(async {
             let pages = self
                 .client
@@ -442,9 +572,19 @@ impl World {
             pages
                 .iter()
                 .flat_map(|p| p.contents())
-                .map(|o| o.key().unwrap().to_string())
+                .map(|o| {
+                    (
+                        o.key().unwrap().to_string(),
+                        o.e_tag().unwrap_or_default().to_string(),
+                    )
+                })
                 .collect()
         })
+    }
+
+    /// Every key in the bucket.
+    pub fn keys(&self, bucket: &str) -> BTreeSet<String> {
+        self.list(bucket).into_keys().collect()
     }
 
     /// Every version (not delete markers) per key, and the number of delete markers.
@@ -500,6 +640,106 @@ impl World {
                 .collect()
         })
     }
+}
+
+// ---- objects, directly --------------------------------------------------------------
+
+pub async fn put(client: &aws_sdk_s3::Client, bucket: &str, o: &Obj) -> Option<String> {
+    let m = &o.meta;
+    let tagging = (!m.tags.is_empty()).then(|| {
+        m.tags
+            .iter()
+            .map(|(k, v)| format!("{}={}", url_encode(k), url_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    let out = client
+        .put_object()
+        .bucket(bucket)
+        .key(&o.key)
+        .body(ByteStream::from(o.body.clone()))
+        .set_content_type(m.content_type.clone())
+        .set_cache_control(m.cache_control.clone())
+        .set_content_disposition(m.content_disposition.clone())
+        .set_content_encoding(m.content_encoding.clone())
+        .set_content_language(m.content_language.clone())
+        .set_expires(o.expires.map(DateTime::from_secs))
+        .set_metadata((!m.user.is_empty()).then(|| m.user.clone().into_iter().collect()))
+        .set_tagging(tagging)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("PutObject {bucket}/{}: {e:?}", o.key));
+    out.version_id().map(str::to_string)
+}
+
+pub async fn get(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    version: Option<&str>,
+) -> Fetched {
+    let out = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .set_version_id(version.map(str::to_string))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GetObject {bucket}/{key} ({version:?}): {e:?}"));
+    let mut meta = meta_of!(out);
+    let etag = out.e_tag().unwrap_or_default().to_string();
+    let version_id = out.version_id().map(str::to_string);
+    let tag_count = out.tag_count().unwrap_or(0);
+    let body = out
+        .body
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("GetObject {bucket}/{key} body: {e:?}"))
+        .into_bytes();
+    if tag_count > 0 {
+        let tags = client
+            .get_object_tagging()
+            .bucket(bucket)
+            .key(key)
+            .set_version_id(version.map(str::to_string))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GetObjectTagging {bucket}/{key}: {e:?}"));
+        meta.tags = tags
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect();
+        meta.tags.sort();
+    }
+    Fetched {
+        body,
+        etag,
+        version: version_id,
+        meta,
+    }
+}
+
+/// User metadata with lower-case keys, as sealpipe keeps it.
+pub fn lower_keys(m: Option<&HashMap<String, String>>) -> BTreeMap<String, String> {
+    m.map(|m| {
+        m.iter()
+            .map(|(k, v)| (k.to_lowercase(), v.clone()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Percent-encodes everything but unreserved characters (for `x-amz-tagging`).
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Every file under `root` (hidden ones included, directories not), as `/`-separated
