@@ -10,7 +10,6 @@
 //! ARN is what a key policy or bucket policy has to name, and it is looked up only
 //! then, once per process.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -99,8 +98,19 @@ pub async fn kms_config(settings: &AwsSettings) -> aws_config::SdkConfig {
     loader.load().await
 }
 
+/// An S3 client and the configuration it was built from. The client cannot hand its
+/// credentials provider back (the SDK's accessor always answers `None`), so naming the
+/// caller of a denied request ([`caller_hint`]) starts from `base`.
+#[derive(Clone, Debug)]
+pub struct S3Client {
+    /// The client.
+    pub client: aws_sdk_s3::Client,
+    /// Credentials, HTTP client, timeouts and region it was built from.
+    pub base: aws_config::SdkConfig,
+}
+
 /// Builds an S3 client.
-pub async fn s3_client(settings: &AwsSettings) -> aws_sdk_s3::Client {
+pub async fn s3_client(settings: &AwsSettings) -> S3Client {
     let base = loader(
         settings,
         TimeoutConfig::builder()
@@ -110,7 +120,6 @@ pub async fn s3_client(settings: &AwsSettings) -> aws_sdk_s3::Client {
     )
     .load()
     .await;
-    *S3_BASE.lock().expect("not poisoned") = Some(base.clone());
     let mut config = aws_sdk_s3::config::Builder::from(&base);
     let custom_endpoint = settings.s3_endpoint.is_some()
         || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
@@ -119,7 +128,10 @@ pub async fn s3_client(settings: &AwsSettings) -> aws_sdk_s3::Client {
         config = config.endpoint_url(endpoint);
     }
     config = config.force_path_style(settings.s3_path_style.unwrap_or(custom_endpoint));
-    aws_sdk_s3::Client::from_conf(config.build())
+    S3Client {
+        client: aws_sdk_s3::Client::from_conf(config.build()),
+        base,
+    }
 }
 
 /// Who the credentials belong to, as a hint suffix: `; caller: ARN`, or
@@ -129,7 +141,7 @@ pub async fn s3_client(settings: &AwsSettings) -> aws_sdk_s3::Client {
 /// every later denial answers at once, without another request.
 ///
 /// `sts` builds the client for the lookup; it should carry the credentials, region and
-/// endpoint of the client that was denied ([`sts_client`], [`sts_client_for_s3`]).
+/// endpoint of the client that was denied ([`sts_client`]).
 pub async fn caller_hint(sts: impl FnOnce() -> Option<aws_sdk_sts::Client>) -> String {
     static CALLER: OnceCell<String> = OnceCell::const_new();
     let caller = CALLER
@@ -169,22 +181,4 @@ pub fn sts_client(base: &aws_config::SdkConfig, region: Option<&str>) -> aws_sdk
         conf = conf.region(aws_sdk_sts::config::Region::new(region.to_string()));
     }
     aws_sdk_sts::Client::from_conf(conf.build())
-}
-
-/// The configuration [`s3_client`] built its last client from. An S3 client's own
-/// configuration cannot give its credentials provider back (the SDK's accessor always
-/// answers `None`), so the STS lookup for an S3 denial starts from this. Process-wide,
-/// like the cached caller it serves: both assume one set of credentials per process,
-/// as the CLI has. Passing the configuration to `S3Store::new` would remove it.
-static S3_BASE: Mutex<Option<aws_config::SdkConfig>> = Mutex::new(None);
-
-/// An STS client for naming the caller of a denied S3 request: the credentials, HTTP
-/// client and timeouts [`s3_client`] loaded, in the S3 client's region. The endpoint is
-/// `AWS_ENDPOINT_URL_STS`, else `AWS_ENDPOINT_URL`, else the region's STS; a
-/// `--s3-endpoint` is S3's alone (an S3-compatible store has no STS). `None` when the
-/// client did not come from [`s3_client`].
-pub fn sts_client_for_s3(s3: &aws_sdk_s3::Config) -> Option<aws_sdk_sts::Client> {
-    let base = S3_BASE.lock().expect("not poisoned").clone()?;
-    let region = s3.region().map(|r| r.to_string());
-    Some(sts_client(&base, region.as_deref()))
 }

@@ -100,6 +100,8 @@ pub struct S3Store {
 
 struct Shared {
     client: Client,
+    /// What `client` was built from: the STS lookup of a denied caller needs it.
+    base: aws_config::SdkConfig,
     settings: S3Settings,
     budget: ByteBudget,
     stats: Arc<S3Stats>,
@@ -140,12 +142,13 @@ fn s3_parts(id: &ObjectId) -> (&str, &str, Option<&str>) {
 }
 
 impl S3Store {
-    /// A store on `client`; must be created inside the tokio runtime that will run its
-    /// requests.
-    pub fn new(client: Client, settings: S3Settings, budget: ByteBudget) -> Self {
+    /// A store on the client `s3`; must be created inside the tokio runtime that will
+    /// run its requests.
+    pub fn new(s3: crate::aws::S3Client, settings: S3Settings, budget: ByteBudget) -> Self {
         Self {
             shared: Arc::new(Shared {
-                client,
+                client: s3.client,
+                base: s3.base,
                 settings,
                 budget,
                 stats: Arc::default(),

@@ -40,8 +40,13 @@ where
     if let Err(e) = &mut result
         && e.is_access_denied()
     {
-        let caller =
-            crate::aws::caller_hint(|| crate::aws::sts_client_for_s3(shared.client.config())).await;
+        // The STS endpoint is `AWS_ENDPOINT_URL_STS`, else `AWS_ENDPOINT_URL`, else the
+        // region's: a `--s3-endpoint` is S3's alone (an S3-compatible store has no STS).
+        let caller = crate::aws::caller_hint(|| {
+            let region = shared.client.config().region().map(|r| r.to_string());
+            Some(crate::aws::sts_client(&shared.base, region.as_deref()))
+        })
+        .await;
         e.hint.push_str(&caller);
     }
     result
