@@ -505,6 +505,55 @@ fn small_edges() {
     assert!(stderr(&o).contains("symbolic link"), "{}", stderr(&o));
     assert!(!ws.path("out").exists());
 
+    // A tree into an existing file: refused up front, not once per object.
+    ws.write("a-file", b"not a directory");
+    let o = ws.run(&["encrypt", "dir", "a-file", "--key", KEY]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is not a directory"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(ws.path("a-file")).unwrap(),
+        b"not a directory"
+    );
+
+    // A report that names something other than a regular file is written through it,
+    // never renamed over it: /dev/full stays a device (the write fails, exit 2), a
+    // symbolic link stays a link to the file it names.
+    let o = ws.run(&[
+        "encrypt",
+        "dir",
+        "enc",
+        "--key",
+        KEY,
+        "--report",
+        "/dev/full",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot write report"), "{}", stderr(&o));
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let full = std::fs::symlink_metadata("/dev/full").unwrap();
+        assert!(full.file_type().is_char_device(), "/dev/full was replaced");
+    }
+    std::fs::create_dir_all(ws.path("reports")).unwrap();
+    std::os::unix::fs::symlink("reports/real.json", ws.path("link.json")).unwrap();
+    let o = ws.run(&[
+        "encrypt",
+        "dir",
+        "enc2",
+        "--key",
+        KEY,
+        "--report",
+        "link.json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::symlink_metadata(ws.path("link.json"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(ws.report("reports/real.json")["objects"]["ok"], 1);
+
     // A context value that is not UTF-8 is named as such.
     let o = ws.encrypt("dir/a.txt", "a.enc", &["-c", "k=zzzzzz"]);
     assert!(o.status.success(), "{}", stderr(&o));

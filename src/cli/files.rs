@@ -77,17 +77,42 @@ fn describe(kind: &std::fs::FileType) -> &'static str {
 /// in the destination's directory, created when the job starts (so an unwritable
 /// place is found before any object is processed), and renamed over the destination
 /// when done. Dropped without [`ReportFile::commit`], the temporary file is removed.
+///
+/// A destination that exists and is not a regular file (`/dev/stdout`, a FIFO, a
+/// symbolic link) is written through, never renamed over: a rename would replace the
+/// node itself, and `--report /dev/full` once turned that device into a JSON file.
 pub struct ReportFile {
     path: PathBuf,
-    temp: tempfile::NamedTempFile,
+    target: ReportTarget,
+}
+
+enum ReportTarget {
+    /// A regular file (or none yet): staged and renamed into place.
+    Staged(tempfile::NamedTempFile),
+    /// Something else that exists, opened for writing up front.
+    Through(File),
 }
 
 impl ReportFile {
-    /// Checks that a report can be written at `path` and reserves its temporary file.
+    /// Checks that a report can be written at `path` and reserves its temporary file
+    /// (or opens the special file it names).
     pub fn prepare(path: &Path) -> anyhow::Result<Self> {
         let shown = escape::path(path);
         if path.is_dir() {
             bail!("report {shown} is a directory; give a file name");
+        }
+        let existing = std::fs::symlink_metadata(path).ok();
+        if existing.is_some_and(|m| !m.is_file()) {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)
+                .with_context(|| format!("cannot write report {shown}"))?;
+            return Ok(Self {
+                path: path.to_path_buf(),
+                target: ReportTarget::Through(file),
+            });
         }
         let dir = parent_dir(path).with_context(|| format!("cannot write report {shown}"))?;
         let name = path
@@ -101,7 +126,7 @@ impl ReportFile {
             .with_context(|| format!("cannot write report {shown}"))?;
         Ok(Self {
             path: path.to_path_buf(),
-            temp,
+            target: ReportTarget::Staged(temp),
         })
     }
 
@@ -111,18 +136,24 @@ impl ReportFile {
     }
 
     /// Writes `value` and moves it into place.
-    pub fn commit(mut self, value: &serde_json::Value) -> anyhow::Result<()> {
+    pub fn commit(self, value: &serde_json::Value) -> anyhow::Result<()> {
         let shown = escape::path(&self.path);
         let text = super::json::to_string_pretty(value)?;
-        self.temp
-            .write_all(text.as_bytes())
-            .and_then(|()| self.temp.as_file().sync_all())
-            .with_context(|| format!("cannot write report {shown}"))?;
-        self.temp
-            .persist(&self.path)
-            .map_err(|e| e.error)
-            .with_context(|| format!("cannot write report {shown}"))?;
-        Ok(())
+        match self.target {
+            ReportTarget::Through(mut file) => file
+                .write_all(text.as_bytes())
+                .and_then(|()| file.flush())
+                .with_context(|| format!("cannot write report {shown}")),
+            ReportTarget::Staged(mut temp) => {
+                temp.write_all(text.as_bytes())
+                    .and_then(|()| temp.as_file().sync_all())
+                    .with_context(|| format!("cannot write report {shown}"))?;
+                temp.persist(&self.path)
+                    .map_err(|e| e.error)
+                    .with_context(|| format!("cannot write report {shown}"))?;
+                Ok(())
+            }
+        }
     }
 }
 

@@ -101,6 +101,18 @@ impl Plan {
                 }
             }
         };
+        // Many objects need a directory to go in; finding out per object would fail
+        // every one of them.
+        if let (Shape::Tree | Shape::Prefix(_) | Shape::Manifest, Some(Location::Local(dst))) =
+            (&shape, &job.destination)
+            && std::fs::metadata(dst).is_ok_and(|m| !m.is_dir())
+        {
+            return Err(Error::Config(format!(
+                "destination {} exists and is not a directory; the outputs of many objects \
+                 go into a directory",
+                escape::path(dst)
+            )));
+        }
         let plan = Self { shape };
         plan.check_sources_are_not_destinations(job)?;
         Ok(plan)
