@@ -258,7 +258,7 @@ pub fn bench_materials(suite: AlgorithmSuite) -> Result<EncryptionMaterials, Err
         "bench",
         wrapping.as_bytes().to_vec().into(),
     )
-    .map_err(Error::Config)?;
+    .map_err(Error::Internal)?;
     // The Raw AES keyring completes without suspending, so one poll suffices and the
     // benchmark needs no async runtime (it may be called from inside one).
     let mut future = std::pin::pin!(encryption_materials(
@@ -272,7 +272,7 @@ pub fn bench_materials(suite: AlgorithmSuite) -> Result<EncryptionMaterials, Err
         .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
     {
         std::task::Poll::Ready(result) => result,
-        std::task::Poll::Pending => Err(Error::Config("the raw AES keyring suspended".into())),
+        std::task::Poll::Pending => Err(Error::Internal("the raw AES keyring suspended".into())),
     }
 }
 
@@ -317,7 +317,10 @@ pub fn seal_throughput(config: &BenchConfig) -> Result<BenchResult, Error> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(config.threads)
         .build()
-        .map_err(|e| Error::Config(format!("cannot build the thread pool: {e}")))?;
+        .map_err(|e| Error::Resource {
+            what: "the benchmark's thread pool",
+            reason: e.to_string(),
+        })?;
     let threads = pool.current_num_threads();
     let materials = bench_materials(config.suite)?;
     let options = EncryptOptions {
@@ -354,7 +357,7 @@ pub fn seal_throughput(config: &BenchConfig) -> Result<BenchResult, Error> {
     let data_key = materials
         .data_key
         .clone()
-        .ok_or_else(|| Error::Config("the materials carry no data key".into()))?;
+        .ok_or_else(|| Error::Internal("the benchmark materials carry no data key".into()))?;
     let mut outputs: Vec<Vec<u8>> = vec![Vec::with_capacity(config.message_size); per_round];
     let mut open_round = || -> Result<(), Error> {
         pool.install(|| {
@@ -376,7 +379,7 @@ pub fn seal_throughput(config: &BenchConfig) -> Result<BenchResult, Error> {
     open_round()?;
     let open = measure_fallible(config.min_time, &mut open_round)?;
     if outputs.first().is_some_and(|o| o[..] != plaintexts[0][..]) {
-        return Err(Error::Config("the benchmark's round trip differs".into()));
+        return Err(Error::Internal("the benchmark's round trip differs".into()));
     }
 
     // Non-zero, so that every page is really mapped before the timed copies.

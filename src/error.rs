@@ -82,6 +82,19 @@ pub enum Error {
     /// An error shared by every caller that waited for the same keyring call.
     #[error(transparent)]
     Shared(std::sync::Arc<Error>),
+    /// Something that cannot happen did: a task of the job panicked, a benchmark's
+    /// round trip came back different, a local keyring suspended. A bug in sealpipe,
+    /// not a problem of configuration or input.
+    #[error("internal error (a bug in sealpipe, please report it): {0}")]
+    Internal(String),
+    /// The operating system would not give a resource (threads for a pool).
+    #[error("cannot get {what}: {reason}")]
+    Resource {
+        /// What was asked for.
+        what: &'static str,
+        /// Why the OS refused.
+        reason: String,
+    },
     /// The operating system's random number generator failed.
     #[error("random number generator failed: {0}")]
     Random(getrandom::Error),

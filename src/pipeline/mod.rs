@@ -258,18 +258,18 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
         });
         // Reap finished tasks as we go so the set stays small on huge jobs.
         while let Some(done) = tasks.try_join_next() {
-            done.map_err(|e| Error::Config(format!("worker panicked: {e}")))?;
+            done.map_err(|e| Error::Internal(format!("a worker panicked: {e}")))?;
         }
     }
     drop(listing);
     stats.listing_done.store(true, Ordering::Relaxed);
     while let Some(done) = tasks.join_next().await {
-        done.map_err(|e| Error::Config(format!("worker panicked: {e}")))?;
+        done.map_err(|e| Error::Internal(format!("a worker panicked: {e}")))?;
     }
     if let Some(cleanup) = cleanup {
         let found = cleanup
             .await
-            .map_err(|e| Error::Config(format!("partial-output cleanup panicked: {e}")))?;
+            .map_err(|e| Error::Internal(format!("the partial-output cleanup panicked: {e}")))?;
         stats.cleaned(found);
     }
     let stopped = cancel.is_cancelled();
