@@ -87,8 +87,9 @@ pub struct ReportFile {
 }
 
 enum ReportTarget {
-    /// A regular file (or none yet): staged and renamed into place.
-    Staged(tempfile::NamedTempFile),
+    /// A regular file (or none yet): staged and renamed into place, as outputs are
+    /// (a killed run's staged report is cleaned up like any partial output).
+    Staged(sealpipe::store::StagedFile),
     /// Something else that exists, opened for writing up front.
     Through(File),
 }
@@ -114,19 +115,12 @@ impl ReportFile {
                 target: ReportTarget::Through(file),
             });
         }
-        let dir = parent_dir(path).with_context(|| format!("cannot write report {shown}"))?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
-            .tempfile_in(&dir)
+        parent_dir(path).with_context(|| format!("cannot write report {shown}"))?;
+        let staged = sealpipe::store::StagedFile::create(path)
             .with_context(|| format!("cannot write report {shown}"))?;
         Ok(Self {
             path: path.to_path_buf(),
-            target: ReportTarget::Staged(temp),
+            target: ReportTarget::Staged(staged),
         })
     }
 
@@ -144,14 +138,12 @@ impl ReportFile {
                 .write_all(text.as_bytes())
                 .and_then(|()| file.flush())
                 .with_context(|| format!("cannot write report {shown}")),
-            ReportTarget::Staged(mut temp) => {
-                temp.write_all(text.as_bytes())
-                    .and_then(|()| temp.as_file().sync_all())
-                    .with_context(|| format!("cannot write report {shown}"))?;
-                temp.persist(&self.path)
-                    .map_err(|e| e.error)
-                    .with_context(|| format!("cannot write report {shown}"))?;
-                Ok(())
+            ReportTarget::Staged(mut staged) => {
+                let file = staged.file();
+                file.write_all(text.as_bytes())
+                    .and_then(|()| file.sync_all())
+                    .and_then(|()| staged.commit(sealpipe::store::output_mode(None)))
+                    .with_context(|| format!("cannot write report {shown}"))
             }
         }
     }
