@@ -620,6 +620,10 @@ fn reserved_context_keys_are_refused_wherever_they_are_given() {
         ],
     ] {
         assert_usage_error(&ws.run(&args), "reserved", &args.join(" "));
+        // A dry run uses no key, but refuses the same jobs.
+        let mut dry = args.clone();
+        dry.push("--dry-run");
+        assert_usage_error(&ws.run(&dry), "reserved", &dry.join(" "));
     }
     for toml in [
         "[decrypt.reproduced_context]\n\"aws-crypto-x\" = \"1\"\n",

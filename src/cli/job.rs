@@ -211,7 +211,7 @@ fn write_options(
     config: &Config,
 ) -> anyhow::Result<()> {
     job.context = if args.context.is_empty() {
-        unreserved(config.job.context.clone().into(), "[job] context")?
+        config.job.context.clone().into()
     } else {
         parse_pairs(&args.context, "--context")?
     };
@@ -257,10 +257,7 @@ async fn read_options(
         Some(keyref::combine(keyrings)?)
     };
     job.reproduced_context = if args.reproduced_context.is_empty() {
-        unreserved(
-            config.decrypt.reproduced_context.clone().into(),
-            "[decrypt.reproduced_context]",
-        )?
+        config.decrypt.reproduced_context.clone().into()
     } else {
         parse_pairs(&args.reproduced_context, "--reproduced-context")?
     };
@@ -457,19 +454,6 @@ fn parse_pairs(pairs: &[String], flag: &str) -> anyhow::Result<EncryptionContext
         if ctx.insert(k, v).is_some() {
             bail!("{flag}: the key {k:?} is given twice");
         }
-    }
-    unreserved(ctx, flag)
-}
-
-/// Refuses a context that uses the format's reserved `aws-crypto-` prefix, whether
-/// it is written into messages (`--context`) or required of them
-/// (`--reproduced-context`): no caller may set or demand those keys.
-fn unreserved(ctx: EncryptionContext, source: &str) -> anyhow::Result<EncryptionContext> {
-    if let Some(key) = ctx.reserved_key() {
-        bail!(
-            "{source}: the key {key:?} uses the prefix {}, which is reserved for the format",
-            sealpipe::format::RESERVED_PREFIX
-        );
     }
     Ok(ctx)
 }

@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use super::{Job, Mode, Source};
 use crate::Error;
 use crate::escape;
+use crate::format::RESERVED_PREFIX;
 use crate::store::{self, ListItem, Listed, Location, ObjectId, SourceShape};
 
 /// What the source turned out to be.
@@ -311,6 +312,20 @@ fn check_combination(job: &Job) -> Result<(), Error> {
         return Err(Error::Config(
             "decrypting needs at least one key to unwrap data keys".into(),
         ));
+    }
+    // The format reserves `aws-crypto-` keys: no job may write them into messages or
+    // require them of messages, dry runs included (they never reach a keyring, which
+    // would refuse the first).
+    for (context, what) in [
+        (&job.context, "encryption context"),
+        (&job.reproduced_context, "reproduced context"),
+    ] {
+        if let Some(key) = context.reserved_key() {
+            return Err(Error::Config(format!(
+                "the {what} key {key:?} uses the prefix {RESERVED_PREFIX}, which is reserved \
+                 for the format"
+            )));
+        }
     }
     if job.in_place {
         if !source_on_s3 {
