@@ -10,7 +10,6 @@
 //! ARN is what a key policy or bucket policy has to name, and it is looked up only
 //! then, once per process.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -149,7 +148,6 @@ pub async fn caller_hint(sts: impl FnOnce() -> Option<aws_sdk_sts::Client>) -> S
             let Some(sts) = sts() else {
                 return "caller unknown: no AWS configuration to ask STS with".into();
             };
-            CALLER_LOOKUPS.fetch_add(1, Relaxed);
             match sts.get_caller_identity().send().await {
                 Ok(out) => match out.arn() {
                     Some(arn) => format!("caller: {arn}"),
@@ -163,13 +161,6 @@ pub async fn caller_hint(sts: impl FnOnce() -> Option<aws_sdk_sts::Client>) -> S
         })
         .await;
     format!("; {caller}")
-}
-
-static CALLER_LOOKUPS: AtomicU64 = AtomicU64::new(0);
-
-/// How many `GetCallerIdentity` calls this process made: 0 or 1.
-pub fn caller_lookups() -> u64 {
-    CALLER_LOOKUPS.load(Relaxed)
 }
 
 /// An STS client with everything of `base` (credentials, HTTP client, timeouts, retries

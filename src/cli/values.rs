@@ -254,12 +254,13 @@ bounded_integer!(
 
 bounded_real!(
     /// `--kms-rate`, `SEALPIPE_KMS_RATE`, `[aws] kms_rate`: KMS requests per second.
-    /// At least 0.01 (one every 100 s), at most a million.
+    /// At least 0.01 (one every 100 s), at most a million: the rates the library's
+    /// limiter takes.
     KmsRate,
     "the KMS rate",
-    0.01,
+    *sealpipe::retry::RateLimiter::RATES.start(),
     false,
-    1e6,
+    *sealpipe::retry::RateLimiter::RATES.end(),
     "requests per second"
 );
 

@@ -245,22 +245,6 @@ async fn kms_failure<E: ProvideErrorMetadata + std::fmt::Debug>(
     key: &str,
     err: SdkError<E, aws_smithy_runtime_api::http::Response>,
 ) -> KeyringError {
-    let caller = if is_access_denied(&err) {
-        crate::aws::caller_hint(|| Some(kms.clients.sts(region))).await
-    } else {
-        String::new()
-    };
-    kms_error(action, key, err, &caller)
-}
-
-/// [`kms_failure`] without the lookup: `caller` is the `; caller: ...` suffix of a
-/// denial, else empty.
-fn kms_error<E: ProvideErrorMetadata + std::fmt::Debug>(
-    action: &'static str,
-    key: &str,
-    err: SdkError<E, aws_smithy_runtime_api::http::Response>,
-    caller: &str,
-) -> KeyringError {
     let denied = is_access_denied(&err);
     let (code, message) = match &err {
         // A body the JSON protocol cannot read (a proxy's, or moto's XML denial)
@@ -285,7 +269,8 @@ fn kms_error<E: ProvideErrorMetadata + std::fmt::Debug>(
     let hint = match code.as_str() {
         _ if denied => format!(
             "; both the key policy of {key} and the IAM policy of the calling principal must \
-             allow kms:{action} (the usual cause is a role missing from the key policy){caller}"
+             allow kms:{action} (the usual cause is a role missing from the key policy){}",
+            crate::aws::caller_hint(|| Some(kms.clients.sts(region))).await
         ),
         "DisabledException" => "; the key is disabled: enable it, or use another key".into(),
         "KMSInvalidStateException" => {
