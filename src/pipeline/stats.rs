@@ -122,28 +122,21 @@ impl Stats {
     pub(super) fn fail(&self, id: &ObjectId, code: &str, error: String) {
         self.record(id, Status::Failed, code, &error);
         self.objects_failed.fetch_add(1, Relaxed);
-        let mut failures = self.failures.lock().expect("not poisoned");
-        if failures.len() < MAX_REPORTED_FAILURES {
-            failures.push(Failure::new(id, error));
-        }
+        keep(&self.failures, MAX_REPORTED_FAILURES, id, || error);
     }
 
     pub(super) fn conflict(&self, id: &ObjectId, error: String) {
         self.record(id, Status::Conflict, "PreconditionFailed", &error);
         self.objects_conflict.fetch_add(1, Relaxed);
-        let mut failures = self.failures.lock().expect("not poisoned");
-        if failures.len() < MAX_REPORTED_FAILURES {
-            failures.push(Failure::new(id, format!("conflict: {error}")));
-        }
+        keep(&self.failures, MAX_REPORTED_FAILURES, id, || {
+            format!("conflict: {error}")
+        });
     }
 
     pub(super) fn skip(&self, id: &ObjectId, reason: &str) {
         self.record(id, Status::Skipped, "", reason);
         self.objects_skipped.fetch_add(1, Relaxed);
-        let mut skipped = self.skipped.lock().expect("not poisoned");
-        if skipped.len() < MAX_REPORTED_SKIPS {
-            skipped.push(Failure::new(id, reason.to_string()));
-        }
+        keep(&self.skipped, MAX_REPORTED_SKIPS, id, || reason.to_string());
     }
 
     /// Records what the cleanup of the destination's stale partial outputs found; one
@@ -159,10 +152,7 @@ impl Stats {
                  it may hold a plaintext prefix, remove it by hand"
             );
             self.record(&id, Status::Failed, "StalePartialNotRemoved", &message);
-            let mut failures = self.failures.lock().expect("not poisoned");
-            if failures.len() < MAX_REPORTED_FAILURES {
-                failures.push(Failure::new(&id, message));
-            }
+            keep(&self.failures, MAX_REPORTED_FAILURES, &id, || message);
         }
     }
 
@@ -261,6 +251,16 @@ impl Stats {
             failures,
             skipped: self.skipped.lock().expect("not poisoned").clone(),
         }
+    }
+}
+
+/// Adds an entry to a report list unless it already holds `max`: the completion
+/// report has every object, the JSON report the first ones. `message` is only made
+/// for entries kept: a resumed job skips millions.
+fn keep(list: &Mutex<Vec<Failure>>, max: usize, id: &ObjectId, message: impl FnOnce() -> String) {
+    let mut list = list.lock().expect("not poisoned");
+    if list.len() < max {
+        list.push(Failure::new(id, message()));
     }
 }
 

@@ -295,10 +295,11 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        match (fs::metadata(a), fs::metadata(b)) {
-            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-            _ => false,
-        }
+        // `b` (an output) usually does not exist yet: then `a` needs no look.
+        let Ok(b) = fs::metadata(b) else {
+            return false;
+        };
+        fs::metadata(a).is_ok_and(|a| a.dev() == b.dev() && a.ino() == b.ino())
     }
     #[cfg(not(unix))]
     {
