@@ -106,6 +106,10 @@ pub struct S3Client {
     pub client: aws_sdk_s3::Client,
     /// Credentials, HTTP client, timeouts and region it was built from.
     pub base: aws_config::SdkConfig,
+    /// Whether requests go over plain HTTP (a custom `http://` endpoint): then only a
+    /// signature protects what is sent, and bodies whose integrity nothing else checks
+    /// are signed.
+    pub plain_http: bool,
 }
 
 /// Builds an S3 client.
@@ -127,9 +131,15 @@ pub async fn s3_client(settings: &AwsSettings) -> S3Client {
         config = config.endpoint_url(endpoint);
     }
     config = config.force_path_style(settings.s3_path_style.unwrap_or(custom_endpoint));
+    let endpoint = settings
+        .s3_endpoint
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
     S3Client {
         client: aws_sdk_s3::Client::from_conf(config.build()),
         base,
+        plain_http: endpoint.is_some_and(|e| e.trim().to_ascii_lowercase().starts_with("http://")),
     }
 }
 

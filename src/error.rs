@@ -24,6 +24,12 @@ pub enum Error {
     /// An S3 request failed (after retries).
     #[error(transparent)]
     S3(#[from] crate::store::S3Error),
+    /// A local source changed while it was read.
+    #[error(transparent)]
+    SourceChanged(#[from] crate::store::SourceChanged),
+    /// The job was cancelled while the object was in flight.
+    #[error("the job was cancelled before this object was finished")]
+    Cancelled,
     /// A keyring could not produce or recover the data key.
     #[error(transparent)]
     Keyring(#[from] KeyringError),

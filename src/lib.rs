@@ -42,11 +42,13 @@
 
 pub mod aws;
 pub mod bench;
+pub mod bridge;
 pub mod crypto;
 mod error;
 pub mod escape;
 pub mod format;
 pub mod keys;
+pub mod ops;
 pub mod pipeline;
 pub mod retry;
 pub mod store;

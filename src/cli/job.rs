@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail};
 use sealpipe::crypto::AeadBackend;
 use sealpipe::format::{AlgorithmSuite, DecodeLimits, EncryptionContext};
 use sealpipe::keys::{DiscoveryFilter, Keyring, KmsDiscoveryKeyring, PoolLimits};
-use sealpipe::pipeline::{Job, Mode, ObjectFilter, Source};
+use sealpipe::pipeline::{Job, Keys, Mode, ObjectFilter, Opening, Sealing, Source, Work};
 use sealpipe::store::{ByteBudget, Location, S3Settings, S3Store};
 use sealpipe::stream::{DEFAULT_FRAME_LENGTH, DecryptOptions, EncryptOptions};
 
@@ -36,7 +36,7 @@ pub async fn encrypt(
     let mut job = base_job(Mode::Encrypt, &args.transfer, global, config).await?;
     job.wrap_keyring = keyring(&args.keys, &config.job.keys, config, kms, job.dry_run).await?;
     write_options(&mut job, &args.write, global, config)?;
-    Ok(job)
+    Ok(job.into_job())
 }
 
 /// `reencrypt`.
@@ -59,7 +59,7 @@ pub async fn reencrypt(
         kms,
     )
     .await?;
-    Ok(job)
+    Ok(job.into_job())
 }
 
 /// `decrypt` (`Mode::Decrypt`) and `verify` (`Mode::Verify`): jobs that only read
@@ -74,7 +74,81 @@ pub async fn reading(
     let mut job = base_job(mode, &args.transfer, global, config).await?;
     let keys = &config.job.keys;
     read_options(&mut job, &args.keys, keys, &args.read, global, config, kms).await?;
-    Ok(job)
+    Ok(job.into_job())
+}
+
+/// A job being assembled from flags, environment and config, before it becomes the
+/// library's [`Job`] (which holds exactly what its work needs).
+struct Draft {
+    mode: Mode,
+    source: Source,
+    destination: Option<Location>,
+    in_place: bool,
+    filter: ObjectFilter,
+    wrap_keyring: Option<Arc<dyn Keyring>>,
+    unwrap_keyring: Option<Arc<dyn Keyring>>,
+    suite: AlgorithmSuite,
+    context: EncryptionContext,
+    encrypt: EncryptOptions,
+    decrypt: DecryptOptions,
+    reproduced_context: EncryptionContext,
+    pool_limits: PoolLimits,
+    concurrency: usize,
+    dry_run: bool,
+    fail_fast: bool,
+    s3: Option<S3Store>,
+}
+
+impl Draft {
+    fn into_job(self) -> Job {
+        let keys = |k: Option<Arc<dyn Keyring>>| k.map_or(Keys::NotLoaded, Keys::Loaded);
+        let sealing = Sealing {
+            keys: keys(self.wrap_keyring),
+            suite: self.suite,
+            context: self.context,
+            options: self.encrypt,
+            pool_limits: self.pool_limits.clone(),
+        };
+        let opening = Opening {
+            keys: keys(self.unwrap_keyring),
+            options: self.decrypt,
+            reproduced_context: self.reproduced_context,
+            cache_max_age: self.pool_limits.max_age,
+        };
+        let work = match self.mode {
+            Mode::Encrypt => Work::Encrypt(sealing),
+            Mode::Decrypt => Work::Decrypt(opening),
+            Mode::Reencrypt => Work::Reencrypt {
+                from: opening,
+                to: sealing,
+            },
+            Mode::Verify => Work::Verify(opening),
+        };
+        Job {
+            work,
+            source: self.source,
+            destination: self.destination,
+            in_place: self.in_place,
+            filter: self.filter,
+            concurrency: self.concurrency,
+            dry_run: self.dry_run,
+            fail_fast: self.fail_fast,
+            s3: self.s3,
+        }
+    }
+}
+
+/// What keys a job uses, for people: the wrapping keys, else the unwrapping ones.
+pub fn describe_keys(job: &Job) -> String {
+    let loaded = |keys: &Keys| match keys {
+        Keys::Loaded(k) => Some(k.describe()),
+        Keys::NotLoaded => None,
+    };
+    job.work
+        .sealing()
+        .and_then(|s| loaded(&s.keys))
+        .or_else(|| job.work.opening().and_then(|o| loaded(&o.keys)))
+        .unwrap_or_else(|| "no key loaded: dry run".into())
 }
 
 /// Where objects come from and go, filters, and S3 access if anything is on S3.
@@ -83,7 +157,7 @@ async fn base_job(
     transfer: &TransferArgs,
     global: &GlobalArgs,
     config: &Config,
-) -> anyhow::Result<Job> {
+) -> anyhow::Result<Draft> {
     let parse = |s: &String| Location::parse(s).map_err(|e| anyhow!(e));
     let paths = transfer
         .paths
@@ -131,7 +205,7 @@ async fn base_job(
     } else {
         DEFAULT_CONCURRENCY
     };
-    Ok(Job {
+    Ok(Draft {
         mode,
         source,
         destination,
@@ -205,7 +279,7 @@ fn flags_or_config(flags: &[String], config: &[String]) -> Vec<String> {
 }
 
 fn write_options(
-    job: &mut Job,
+    job: &mut Draft,
     args: &WriteArgs,
     global: &GlobalArgs,
     config: &Config,
@@ -228,7 +302,7 @@ fn write_options(
 }
 
 async fn read_options(
-    job: &mut Job,
+    job: &mut Draft,
     flag_keys: &[String],
     config_keys: &[String],
     args: &ReadArgs,

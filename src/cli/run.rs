@@ -97,12 +97,7 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
         ),
     };
     if !global.quiet {
-        let keys = main_job
-            .wrap_keyring
-            .as_ref()
-            .or(main_job.unwrap_keyring.as_ref())
-            .map(|k| k.describe())
-            .unwrap_or_else(|| "no key loaded: dry run".into());
+        let keys = job::describe_keys(&main_job);
         say!(
             "sealpipe run: {mode} {} -> {} ({keys})",
             source

@@ -7,162 +7,148 @@
 //! plain atomics that a progress display can poll without slowing the workers.
 
 mod filter;
-pub mod marker;
+mod job;
 mod object;
 mod plan;
 mod stats;
 
 use std::io::{self, Read};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tokio::sync::{Semaphore, mpsc};
 
+pub use crate::bridge::Cancel;
 pub use filter::ObjectFilter;
+pub use job::{Job, Keys, Mode, Opening, Sealing, Source, Work};
 pub use stats::{CacheCounts, Failure, ObjectCounts, PartialCounts, Report, S3Counts, Stats};
 
 use crate::Error;
+use crate::bridge::{self, ChunkReader};
 use crate::escape;
-use crate::format::{AlgorithmSuite, EncryptionContext};
-use crate::keys::{DataKeyPool, DecryptCache, Keyring, PoolLimits};
+use crate::format::EncryptionContext;
+use crate::keys::{DataKeyPool, DecryptCache, Keyring, PoolStats};
+use crate::ops::{Opener, Sealer};
 use crate::store::{self, ListItem, Listed, Location, ObjectId, S3Store};
 use crate::stream::{DecryptOptions, EncryptOptions};
 
-/// Most objects processed at once: each is a blocking thread and a share of the byte
-/// budget, and the semaphore that counts them has a ceiling of its own.
+/// Most objects processed at once: each is a task and a share of the byte budget, and
+/// the semaphore that counts them has a ceiling of its own.
 pub const MAX_CONCURRENCY: usize = 65_536;
 
-/// What a job does to each object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Plaintext in, ESDK messages out.
-    Encrypt,
-    /// ESDK messages in, plaintext out.
-    Decrypt,
-    /// ESDK messages in, new ESDK messages out: a fresh data key under the new wrapping
-    /// keys, the current suite (upgrading legacy and signed messages).
-    Reencrypt,
-    /// ESDK messages in, nothing out: every tag and signature checked.
-    Verify,
+/// Unwrapped data keys a job keeps, whatever their age.
+const DECRYPT_CACHE_ENTRIES: u64 = 4096;
+
+/// What writing messages takes once a job runs: a warm pool of data keys.
+struct Sealed {
+    pool: DataKeyPool,
+    context: EncryptionContext,
+    options: EncryptOptions,
 }
 
-impl Mode {
-    /// Whether objects are read as ESDK messages.
-    pub fn reads_messages(self) -> bool {
-        self != Mode::Encrypt
-    }
-
-    /// Whether objects are written as ESDK messages.
-    pub fn writes_messages(self) -> bool {
-        matches!(self, Mode::Encrypt | Mode::Reencrypt)
-    }
-}
-
-/// Where a job's objects come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// A file, directory, S3 object or S3 prefix.
-    Location(Location),
-    /// A CSV manifest (local or on S3) of `bucket,key[,version_id]`.
-    Manifest(Location),
-}
-
-/// A job: a source, a destination, keys and options.
-#[derive(Clone)]
-pub struct Job {
-    /// What is done to each object.
-    pub mode: Mode,
-    /// Where objects come from.
-    pub source: Source,
-    /// Where outputs go: `None` for `verify`, and for in-place jobs.
-    pub destination: Option<Location>,
-    /// Replace each S3 object with its output, conditionally on its ETag.
-    pub in_place: bool,
-    /// Which listed objects are processed.
-    pub filter: ObjectFilter,
-    /// Wraps new data keys (encrypt, reencrypt).
-    pub wrap_keyring: Option<Arc<dyn Keyring>>,
-    /// Unwraps data keys of existing messages (decrypt, reencrypt, verify).
-    pub unwrap_keyring: Option<Arc<dyn Keyring>>,
-    /// Suite for encryption.
-    pub suite: AlgorithmSuite,
-    /// Encryption context bound to every message written.
-    pub context: EncryptionContext,
-    /// How messages are written.
-    pub encrypt: EncryptOptions,
-    /// How messages are read.
-    pub decrypt: DecryptOptions,
-    /// Context pairs a reader expects (and supplies for authenticate-only pairs).
-    pub reproduced_context: EncryptionContext,
-    /// When pooled data keys are replaced (encrypt), and how long unwrapped data keys
-    /// stay cached (decrypt: `max_age`).
-    pub pool_limits: PoolLimits,
-    /// Objects processed at once (1 to [`MAX_CONCURRENCY`]).
-    pub concurrency: usize,
-    /// Plan only: list, check what is done, count; write nothing, call no keyring.
-    pub dry_run: bool,
-    /// Stop starting objects after the first failure.
-    pub fail_fast: bool,
-    /// S3 access, when the source, destination or manifest is on S3.
-    pub s3: Option<S3Store>,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("mode", &self.mode)
-            .field("source", &self.source)
-            .field("destination", &self.destination)
-            .field("in_place", &self.in_place)
-            .field("dry_run", &self.dry_run)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Asks a running job to stop: no new object starts, objects in flight fail at their next
-/// read (so their partial outputs are removed), and the report says `interrupted`.
-#[derive(Clone, Debug, Default)]
-pub struct Cancel(Arc<AtomicBool>);
-
-impl Cancel {
-    /// Requests the stop.
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether a stop was requested.
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A reader that fails once the job is cancelled.
-struct Cancellable<R> {
-    inner: R,
-    cancel: Cancel,
-}
-
-impl<R: Read> Read for Cancellable<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.cancel.is_cancelled() {
-            // Not `Interrupted`: read loops retry that kind.
-            return Err(io::Error::other("job cancelled"));
+impl Sealed {
+    fn sealer(&self) -> Sealer<'_> {
+        Sealer {
+            pool: &self.pool,
+            context: &self.context,
+            options: &self.options,
         }
-        self.inner.read(buf)
     }
+}
+
+/// What reading messages takes once a job runs: the keyring and a cache of what it
+/// unwrapped.
+struct Opened {
+    keyring: Arc<dyn Keyring>,
+    cache: DecryptCache,
+    options: DecryptOptions,
+    reproduced_context: EncryptionContext,
+}
+
+impl Opened {
+    fn opener(&self) -> Opener<'_> {
+        Opener {
+            keyring: self.keyring.as_ref(),
+            cache: &self.cache,
+            options: &self.options,
+            reproduced_context: &self.reproduced_context,
+        }
+    }
+}
+
+/// A job's work, ready to run: what [`Work`] describes, with keys loaded.
+enum Running {
+    /// Plans only: no keys.
+    DryRun,
+    Encrypt(Sealed),
+    Decrypt(Opened),
+    Verify(Opened),
+    Reencrypt(Opened, Sealed),
 }
 
 /// Everything a worker needs, shared by all workers of a job.
 struct Context {
     job: Job,
     plan: plan::Plan,
-    pool: Option<DataKeyPool>,
-    decrypt_cache: DecryptCache,
+    running: Running,
     stats: Arc<Stats>,
     cancel: Cancel,
-    runtime: tokio::runtime::Handle,
+}
+
+/// The keyring behind `keys`; `refusal` says what is missing when none was loaded.
+fn loaded(keys: &Keys, refusal: &str) -> Result<Arc<dyn Keyring>, Error> {
+    match keys {
+        Keys::Loaded(keyring) => Ok(keyring.clone()),
+        Keys::NotLoaded => Err(Error::Config(refusal.into())),
+    }
+}
+
+/// Loads what `job`'s work needs: data keys come from a pool, where one serves many
+/// messages (each message still derives its own content key from a fresh message ID),
+/// refreshed before it runs out. The first one is fetched now, so unusable keys stop
+/// the job before any object is touched.
+async fn start(job: &Job) -> Result<(Running, Arc<PoolStats>), Error> {
+    if job.dry_run {
+        return Ok((Running::DryRun, Arc::default()));
+    }
+    let mut key_stats = Arc::default();
+    let mut seal = None;
+    if let Some(sealing) = job.work.sealing() {
+        let keyring = loaded(&sealing.keys, plan::NO_WRAPPING_KEY)?;
+        let pool = DataKeyPool::new(keyring, sealing.suite, sealing.pool_limits.clone());
+        pool.warm_up(&sealing.context).await?;
+        key_stats = pool.stats().clone();
+        seal = Some(Sealed {
+            pool,
+            context: sealing.context.clone(),
+            options: sealing.options.clone(),
+        });
+    }
+    let open = |opening: &Opening, key_stats: &Arc<PoolStats>| -> Result<Opened, Error> {
+        Ok(Opened {
+            keyring: loaded(&opening.keys, plan::NO_UNWRAPPING_KEY)?,
+            cache: DecryptCache::new(
+                DECRYPT_CACHE_ENTRIES,
+                opening.cache_max_age,
+                key_stats.clone(),
+            ),
+            options: opening.options.clone(),
+            reproduced_context: opening.reproduced_context.clone(),
+        })
+    };
+    let running = match (&job.work, seal) {
+        (Work::Encrypt(_), Some(sealed)) => Running::Encrypt(sealed),
+        (Work::Decrypt(o), _) => Running::Decrypt(open(o, &key_stats)?),
+        (Work::Verify(o), _) => Running::Verify(open(o, &key_stats)?),
+        (Work::Reencrypt { from, .. }, Some(sealed)) => {
+            Running::Reencrypt(open(from, &key_stats)?, sealed)
+        }
+        (Work::Encrypt(_) | Work::Reencrypt { .. }, None) => {
+            return Err(Error::Internal("a job that writes messages has no sealing".into()));
+        }
+    };
+    Ok((running, key_stats))
 }
 
 /// Runs `job`, updating `stats` as objects complete, until done or `cancel`led.
@@ -171,8 +157,8 @@ struct Context {
 /// the source, keys unusable); object failures are in the report.
 pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, Error> {
     let started = Instant::now();
-    if job.mode.writes_messages() {
-        job.encrypt.validate()?;
+    if let Some(sealing) = job.work.sealing() {
+        sealing.options.validate()?;
     }
     let plan = plan::Plan::new(&job).await?;
     // Killed runs leave partial outputs (plaintext prefixes, for decrypt) that only a
@@ -180,41 +166,24 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
     // files are locked and left alone.
     let cleanup = plan.partial_cleanup_root(&job).map(|(root, recursive)| {
         let dry_run = job.dry_run;
-        tokio::task::spawn_blocking(move || store::remove_stale_partials(&root, recursive, dry_run))
+        bridge::blocking("the partial-output cleanup", move || {
+            store::remove_stale_partials(&root, recursive, dry_run)
+        })
     });
+    let cleanup = cleanup.map(tokio::spawn);
     if let Some(s3) = &job.s3 {
         stats.attach_s3(s3.stats().clone(), s3.budget().clone());
     }
-    let pool = match (
-        &job.wrap_keyring,
-        job.mode.writes_messages() && !job.dry_run,
-    ) {
-        (Some(keyring), true) => {
-            // Data keys come from a pool: one serves many messages (each message still
-            // derives its own content key from a fresh message ID), refreshed before it
-            // runs out. The first one is fetched now, so unusable keys stop the job
-            // before any object is touched.
-            let pool = DataKeyPool::new(keyring.clone(), job.suite, job.pool_limits.clone());
-            pool.warm_up(&job.context).await?;
-            Some(pool)
-        }
-        _ => None,
-    };
-    let key_stats = pool
-        .as_ref()
-        .map_or_else(Arc::default, |p| p.stats().clone());
-    stats.attach_key_stats(key_stats.clone());
-    let decrypt_cache = DecryptCache::new(4096, job.pool_limits.max_age, key_stats);
-    let mut listing = list(&job, &plan);
+    let (running, key_stats) = start(&job).await?;
+    stats.attach_key_stats(key_stats);
+    let mut listing = list(&job, &plan, &cancel);
     let concurrency = job.concurrency.clamp(1, MAX_CONCURRENCY);
     let ctx = Arc::new(Context {
         job,
         plan,
-        pool,
-        decrypt_cache,
+        running,
         stats: stats.clone(),
         cancel: cancel.clone(),
-        runtime: tokio::runtime::Handle::current(),
     });
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
@@ -245,16 +214,16 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
             .clone()
             .acquire_owned()
             .await
-            .expect("semaphore open");
+            .map_err(|_| Error::Internal("the worker semaphore closed".into()))?;
         // Checked once a worker is free, so a failure that finished meanwhile counts.
         // Fail fast starts nothing new but lets objects in flight finish cleanly.
         if cancel.is_cancelled() || (ctx.job.fail_fast && stats.objects_unsuccessful() > 0) {
             break;
         }
         let ctx = ctx.clone();
-        tasks.spawn_blocking(move || {
+        tasks.spawn(async move {
             let _permit = permit;
-            object::process(&ctx, listed);
+            object::process(&ctx, listed).await;
         });
         // Reap finished tasks as we go so the set stays small on huge jobs.
         while let Some(done) = tasks.try_join_next() {
@@ -269,16 +238,16 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
     if let Some(cleanup) = cleanup {
         let found = cleanup
             .await
-            .map_err(|e| Error::Internal(format!("the partial-output cleanup panicked: {e}")))?;
+            .map_err(|e| Error::Internal(format!("the partial-output cleanup panicked: {e}")))??;
         stats.cleaned(found);
     }
     let stopped = cancel.is_cancelled();
-    Ok(stats.report(ctx.job.mode, started.elapsed(), ctx.job.dry_run, stopped))
+    Ok(stats.report(ctx.job.mode(), started.elapsed(), ctx.job.dry_run, stopped))
 }
 
 /// Streams the source's objects: local trees as they are walked, S3 listings page by
 /// page, manifests line by line. Never all of them in memory.
-fn list(job: &Job, plan: &plan::Plan) -> mpsc::Receiver<ListItem> {
+fn list(job: &Job, plan: &plan::Plan, cancel: &Cancel) -> mpsc::Receiver<ListItem> {
     let (tx, rx) = mpsc::channel(1024);
     match (&job.source, &plan.shape) {
         (_, plan::Shape::Single(listed)) => {
@@ -289,25 +258,28 @@ fn list(job: &Job, plan: &plan::Plan) -> mpsc::Receiver<ListItem> {
         }
         (Source::Location(Location::Local(root)), _) => {
             let root = root.clone();
-            tokio::task::spawn_blocking(move || {
-                let result = store::list_local(&root, |item| match tx.blocking_send(item) {
-                    Ok(()) => std::ops::ControlFlow::Continue(()),
-                    Err(_) => std::ops::ControlFlow::Break(()),
-                });
+            tokio::spawn(bridge::blocking("listing a directory", move || {
+                let result = store::list_local(&root, |item| bridge::send_blocking(&tx, item));
                 if let Err(e) = result {
-                    let _ = tx.blocking_send(ListItem::Invalid {
-                        id: ObjectId::Local(root),
-                        code: "ListingFailed",
-                        error: format!("cannot list the source: {e}"),
-                    });
+                    let _ = bridge::send_blocking(
+                        &tx,
+                        ListItem::Invalid {
+                            id: ObjectId::Local(root),
+                            code: "ListingFailed",
+                            error: format!("cannot list the source: {e}"),
+                        },
+                    );
                 }
-            });
+            }));
         }
         (Source::Location(Location::S3 { bucket, .. }), plan::Shape::Prefix(prefix)) => {
-            let s3 = job.s3.clone().expect("S3 jobs have a store");
-            let (bucket, prefix) = (bucket.clone(), prefix.clone());
+            let (s3, bucket, prefix) = (job.s3.clone(), bucket.clone(), prefix.clone());
             tokio::spawn(async move {
-                if let Err(e) = s3.list(&bucket, &prefix, &tx).await {
+                let listed = match &s3 {
+                    Some(s3) => s3.list(&bucket, &prefix, &tx).await.map_err(|e| e.to_string()),
+                    None => Err("no S3 store in the job".to_string()),
+                };
+                if let Err(e) = listed {
                     let _ = tx
                         .send(ListItem::Invalid {
                             id: ObjectId::s3(&bucket, &prefix, None),
@@ -322,41 +294,75 @@ fn list(job: &Job, plan: &plan::Plan) -> mpsc::Receiver<ListItem> {
             });
         }
         (Source::Manifest(location), _) => {
-            let (location, s3) = (location.clone(), job.s3.clone());
-            tokio::task::spawn_blocking(move || {
-                if let Err(error) = list_manifest(&location, s3.as_ref(), &tx) {
-                    let _ = tx.blocking_send(ListItem::Invalid {
-                        id: manifest_id(&location),
-                        code: "ManifestUnreadable",
-                        error,
-                    });
+            let (location, s3, cancel) = (location.clone(), job.s3.clone(), cancel.clone());
+            tokio::spawn(async move {
+                let id = manifest_id(&location);
+                let failed = match open_manifest(&location, s3.as_ref(), cancel).await {
+                    Ok(reader) => {
+                        let lines = tx.clone();
+                        bridge::blocking("reading a manifest", move || {
+                            list_manifest(reader, &location, &lines);
+                        })
+                        .await
+                        .err()
+                        .map(|e| e.to_string())
+                    }
+                    Err(error) => Some(error),
+                };
+                if let Some(error) = failed {
+                    let _ = tx
+                        .send(ListItem::Invalid {
+                            id,
+                            code: "ManifestUnreadable",
+                            error,
+                        })
+                        .await;
                 }
             });
         }
-        (Source::Location(Location::S3 { .. }), plan::Shape::Tree | plan::Shape::Manifest) => {
-            unreachable!("S3 sources resolve to a single object or a prefix")
+        (Source::Location(Location::S3 { bucket, prefix }), plan::Shape::Tree | plan::Shape::Manifest) => {
+            let id = ObjectId::s3(bucket, prefix, None);
+            tokio::spawn(async move {
+                let _ = tx
+                    .send(ListItem::Invalid {
+                        id,
+                        code: "ListingFailed",
+                        error: "an S3 source resolved to neither an object nor a prefix".into(),
+                    })
+                    .await;
+            });
         }
     }
     rx
 }
 
-fn list_manifest(
+/// Opens a manifest for reading line by line.
+async fn open_manifest(
     location: &Location,
     s3: Option<&S3Store>,
-    tx: &mpsc::Sender<ListItem>,
-) -> Result<(), String> {
-    let reader: Box<dyn Read + Send> = match location {
-        Location::Local(path) => Box::new(
-            std::fs::File::open(path)
-                .map_err(|e| format!("cannot open manifest {}: {e}", escape::path(path)))?,
-        ),
+    cancel: Cancel,
+) -> Result<Box<dyn Read + Send>, String> {
+    match location {
+        Location::Local(path) => std::fs::File::open(path)
+            .map(|f| Box::new(f) as Box<dyn Read + Send>)
+            .map_err(|e| format!("cannot open manifest {}: {e}", escape::path(path))),
         Location::S3 { bucket, prefix } => {
-            let s3 = s3.expect("S3 manifests come with a store");
-            s3.open(&ObjectId::s3(bucket, prefix, None))
-                .map_err(|e| format!("cannot read manifest: {e}"))?
-                .reader
+            let s3 = s3.ok_or("an S3 manifest needs an S3 store")?;
+            let source = s3
+                .open(&ObjectId::s3(bucket, prefix, None))
+                .await
+                .map_err(|e| format!("cannot read manifest: {e}"))?;
+            Ok(Box::new(ChunkReader::new(
+                source.body,
+                bytes::Bytes::new(),
+                cancel,
+            )))
         }
-    };
+    }
+}
+
+/// Sends every entry of a manifest on, an invalid line as a failure of its own.
+fn list_manifest(reader: Box<dyn Read + Send>, location: &Location, tx: &mpsc::Sender<ListItem>) {
     for entry in store::read_manifest(io::BufReader::new(reader)) {
         let item = match entry {
             Ok(e) => ListItem::Object(Listed {
@@ -375,11 +381,10 @@ fn list_manifest(
                 error,
             },
         };
-        if tx.blocking_send(item).is_err() {
+        if bridge::send_blocking(tx, item).is_break() {
             break;
         }
     }
-    Ok(())
 }
 
 /// The manifest itself, as reports name it.

@@ -1,80 +1,26 @@
-//! One object, start to finish: skip it if a previous run finished it, open it, turn it
-//! into its output, and commit the output only when every byte is authentic and
-//! written. Runs on a blocking thread.
+//! One object within a job: where its output goes, whether it may be written there,
+//! whether an earlier run finished it, its share of the byte budget; then the operation
+//! in `crate::ops` that the job's work names, and its outcome in the statistics.
 
-use std::io;
-use std::sync::Arc;
-
-use super::marker::{self, Marker};
 use super::plan::Target;
-use super::{Cancellable, Context, Mode};
+use super::{Context, Running};
 use crate::Error;
-use crate::format::{DecodeError, DecodeLimits, Header};
-use crate::keys::EncryptionMaterials;
+use crate::ops::{self, Failed, MakeSink, Outcome, resume};
 use crate::store::{
-    self, Listed, LocalSink, ObjectId, ObjectMeta, ObjectSink, Precondition, S3Error, SourceObject,
+    self, BoxFuture, Discard, Listed, LocalSink, ObjectId, ObjectMeta, Payload, Precondition,
+    S3Store, Sink, SourceObject,
 };
-use crate::stream::{self, EncryptingWriter};
 
-/// How an object ended, when it did not fail.
-enum Outcome {
-    Done {
-        bytes_in: u64,
-        bytes_out: u64,
-    },
-    Skipped(String),
-    /// Dry run: it would be processed.
-    Planned,
-}
-
-/// Why an object failed: an error code for the completion report, a message that names
-/// the step, and whether an in-place write found the object changed.
-struct Failed {
-    code: String,
-    message: String,
-    conflict: bool,
-}
-
-impl Failed {
-    fn new(step: &str, e: impl Into<Error>) -> Self {
-        let e = e.into();
-        let s3 = match e.root() {
-            Error::S3(s3) => Some(s3),
-            Error::Io(io) => S3Error::in_io(io),
-            _ => None,
-        };
-        let changed = match e.root() {
-            Error::Io(io) => store::SourceChanged::in_io(io).is_some(),
-            _ => false,
-        };
-        let code = match (s3, e.root()) {
-            (Some(s3), _) => s3.code.clone(),
-            (None, _) if changed => "SourceChanged".into(),
-            (None, e) if e.is_authentication_failure() => "AuthenticationFailed".into(),
-            (None, Error::Keyring(_)) => "KeyringError".into(),
-            (None, Error::Decode(_) | Error::Truncated(_) | Error::TrailingData) => {
-                "NotAValidMessage".into()
-            }
-            (None, Error::Io(_)) => "IOError".into(),
-            (None, _) => "Error".into(),
-        };
-        Self {
-            conflict: s3.is_some_and(S3Error::is_precondition_failed),
-            code,
-            message: format!("{step}: {e}"),
-        }
-    }
-}
-
-pub(super) fn process(ctx: &Context, listed: Listed) {
+pub(super) async fn process(ctx: &Context, listed: Listed) {
     let stats = &ctx.stats;
-    match process_object(ctx, &listed) {
-        Ok(Outcome::Done {
+    match process_object(ctx, &listed).await {
+        Ok(Some(Outcome::Done {
             bytes_in,
             bytes_out,
-        }) => stats.succeed(&listed.id, bytes_in, bytes_out),
-        Ok(Outcome::Skipped(reason)) => stats.skip(&listed.id, &reason),
-        Ok(Outcome::Planned) => {}
+        })) => stats.succeed(&listed.id, bytes_in, bytes_out),
+        Ok(Some(Outcome::Skipped(reason))) => stats.skip(&listed.id, &reason),
+        // Dry run: it would be processed.
+        Ok(None) => {}
         Err(f) if f.conflict && ctx.job.in_place => stats.conflict(
             &listed.id,
             format!(
@@ -97,48 +43,49 @@ pub(super) fn process(ctx: &Context, listed: Listed) {
     }
 }
 
-fn process_object(ctx: &Context, listed: &Listed) -> Result<Outcome, Failed> {
+/// Processes one object; `None` is a dry run's "would be processed".
+async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome>, Failed> {
     let job = &ctx.job;
-    let target = ctx.plan.target(job, listed).map_err(|m| Failed {
-        code: "InvalidName".into(),
-        message: m,
-        conflict: false,
-    })?;
+    let target = ctx
+        .plan
+        .target(job, listed)
+        .map_err(|m| Failed::with_code("InvalidName", m))?;
     if !job.in_place
         && let Some(why) = replaces_source(&listed.id, &target)
     {
-        return Err(Failed {
-            code: "WouldReplaceSource".into(),
-            message: why,
-            conflict: false,
-        });
+        return Err(Failed::with_code("WouldReplaceSource", why));
     }
     // Resume: an output made from this very source is finished work. Manifests (and
     // some S3-compatible listings) give no ETag: a HEAD of the source is much cheaper
     // than the first ranged GET for finding it.
-    let resumable =
-        job.mode.writes_messages() && !job.in_place && matches!(target, Target::S3 { .. });
+    let resume_in = match (&target, &job.s3) {
+        (Target::S3 { .. }, Some(s3)) if job.mode().writes_messages() && !job.in_place => {
+            target.id().map(|output| (s3, output))
+        }
+        _ => None,
+    };
     let mut resume_checked = false;
-    if resumable {
-        let known = match (&listed.etag, &job.s3, &listed.id) {
-            (Some(etag), ..) => Some((etag.clone(), version_of(&listed.id).map(str::to_string))),
-            (None, Some(s3), ObjectId::S3 { .. }) => ctx
-                .runtime
-                .block_on(s3.head(&listed.id))
+    if let Some((s3, output)) = &resume_in {
+        let known = match (&listed.etag, &listed.id) {
+            (Some(etag), id) => Some((etag.clone(), version_of(id).map(str::to_string))),
+            (None, ObjectId::S3 { .. }) => s3
+                .head(&listed.id)
+                .await
                 .map_err(|e| Failed::new("read", e))?
                 .map(|h| (h.etag, h.version)),
-            _ => None,
+            (None, ObjectId::Local(_)) => None,
         };
         if let Some((etag, version)) = known {
-            if let Some(reason) = finished_by_earlier_run(ctx, &target, &etag, version.as_deref())?
+            if let Some(reason) =
+                resume::finished_by_earlier_run(s3, output, &etag, version.as_deref()).await?
             {
-                return Ok(Outcome::Skipped(reason));
+                return Ok(Some(Outcome::Skipped(reason)));
             }
             resume_checked = true;
         }
     }
     if job.dry_run {
-        return dry_run(ctx, listed);
+        return dry_run(ctx, listed).await;
     }
     // The object's minimum working set in the byte budget, held until it is done.
     let _budget = match &job.s3 {
@@ -146,67 +93,90 @@ fn process_object(ctx: &Context, listed: &Listed) -> Result<Outcome, Failed> {
             let size = listed.size.unwrap_or(s3.settings().part_size);
             let read = matches!(listed.id, ObjectId::S3 { .. }).then_some(size);
             let write = matches!(target, Target::S3 { .. }).then_some(size);
-            Some(ctx.runtime.block_on(s3.reserve_object(read, write)))
+            Some(s3.reserve_object(read, write).await)
         }
         None => None,
     };
-    let source = open(ctx, listed).map_err(|e| Failed::new("read", e))?;
-    if resumable
+    let source = open(ctx, listed)
+        .await
+        .map_err(|e| Failed::new("read", e))?;
+    if let Some((s3, output)) = &resume_in
         && !resume_checked
-        && let Some(reason) =
-            finished_by_earlier_run(ctx, &target, &source.etag, source.version.as_deref())?
+        && let Some(reason) = resume::finished_by_earlier_run(
+            s3,
+            output,
+            &source.info.etag,
+            source.info.version.as_deref(),
+        )
+        .await?
     {
-        return Ok(Outcome::Skipped(reason));
+        return Ok(Some(Outcome::Skipped(reason)));
     }
-    if job.in_place && job.mode == Mode::Encrypt {
-        if Marker::read(&source.meta).is_some() {
-            return Ok(Outcome::Skipped(ALREADY_ENCRYPTED.into()));
-        }
-        if looks_like_message(&source.head) {
-            return Ok(Outcome::Skipped(
-                "already an AWS Encryption SDK message (header recognised)".into(),
-            ));
-        }
-    }
-    let precondition = if job.in_place {
-        Precondition::IfMatch(source.etag.clone())
-    } else {
-        Precondition::None
+    let out = Output {
+        target: &target,
+        s3: job.s3.as_ref(),
+        precondition: if job.in_place {
+            Precondition::IfMatch(source.info.etag.clone())
+        } else {
+            Precondition::None
+        },
     };
-    match job.mode {
-        Mode::Encrypt => encrypt(ctx, source, &target, precondition),
-        Mode::Decrypt | Mode::Verify => decrypt(ctx, source, &target, precondition),
-        Mode::Reencrypt => reencrypt(ctx, source, &target, precondition),
-    }
+    let cancel = &ctx.cancel;
+    let outcome = match &ctx.running {
+        Running::Encrypt(sealed) => {
+            if job.in_place
+                && let Some(reason) = resume::already_encrypted(&source.info)
+            {
+                return Ok(Some(Outcome::Skipped(reason)));
+            }
+            ops::encrypt(sealed.sealer(), source, &out, cancel).await
+        }
+        Running::Decrypt(opened) => ops::decrypt(opened.opener(), source, &out, cancel).await,
+        Running::Verify(opened) => ops::verify(opened.opener(), source, cancel).await,
+        Running::Reencrypt(opened, sealed) => {
+            let skip_if_wrapped = job.in_place;
+            ops::reencrypt(
+                opened.opener(),
+                sealed.sealer(),
+                source,
+                &out,
+                skip_if_wrapped,
+                cancel,
+            )
+            .await
+        }
+        Running::DryRun => return dry_run(ctx, listed).await,
+    };
+    outcome.map(Some)
 }
 
 /// What a dry run can tell without reading bodies or using keys: sizes a manifest did
 /// not give, and (in place) objects already encrypted.
-fn dry_run(ctx: &Context, listed: &Listed) -> Result<Outcome, Failed> {
+async fn dry_run(ctx: &Context, listed: &Listed) -> Result<Option<Outcome>, Failed> {
     let job = &ctx.job;
-    let in_place_encrypt = job.in_place && job.mode == Mode::Encrypt;
+    let in_place_encrypt = job.in_place && job.mode() == super::Mode::Encrypt;
     let (Some(s3), ObjectId::S3 { .. }) = (&job.s3, &listed.id) else {
-        return Ok(Outcome::Planned);
+        return Ok(None);
     };
     if listed.size.is_some() && !in_place_encrypt {
-        return Ok(Outcome::Planned);
+        return Ok(None);
     }
-    let Some(head) = ctx
-        .runtime
-        .block_on(s3.head(&listed.id))
+    let Some(head) = s3
+        .head(&listed.id)
+        .await
         .map_err(|e| Failed::new("read", e))?
     else {
-        return Ok(Outcome::Planned);
+        return Ok(None);
     };
     if listed.size.is_none() {
         ctx.stats
             .bytes_planned
             .fetch_add(head.size, std::sync::atomic::Ordering::Relaxed);
     }
-    if in_place_encrypt && Marker::read(&head.meta).is_some() {
-        return Ok(Outcome::Skipped(ALREADY_ENCRYPTED.into()));
+    if in_place_encrypt && let Some(reason) = resume::marked_encrypted(&head.meta) {
+        return Ok(Some(Outcome::Skipped(reason)));
     }
-    Ok(Outcome::Planned)
+    Ok(None)
 }
 
 /// Why writing `target` would replace the source object itself, if it would. The plan
@@ -228,8 +198,6 @@ fn replaces_source(source: &ObjectId, target: &Target) -> Option<String> {
     })
 }
 
-const ALREADY_ENCRYPTED: &str = "already encrypted by sealpipe (its marker metadata is present)";
-
 fn version_of(id: &ObjectId) -> Option<&str> {
     match id {
         ObjectId::S3 { version, .. } => version.as_deref(),
@@ -237,264 +205,49 @@ fn version_of(id: &ObjectId) -> Option<&str> {
     }
 }
 
-/// Whether the destination already holds the output of this exact source (a previous
-/// run finished it). Only S3 destinations carry the marker.
-fn finished_by_earlier_run(
-    ctx: &Context,
-    target: &Target,
-    etag: &str,
-    version: Option<&str>,
-) -> Result<Option<String>, Failed> {
-    let (Target::S3 { .. }, Some(s3), Some(id)) = (target, &ctx.job.s3, target.id()) else {
-        return Ok(None);
-    };
-    let head = ctx
-        .runtime
-        .block_on(s3.head(&id))
-        .map_err(|e| Failed::new("check destination", e))?;
-    Ok(head
-        .and_then(|h| Marker::read(&h.meta))
-        .filter(|m| m.made_from(etag, version))
-        .map(|_| format!("already done: {id} carries sealpipe's marker for source ETag {etag}")))
-}
-
-/// Whether an object's first bytes parse as an ESDK header (or its beginning).
-fn looks_like_message(head: &[u8]) -> bool {
-    !head.is_empty()
-        && matches!(
-            Header::decode(head, &DecodeLimits::default()),
-            Ok(_) | Err(DecodeError::Truncated { .. })
-        )
-}
-
-fn open(ctx: &Context, listed: &Listed) -> Result<SourceObject, Error> {
+async fn open(ctx: &Context, listed: &Listed) -> Result<SourceObject, Error> {
     match (&listed.id, &ctx.job.s3) {
-        (ObjectId::Local(path), _) => Ok(store::open_local(path)?),
-        (ObjectId::S3 { .. }, Some(s3)) => Ok(s3.open(&listed.id)?),
-        (ObjectId::S3 { .. }, None) => unreachable!("S3 jobs have a store"),
-    }
-}
-
-fn sink(
-    ctx: &Context,
-    target: &Target,
-    meta: ObjectMeta,
-    precondition: Precondition,
-    size_hint: u64,
-) -> Result<Box<dyn ObjectSink>, Failed> {
-    match (target, &ctx.job.s3) {
-        (Target::Local(path), _) => Ok(Box::new(
-            LocalSink::create(path, meta.mode).map_err(|e| Failed::new("write", e))?,
+        (ObjectId::Local(path), _) => store::open_local(path).await,
+        (ObjectId::S3 { .. }, Some(s3)) => Ok(s3.open(&listed.id).await?),
+        (ObjectId::S3 { .. }, None) => Err(Error::Internal(
+            "an S3 object in a job without an S3 store".into(),
         )),
-        (Target::S3 { bucket, key }, Some(s3)) => Ok(Box::new(s3.sink(
-            bucket,
-            key,
-            meta,
-            precondition,
-            size_hint,
-        ))),
-        (Target::S3 { .. }, None) => unreachable!("S3 jobs have a store"),
-        (Target::Discard, _) => Ok(Box::new(Discard(0))),
     }
 }
 
-/// `verify`'s sink: counts and forgets.
-struct Discard(u64);
-
-impl io::Write for Discard {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0 += buf.len() as u64;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl ObjectSink for Discard {
-    fn commit(self: Box<Self>) -> Result<u64, Error> {
-        Ok(self.0)
-    }
-}
-
-/// A message's size for `plaintext` bytes, roughly (frame overhead plus a header).
-fn message_size_hint(ctx: &Context, plaintext: u64) -> u64 {
-    let frame = u64::from(ctx.job.encrypt.frame_length.max(1));
-    plaintext + plaintext.div_ceil(frame) * 32 + 4096
-}
-
-fn materials(ctx: &Context, size: u64) -> Result<Arc<EncryptionMaterials>, Failed> {
-    let pool = ctx
-        .pool
-        .as_ref()
-        .expect("jobs that write messages have a pool");
-    ctx.runtime
-        .block_on(pool.materials(&ctx.job.context, size))
-        .map_err(|e| Failed::new("data key", e))
-}
-
-fn encrypt(
-    ctx: &Context,
-    source: SourceObject,
-    target: &Target,
+/// Where one object's output goes, and under which condition.
+struct Output<'a> {
+    target: &'a Target,
+    s3: Option<&'a S3Store>,
     precondition: Precondition,
-) -> Result<Outcome, Failed> {
-    let materials = materials(ctx, source.size)?;
-    let marker = Marker {
-        source_etag: source.etag.clone(),
-        source_version: source.version.clone(),
-        plaintext_length: Some(source.size),
-        wrapping_keys: marker::wrapping_key_names(&materials.encrypted_data_keys),
-    };
-    let mut writer = message_writer(ctx, &source, marker, &materials, target, precondition)?;
-    let mut input = Cancellable {
-        inner: source.reader,
-        cancel: ctx.cancel.clone(),
-    };
-    writer
-        .copy_from(&mut input)
-        .map_err(|e| Failed::new("encrypt", e))?;
-    let (out, summary) = writer.finish().map_err(|e| Failed::new("encrypt", e))?;
-    let written = out.commit().map_err(|e| Failed::new("write", e))?;
-    Ok(Outcome::Done {
-        bytes_in: summary.plaintext_bytes,
-        bytes_out: written,
-    })
 }
 
-/// The writer of a new message for `source` at `target`: the source's metadata plus
-/// sealpipe's `marker`.
-fn message_writer(
-    ctx: &Context,
-    source: &SourceObject,
-    marker: Marker,
-    materials: &EncryptionMaterials,
-    target: &Target,
-    precondition: Precondition,
-) -> Result<EncryptingWriter<Box<dyn ObjectSink>>, Failed> {
-    let mut meta = source.meta.clone();
-    marker.write(&mut meta);
-    let plaintext = marker.plaintext_length.unwrap_or(source.size);
-    let out = sink(
-        ctx,
-        target,
-        meta,
-        precondition,
-        message_size_hint(ctx, plaintext),
-    )?;
-    EncryptingWriter::new(out, materials, &ctx.job.encrypt).map_err(|e| Failed::new("encrypt", e))
-}
-
-/// Decrypts into `target` (or nowhere, for `verify`). Frames are released only after
-/// their tags verify, and the output is committed only after the whole message (and its
-/// signature) did, so a tampered object never leaves partial plaintext behind.
-fn decrypt(
-    ctx: &Context,
-    source: SourceObject,
-    target: &Target,
-    precondition: Precondition,
-) -> Result<Outcome, Failed> {
-    let marker = Marker::read(&source.meta);
-    let mut meta = source.meta.clone();
-    marker::strip(&mut meta);
-    let hint = marker
-        .as_ref()
-        .and_then(|m| m.plaintext_length)
-        .unwrap_or(source.size);
-    let mut out = sink(ctx, target, meta, precondition, hint)?;
-    // The whole message was read to get here: what came in is the ciphertext.
-    let bytes_in = source.size;
-    let plaintext_len = open_message(ctx, source, &mut out)?;
-    check_length(marker.as_ref(), plaintext_len)?;
-    let written = out.commit().map_err(|e| Failed::new("write", e))?;
-    Ok(Outcome::Done {
-        bytes_in,
-        bytes_out: written,
-    })
-}
-
-/// Decrypts the old message straight into a new one: the plaintext never rests
-/// anywhere, and the new message is committed only if the old one was authentic.
-fn reencrypt(
-    ctx: &Context,
-    source: SourceObject,
-    target: &Target,
-    precondition: Precondition,
-) -> Result<Outcome, Failed> {
-    let old = Marker::read(&source.meta);
-    let expected = old
-        .as_ref()
-        .and_then(|m| m.plaintext_length)
-        .unwrap_or(source.size);
-    let materials = materials(ctx, expected)?;
-    let wrapping_keys = marker::wrapping_key_names(&materials.encrypted_data_keys);
-    if ctx.job.in_place
-        && old
-            .as_ref()
-            .is_some_and(|m| m.wrapping_keys == wrapping_keys)
-    {
-        return Ok(Outcome::Skipped(format!(
-            "already wrapped by the target keys ({})",
-            wrapping_keys.join(", ")
-        )));
-    }
-    let marker = Marker {
-        source_etag: source.etag.clone(),
-        source_version: source.version.clone(),
-        plaintext_length: old.as_ref().and_then(|m| m.plaintext_length),
-        wrapping_keys,
-    };
-    let mut writer = message_writer(ctx, &source, marker, &materials, target, precondition)?;
-    let bytes_in = source.size;
-    let plaintext_len = open_message(ctx, source, &mut writer)?;
-    check_length(old.as_ref(), plaintext_len)?;
-    let (out, _) = writer.finish().map_err(|e| Failed::new("encrypt", e))?;
-    let written = out.commit().map_err(|e| Failed::new("write", e))?;
-    Ok(Outcome::Done {
-        bytes_in,
-        bytes_out: written,
-    })
-}
-
-/// Decrypts `source` into `out`; returns the plaintext length.
-fn open_message(
-    ctx: &Context,
-    source: SourceObject,
-    out: &mut impl io::Write,
-) -> Result<u64, Failed> {
-    let job = &ctx.job;
-    let keyring = job
-        .unwrap_keyring
-        .as_ref()
-        .expect("jobs that read messages have a keyring");
-    let mut input = Cancellable {
-        inner: source.reader,
-        cancel: ctx.cancel.clone(),
-    };
-    let (_, plaintext_len) = stream::decrypt_with(&mut input, out, &job.decrypt, |header| {
-        ctx.runtime.block_on(ctx.decrypt_cache.materials(
-            keyring.as_ref(),
-            &header.body,
-            &job.reproduced_context,
-        ))
-    })
-    .map_err(|e| Failed::new("decrypt", e))?;
-    Ok(plaintext_len)
-}
-
-/// The marker's plaintext length is not authenticated, but a mismatch means the
-/// metadata and the body do not belong together: refuse rather than guess.
-fn check_length(marker: Option<&Marker>, actual: u64) -> Result<(), Failed> {
-    match marker.and_then(|m| m.plaintext_length) {
-        Some(expected) if expected != actual => Err(Failed {
-            code: "LengthMismatch".into(),
-            message: format!(
-                "decrypt: the message holds {actual} plaintext bytes but the object's \
-                 sealpipe-plaintext-length metadata says {expected}"
-            ),
-            conflict: false,
-        }),
-        _ => Ok(()),
+impl MakeSink for Output<'_> {
+    fn make(
+        &self,
+        meta: ObjectMeta,
+        payload: Payload,
+        size_hint: u64,
+    ) -> BoxFuture<'_, Result<Box<dyn Sink>, Error>> {
+        Box::pin(async move {
+            let sink: Box<dyn Sink> = match (self.target, self.s3) {
+                (Target::Local(path), _) => Box::new(LocalSink::create(path, meta.mode).await?),
+                (Target::S3 { bucket, key }, Some(s3)) => Box::new(s3.sink(
+                    bucket,
+                    key,
+                    meta,
+                    self.precondition.clone(),
+                    payload,
+                    size_hint,
+                )),
+                (Target::S3 { .. }, None) => {
+                    return Err(Error::Internal(
+                        "an S3 destination in a job without an S3 store".into(),
+                    ));
+                }
+                (Target::Discard, _) => Box::new(Discard::default()),
+            };
+            Ok(sink)
+        })
     }
 }

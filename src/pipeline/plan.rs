@@ -4,7 +4,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::{Job, Mode, Source};
+use super::{Job, Keys, Mode, Source};
 use crate::Error;
 use crate::escape;
 use crate::format::RESERVED_PREFIX;
@@ -93,7 +93,9 @@ impl Plan {
                 }
             }
             Source::Location(Location::S3 { bucket, prefix }) => {
-                let s3 = job.s3.as_ref().expect("S3 jobs have a store");
+                let s3 = job.s3.as_ref().ok_or_else(|| {
+                    Error::Config("an S3 location needs an S3 store in the job".into())
+                })?;
                 match s3.resolve_source(bucket, prefix).await.map_err(|e| {
                     Error::Config(format!("cannot read source s3://{bucket}/{prefix}: {e}"))
                 })? {
@@ -291,6 +293,11 @@ impl Plan {
     }
 }
 
+/// Why a job that writes messages cannot run.
+pub(super) const NO_WRAPPING_KEY: &str = "encrypting needs at least one wrapping key";
+/// Why a job that reads messages cannot run.
+pub(super) const NO_UNWRAPPING_KEY: &str = "decrypting needs at least one key to unwrap data keys";
+
 /// Refuses combinations that cannot work, before anything is listed.
 fn check_combination(job: &Job) -> Result<(), Error> {
     let source_on_s3 = match &job.source {
@@ -303,23 +310,24 @@ fn check_combination(job: &Job) -> Result<(), Error> {
         ));
     }
     // A dry run uses no key, so it needs none: its keys may be unreadable here.
-    if job.mode.writes_messages() && job.wrap_keyring.is_none() && !job.dry_run {
-        return Err(Error::Config(
-            "encrypting needs at least one wrapping key".into(),
-        ));
-    }
-    if job.mode.reads_messages() && job.unwrap_keyring.is_none() && !job.dry_run {
-        return Err(Error::Config(
-            "decrypting needs at least one key to unwrap data keys".into(),
-        ));
+    let sealing = job.work.sealing();
+    let opening = job.work.opening();
+    if !job.dry_run {
+        if sealing.is_some_and(|s| matches!(s.keys, Keys::NotLoaded)) {
+            return Err(Error::Config(NO_WRAPPING_KEY.into()));
+        }
+        if opening.is_some_and(|o| matches!(o.keys, Keys::NotLoaded)) {
+            return Err(Error::Config(NO_UNWRAPPING_KEY.into()));
+        }
     }
     // The format reserves `aws-crypto-` keys: no job may write them into messages or
     // require them of messages, dry runs included (they never reach a keyring, which
     // would refuse the first).
-    for (context, what) in [
-        (&job.context, "encryption context"),
-        (&job.reproduced_context, "reproduced context"),
-    ] {
+    let contexts = [
+        sealing.map(|s| (&s.context, "encryption context")),
+        opening.map(|o| (&o.reproduced_context, "reproduced context")),
+    ];
+    for (context, what) in contexts.into_iter().flatten() {
         if let Some(key) = context.reserved_key() {
             return Err(Error::Config(format!(
                 "the {what} key {key:?} uses the prefix {RESERVED_PREFIX}, which is reserved \
@@ -335,7 +343,7 @@ fn check_combination(job: &Job) -> Result<(), Error> {
                     .into(),
             ));
         }
-        if job.mode == Mode::Verify {
+        if job.mode() == Mode::Verify {
             return Err(Error::Config(
                 "verify writes nothing; drop --in-place".into(),
             ));
@@ -350,7 +358,7 @@ fn check_combination(job: &Job) -> Result<(), Error> {
         }
         return Ok(());
     }
-    match (&job.destination, job.mode) {
+    match (&job.destination, job.mode()) {
         (None, Mode::Verify) | (Some(_), Mode::Encrypt | Mode::Decrypt | Mode::Reencrypt) => {}
         (None, _) => {
             return Err(Error::Config(

@@ -19,13 +19,19 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
-use super::{ListItem, Listed, ObjectId, ObjectMeta, ObjectSink, RelativeName, SourceObject};
+use bytes::BytesMut;
+
+use super::{
+    Body, BoxFuture, ListItem, Listed, ObjectId, ObjectMeta, RelativeName, Sink, SourceInfo,
+    SourceObject,
+};
+use crate::bridge;
 
 /// Where locks are not available, a partial output untouched for this long is taken
 /// for stale: live writers write continuously, and a stall this long fails the object
@@ -190,55 +196,53 @@ fn fingerprint(meta: &fs::Metadata) -> String {
     format!("local-{}-{mtime}", meta.len())
 }
 
-/// Opens a file to read. The reader fails with [`SourceChanged`] if the file does not
-/// end exactly where it ended when opened, or was modified meanwhile.
-pub fn open_local(path: &Path) -> io::Result<SourceObject> {
-    let file = File::open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    let reader = UnchangedFile {
-        file,
-        size: meta.len(),
-        modified: meta.modified().ok(),
-        read: 0,
-    };
-    Ok(SourceObject {
-        size: meta.len(),
-        etag: fingerprint(&meta),
-        version: None,
-        meta: ObjectMeta {
-            mode: unix_mode(&meta),
-            ..Default::default()
-        },
-        head: bytes::Bytes::new(),
-        reader: Box::new(BufReader::with_capacity(256 * 1024, reader)),
+/// Bytes read from a file per chunk: large enough that each read is one system call
+/// worth making, small enough that the chunks a body holds ahead stay small.
+const READ_CHUNK: usize = 512 * 1024;
+
+/// Opens a file to read. Its body fails with [`SourceChanged`] if the file does not end
+/// exactly where it ended when opened, or was modified meanwhile.
+pub async fn open_local(path: &Path) -> Result<SourceObject, crate::Error> {
+    let path = path.to_path_buf();
+    bridge::blocking("opening a file", move || {
+        let file = File::open(&path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file").into());
+        }
+        let body = LocalBody {
+            file: Some(UnchangedFile {
+                file,
+                size: meta.len(),
+                modified: meta.modified().ok(),
+                read: 0,
+            }),
+        };
+        Ok(SourceObject {
+            info: SourceInfo {
+                size: meta.len(),
+                etag: fingerprint(&meta),
+                version: None,
+                meta: ObjectMeta {
+                    mode: unix_mode(&meta),
+                    ..Default::default()
+                },
+                head: bytes::Bytes::new(),
+            },
+            body: Box::new(body),
+        })
     })
+    .await?
 }
 
 /// A local source that changed while it was read: it grew, shrank, or its modification
-/// time moved. Carried inside the reader's `io::Error`.
+/// time moved.
 #[derive(Debug, thiserror::Error)]
 #[error(
     "the file changed while it was read ({what}); nothing was written for it, a re-run reads the new contents"
 )]
 pub struct SourceChanged {
     what: String,
-}
-
-impl SourceChanged {
-    /// Finds a `SourceChanged` inside an I/O error.
-    pub fn in_io(e: &io::Error) -> Option<&SourceChanged> {
-        e.get_ref().and_then(|inner| inner.downcast_ref())
-    }
-
-    fn error(what: String) -> io::Error {
-        io::Error::other(SourceChanged { what })
-    }
 }
 
 /// A file read to exactly the end it had when opened.
@@ -249,19 +253,34 @@ struct UnchangedFile {
     read: u64,
 }
 
-impl Read for UnchangedFile {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read(buf)?;
-        self.read += n as u64;
+impl UnchangedFile {
+    /// The next chunk, empty at the end.
+    fn read_chunk(&mut self) -> Result<bytes::Bytes, crate::Error> {
+        let changed = |what: String| crate::Error::SourceChanged(SourceChanged { what });
+        // One byte more than is left, so growth shows without another call.
+        let left = self.size.saturating_sub(self.read);
+        let want = usize::try_from(left.saturating_add(1)).map_or(READ_CHUNK, |n| n.min(READ_CHUNK));
+        let mut buf = bytes::BytesMut::zeroed(want);
+        let mut filled = 0;
+        while filled < want {
+            match self.file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        buf.truncate(filled);
+        self.read += filled as u64;
         if self.read > self.size {
-            return Err(SourceChanged::error(format!(
+            return Err(changed(format!(
                 "it had {} bytes when opened and grew past that",
                 self.size
             )));
         }
-        if n == 0 && !buf.is_empty() {
+        if filled < want {
             if self.read != self.size {
-                return Err(SourceChanged::error(format!(
+                return Err(changed(format!(
                     "it had {} bytes when opened, {} when reading ended",
                     self.size, self.read
                 )));
@@ -269,12 +288,37 @@ impl Read for UnchangedFile {
             // Same length, but rewritten in place meanwhile?
             let now = self.file.metadata()?;
             if now.len() != self.size || now.modified().ok() != self.modified {
-                return Err(SourceChanged::error(
-                    "it was modified while it was read".into(),
-                ));
+                return Err(changed("it was modified while it was read".into()));
             }
         }
-        Ok(n)
+        Ok(buf.freeze())
+    }
+}
+
+/// A local file's body: chunks read on a blocking thread, one at a time.
+struct LocalBody {
+    /// `None` once the end was reached (or the file failed).
+    file: Option<UnchangedFile>,
+}
+
+impl Body for LocalBody {
+    fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<bytes::Bytes>, crate::Error>> {
+        Box::pin(async move {
+            let Some(mut file) = self.file.take() else {
+                return Ok(None);
+            };
+            let (file, chunk) = bridge::blocking("reading a file", move || {
+                let chunk = file.read_chunk();
+                (file, chunk)
+            })
+            .await?;
+            let chunk = chunk?;
+            // A short chunk is the last: the checks at the end passed.
+            if chunk.len() == READ_CHUNK {
+                self.file = Some(file);
+            }
+            Ok((!chunk.is_empty()).then_some(chunk))
+        })
     }
 }
 
@@ -507,43 +551,98 @@ pub fn remove_stale_partials(root: &Path, recursive: bool, dry_run: bool) -> Par
     found
 }
 
-/// A local destination file, written through a buffer and committed atomically.
+/// Bytes per write of a local output.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// A local destination file, committed atomically. Each buffer is written on a blocking
+/// thread while the next one fills.
 pub struct LocalSink {
     staged: StagedFile,
-    out: BufWriter<File>,
+    /// The file, while no write holds it.
+    file: Option<File>,
+    /// The write in flight: it returns the file and the buffer.
+    writing: Option<tokio::task::JoinHandle<(File, BytesMut, io::Result<()>)>>,
+    spare: Option<BytesMut>,
+    written: u64,
     mode: u32,
 }
 
 impl LocalSink {
     /// Starts the output for `destination`; on commit it gets
     /// [`output_mode`]`(source_mode)`.
-    pub fn create(destination: &Path, source_mode: Option<u32>) -> io::Result<Self> {
-        let mut staged = StagedFile::create(destination)?;
-        let out = BufWriter::with_capacity(256 * 1024, staged.file().try_clone()?);
-        Ok(Self {
-            staged,
-            out,
-            mode: output_mode(source_mode),
+    pub async fn create(destination: &Path, source_mode: Option<u32>) -> Result<Self, crate::Error> {
+        let destination = destination.to_path_buf();
+        bridge::blocking("creating a file", move || {
+            let mut staged = StagedFile::create(&destination)?;
+            let file = staged.file().try_clone()?;
+            Ok(Self {
+                staged,
+                file: Some(file),
+                writing: None,
+                spare: None,
+                written: 0,
+                mode: output_mode(source_mode),
+            })
+        })
+        .await?
+    }
+
+    /// Waits for the write in flight, if any.
+    async fn settle(&mut self) -> Result<(), crate::Error> {
+        let Some(writing) = self.writing.take() else {
+            return Ok(());
+        };
+        let (file, mut buf, result) = writing
+            .await
+            .map_err(|e| crate::Error::Internal(format!("a file write panicked: {e}")))?;
+        self.file = Some(file);
+        buf.clear();
+        self.spare = Some(buf);
+        Ok(result?)
+    }
+}
+
+impl Sink for LocalSink {
+    fn lend(&mut self) -> BoxFuture<'_, Result<BytesMut, crate::Error>> {
+        let buf = self
+            .spare
+            .take()
+            .unwrap_or_else(|| BytesMut::with_capacity(WRITE_BUFFER));
+        Box::pin(async move { Ok(buf) })
+    }
+
+    fn put(&mut self, filled: BytesMut) -> BoxFuture<'_, Result<(), crate::Error>> {
+        Box::pin(async move {
+            self.settle().await?;
+            self.written += filled.len() as u64;
+            let mut file = self.file.take().ok_or_else(|| {
+                crate::Error::Internal("a local output lost its file".into())
+            })?;
+            self.writing = Some(tokio::task::spawn_blocking(move || {
+                let result = file.write_all(&filled);
+                (file, filled, result)
+            }));
+            Ok(())
         })
     }
-}
 
-impl Write for LocalSink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out.write(buf)
+    fn commit(mut self: Box<Self>) -> BoxFuture<'static, Result<u64, crate::Error>> {
+        Box::pin(async move {
+            self.settle().await?;
+            let (staged, mode, written) = (self.staged, self.mode, self.written);
+            drop(self.file);
+            bridge::blocking("committing a file", move || staged.commit(mode)).await??;
+            Ok(written)
+        })
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-}
-
-impl ObjectSink for LocalSink {
-    fn commit(mut self: Box<Self>) -> Result<u64, crate::Error> {
-        self.out.flush()?;
-        let size = self.staged.file().metadata()?.len();
-        self.staged.commit(self.mode)?;
-        Ok(size)
+    fn abort(mut self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let _ = self.settle().await;
+            // Dropping the staged file removes it.
+            let staged = self.staged;
+            let _ = bridge::blocking("removing a partial file", move || drop(staged)).await;
+        })
     }
 }
 
@@ -615,39 +714,54 @@ mod tests {
         assert_eq!(umask_from_probe(), Some(mask));
     }
 
-    #[test]
-    fn a_source_that_changes_while_read_fails() {
+    async fn read_all(source: SourceObject) -> Result<Vec<u8>, crate::Error> {
+        let mut body = source.body;
+        let mut all = Vec::new();
+        while let Some(chunk) = body.next_chunk().await? {
+            all.extend_from_slice(&chunk);
+        }
+        Ok(all)
+    }
+
+    #[tokio::test]
+    async fn a_source_that_changes_while_read_fails() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        fs::write(&path, vec![7u8; 100_000]).unwrap();
+        let changed = |e: crate::Error| matches!(e, crate::Error::SourceChanged(_));
 
-        let mut shrinking = open_local(&path).unwrap();
-        let mut first = vec![0u8; 1000];
-        shrinking.reader.read_exact(&mut first).unwrap();
+        fs::write(&path, vec![7u8; 2 * READ_CHUNK]).unwrap();
+        let mut shrinking = open_local(&path).await.unwrap();
+        let first = shrinking.body.next_chunk().await.unwrap().unwrap();
+        assert_eq!(first.len(), READ_CHUNK);
         File::options()
             .write(true)
             .open(&path)
             .unwrap()
             .set_len(10)
             .unwrap();
-        let err = io::copy(&mut shrinking.reader, &mut io::sink()).unwrap_err();
-        assert!(SourceChanged::in_io(&err).is_some(), "{err}");
+        let err = read_all(shrinking).await.unwrap_err();
+        assert!(err.to_string().contains("when reading ended"), "{err}");
+        assert!(changed(err));
 
         fs::write(&path, vec![7u8; 1000]).unwrap();
-        let mut growing = open_local(&path).unwrap();
+        let growing = open_local(&path).await.unwrap();
         File::options()
             .append(true)
             .open(&path)
             .unwrap()
             .write_all(&[1u8; 300_000])
             .unwrap();
-        let err = io::copy(&mut growing.reader, &mut io::sink()).unwrap_err();
-        assert!(SourceChanged::in_io(&err).is_some(), "{err}");
+        let err = read_all(growing).await.unwrap_err();
+        assert!(err.to_string().contains("grew past"), "{err}");
+        assert!(changed(err));
 
-        fs::write(&path, b"steady").unwrap();
-        let mut steady = open_local(&path).unwrap();
-        let mut all = Vec::new();
-        steady.reader.read_to_end(&mut all).unwrap();
-        assert_eq!(all, b"steady");
+        // Exactly a chunk, then exactly two: the end is found without a short read.
+        for len in [0, 6, READ_CHUNK, 2 * READ_CHUNK, 2 * READ_CHUNK + 1] {
+            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            fs::write(&path, &data).unwrap();
+            let steady = open_local(&path).await.unwrap();
+            assert_eq!(steady.info.size, len as u64);
+            assert_eq!(read_all(steady).await.unwrap(), data, "{len} bytes");
+        }
     }
 }

@@ -1,25 +1,31 @@
 //! Object sources and sinks: local files and directory trees, and S3 buckets.
 //!
-//! A source yields [`Listed`] objects and opens each as a [`SourceObject`] (a reader and
-//! its metadata); a sink is an [`ObjectSink`], a writer whose output appears only on
-//! [`commit`](ObjectSink::commit). Nothing here knows about encryption.
+//! A source yields [`Listed`] objects and opens each as a [`SourceObject`]: what is
+//! known of it, and a [`Body`] of chunks. A [`Sink`] lends buffers, takes them back
+//! filled, and makes its output appear only on [`commit`](Sink::commit). Both are
+//! async; the codec meets them in `crate::bridge`. Nothing here knows about encryption.
 
 mod budget;
+mod buffers;
 mod local;
 mod manifest;
 mod s3;
+mod sink;
+mod source;
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 pub use budget::{ByteBudget, Reservation};
+pub use buffers::BufferPool;
 pub use local::{
     LocalSink, PartialCleanup, SourceChanged, StagedFile, is_partial_name, list_local, open_local,
     output_mode, remove_stale_partials, same_file,
 };
+pub use sink::{Discard, Payload, Precondition, Sink};
+pub use source::{Body, BoxFuture, BytesBody, SourceInfo, SourceObject};
 pub use manifest::{ManifestEntry, read_manifest};
 pub use s3::{Head, MIN_PART_SIZE, S3Error, S3Settings, S3Sink, S3Stats, S3Store, SourceShape};
 
@@ -263,40 +269,6 @@ pub struct ObjectMeta {
     pub tags: Vec<(String, String)>,
     /// Unix permission bits of a local file.
     pub mode: Option<u32>,
-}
-
-/// An object opened for reading.
-pub struct SourceObject {
-    /// The body.
-    pub reader: Box<dyn Read + Send>,
-    /// Its size in bytes.
-    pub size: u64,
-    /// ETag (S3) or fingerprint (local) of exactly the bytes being read.
-    pub etag: String,
-    /// Version ID, on versioned buckets.
-    pub version: Option<String>,
-    /// Metadata and tags.
-    pub meta: ObjectMeta,
-    /// The first bytes of the body, when already fetched (S3): enough to recognise a
-    /// message header without another request.
-    pub head: bytes::Bytes,
-}
-
-/// How a write must relate to what is at the destination now.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Precondition {
-    /// Write unconditionally.
-    None,
-    /// Replace only the object with this ETag (in-place jobs: never overwrite a
-    /// concurrent writer).
-    IfMatch(String),
-}
-
-/// An output being written. Dropped without [`commit`](Self::commit), nothing appears
-/// at the destination (a staged file is removed, a multipart upload aborted).
-pub trait ObjectSink: Write + Send {
-    /// Makes the output visible, complete, with its metadata. Returns its size.
-    fn commit(self: Box<Self>) -> Result<u64, crate::Error>;
 }
 
 /// Whether `relative` (an S3 key or a file's name below the source root) can become a

@@ -1,8 +1,6 @@
 //! Failed S3 requests: what they are called, which object they were about, what IAM
 //! permission a denial points to, and whether to try again.
 
-use std::io;
-
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use crate::retry::{Transience, classify_sdk_error};
@@ -29,13 +27,6 @@ impl S3Error {
     /// jobs report this as a conflict.
     pub fn is_precondition_failed(&self) -> bool {
         self.status == Some(412) || self.code == "PreconditionFailed"
-    }
-
-    /// Finds an `S3Error` inside an I/O error (readers and sinks report through
-    /// `io::Error`).
-    pub fn in_io(e: &io::Error) -> Option<&S3Error> {
-        e.get_ref()
-            .and_then(|inner| inner.downcast_ref::<S3Error>())
     }
 
     /// Whether S3 refused the request for lack of permission: `AccessDenied`, or a

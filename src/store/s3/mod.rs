@@ -1,10 +1,9 @@
 //! S3 objects: streamed listing, parallel ranged reads, multipart writes, metadata and
 //! tags, all inside one [`ByteBudget`].
 //!
-//! Readers and sinks are blocking (`Read`, `Write`) because the codec is; they must be
-//! driven from blocking threads (`spawn_blocking`), never from async tasks. Requests run
-//! on the tokio runtime, so downloads ahead of the reader and uploads behind the writer
-//! proceed while frames are sealed.
+//! Bodies and sinks are async ([`Body`](super::Body), [`Sink`](super::Sink)): requests
+//! run on the tokio runtime, so downloads ahead of the reader and uploads behind the
+//! writer proceed while frames are sealed; the codec meets them in `crate::bridge`.
 //!
 //! One file per concept: this one holds the store (client, settings, counters, HEAD and
 //! the source's shape); `request` sends and retries requests; `error` names their
@@ -28,7 +27,7 @@ use tokio::runtime::Handle;
 pub use error::S3Error;
 pub use sink::S3Sink;
 
-use super::{ByteBudget, Listed, ObjectId, ObjectMeta, Reservation};
+use super::{BufferPool, ByteBudget, Listed, ObjectId, ObjectMeta, Reservation};
 use crate::retry::{RetryPolicy, RetryStats};
 use meta::{object_meta, unquote, user_metadata};
 use request::{retried, send};
@@ -104,6 +103,10 @@ struct Shared {
     base: aws_config::SdkConfig,
     settings: S3Settings,
     budget: ByteBudget,
+    /// Part buffers, reused across objects.
+    buffers: BufferPool,
+    /// Whether requests go over plain HTTP.
+    plain_http: bool,
     stats: Arc<S3Stats>,
     runtime: Handle,
 }
@@ -145,10 +148,15 @@ impl S3Store {
     /// A store on the client `s3`; must be created inside the tokio runtime that will
     /// run its requests.
     pub fn new(s3: crate::aws::S3Client, settings: S3Settings, budget: ByteBudget) -> Self {
+        // Idle buffers are kept up to a quarter of the budget: enough to serve the parts
+        // of the objects in flight again, little beside what the budget allows in use.
+        let idle = usize::try_from(budget.total() / 4).unwrap_or(usize::MAX);
         Self {
             shared: Arc::new(Shared {
                 client: s3.client,
                 base: s3.base,
+                plain_http: s3.plain_http,
+                buffers: BufferPool::new(idle),
                 settings,
                 budget,
                 stats: Arc::default(),

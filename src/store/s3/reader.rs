@@ -3,7 +3,6 @@
 //! response's ETag.
 
 use std::collections::VecDeque;
-use std::io::{self, Read};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,7 +12,7 @@ use super::meta::{object_meta, unquote, user_metadata};
 use super::request::{InFlight, retried, send};
 use super::{S3Store, Shared, s3_parts};
 use crate::retry::Transience;
-use crate::store::{ObjectId, ObjectMeta, Reservation, SourceObject};
+use crate::store::{Body, BoxFuture, ObjectId, ObjectMeta, Reservation, SourceInfo, SourceObject};
 
 /// Bytes of a body's start kept in [`SourceObject::head`].
 const HEAD_BYTES: usize = 4096;
@@ -48,10 +47,6 @@ impl Segments {
         self.len
     }
 
-    fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Copies the first `n` bytes (or fewer) out.
     fn prefix(&self, n: usize) -> Bytes {
         let mut out = Vec::with_capacity(n.min(self.len));
@@ -65,23 +60,11 @@ impl Segments {
         Bytes::from(out)
     }
 
-    /// Moves up to `buf.len()` bytes into `buf`.
-    fn read_into(&mut self, buf: &mut [u8]) -> usize {
-        let mut done = 0;
-        while done < buf.len() {
-            let Some(front) = self.parts.front_mut() else {
-                break;
-            };
-            let n = (buf.len() - done).min(front.len());
-            buf[done..done + n].copy_from_slice(&front[..n]);
-            bytes::Buf::advance(front, n);
-            if front.is_empty() {
-                self.parts.pop_front();
-            }
-            done += n;
-        }
-        self.len -= done;
-        done
+    /// Takes the first segment.
+    fn pop(&mut self) -> Option<Bytes> {
+        let front = self.parts.pop_front()?;
+        self.len -= front.len();
+        Some(front)
     }
 }
 
@@ -151,8 +134,8 @@ async fn get(
     })
 }
 
-/// Reads an object as consecutive ranges, fetched ahead in parallel.
-struct S3Reader {
+/// An object's body as consecutive ranges, fetched ahead in parallel.
+struct S3Body {
     shared: Arc<Shared>,
     id: ObjectId,
     etag: String,
@@ -167,7 +150,7 @@ struct S3Reader {
     base_free: bool,
 }
 
-impl S3Reader {
+impl S3Body {
     /// Starts fetching more ranges while there are ranges left, read-ahead slots, and
     /// budget: the base reservation first, then whatever is free now.
     fn read_ahead(&mut self) {
@@ -199,34 +182,42 @@ impl S3Reader {
             self.next_offset += len;
         }
     }
-}
 
-impl Read for S3Reader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
+    async fn next(&mut self) -> Result<Option<Bytes>, S3Error> {
+        loop {
+            if let Some(segment) = self.current.pop() {
+                return Ok(Some(segment));
+            }
             // Drained: its budget goes back, to the object's base or to the job.
             if self.current_reservation.take().is_none() {
                 self.base_free = true;
             }
             self.read_ahead();
             let Some((task, extra)) = self.pending.pop_front() else {
-                return Ok(0);
+                return Ok(None);
             };
-            let got = self
-                .shared
-                .runtime
-                .block_on(task)
-                .map_err(io::Error::other)?
-                .map_err(io::Error::other)?;
+            let got = task.await.map_err(|e| {
+                S3Error::new(
+                    "GetObject",
+                    &self.id,
+                    "Internal",
+                    format!("the download task stopped: {e}"),
+                )
+            })??;
             self.current = got.body;
             self.current_reservation = extra;
             self.read_ahead();
         }
-        Ok(self.current.read_into(buf))
     }
 }
 
-impl Drop for S3Reader {
+impl Body for S3Body {
+    fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, crate::Error>> {
+        Box::pin(async move { Ok(self.next().await?) })
+    }
+}
+
+impl Drop for S3Body {
     fn drop(&mut self) {
         for (task, _) in &self.pending {
             task.abort();
@@ -273,23 +264,20 @@ impl S3Store {
     /// mid-read fails instead of mixing two versions.
     ///
     /// The caller holds the object's base reservation ([`reserve_object`](Self::reserve_object)).
-    /// Blocks; call from a blocking thread.
-    pub fn open(&self, id: &ObjectId) -> Result<SourceObject, S3Error> {
+    pub async fn open(&self, id: &ObjectId) -> Result<SourceObject, S3Error> {
         let shared = &self.shared;
         let part = shared.settings.part_size;
-        let first = shared
-            .runtime
-            .block_on(retried(shared, || get(shared, id, Some((0, part)), None)))?;
-        let mut meta = first.meta.expect("the first GET reads metadata");
+        let first = retried(shared, || get(shared, id, Some((0, part)), None)).await?;
+        let mut meta = first.meta.unwrap_or_default();
         if first.tag_count > 0 {
-            meta.tags = shared.runtime.block_on(self.tags(id))?;
+            meta.tags = self.tags(id).await?;
         }
         let etag = first.etag.clone().unwrap_or_default();
         let (bucket, key, _) = s3_parts(id);
         // Later ranges name the version read first, when the bucket has versions.
         let pinned = ObjectId::s3(bucket, key, first.version.clone());
         let head = first.body.prefix(HEAD_BYTES);
-        let mut reader = S3Reader {
+        let mut body = S3Body {
             shared: self.shared.clone(),
             id: pinned,
             etag: etag.clone(),
@@ -300,14 +288,16 @@ impl S3Store {
             pending: VecDeque::new(),
             base_free: false,
         };
-        reader.read_ahead();
+        body.read_ahead();
         Ok(SourceObject {
-            size: reader.size,
-            etag,
-            version: first.version,
-            meta,
-            head,
-            reader: Box::new(reader),
+            info: SourceInfo {
+                size: body.size,
+                etag,
+                version: first.version,
+                meta,
+                head,
+            },
+            body: Box::new(body),
         })
     }
 

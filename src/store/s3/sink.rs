@@ -3,21 +3,21 @@
 //! otherwise.
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use aws_sdk_s3::primitives::ByteStream;
+use tokio::task::JoinHandle;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass,
 };
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::error::{S3Error, classify};
 use super::meta::{http_date, tagging, with_meta};
-use super::request::{InFlight, retried, retried_quietly, send};
+use super::request::{retried, retried_quietly, send};
 use super::{S3Settings, S3Store, Shared, s3_parts};
-use crate::store::{ObjectId, ObjectMeta, ObjectSink, Precondition, Reservation};
+use crate::store::{BoxFuture, ObjectId, ObjectMeta, Payload, Precondition, Reservation, Sink};
 
 /// An object being written to S3; see [`S3Store::sink`].
 pub struct S3Sink {
@@ -25,16 +25,36 @@ pub struct S3Sink {
     id: ObjectId,
     meta: ObjectMeta,
     precondition: Precondition,
+    /// Whether bodies go without a payload signature (see [`Payload`]).
+    unsigned: bool,
     part_size: u64,
-    buf: Vec<u8>,
-    /// The budget `buf` holds, or `None` when it is the object's base part.
-    buf_reservation: Option<Reservation>,
+    /// Capacity of the first buffer: the expected output, up to a part.
+    first_capacity: usize,
+    lent: u64,
+    /// The budget of the buffer lent now.
+    lent_budget: Held,
+    /// Bytes given back but not yet sent: a whole output smaller than a part (sent with
+    /// PutObject on commit), or the start of a part.
+    pending: Option<(BytesMut, Held)>,
     written: u64,
     base_free: bool,
     upload_id: Option<String>,
-    in_flight: VecDeque<InFlight<CompletedPart>>,
+    in_flight: VecDeque<(JoinHandle<Result<(CompletedPart, Bytes), S3Error>>, Held)>,
     parts: Vec<CompletedPart>,
-    committed: bool,
+    /// Committed or aborted: nothing left for `Drop` to clean.
+    settled: bool,
+}
+
+/// The budget a buffer holds.
+#[derive(Debug)]
+enum Held {
+    /// The object's base reservation (its first buffer, then reused).
+    Base,
+    /// Budget reserved for this buffer, returned when it is dropped.
+    Extra(#[expect(dead_code, reason = "held for its drop")] Reservation),
+    /// Nothing: the remainder of a first buffer that outgrew the expected output size,
+    /// under a part.
+    Unaccounted,
 }
 
 impl S3Sink {
@@ -43,29 +63,85 @@ impl S3Sink {
         (bucket, key)
     }
 
-    /// Sends the full buffer as the next part and finds budget for the next buffer:
-    /// the base reservation if free, else free budget, else the oldest upload's.
-    fn send_part(&mut self) -> io::Result<()> {
+    /// A buffer for the next bytes: what is pending (grown to a part), else a pooled
+    /// part-size buffer once there is budget for it: the base reservation if free, else
+    /// free budget, else the oldest upload's.
+    async fn next_buffer(&mut self) -> Result<BytesMut, S3Error> {
+        let part = self.part_size as usize;
+        if let Some((mut buf, held)) = self.pending.take() {
+            buf.reserve(part.saturating_sub(buf.len()));
+            self.lent_budget = held;
+            return Ok(buf);
+        }
+        self.lent += 1;
+        if self.lent == 1 {
+            // The object's base reservation covers its first buffer.
+            self.lent_budget = Held::Base;
+            return Ok(self.shared.buffers.take(self.first_capacity));
+        }
+        loop {
+            let limit = self.shared.settings.uploads_in_flight.max(1);
+            if self.in_flight.len() < limit {
+                if self.base_free {
+                    self.base_free = false;
+                    self.lent_budget = Held::Base;
+                    break;
+                }
+                if let Some(r) = self.shared.budget.try_reserve(self.part_size) {
+                    self.lent_budget = Held::Extra(r);
+                    break;
+                }
+            }
+            self.wait_oldest().await?;
+        }
+        Ok(self.shared.buffers.take(part))
+    }
+
+    /// Takes back the bytes of a lent buffer; sends every whole part.
+    async fn take_back(&mut self, filled: BytesMut) -> Result<(), S3Error> {
+        self.written += filled.len() as u64;
+        let mut held = std::mem::replace(&mut self.lent_budget, Held::Unaccounted);
+        let mut buf = filled;
+        let part = self.part_size as usize;
+        while buf.len() >= part {
+            let rest = buf.split_off(part);
+            // A remainder only follows a buffer that outgrew a part (the first one, when
+            // the output is larger than expected); it holds no budget of its own.
+            let this = std::mem::replace(&mut held, Held::Unaccounted);
+            self.send_part(buf, this).await?;
+            buf = rest;
+        }
+        if buf.is_empty() {
+            self.release(held);
+        } else {
+            self.pending = Some((buf, held));
+        }
+        Ok(())
+    }
+
+    /// Sends `body` as the next part (starting the upload first), holding `reservation`
+    /// until it is uploaded.
+    async fn send_part(
+        &mut self,
+        body: BytesMut,
+        held: Held,
+    ) -> Result<(), S3Error> {
         if self.upload_id.is_none() {
-            let id = self
-                .shared
-                .runtime
-                .block_on(self.create_upload())
-                .map_err(io::Error::other)?;
+            let id = self.create_upload().await?;
             self.upload_id = Some(id);
         }
         let number = i32::try_from(self.parts.len() + self.in_flight.len() + 1)
             .expect("part numbers stay below 10,000");
-        let body = Bytes::from(std::mem::take(&mut self.buf));
-        let reservation = self.buf_reservation.take();
+        let body = body.freeze();
         let (shared, id, upload_id) = (
             self.shared.clone(),
             self.id.clone(),
             self.upload_id.clone().expect("created above"),
         );
+        let unsigned = self.unsigned;
         let task = self.shared.runtime.spawn(async move {
             let (bucket, key, _) = s3_parts(&id);
-            retried(&shared, || {
+            let part = retried(&shared, || {
                 let request = shared
                     .client
                     .upload_part()
@@ -74,7 +150,13 @@ impl S3Sink {
                     .upload_id(&upload_id)
                     .part_number(number)
                     .checksum_algorithm(ChecksumAlgorithm::Crc32)
-                    .body(ByteStream::from(body.clone()));
+                    .body(ByteStream::from(body.clone()))
+                    .customize();
+                let request = if unsigned {
+                    request.disable_payload_signing()
+                } else {
+                    request
+                };
                 let id = &id;
                 async move {
                     let out = request
@@ -88,44 +170,38 @@ impl S3Sink {
                         .build())
                 }
             })
-            .await
+            .await?;
+            Ok((part, body))
         });
-        self.in_flight.push_back((task, reservation));
-        // Budget for the next buffer.
-        loop {
-            let limit = self.shared.settings.uploads_in_flight.max(1);
-            if self.in_flight.len() < limit {
-                if self.base_free {
-                    self.base_free = false;
-                    break;
-                }
-                if let Some(r) = self.shared.budget.try_reserve(self.part_size) {
-                    self.buf_reservation = Some(r);
-                    break;
-                }
-            }
-            self.wait_oldest()?;
-        }
-        self.buf = Vec::with_capacity(self.part_size as usize);
+        self.in_flight.push_back((task, held));
         Ok(())
     }
 
-    /// Waits for the oldest part upload and takes back its budget.
-    fn wait_oldest(&mut self) -> io::Result<()> {
-        let (task, reservation) = self
-            .in_flight
-            .pop_front()
-            .expect("a buffer without budget implies an upload in flight");
-        let part = self
-            .shared
-            .runtime
-            .block_on(task)
-            .map_err(io::Error::other)?
-            .map_err(io::Error::other)?;
-        self.parts.push(part);
-        if reservation.is_none() {
+    /// Gives a buffer's budget back: the base to this object, the rest to the job.
+    fn release(&mut self, held: Held) {
+        if matches!(held, Held::Base) {
             self.base_free = true;
         }
+    }
+
+    /// Waits for the oldest part upload, takes back its budget and its buffer.
+    async fn wait_oldest(&mut self) -> Result<(), S3Error> {
+        let Some((task, held)) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let (part, body) = task.await.map_err(|e| {
+            S3Error::new(
+                "UploadPart",
+                &self.id,
+                "Internal",
+                format!("the upload task stopped: {e}"),
+            )
+        })??;
+        self.parts.push(part);
+        if let Ok(buf) = body.try_into_mut() {
+            self.shared.buffers.give(buf);
+        }
+        self.release(held);
         Ok(())
     }
 
@@ -188,58 +264,81 @@ impl S3Sink {
         Ok(())
     }
 
-    fn put(&mut self) -> Result<(), S3Error> {
-        let body = Bytes::from(std::mem::take(&mut self.buf));
-        let this = &*self;
-        let (bucket, key) = this.bucket_key();
-        let settings = &this.shared.settings;
-        this.shared.runtime.block_on(retried(&this.shared, || {
+    async fn put(&mut self) -> Result<(), S3Error> {
+        let body = self
+            .pending
+            .take()
+            .map(|(buf, _)| buf.freeze())
+            .unwrap_or_default();
+        let (bucket, key) = self.bucket_key();
+        let settings = &self.shared.settings;
+        retried(&self.shared, || {
             let request = with_meta!(
-                this.shared.client.put_object().bucket(bucket).key(key),
-                &this.meta,
+                self.shared.client.put_object().bucket(bucket).key(key),
+                &self.meta,
                 settings
             )
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
-            .set_if_match(if_match(&this.precondition))
-            .body(ByteStream::from(body.clone()));
-            send(request.send(), "PutObject", &this.id)
-        }))?;
+            .set_if_match(if_match(&self.precondition))
+            .body(ByteStream::from(body.clone()))
+            .customize();
+            let request = if self.unsigned {
+                request.disable_payload_signing()
+            } else {
+                request
+            };
+            send(request.send(), "PutObject", &self.id)
+        })
+        .await?;
+        if let Ok(buf) = body.try_into_mut() {
+            self.shared.buffers.give(buf);
+        }
         Ok(())
     }
 
-    fn complete(&mut self) -> io::Result<()> {
-        if !self.buf.is_empty() {
-            self.send_part()?;
+    async fn complete(&mut self) -> Result<(), S3Error> {
+        if let Some((buf, held)) = self.pending.take() {
+            self.send_part(buf, held).await?;
         }
         while !self.in_flight.is_empty() {
-            self.wait_oldest()?;
+            self.wait_oldest().await?;
         }
         self.parts.sort_by_key(|p| p.part_number());
-        let this = &*self;
-        let (bucket, key) = this.bucket_key();
-        let upload_id = this
+        let (bucket, key) = self.bucket_key();
+        let upload_id = self
             .upload_id
             .clone()
             .expect("multipart uploads have an ID");
         let parts = CompletedMultipartUpload::builder()
-            .set_parts(Some(this.parts.clone()))
+            .set_parts(Some(self.parts.clone()))
             .build();
-        this.shared
-            .runtime
-            .block_on(retried(&this.shared, || {
-                let request = this
-                    .shared
-                    .client
-                    .complete_multipart_upload()
-                    .bucket(bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .multipart_upload(parts.clone())
-                    .set_if_match(if_match(&this.precondition));
-                send(request.send(), "CompleteMultipartUpload", &this.id)
-            }))
-            .map_err(io::Error::other)?;
+        retried(&self.shared, || {
+            let request = self
+                .shared
+                .client
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(parts.clone())
+                .set_if_match(if_match(&self.precondition));
+            send(request.send(), "CompleteMultipartUpload", &self.id)
+        })
+        .await?;
         Ok(())
+    }
+
+    /// Stops uploads in flight and aborts the multipart upload, if one was started.
+    async fn abandon(&mut self) {
+        self.settled = true;
+        for (task, _) in self.in_flight.drain(..) {
+            task.abort();
+        }
+        if let Some(upload_id) = self.upload_id.take() {
+            // Best effort: a failure here leaves an upload that the next run for this
+            // key (or a bucket lifecycle rule) aborts.
+            let _ = abort_upload(&self.shared, &self.id, &upload_id).await;
+        }
     }
 }
 
@@ -273,51 +372,55 @@ async fn abort_upload(shared: &Shared, id: &ObjectId, upload_id: &str) -> Result
     }
 }
 
-impl Write for S3Sink {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = self.part_size as usize - self.buf.len();
-        let n = data.len().min(room);
-        self.buf.extend_from_slice(&data[..n]);
-        self.written += n as u64;
-        if self.buf.len() as u64 == self.part_size {
-            self.send_part()?;
-        }
-        Ok(n)
+impl Sink for S3Sink {
+    fn lend(&mut self) -> BoxFuture<'_, Result<BytesMut, crate::Error>> {
+        Box::pin(async move { Ok(self.next_buffer().await?) })
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+    fn put(&mut self, filled: BytesMut) -> BoxFuture<'_, Result<(), crate::Error>> {
+        Box::pin(async move { Ok(self.take_back(filled).await?) })
     }
-}
 
-impl ObjectSink for S3Sink {
-    fn commit(mut self: Box<Self>) -> Result<u64, crate::Error> {
-        match self.upload_id {
-            None => self.put().map_err(io::Error::other)?,
-            Some(_) => self.complete()?,
-        }
-        self.committed = true;
-        Ok(self.written)
+    fn commit(mut self: Box<Self>) -> BoxFuture<'static, Result<u64, crate::Error>> {
+        Box::pin(async move {
+            let result = match self.upload_id {
+                None => self.put().await,
+                Some(_) => self.complete().await,
+            };
+            match result {
+                Ok(()) => {
+                    self.settled = true;
+                    Ok(self.written)
+                }
+                Err(e) => {
+                    self.abandon().await;
+                    Err(e.into())
+                }
+            }
+        })
+    }
+
+    fn abort(mut self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move { self.abandon().await })
     }
 }
 
 impl Drop for S3Sink {
     fn drop(&mut self) {
-        let Some(upload_id) = self.upload_id.take() else {
-            return;
-        };
-        if self.committed {
+        if self.settled {
             return;
         }
         for (task, _) in &self.in_flight {
             task.abort();
         }
-        // Best effort: a failure here leaves an upload that the next run for this key
-        // (or a bucket lifecycle rule) aborts.
-        let _ = self
-            .shared
-            .runtime
-            .block_on(abort_upload(&self.shared, &self.id, &upload_id));
+        // Neither committed nor aborted (its writer panicked, or the job was torn
+        // down): abort the upload without waiting for it.
+        if let Some(upload_id) = self.upload_id.take() {
+            let (shared, id) = (self.shared.clone(), self.id.clone());
+            self.shared.runtime.spawn(async move {
+                let _ = abort_upload(&shared, &id, &upload_id).await;
+            });
+        }
     }
 }
 
@@ -328,13 +431,13 @@ impl S3Store {
     ///
     /// `size_hint` (the expected output size) sizes the first buffer and the parts: an
     /// object too large for 10,000 parts of the configured size gets larger parts.
-    /// Blocks while waiting for budget; call from a blocking thread.
     pub fn sink(
         &self,
         bucket: &str,
         key: &str,
         meta: ObjectMeta,
         precondition: Precondition,
+        payload: Payload,
         size_hint: u64,
     ) -> S3Sink {
         let part_size = self.part_size_for(size_hint);
@@ -343,15 +446,22 @@ impl S3Store {
             id: ObjectId::s3(bucket, key, None),
             meta,
             precondition,
+            // Every body carries a CRC32 checksum against corruption. Over TLS, or when
+            // the body is a message (any change to it fails decryption, and `verify`
+            // finds it), hashing it again for SigV4 adds nothing; plaintext sent over
+            // plain HTTP keeps its signature, the only thing protecting it in transit.
+            unsigned: payload == Payload::Message || !self.shared.plain_http,
             part_size,
-            buf: Vec::with_capacity(size_hint.min(part_size) as usize),
-            buf_reservation: None,
+            first_capacity: size_hint.clamp(1, part_size) as usize,
+            lent: 0,
+            lent_budget: Held::Unaccounted,
+            pending: None,
             written: 0,
             base_free: false,
             upload_id: None,
             in_flight: VecDeque::new(),
             parts: Vec::new(),
-            committed: false,
+            settled: false,
         }
     }
 }

@@ -1,0 +1,291 @@
+//! The one place where async tasks and blocking work meet.
+//!
+//! Requests (S3, KMS) and file reads and writes run as tokio tasks; sealing and opening
+//! frames runs on rayon, driven from a blocking thread, because the codec is synchronous
+//! (`Read`, `Write`). The two sides meet only here, through bounded channels:
+//! - a source's chunks flow from a pump task to a [`ChunkReader`];
+//! - a sink lends buffers that a [`PartWriter`] fills and hands back to a pump task,
+//!   which gives them to the sink.
+//!
+//! A closed channel means the other side stopped; only an explicit end marker means a
+//! body is complete, so a pump that died can never look like a short object. Errors
+//! travel typed, beside the bytes, never inside an `io::Error`. Nothing outside this
+//! file calls `blocking_recv`, `blocking_send` or `block_on`, and nothing here blocks a
+//! runtime thread.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::Error;
+use crate::store::{Body, Sink};
+
+/// Chunks a [`ChunkReader`] may hold ahead of the codec. Each is at most one network
+/// segment or one file read, so this bounds what waits outside the byte budget.
+const CHUNKS_AHEAD: usize = 4;
+
+/// Asks a running job to stop: no new object starts, objects in flight fail at their next
+/// read (so their partial outputs are removed), and the report says `interrupted`.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// Requests the stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a stop was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs blocking work (the codec, file system calls) on tokio's blocking threads and
+/// waits for it without blocking the runtime. `what` names the work if it panics.
+pub async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(format!("{what} panicked: {e}")))
+}
+
+/// What flows from a body's pump to its reader.
+enum Chunk {
+    Data(Bytes),
+    End,
+    Failed(Error),
+}
+
+/// A body as a blocking [`Read`]: bytes arrive from a pump task that pulls the body's
+/// chunks (ranged GETs, file reads) ahead of the codec.
+///
+/// When a read fails because the source did, the source's typed error is kept here:
+/// take it with [`take_failure`](Self::take_failure) and prefer it to whatever the codec
+/// made of the failed read.
+pub struct ChunkReader {
+    rx: mpsc::Receiver<Chunk>,
+    current: Bytes,
+    ended: bool,
+    failure: Option<Error>,
+    cancel: Cancel,
+    pump: JoinHandle<()>,
+}
+
+impl ChunkReader {
+    /// Starts pumping `body` (after `prefix`, bytes already taken from it). Call from
+    /// within the runtime.
+    pub fn new(mut body: Box<dyn Body>, prefix: Bytes, cancel: Cancel) -> Self {
+        let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
+        let pump = tokio::spawn(async move {
+            loop {
+                let chunk = match body.next_chunk().await {
+                    Ok(Some(bytes)) if bytes.is_empty() => continue,
+                    Ok(Some(bytes)) => Chunk::Data(bytes),
+                    Ok(None) => Chunk::End,
+                    Err(e) => Chunk::Failed(e),
+                };
+                let last = !matches!(chunk, Chunk::Data(_));
+                if tx.send(chunk).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Self {
+            rx,
+            current: prefix,
+            ended: false,
+            failure: None,
+            cancel,
+            pump,
+        }
+    }
+
+    /// The source's own error, if a read failed because of it (or because the job was
+    /// cancelled).
+    pub fn take_failure(&mut self) -> Option<Error> {
+        self.failure.take()
+    }
+
+    fn fail(&mut self, e: Error) -> io::Error {
+        let message = e.to_string();
+        self.failure = Some(e);
+        io::Error::other(message)
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.current.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
+            if self.cancel.is_cancelled() {
+                return Err(self.fail(Error::Cancelled));
+            }
+            match self.rx.blocking_recv() {
+                Some(Chunk::Data(bytes)) => self.current = bytes,
+                Some(Chunk::End) => self.ended = true,
+                Some(Chunk::Failed(e)) => return Err(self.fail(e)),
+                None => {
+                    return Err(self.fail(Error::Internal(
+                        "a source stopped without reaching its end".into(),
+                    )));
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current.advance(n);
+        Ok(n)
+    }
+}
+
+impl Drop for ChunkReader {
+    fn drop(&mut self) {
+        // The body's own drop stops its requests in flight.
+        self.pump.abort();
+    }
+}
+
+/// A filled buffer on its way to the sink.
+struct Filled {
+    buf: BytesMut,
+    last: bool,
+}
+
+/// A [`Write`] into buffers a [`Sink`] lends: each is filled to its capacity, then
+/// handed back to the sink (which uploads or writes it while the next one fills).
+///
+/// [`finish`](Self::finish) hands over the last buffer; then the pump returns the sink,
+/// and only the caller decides whether to commit it.
+pub struct PartWriter {
+    buf: Option<BytesMut>,
+    full: mpsc::Sender<Filled>,
+    empty: mpsc::Receiver<BytesMut>,
+    written: u64,
+    failed: bool,
+}
+
+/// The pump behind a [`PartWriter`]: resolves to the sink once the last buffer is in
+/// it, or to the sink and the error that stopped it.
+pub type SinkPump = JoinHandle<(Box<dyn Sink>, Result<(), Error>)>;
+
+impl PartWriter {
+    /// Starts feeding `sink`. Call from within the runtime.
+    pub fn new(mut sink: Box<dyn Sink>) -> (Self, SinkPump) {
+        let (full_tx, mut full_rx) = mpsc::channel::<Filled>(1);
+        let (empty_tx, empty_rx) = mpsc::channel::<BytesMut>(1);
+        let pump = tokio::spawn(async move {
+            loop {
+                let buf = match sink.lend().await {
+                    Ok(buf) => buf,
+                    Err(e) => return (sink, Err(e)),
+                };
+                if empty_tx.send(buf).await.is_err() {
+                    // The writer is gone without finishing: the caller aborts.
+                    return (sink, Ok(()));
+                }
+                let Some(filled) = full_rx.recv().await else {
+                    return (sink, Ok(()));
+                };
+                if let Err(e) = sink.put(filled.buf).await {
+                    return (sink, Err(e));
+                }
+                if filled.last {
+                    return (sink, Ok(()));
+                }
+            }
+        });
+        let writer = Self {
+            buf: None,
+            full: full_tx,
+            empty: empty_rx,
+            written: 0,
+            failed: false,
+        };
+        (writer, pump)
+    }
+
+    /// Bytes written.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Hands the last buffer (possibly empty) to the sink.
+    pub fn finish(mut self) -> io::Result<u64> {
+        let buf = self.take_buffer()?;
+        self.send(buf, true)?;
+        Ok(self.written)
+    }
+
+    fn take_buffer(&mut self) -> io::Result<BytesMut> {
+        match self.buf.take() {
+            Some(buf) => Ok(buf),
+            None => self.empty.blocking_recv().ok_or_else(|| self.sink_gone()),
+        }
+    }
+
+    fn send(&mut self, buf: BytesMut, last: bool) -> io::Result<()> {
+        self.full
+            .blocking_send(Filled { buf, last })
+            .map_err(|_| self.sink_gone())
+    }
+
+    /// The sink's pump stopped: its error is in the pump's result.
+    fn sink_gone(&mut self) -> io::Error {
+        self.failed = true;
+        io::Error::other("the destination stopped accepting data")
+    }
+}
+
+impl Write for PartWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if self.failed {
+            return Err(io::Error::other("the destination stopped accepting data"));
+        }
+        let mut buf = self.take_buffer()?;
+        let room = buf.capacity() - buf.len();
+        let n = data.len().min(room);
+        buf.extend_from_slice(&data[..n]);
+        self.written += n as u64;
+        if buf.len() == buf.capacity() {
+            self.send(buf, false)?;
+        } else {
+            self.buf = Some(buf);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Ends a sink's pump: the sink, and the first error of the pump or of the work that
+/// fed it. A pump that panicked has lost the sink; its drop cleans up what it can.
+pub async fn join_sink(pump: SinkPump) -> Result<(Box<dyn Sink>, Result<(), Error>), Error> {
+    pump.await
+        .map_err(|e| Error::Internal(format!("a destination's writer panicked: {e}")))
+}
+
+/// Sends items from blocking work (a directory walk, a manifest read line by line) into
+/// an async channel, waiting while it is full. `Break` once the receiver is gone.
+pub fn send_blocking<T>(tx: &mpsc::Sender<T>, item: T) -> std::ops::ControlFlow<()> {
+    match tx.blocking_send(item) {
+        Ok(()) => std::ops::ControlFlow::Continue(()),
+        Err(_) => std::ops::ControlFlow::Break(()),
+    }
+}

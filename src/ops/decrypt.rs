@@ -1,0 +1,127 @@
+//! Decrypting (or verifying) one object: its header read and checked against the policy
+//! before any key is asked for, the data key unwrapped (or found in the cache), then
+//! frames opened on rayon as the chunks arrive. Each frame is released only after its
+//! tag verified, and the output is committed only after the whole message (and its
+//! signature) did, so a tampered object never leaves partial plaintext behind.
+
+use bytes::Bytes;
+
+use super::marker::{self, Marker};
+use super::{Failed, MakeSink, Outcome, header, run_through};
+use crate::bridge::{Cancel, ChunkReader};
+use crate::format::EncryptionContext;
+use crate::keys::{DecryptCache, Keyring};
+use crate::store::{Body, Discard, ObjectMeta, Payload, Sink, SourceObject};
+use crate::stream::{self, DecryptOptions, MessageDecryptor};
+
+/// What reading a message needs: the keys that may unwrap its data key, the cache of
+/// keys unwrapped before, and the policy and limits.
+#[derive(Clone, Copy)]
+pub struct Opener<'a> {
+    /// Unwraps data keys.
+    pub keyring: &'a dyn Keyring,
+    /// Data keys unwrapped earlier in the job, by encrypted data keys and context.
+    pub cache: &'a DecryptCache,
+    /// Commitment policy, limits against hostile input, AES-GCM implementation.
+    pub options: &'a DecryptOptions,
+    /// Context pairs the message must carry (and authenticate-only pairs it needs).
+    pub reproduced_context: &'a EncryptionContext,
+}
+
+impl Opener<'_> {
+    /// Reads the header from `body` and makes it ready to decrypt: policy checked, data
+    /// key unwrapped, key commitment and header tag verified. Returns the decryptor and
+    /// the body bytes that arrived with the header.
+    pub(super) async fn open(
+        &self,
+        body: &mut dyn Body,
+    ) -> Result<(MessageDecryptor, Bytes), Failed> {
+        let (header, rest) = header::read(body, &self.options.limits)
+            .await
+            .map_err(|e| Failed::new("decrypt", e))?;
+        stream::check_policy(&header, self.options).map_err(|e| Failed::new("decrypt", e))?;
+        let materials = self
+            .cache
+            .materials(self.keyring, &header.body, self.reproduced_context)
+            .await
+            .map_err(|e| Failed::new("decrypt", e))?;
+        let decryptor = MessageDecryptor::new(header, &materials, self.options)
+            .map_err(|e| Failed::new("decrypt", e))?;
+        Ok((decryptor, rest))
+    }
+}
+
+/// Decrypts `source` into the sink `out` makes.
+pub async fn decrypt(
+    opener: Opener<'_>,
+    source: SourceObject,
+    out: &dyn MakeSink,
+    cancel: &Cancel,
+) -> Result<Outcome, Failed> {
+    let marker = Marker::read(&source.info.meta);
+    let mut meta = source.info.meta.clone();
+    marker::strip(&mut meta);
+    let hint = marker
+        .as_ref()
+        .and_then(|m| m.plaintext_length)
+        .unwrap_or(source.info.size);
+    let bytes_in = source.info.size;
+    let mut body = source.body;
+    let (decryptor, rest) = opener.open(body.as_mut()).await?;
+    let sink = out
+        .make(meta, Payload::Plaintext, hint)
+        .await
+        .map_err(|e| Failed::new("write", e))?;
+    let reader = ChunkReader::new(body, rest, cancel.clone());
+    let (_, bytes_out) = run_through(
+        "decrypt",
+        reader,
+        sink,
+        move |reader, writer| decryptor.decrypt(reader, writer),
+        |plaintext_len| check_length(marker.as_ref(), *plaintext_len),
+    )
+    .await?;
+    // The whole message was read to get here: what came in is the ciphertext.
+    Ok(Outcome::Done {
+        bytes_in,
+        bytes_out,
+    })
+}
+
+/// Checks every tag and signature of `source` and writes nothing.
+pub async fn verify(
+    opener: Opener<'_>,
+    source: SourceObject,
+    cancel: &Cancel,
+) -> Result<Outcome, Failed> {
+    decrypt(opener, source, &Nowhere, cancel).await
+}
+
+/// `verify`'s destination.
+struct Nowhere;
+
+impl MakeSink for Nowhere {
+    fn make(
+        &self,
+        _: ObjectMeta,
+        _: Payload,
+        _: u64,
+    ) -> crate::store::BoxFuture<'_, Result<Box<dyn Sink>, crate::Error>> {
+        Box::pin(async { Ok(Box::new(Discard::default()) as Box<dyn Sink>) })
+    }
+}
+
+/// The marker's plaintext length is not authenticated, but a mismatch means the
+/// metadata and the body do not belong together: refuse rather than guess.
+pub(super) fn check_length(marker: Option<&Marker>, actual: u64) -> Result<(), Failed> {
+    match marker.and_then(|m| m.plaintext_length) {
+        Some(expected) if expected != actual => Err(Failed::with_code(
+            "LengthMismatch",
+            format!(
+                "decrypt: the message holds {actual} plaintext bytes but the object's \
+                 sealpipe-plaintext-length metadata says {expected}"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,94 @@
+//! Encrypting one object: a data key from the pool, a new message whose frames are
+//! sealed on rayon as the source's chunks arrive, committed once whole.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::marker::{self, Marker};
+use super::{Failed, MakeSink, Outcome, run_through};
+use crate::bridge::{Cancel, ChunkReader};
+use crate::format::EncryptionContext;
+use crate::keys::{DataKeyPool, EncryptionMaterials};
+use crate::store::{Payload, SourceInfo, SourceObject};
+use crate::stream::{EncryptOptions, EncryptingWriter};
+
+/// What writing a message needs: where data keys come from, the context bound to each
+/// message, and how messages are laid out.
+#[derive(Clone, Copy)]
+pub struct Sealer<'a> {
+    /// Data keys, shared by many messages.
+    pub pool: &'a DataKeyPool,
+    /// The encryption context of every message.
+    pub context: &'a EncryptionContext,
+    /// Frame length, AES-GCM implementation, batch size.
+    pub options: &'a EncryptOptions,
+}
+
+impl Sealer<'_> {
+    /// Materials for a message of about `plaintext` bytes.
+    pub(super) async fn materials(&self, plaintext: u64) -> Result<Arc<EncryptionMaterials>, Failed> {
+        self.pool
+            .materials(self.context, plaintext)
+            .await
+            .map_err(|e| Failed::new("data key", e))
+    }
+
+    /// A message's size for `plaintext` bytes, roughly (frame overhead plus a header).
+    pub(super) fn message_size_hint(&self, plaintext: u64) -> u64 {
+        let frame = u64::from(self.options.frame_length.max(1));
+        plaintext + plaintext.div_ceil(frame) * 32 + 4096
+    }
+
+    /// The new message's metadata: the source's plus sealpipe's marker.
+    pub(super) fn output_meta(
+        source: &SourceInfo,
+        materials: &EncryptionMaterials,
+        plaintext_length: Option<u64>,
+    ) -> crate::store::ObjectMeta {
+        let marker = Marker {
+            source_etag: source.etag.clone(),
+            source_version: source.version.clone(),
+            plaintext_length,
+            wrapping_keys: marker::wrapping_key_names(&materials.encrypted_data_keys),
+        };
+        let mut meta = source.meta.clone();
+        marker.write(&mut meta);
+        meta
+    }
+}
+
+/// Encrypts `source` into one new message, written to the sink `out` makes.
+pub async fn encrypt(
+    sealer: Sealer<'_>,
+    source: SourceObject,
+    out: &dyn MakeSink,
+    cancel: &Cancel,
+) -> Result<Outcome, Failed> {
+    let size = source.info.size;
+    let materials = sealer.materials(size).await?;
+    let meta = Sealer::output_meta(&source.info, &materials, Some(size));
+    let sink = out
+        .make(meta, Payload::Message, sealer.message_size_hint(size))
+        .await
+        .map_err(|e| Failed::new("write", e))?;
+    let reader = ChunkReader::new(source.body, Bytes::new(), cancel.clone());
+    let options = sealer.options.clone();
+    let (plaintext_bytes, bytes_out) = run_through(
+        "encrypt",
+        reader,
+        sink,
+        move |reader, writer| {
+            let mut message = EncryptingWriter::new(writer, &materials, &options)?;
+            message.copy_from(reader)?;
+            let (_, summary) = message.finish()?;
+            Ok(summary.plaintext_bytes)
+        },
+        |_| Ok(()),
+    )
+    .await?;
+    Ok(Outcome::Done {
+        bytes_in: plaintext_bytes,
+        bytes_out,
+    })
+}

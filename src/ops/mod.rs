@@ -1,0 +1,141 @@
+//! Operations on ONE object: encrypt, decrypt (and verify), re-encrypt, and the resume
+//! and skip decisions. Each takes exactly what it needs (keys or a pool, options, an
+//! opened source, a way to make its sink) and knows nothing of listings, concurrency or
+//! reports: those are `pipeline`'s. New uses (rewrap, an HTTP service, benchmarks) are
+//! new callers of these, with other sources and sinks.
+//!
+//! Every operation follows one rule: the output is committed only when every byte of it
+//! is written and, when reading a message, every tag and signature verified; any other
+//! end aborts it, so nothing partial appears anywhere.
+
+mod decrypt;
+mod encrypt;
+mod header;
+pub mod marker;
+mod reencrypt;
+pub mod resume;
+
+pub use decrypt::{Opener, decrypt, verify};
+pub use encrypt::{Sealer, encrypt};
+pub use reencrypt::reencrypt;
+
+use crate::Error;
+use crate::bridge::{self, ChunkReader, PartWriter};
+use crate::store::{BoxFuture, ObjectMeta, Payload, Sink};
+
+/// How an operation on one object ended, when it did not fail.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The output is committed.
+    Done {
+        /// Bytes read from the source.
+        bytes_in: u64,
+        /// Bytes of the committed output.
+        bytes_out: u64,
+    },
+    /// Nothing needed doing, and why.
+    Skipped(String),
+}
+
+/// Why an operation on one object failed: a code for the completion report, a message
+/// that names the step, and whether a conditional write found the object changed.
+#[derive(Debug)]
+pub struct Failed {
+    /// `AccessDenied`, `AuthenticationFailed`, `NotAValidMessage`, ...
+    pub code: String,
+    /// What failed, starting with the step (`read`, `encrypt`, `write`, ...).
+    pub message: String,
+    /// A conditional request found the object changed (HTTP 412).
+    pub conflict: bool,
+}
+
+impl Failed {
+    /// A failure of `step`, classified by its root cause.
+    pub fn new(step: &str, e: impl Into<Error>) -> Self {
+        let e = e.into();
+        let root = e.root();
+        let code = match root {
+            Error::S3(s3) => s3.code.clone(),
+            Error::SourceChanged(_) => "SourceChanged".into(),
+            Error::Cancelled => "Cancelled".into(),
+            e if e.is_authentication_failure() => "AuthenticationFailed".into(),
+            Error::Keyring(_) => "KeyringError".into(),
+            Error::Decode(_) | Error::Truncated(_) | Error::TrailingData => {
+                "NotAValidMessage".into()
+            }
+            Error::Io(_) => "IOError".into(),
+            _ => "Error".into(),
+        };
+        Self {
+            conflict: matches!(root, Error::S3(s3) if s3.is_precondition_failed()),
+            code,
+            message: format!("{step}: {e}"),
+        }
+    }
+
+    /// A failure with its own code.
+    pub fn with_code(code: &str, message: String) -> Self {
+        Self {
+            code: code.into(),
+            message,
+            conflict: false,
+        }
+    }
+}
+
+/// Makes an operation's sink, once it knows the output's metadata and about how large
+/// it will be: the caller decides where outputs go (a file, an S3 key, nowhere) and
+/// under which condition.
+pub trait MakeSink: Sync {
+    /// The sink for an output with `meta`, holding `payload`, of about `size_hint` bytes.
+    fn make(
+        &self,
+        meta: ObjectMeta,
+        payload: Payload,
+        size_hint: u64,
+    ) -> BoxFuture<'_, Result<Box<dyn Sink>, Error>>;
+}
+
+/// Runs `work` (the codec, on a blocking thread) from `reader` into a new sink; commits
+/// the sink if everything succeeded and `accept` agrees with what the work returned,
+/// else aborts it. The first cause wins: the source's own error, then the sink's, then
+/// the codec's. `step` names the work in messages. Returns what the work returned and
+/// the size of the committed output.
+async fn run_through<T: Send + 'static>(
+    step: &'static str,
+    reader: ChunkReader,
+    sink: Box<dyn Sink>,
+    work: impl FnOnce(&mut ChunkReader, &mut PartWriter) -> Result<T, Error> + Send + 'static,
+    accept: impl FnOnce(&T) -> Result<(), Failed>,
+) -> Result<(T, u64), Failed> {
+    let (writer, pump) = PartWriter::new(sink);
+    let ran = bridge::blocking(step, move || {
+        let (mut reader, mut writer) = (reader, writer);
+        let result = work(&mut reader, &mut writer).and_then(|t| {
+            writer.finish()?;
+            Ok(t)
+        });
+        (reader.take_failure(), result)
+    })
+    .await;
+    let (sink, pumped) = bridge::join_sink(pump)
+        .await
+        .map_err(|e| Failed::new("write", e))?;
+    let failed = match ran {
+        Err(panicked) => Failed::new(step, panicked),
+        Ok((Some(source), _)) => Failed::new("read", source),
+        Ok((None, result)) => match (pumped, result) {
+            (Err(e), _) => Failed::new("write", e),
+            (Ok(()), Err(e)) => Failed::new(step, e),
+            (Ok(()), Ok(done)) => match accept(&done) {
+                Ok(()) => {
+                    let written = sink.commit().await.map_err(|e| Failed::new("write", e))?;
+                    return Ok((done, written));
+                }
+                Err(refused) => refused,
+            },
+        },
+    };
+    sink.abort().await;
+    Err(failed)
+}

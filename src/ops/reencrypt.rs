@@ -1,0 +1,69 @@
+//! Re-encrypting one object: the old message is opened straight into a new one under a
+//! fresh data key, so the plaintext never rests anywhere, and the new message is
+//! committed only if the old one was authentic.
+
+use super::decrypt::{Opener, check_length};
+use super::encrypt::Sealer;
+use super::marker::{self, Marker};
+use super::{Failed, MakeSink, Outcome, run_through};
+use crate::bridge::{Cancel, ChunkReader};
+use crate::store::{Payload, SourceObject};
+use crate::stream::EncryptingWriter;
+
+/// Re-encrypts `source` (a message `opener` can read) into a new message from `sealer`.
+/// With `skip_if_already_wrapped`, an object whose marker names exactly the keys
+/// `sealer` wraps with is skipped (in-place jobs: never twice).
+pub async fn reencrypt(
+    opener: Opener<'_>,
+    sealer: Sealer<'_>,
+    source: SourceObject,
+    out: &dyn MakeSink,
+    skip_if_already_wrapped: bool,
+    cancel: &Cancel,
+) -> Result<Outcome, Failed> {
+    let old = Marker::read(&source.info.meta);
+    let expected = old
+        .as_ref()
+        .and_then(|m| m.plaintext_length)
+        .unwrap_or(source.info.size);
+    let materials = sealer.materials(expected).await?;
+    let wrapping_keys = marker::wrapping_key_names(&materials.encrypted_data_keys);
+    if skip_if_already_wrapped
+        && old
+            .as_ref()
+            .is_some_and(|m| m.wrapping_keys == wrapping_keys)
+    {
+        return Ok(Outcome::Skipped(format!(
+            "already wrapped by the target keys ({})",
+            wrapping_keys.join(", ")
+        )));
+    }
+    let plaintext_length = old.as_ref().and_then(|m| m.plaintext_length);
+    let meta = Sealer::output_meta(&source.info, &materials, plaintext_length);
+    let bytes_in = source.info.size;
+    let mut body = source.body;
+    let (decryptor, rest) = opener.open(body.as_mut()).await?;
+    let sink = out
+        .make(meta, Payload::Message, sealer.message_size_hint(expected))
+        .await
+        .map_err(|e| Failed::new("write", e))?;
+    let reader = ChunkReader::new(body, rest, cancel.clone());
+    let options = sealer.options.clone();
+    let (_, bytes_out) = run_through(
+        "reencrypt",
+        reader,
+        sink,
+        move |reader, writer| {
+            let mut message = EncryptingWriter::new(writer, &materials, &options)?;
+            let plaintext_len = decryptor.decrypt(reader, &mut message)?;
+            message.finish()?;
+            Ok(plaintext_len)
+        },
+        |plaintext_len| check_length(old.as_ref(), *plaintext_len),
+    )
+    .await?;
+    Ok(Outcome::Done {
+        bytes_in,
+        bytes_out,
+    })
+}

@@ -1,0 +1,168 @@
+//! What a job is: what it does to each object (with exactly the keys and options that
+//! takes), where objects come from and go, and how many run at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::ObjectFilter;
+use crate::format::{AlgorithmSuite, EncryptionContext};
+use crate::keys::{Keyring, PoolLimits};
+use crate::store::{Location, S3Store};
+use crate::stream::{DecryptOptions, EncryptOptions};
+
+/// What a job does to each object, named for reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Plaintext in, ESDK messages out.
+    Encrypt,
+    /// ESDK messages in, plaintext out.
+    Decrypt,
+    /// ESDK messages in, new ESDK messages out: a fresh data key under the new wrapping
+    /// keys, the current suite (upgrading legacy and signed messages).
+    Reencrypt,
+    /// ESDK messages in, nothing out: every tag and signature checked.
+    Verify,
+}
+
+impl Mode {
+    /// Whether objects are written as ESDK messages.
+    pub fn writes_messages(self) -> bool {
+        matches!(self, Mode::Encrypt | Mode::Reencrypt)
+    }
+}
+
+/// A job's keys: loaded for a run; a dry run uses none and loads none, so an unreadable
+/// key file or missing credentials do not stop it.
+#[derive(Clone)]
+pub enum Keys {
+    /// Ready to wrap or unwrap data keys.
+    Loaded(Arc<dyn Keyring>),
+    /// Not loaded: only a dry run may have these.
+    NotLoaded,
+}
+
+/// How new messages are written.
+#[derive(Clone)]
+pub struct Sealing {
+    /// Wraps new data keys.
+    pub keys: Keys,
+    /// The suite of new messages.
+    pub suite: AlgorithmSuite,
+    /// The encryption context bound to every message.
+    pub context: EncryptionContext,
+    /// Frame length, AES-GCM implementation.
+    pub options: EncryptOptions,
+    /// When pooled data keys are replaced.
+    pub pool_limits: PoolLimits,
+}
+
+/// How existing messages are read.
+#[derive(Clone)]
+pub struct Opening {
+    /// Unwraps data keys.
+    pub keys: Keys,
+    /// Commitment policy and limits.
+    pub options: DecryptOptions,
+    /// Context pairs a message must carry (and supplies for authenticate-only pairs).
+    pub reproduced_context: EncryptionContext,
+    /// How long an unwrapped data key stays cached for later messages.
+    pub cache_max_age: Duration,
+}
+
+/// What a job does to each object, with what that takes.
+#[derive(Clone)]
+pub enum Work {
+    /// Plaintext in, messages out.
+    Encrypt(Sealing),
+    /// Messages in, plaintext out.
+    Decrypt(Opening),
+    /// Messages in, new messages out.
+    Reencrypt {
+        /// How the old messages are read.
+        from: Opening,
+        /// How the new ones are written.
+        to: Sealing,
+    },
+    /// Messages in, nothing out.
+    Verify(Opening),
+}
+
+impl Work {
+    /// The mode, as reports name it.
+    pub fn mode(&self) -> Mode {
+        match self {
+            Work::Encrypt(_) => Mode::Encrypt,
+            Work::Decrypt(_) => Mode::Decrypt,
+            Work::Reencrypt { .. } => Mode::Reencrypt,
+            Work::Verify(_) => Mode::Verify,
+        }
+    }
+
+    /// How messages are written, for jobs that write them.
+    pub fn sealing(&self) -> Option<&Sealing> {
+        match self {
+            Work::Encrypt(s) | Work::Reencrypt { to: s, .. } => Some(s),
+            Work::Decrypt(_) | Work::Verify(_) => None,
+        }
+    }
+
+    /// How messages are read, for jobs that read them.
+    pub fn opening(&self) -> Option<&Opening> {
+        match self {
+            Work::Decrypt(o) | Work::Verify(o) | Work::Reencrypt { from: o, .. } => Some(o),
+            Work::Encrypt(_) => None,
+        }
+    }
+}
+
+/// Where a job's objects come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A file, directory, S3 object or S3 prefix.
+    Location(Location),
+    /// A CSV manifest (local or on S3) of `bucket,key[,version_id]`.
+    Manifest(Location),
+}
+
+/// A job: what it does, a source, a destination, and how it runs.
+#[derive(Clone)]
+pub struct Job {
+    /// What is done to each object.
+    pub work: Work,
+    /// Where objects come from.
+    pub source: Source,
+    /// Where outputs go: `None` for `verify`, and for in-place jobs.
+    pub destination: Option<Location>,
+    /// Replace each S3 object with its output, conditionally on its ETag.
+    pub in_place: bool,
+    /// Which listed objects are processed.
+    pub filter: ObjectFilter,
+    /// Objects processed at once (1 to [`MAX_CONCURRENCY`](super::MAX_CONCURRENCY)).
+    pub concurrency: usize,
+    /// Plan only: list, check what is done, count; write nothing, call no keyring.
+    pub dry_run: bool,
+    /// Stop starting objects after the first failure.
+    pub fail_fast: bool,
+    /// S3 access, when the source, destination or manifest is on S3.
+    pub s3: Option<S3Store>,
+}
+
+impl Job {
+    /// What is done to each object, as reports name it.
+    pub fn mode(&self) -> Mode {
+        self.work.mode()
+    }
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("mode", &self.mode())
+            .field("source", &self.source)
+            .field("destination", &self.destination)
+            .field("in_place", &self.in_place)
+            .field("dry_run", &self.dry_run)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,86 @@
+//! Where an output goes: a sink lends buffers, takes them back filled, in order, and
+//! makes the output visible only on commit.
+
+use bytes::BytesMut;
+
+use super::BoxFuture;
+use crate::Error;
+
+/// How a write must relate to what is at the destination now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// Write unconditionally.
+    None,
+    /// Replace only the object with this ETag (in-place jobs: never overwrite a
+    /// concurrent writer).
+    IfMatch(String),
+}
+
+/// What an output holds, for how it is protected in transit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// An ESDK message: it authenticates itself, every byte.
+    Message,
+    /// Plaintext: nothing but the transport protects it.
+    Plaintext,
+}
+
+/// An output being written.
+///
+/// The writer asks for a buffer ([`lend`](Self::lend)), fills it to its capacity (the
+/// last one may be shorter) and gives it back ([`put`](Self::put)); the sink writes or
+/// uploads it, possibly while the next one fills. Lending is where a sink waits for room
+/// (the byte budget, uploads in flight), so memory stays bounded whatever the writer does.
+///
+/// Nothing appears at the destination before [`commit`](Self::commit). A sink given
+/// up on is [`abort`](Self::abort)ed: a staged file is removed, a multipart upload
+/// aborted. Dropping one without either cleans up as far as it can without waiting.
+pub trait Sink: Send {
+    /// A buffer to fill, empty, with room for at least one byte.
+    fn lend(&mut self) -> BoxFuture<'_, Result<BytesMut, Error>>;
+
+    /// Takes a filled buffer: the next bytes of the output.
+    fn put(&mut self, filled: BytesMut) -> BoxFuture<'_, Result<(), Error>>;
+
+    /// Makes the output visible, complete, with its metadata. Returns its size.
+    fn commit(self: Box<Self>) -> BoxFuture<'static, Result<u64, Error>>;
+
+    /// Gives the output up and removes every trace of it.
+    fn abort(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// `verify`'s sink: counts and forgets.
+#[derive(Debug, Default)]
+pub struct Discard {
+    written: u64,
+    spare: Option<BytesMut>,
+}
+
+/// What [`Discard`] lends: large enough that handing buffers over costs nothing.
+const DISCARD_BUFFER: usize = 1 << 20;
+
+impl Sink for Discard {
+    fn lend(&mut self) -> BoxFuture<'_, Result<BytesMut, Error>> {
+        let buf = self
+            .spare
+            .take()
+            .unwrap_or_else(|| BytesMut::with_capacity(DISCARD_BUFFER));
+        Box::pin(async move { Ok(buf) })
+    }
+
+    fn put(&mut self, mut filled: BytesMut) -> BoxFuture<'_, Result<(), Error>> {
+        self.written += filled.len() as u64;
+        filled.clear();
+        self.spare = Some(filled);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn commit(self: Box<Self>) -> BoxFuture<'static, Result<u64, Error>> {
+        let written = self.written;
+        Box::pin(async move { Ok(written) })
+    }
+
+    fn abort(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}

@@ -1,0 +1,61 @@
+//! What a source is once opened: the object's description, and its body as a stream of
+//! chunks pulled by an async task.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+
+use super::ObjectMeta;
+use crate::Error;
+
+/// A boxed future, so store traits stay object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An object's body: chunks in order, `None` at the end. A body checks its own length
+/// (an S3 range that came back short, a file that changed), so `None` means complete.
+pub trait Body: Send {
+    /// The next chunk, or `None` once the whole body was returned.
+    fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, Error>>;
+}
+
+/// What is known of an opened object before its body is read.
+#[derive(Clone, Debug)]
+pub struct SourceInfo {
+    /// Its size in bytes.
+    pub size: u64,
+    /// ETag (S3) or fingerprint (local) of exactly the bytes being read.
+    pub etag: String,
+    /// Version ID, on versioned buckets.
+    pub version: Option<String>,
+    /// Metadata and tags.
+    pub meta: ObjectMeta,
+    /// The first bytes of the body, when already fetched (S3): enough to recognise a
+    /// message header without another request. The body still yields them.
+    pub head: Bytes,
+}
+
+/// An object opened for reading.
+pub struct SourceObject {
+    /// What is known of it.
+    pub info: SourceInfo,
+    /// The body.
+    pub body: Box<dyn Body>,
+}
+
+/// A body already in memory (tests, small inputs).
+pub struct BytesBody(Option<Bytes>);
+
+impl BytesBody {
+    /// A body of exactly `bytes`.
+    pub fn new(bytes: Bytes) -> Self {
+        Self(Some(bytes))
+    }
+}
+
+impl Body for BytesBody {
+    fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
+        let chunk = self.0.take();
+        Box::pin(async move { Ok(chunk) })
+    }
+}
