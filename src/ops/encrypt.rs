@@ -27,7 +27,10 @@ pub struct Sealer<'a> {
 
 impl Sealer<'_> {
     /// Materials for a message of about `plaintext` bytes.
-    pub(super) async fn materials(&self, plaintext: u64) -> Result<Arc<EncryptionMaterials>, Failed> {
+    pub(super) async fn materials(
+        &self,
+        plaintext: u64,
+    ) -> Result<Arc<EncryptionMaterials>, Failed> {
         self.pool
             .materials(self.context, plaintext)
             .await

@@ -23,7 +23,9 @@ pub async fn finished_by_earlier_run(
     Ok(head
         .and_then(|h| Marker::read(&h.meta))
         .filter(|m| m.made_from(etag, version))
-        .map(|_| format!("already done: {output} carries sealpipe's marker for source ETag {etag}")))
+        .map(|_| {
+            format!("already done: {output} carries sealpipe's marker for source ETag {etag}")
+        }))
 }
 
 /// Why an object opened for in-place encryption is encrypted already, if it is: it

@@ -145,7 +145,9 @@ async fn start(job: &Job) -> Result<(Running, Arc<PoolStats>), Error> {
             Running::Reencrypt(open(from, &key_stats)?, sealed)
         }
         (Work::Encrypt(_) | Work::Reencrypt { .. }, None) => {
-            return Err(Error::Internal("a job that writes messages has no sealing".into()));
+            return Err(Error::Internal(
+                "a job that writes messages has no sealing".into(),
+            ));
         }
     };
     Ok((running, key_stats))
@@ -276,7 +278,10 @@ fn list(job: &Job, plan: &plan::Plan, cancel: &Cancel) -> mpsc::Receiver<ListIte
             let (s3, bucket, prefix) = (job.s3.clone(), bucket.clone(), prefix.clone());
             tokio::spawn(async move {
                 let listed = match &s3 {
-                    Some(s3) => s3.list(&bucket, &prefix, &tx).await.map_err(|e| e.to_string()),
+                    Some(s3) => s3
+                        .list(&bucket, &prefix, &tx)
+                        .await
+                        .map_err(|e| e.to_string()),
                     None => Err("no S3 store in the job".to_string()),
                 };
                 if let Err(e) = listed {
@@ -320,7 +325,10 @@ fn list(job: &Job, plan: &plan::Plan, cancel: &Cancel) -> mpsc::Receiver<ListIte
                 }
             });
         }
-        (Source::Location(Location::S3 { bucket, prefix }), plan::Shape::Tree | plan::Shape::Manifest) => {
+        (
+            Source::Location(Location::S3 { bucket, prefix }),
+            plan::Shape::Tree | plan::Shape::Manifest,
+        ) => {
             let id = ObjectId::s3(bucket, prefix, None);
             tokio::spawn(async move {
                 let _ = tx

@@ -259,7 +259,8 @@ impl UnchangedFile {
         let changed = |what: String| crate::Error::SourceChanged(SourceChanged { what });
         // One byte more than is left, so growth shows without another call.
         let left = self.size.saturating_sub(self.read);
-        let want = usize::try_from(left.saturating_add(1)).map_or(READ_CHUNK, |n| n.min(READ_CHUNK));
+        let want =
+            usize::try_from(left.saturating_add(1)).map_or(READ_CHUNK, |n| n.min(READ_CHUNK));
         let mut buf = bytes::BytesMut::zeroed(want);
         let mut filled = 0;
         while filled < want {
@@ -570,7 +571,10 @@ pub struct LocalSink {
 impl LocalSink {
     /// Starts the output for `destination`; on commit it gets
     /// [`output_mode`]`(source_mode)`.
-    pub async fn create(destination: &Path, source_mode: Option<u32>) -> Result<Self, crate::Error> {
+    pub async fn create(
+        destination: &Path,
+        source_mode: Option<u32>,
+    ) -> Result<Self, crate::Error> {
         let destination = destination.to_path_buf();
         bridge::blocking("creating a file", move || {
             let mut staged = StagedFile::create(&destination)?;
@@ -615,9 +619,10 @@ impl Sink for LocalSink {
         Box::pin(async move {
             self.settle().await?;
             self.written += filled.len() as u64;
-            let mut file = self.file.take().ok_or_else(|| {
-                crate::Error::Internal("a local output lost its file".into())
-            })?;
+            let mut file = self
+                .file
+                .take()
+                .ok_or_else(|| crate::Error::Internal("a local output lost its file".into()))?;
             self.writing = Some(tokio::task::spawn_blocking(move || {
                 let result = file.write_all(&filled);
                 (file, filled, result)

@@ -24,10 +24,10 @@ pub use local::{
     LocalSink, PartialCleanup, SourceChanged, StagedFile, is_partial_name, list_local, open_local,
     output_mode, remove_stale_partials, same_file,
 };
-pub use sink::{Discard, Payload, Precondition, Sink};
-pub use source::{Body, BoxFuture, BytesBody, SourceInfo, SourceObject};
 pub use manifest::{ManifestEntry, read_manifest};
 pub use s3::{Head, MIN_PART_SIZE, S3Error, S3Settings, S3Sink, S3Stats, S3Store, SourceShape};
+pub use sink::{Discard, Payload, Precondition, Sink};
+pub use source::{Body, BoxFuture, BytesBody, SourceInfo, SourceObject};
 
 /// Where objects are read from or written to, as given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]

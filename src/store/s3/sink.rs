@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use aws_sdk_s3::primitives::ByteStream;
-use tokio::task::JoinHandle;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass,
 };
 use bytes::{Bytes, BytesMut};
+use tokio::task::JoinHandle;
 
 use super::error::{S3Error, classify};
 use super::meta::{http_date, tagging, with_meta};
@@ -39,11 +39,14 @@ pub struct S3Sink {
     written: u64,
     base_free: bool,
     upload_id: Option<String>,
-    in_flight: VecDeque<(JoinHandle<Result<(CompletedPart, Bytes), S3Error>>, Held)>,
+    in_flight: VecDeque<(PartUpload, Held)>,
     parts: Vec<CompletedPart>,
     /// Committed or aborted: nothing left for `Drop` to clean.
     settled: bool,
 }
+
+/// A part being uploaded: it returns the completed part and its buffer, for reuse.
+type PartUpload = JoinHandle<Result<(CompletedPart, Bytes), S3Error>>;
 
 /// The budget a buffer holds.
 #[derive(Debug)]
@@ -121,11 +124,7 @@ impl S3Sink {
 
     /// Sends `body` as the next part (starting the upload first), holding `reservation`
     /// until it is uploaded.
-    async fn send_part(
-        &mut self,
-        body: BytesMut,
-        held: Held,
-    ) -> Result<(), S3Error> {
+    async fn send_part(&mut self, body: BytesMut, held: Held) -> Result<(), S3Error> {
         if self.upload_id.is_none() {
             let id = self.create_upload().await?;
             self.upload_id = Some(id);
