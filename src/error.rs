@@ -27,6 +27,9 @@ pub enum Error {
     /// A local source changed while it was read.
     #[error(transparent)]
     SourceChanged(#[from] crate::store::SourceChanged),
+    /// A store cannot do what was asked (copy a range from another kind of store).
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// The job was cancelled while the object was in flight.
     #[error("the job was cancelled before this object was finished")]
     Cancelled,

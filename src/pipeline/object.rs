@@ -11,6 +11,9 @@ use crate::store::{
     S3Store, Sink, SourceObject,
 };
 
+/// Objects up to this size are fetched rather than looked at (HEAD) to learn their ETag.
+const SMALL_OBJECT: u64 = 256 * 1024;
+
 pub(super) async fn process(ctx: &Context, listed: Listed) {
     let stats = &ctx.stats;
     match process_object(ctx, &listed).await {
@@ -56,8 +59,9 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
         return Err(Failed::with_code("WouldReplaceSource", why));
     }
     // Resume: an output made from this very source is finished work. Manifests (and
-    // some S3-compatible listings) give no ETag: a HEAD of the source is much cheaper
-    // than the first ranged GET for finding it.
+    // some S3-compatible listings) give no ETag: a HEAD of the source finds it, much
+    // cheaper than the first ranged GET of a large object. A small object's GET costs
+    // what a HEAD does, so its ETag comes with its body instead, one request fewer.
     let resume_in = match (&target, &job.s3) {
         (Target::S3 { .. }, Some(s3)) if job.mode().writes_messages() && !job.in_place => {
             target.id().map(|output| (s3, output))
@@ -68,6 +72,7 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
     if let Some((s3, output)) = &resume_in {
         let known = match (&listed.etag, &listed.id) {
             (Some(etag), id) => Some((etag.clone(), version_of(id).map(str::to_string))),
+            (None, ObjectId::S3 { .. }) if listed.size.is_some_and(|n| n <= SMALL_OBJECT) => None,
             (None, ObjectId::S3 { .. }) => s3
                 .head(&listed.id)
                 .await

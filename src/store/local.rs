@@ -631,6 +631,35 @@ impl Sink for LocalSink {
         })
     }
 
+    fn copy_range<'a>(
+        &'a mut self,
+        from: &'a ObjectId,
+        etag: &'a str,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'a, Result<(), crate::Error>> {
+        Box::pin(async move {
+            let ObjectId::Local(path) = from else {
+                return Err(crate::Error::Unsupported(
+                    "a local output copies ranges only from local files".into(),
+                ));
+            };
+            self.settle().await?;
+            let mut file = self
+                .file
+                .take()
+                .ok_or_else(|| crate::Error::Internal("a local output lost its file".into()))?;
+            let (path, etag) = (path.clone(), etag.to_string());
+            let (file, copied) = bridge::blocking("copying a file range", move || {
+                let copied = copy_file_range(&path, &etag, range, &mut file);
+                (file, copied)
+            })
+            .await?;
+            self.file = Some(file);
+            self.written += copied?;
+            Ok(())
+        })
+    }
+
     fn commit(mut self: Box<Self>) -> BoxFuture<'static, Result<u64, crate::Error>> {
         Box::pin(async move {
             self.settle().await?;
@@ -649,6 +678,41 @@ impl Sink for LocalSink {
             let _ = bridge::blocking("removing a partial file", move || drop(staged)).await;
         })
     }
+}
+
+/// Copies `range` of the file at `path` (still with fingerprint `etag`) to the end of
+/// `out`. `io::copy` between files lets the kernel copy (`copy_file_range` on Linux),
+/// so the bytes need not pass through this process.
+fn copy_file_range(
+    path: &Path,
+    etag: &str,
+    range: std::ops::Range<u64>,
+    out: &mut File,
+) -> Result<u64, crate::Error> {
+    use std::io::Seek;
+    let mut source = File::open(path)?;
+    let meta = source.metadata()?;
+    if fingerprint(&meta) != etag {
+        return Err(crate::Error::SourceChanged(SourceChanged {
+            what: "it is not the file the range was taken from".into(),
+        }));
+    }
+    let len = range.end.saturating_sub(range.start);
+    if range.end > meta.len() {
+        return Err(crate::Error::Unsupported(format!(
+            "the range ends at byte {} of a {}-byte file",
+            range.end,
+            meta.len()
+        )));
+    }
+    source.seek(io::SeekFrom::Start(range.start))?;
+    let copied = io::copy(&mut source.take(len), out)?;
+    if copied != len {
+        return Err(crate::Error::SourceChanged(SourceChanged {
+            what: format!("{copied} of {len} bytes of the range could be read"),
+        }));
+    }
+    Ok(copied)
 }
 
 #[cfg(test)]

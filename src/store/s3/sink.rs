@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use super::error::{S3Error, classify};
 use super::meta::{http_date, tagging, with_meta};
 use super::request::{retried, retried_quietly, send};
-use super::{S3Settings, S3Store, Shared, s3_parts};
+use super::{MIN_PART_SIZE, S3Settings, S3Store, Shared, s3_parts};
 use crate::store::{BoxFuture, ObjectId, ObjectMeta, Payload, Precondition, Reservation, Sink};
 
 /// An object being written to S3; see [`S3Store::sink`].
@@ -41,6 +41,8 @@ pub struct S3Sink {
     upload_id: Option<String>,
     in_flight: VecDeque<(PartUpload, Held)>,
     parts: Vec<CompletedPart>,
+    /// A copied part shorter than S3's minimum was the last one: nothing may follow.
+    ended_short: bool,
     /// Committed or aborted: nothing left for `Drop` to clean.
     settled: bool,
 }
@@ -102,6 +104,9 @@ impl S3Sink {
 
     /// Takes back the bytes of a lent buffer; sends every whole part.
     async fn take_back(&mut self, filled: BytesMut) -> Result<(), S3Error> {
+        if self.ended_short && !filled.is_empty() {
+            return Err(self.refused("nothing can follow a copied part shorter than 5 MiB"));
+        }
         self.written += filled.len() as u64;
         let mut held = std::mem::replace(&mut self.lent_budget, Held::Unaccounted);
         let mut buf = filled;
@@ -174,6 +179,121 @@ impl S3Sink {
         });
         self.in_flight.push_back((task, held));
         Ok(())
+    }
+
+    /// Appends `range` of `from` as parts copied by S3 itself (UploadPartCopy),
+    /// conditional on the source's `etag`: the bytes never pass through sealpipe.
+    ///
+    /// S3 wants every part but the last to hold at least 5 MiB: what was put before must
+    /// be nothing or at least that much, and a copy that ends with a shorter part ends
+    /// the output.
+    async fn copy_in(
+        &mut self,
+        from: &ObjectId,
+        etag: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<(), S3Error> {
+        let ObjectId::S3 {
+            bucket,
+            key,
+            version,
+        } = from
+        else {
+            return Err(self.refused("S3 copies parts only from S3 objects"));
+        };
+        if self.ended_short {
+            return Err(self.refused("nothing can follow a copied part shorter than 5 MiB"));
+        }
+        if let Some((buf, held)) = self.pending.take() {
+            if (buf.len() as u64) < MIN_PART_SIZE {
+                return Err(self.refused(
+                    "bytes written before a copied range must make a part of at least 5 MiB",
+                ));
+            }
+            self.send_part(buf, held).await?;
+        }
+        if self.upload_id.is_none() {
+            let id = self.create_upload().await?;
+            self.upload_id = Some(id);
+        }
+        let mut source = format!(
+            "{bucket}/{}",
+            percent_encoding::utf8_percent_encode(key, COPY_SOURCE_KEY)
+        );
+        if let Some(v) = version {
+            source.push_str("?versionId=");
+            source.push_str(&percent_encoding::utf8_percent_encode(v, COPY_SOURCE_KEY).to_string());
+        }
+        let mut start = range.start;
+        while start < range.end {
+            let mut len = self.part_size.min(range.end - start);
+            // Never leave a remainder under the minimum for a part of its own.
+            if range.end - start - len < MIN_PART_SIZE {
+                len = range.end - start;
+            }
+            if len < MIN_PART_SIZE {
+                self.ended_short = true;
+            }
+            // Uploads in flight stay within the per-object limit; copies hold no budget.
+            while self.in_flight.len() >= self.shared.settings.uploads_in_flight.max(1) {
+                self.wait_oldest().await?;
+            }
+            self.copy_part(&source, etag, start, len);
+            self.written += len;
+            start += len;
+        }
+        Ok(())
+    }
+
+    /// Starts copying `len` bytes at `start` of `source` as the next part.
+    fn copy_part(&mut self, source: &str, etag: &str, start: u64, len: u64) {
+        let number = i32::try_from(self.parts.len() + self.in_flight.len() + 1)
+            .expect("part numbers stay below 10,000");
+        let (shared, id) = (self.shared.clone(), self.id.clone());
+        let upload_id = self.upload_id.clone().unwrap_or_default();
+        let (source, if_match) = (source.to_string(), format!("\"{etag}\""));
+        let task = self.shared.runtime.spawn(async move {
+            let (bucket, key, _) = s3_parts(&id);
+            let part = retried(&shared, || {
+                let request = shared
+                    .client
+                    .upload_part_copy()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .copy_source(&source)
+                    .copy_source_if_match(&if_match)
+                    .copy_source_range(format!("bytes={start}-{}", start + len - 1));
+                let id = &id;
+                async move {
+                    let out = request
+                        .send()
+                        .await
+                        .map_err(|e| classify("UploadPartCopy", id, e))?;
+                    let result = out.copy_part_result();
+                    Ok(CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(result.and_then(|r| r.e_tag()).map(str::to_string))
+                        .set_checksum_crc32(
+                            result.and_then(|r| r.checksum_crc32()).map(str::to_string),
+                        )
+                        .build())
+                }
+            })
+            .await?;
+            Ok((part, Bytes::new()))
+        });
+        self.in_flight.push_back((task, Held::Unaccounted));
+    }
+
+    fn refused(&self, why: &str) -> S3Error {
+        S3Error::new(
+            "UploadPartCopy",
+            &self.id,
+            "InvalidRequest",
+            why.to_string(),
+        )
     }
 
     /// Gives a buffer's budget back: the base to this object, the rest to the job.
@@ -371,6 +491,14 @@ async fn abort_upload(shared: &Shared, id: &ObjectId, upload_id: &str) -> Result
     }
 }
 
+/// What a key keeps unescaped in `x-amz-copy-source`: unreserved characters and `/`.
+const COPY_SOURCE_KEY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
 impl Sink for S3Sink {
     fn lend(&mut self) -> BoxFuture<'_, Result<BytesMut, crate::Error>> {
         Box::pin(async move { Ok(self.next_buffer().await?) })
@@ -378,6 +506,15 @@ impl Sink for S3Sink {
 
     fn put(&mut self, filled: BytesMut) -> BoxFuture<'_, Result<(), crate::Error>> {
         Box::pin(async move { Ok(self.take_back(filled).await?) })
+    }
+
+    fn copy_range<'a>(
+        &'a mut self,
+        from: &'a ObjectId,
+        etag: &'a str,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'a, Result<(), crate::Error>> {
+        Box::pin(async move { Ok(self.copy_in(from, etag, range).await?) })
     }
 
     fn commit(mut self: Box<Self>) -> BoxFuture<'static, Result<u64, crate::Error>> {
@@ -460,6 +597,7 @@ impl S3Store {
             upload_id: None,
             in_flight: VecDeque::new(),
             parts: Vec::new(),
+            ended_short: false,
             settled: false,
         }
     }
