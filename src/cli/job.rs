@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail};
 use sealpipe::crypto::AeadBackend;
 use sealpipe::format::{AlgorithmSuite, DecodeLimits, EncryptionContext};
 use sealpipe::keys::{DiscoveryFilter, Keyring, KmsDiscoveryKeyring, PoolLimits};
-use sealpipe::pipeline::{Job, Keys, Mode, ObjectFilter, Opening, Sealing, Source, Work};
+use sealpipe::pipeline::{Job, Keys, Mode, ObjectFilter, Opening, Output, Sealing, Source, Work};
 use sealpipe::store::{ByteBudget, Location, S3Settings, S3Store};
 use sealpipe::stream::{DEFAULT_FRAME_LENGTH, DecryptOptions, EncryptOptions};
 
@@ -36,7 +36,7 @@ pub async fn encrypt(
     let mut job = base_job(Mode::Encrypt, &args.transfer, global, config).await?;
     job.wrap_keyring = keyring(&args.keys, &config.job.keys, config, kms, job.dry_run).await?;
     write_options(&mut job, &args.write, global, config)?;
-    Ok(job.into_job())
+    job.into_job()
 }
 
 /// `reencrypt`.
@@ -59,7 +59,7 @@ pub async fn reencrypt(
         kms,
     )
     .await?;
-    Ok(job.into_job())
+    job.into_job()
 }
 
 /// `decrypt` (`Mode::Decrypt`) and `verify` (`Mode::Verify`): jobs that only read
@@ -74,7 +74,7 @@ pub async fn reading(
     let mut job = base_job(mode, &args.transfer, global, config).await?;
     let keys = &config.job.keys;
     read_options(&mut job, &args.keys, keys, &args.read, global, config, kms).await?;
-    Ok(job.into_job())
+    job.into_job()
 }
 
 /// A job being assembled from flags, environment and config, before it becomes the
@@ -100,7 +100,28 @@ struct Draft {
 }
 
 impl Draft {
-    fn into_job(self) -> Job {
+    /// The library's job. What it cannot represent (a verify job with a destination, a
+    /// job that writes with nowhere to write) is refused here, in the user's terms.
+    fn into_job(self) -> anyhow::Result<Job> {
+        let output = match (self.in_place, self.destination, self.mode) {
+            (true, _, Mode::Verify) => bail!("verify writes nothing; drop --in-place"),
+            (true, Some(dst), _) if Source::Location(dst.clone()) != self.source => {
+                let src = match &self.source {
+                    Source::Location(l) | Source::Manifest(l) => l,
+                };
+                bail!(
+                    "--in-place replaces each source object; the destination {dst} differs \
+                     from the source {src}"
+                )
+            }
+            (true, _, _) => Some(Output::InPlace),
+            (false, Some(_), Mode::Verify) => bail!("verify takes no destination"),
+            (false, None, Mode::Verify) => None,
+            (false, Some(dst), _) => Some(Output::To(dst)),
+            (false, None, _) => {
+                bail!("no destination: give one, or --in-place to replace S3 objects")
+            }
+        };
         let keys = |k: Option<Arc<dyn Keyring>>| k.map_or(Keys::NotLoaded, Keys::Loaded);
         let sealing = Sealing {
             keys: keys(self.wrap_keyring),
@@ -115,26 +136,32 @@ impl Draft {
             reproduced_context: self.reproduced_context,
             cache_max_age: self.pool_limits.max_age,
         };
-        let work = match self.mode {
-            Mode::Encrypt => Work::Encrypt(sealing),
-            Mode::Decrypt => Work::Decrypt(opening),
-            Mode::Reencrypt => Work::Reencrypt {
+        let work = match (self.mode, output) {
+            (Mode::Verify, _) => Work::Verify { from: opening },
+            (_, None) => bail!("no destination: give one, or --in-place to replace S3 objects"),
+            (Mode::Encrypt, Some(output)) => Work::Encrypt {
+                to: sealing,
+                output,
+            },
+            (Mode::Decrypt, Some(output)) => Work::Decrypt {
+                from: opening,
+                output,
+            },
+            (Mode::Reencrypt, Some(output)) => Work::Reencrypt {
                 from: opening,
                 to: sealing,
+                output,
             },
-            Mode::Verify => Work::Verify(opening),
         };
-        Job {
+        Ok(Job {
             work,
             source: self.source,
-            destination: self.destination,
-            in_place: self.in_place,
             filter: self.filter,
             concurrency: self.concurrency,
             dry_run: self.dry_run,
             fail_fast: self.fail_fast,
             s3: self.s3,
-        }
+        })
     }
 }
 

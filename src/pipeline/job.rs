@@ -70,48 +70,85 @@ pub struct Opening {
     pub cache_max_age: Duration,
 }
 
-/// What a job does to each object, with what that takes.
+/// Where a job that writes outputs puts them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Into this file, directory, S3 object or prefix, mirroring the source's names.
+    To(Location),
+    /// Over each S3 source object, conditionally on the ETag that was read.
+    InPlace,
+}
+
+/// What a job does to each object, with what that takes: keys and options to read
+/// messages, to write them, or both, and where outputs go (`verify` writes none).
 #[derive(Clone)]
 pub enum Work {
     /// Plaintext in, messages out.
-    Encrypt(Sealing),
+    Encrypt {
+        /// How the messages are written.
+        to: Sealing,
+        /// Where.
+        output: Output,
+    },
     /// Messages in, plaintext out.
-    Decrypt(Opening),
+    Decrypt {
+        /// How the messages are read.
+        from: Opening,
+        /// Where the plaintext goes.
+        output: Output,
+    },
     /// Messages in, new messages out.
     Reencrypt {
         /// How the old messages are read.
         from: Opening,
         /// How the new ones are written.
         to: Sealing,
+        /// Where.
+        output: Output,
     },
     /// Messages in, nothing out.
-    Verify(Opening),
+    Verify {
+        /// How the messages are read.
+        from: Opening,
+    },
 }
 
 impl Work {
     /// The mode, as reports name it.
     pub fn mode(&self) -> Mode {
         match self {
-            Work::Encrypt(_) => Mode::Encrypt,
-            Work::Decrypt(_) => Mode::Decrypt,
+            Work::Encrypt { .. } => Mode::Encrypt,
+            Work::Decrypt { .. } => Mode::Decrypt,
             Work::Reencrypt { .. } => Mode::Reencrypt,
-            Work::Verify(_) => Mode::Verify,
+            Work::Verify { .. } => Mode::Verify,
         }
     }
 
     /// How messages are written, for jobs that write them.
     pub fn sealing(&self) -> Option<&Sealing> {
         match self {
-            Work::Encrypt(s) | Work::Reencrypt { to: s, .. } => Some(s),
-            Work::Decrypt(_) | Work::Verify(_) => None,
+            Work::Encrypt { to, .. } | Work::Reencrypt { to, .. } => Some(to),
+            Work::Decrypt { .. } | Work::Verify { .. } => None,
         }
     }
 
     /// How messages are read, for jobs that read them.
     pub fn opening(&self) -> Option<&Opening> {
         match self {
-            Work::Decrypt(o) | Work::Verify(o) | Work::Reencrypt { from: o, .. } => Some(o),
-            Work::Encrypt(_) => None,
+            Work::Decrypt { from, .. } | Work::Verify { from } | Work::Reencrypt { from, .. } => {
+                Some(from)
+            }
+            Work::Encrypt { .. } => None,
+        }
+    }
+
+    /// Where outputs go; `None` for `verify`.
+    pub fn output(&self) -> Option<&Output> {
+        match self {
+            Work::Encrypt { output, .. }
+            | Work::Decrypt { output, .. }
+            | Work::Reencrypt { output, .. } => Some(output),
+            Work::Verify { .. } => None,
         }
     }
 }
@@ -132,10 +169,6 @@ pub struct Job {
     pub work: Work,
     /// Where objects come from.
     pub source: Source,
-    /// Where outputs go: `None` for `verify`, and for in-place jobs.
-    pub destination: Option<Location>,
-    /// Replace each S3 object with its output, conditionally on its ETag.
-    pub in_place: bool,
     /// Which listed objects are processed.
     pub filter: ObjectFilter,
     /// Objects processed at once (1 to [`MAX_CONCURRENCY`](super::MAX_CONCURRENCY)).
@@ -153,6 +186,19 @@ impl Job {
     pub fn mode(&self) -> Mode {
         self.work.mode()
     }
+
+    /// Where outputs go, unless in place or nowhere (`verify`).
+    pub fn destination(&self) -> Option<&Location> {
+        match self.work.output() {
+            Some(Output::To(location)) => Some(location),
+            Some(Output::InPlace) | None => None,
+        }
+    }
+
+    /// Whether each S3 object is replaced with its output.
+    pub fn in_place(&self) -> bool {
+        self.work.output() == Some(&Output::InPlace)
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -160,8 +206,7 @@ impl std::fmt::Debug for Job {
         f.debug_struct("Job")
             .field("mode", &self.mode())
             .field("source", &self.source)
-            .field("destination", &self.destination)
-            .field("in_place", &self.in_place)
+            .field("output", &self.work.output())
             .field("dry_run", &self.dry_run)
             .finish_non_exhaustive()
     }

@@ -21,7 +21,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 pub use crate::bridge::Cancel;
 pub use filter::ObjectFilter;
-pub use job::{Job, Keys, Mode, Opening, Sealing, Source, Work};
+pub use job::{Job, Keys, Mode, Opening, Output, Sealing, Source, Work};
 pub use stats::{CacheCounts, Failure, ObjectCounts, PartialCounts, Report, S3Counts, Stats};
 
 use crate::Error;
@@ -138,13 +138,13 @@ async fn start(job: &Job) -> Result<(Running, Arc<PoolStats>), Error> {
         })
     };
     let running = match (&job.work, seal) {
-        (Work::Encrypt(_), Some(sealed)) => Running::Encrypt(sealed),
-        (Work::Decrypt(o), _) => Running::Decrypt(open(o, &key_stats)?),
-        (Work::Verify(o), _) => Running::Verify(open(o, &key_stats)?),
+        (Work::Encrypt { .. }, Some(sealed)) => Running::Encrypt(sealed),
+        (Work::Decrypt { from, .. }, _) => Running::Decrypt(open(from, &key_stats)?),
+        (Work::Verify { from }, _) => Running::Verify(open(from, &key_stats)?),
         (Work::Reencrypt { from, .. }, Some(sealed)) => {
             Running::Reencrypt(open(from, &key_stats)?, sealed)
         }
-        (Work::Encrypt(_) | Work::Reencrypt { .. }, None) => {
+        (Work::Encrypt { .. } | Work::Reencrypt { .. }, None) => {
             return Err(Error::Internal(
                 "a job that writes messages has no sealing".into(),
             ));

@@ -24,7 +24,7 @@ pub(super) async fn process(ctx: &Context, listed: Listed) {
         Ok(Some(Outcome::Skipped(reason))) => stats.skip(&listed.id, &reason),
         // Dry run: it would be processed.
         Ok(None) => {}
-        Err(f) if f.conflict && ctx.job.in_place => stats.conflict(
+        Err(f) if f.conflict && ctx.job.in_place() => stats.conflict(
             &listed.id,
             format!(
                 "{}; the object changed while sealpipe worked on it and was left as the \
@@ -53,7 +53,7 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
         .plan
         .target(job, listed)
         .map_err(|m| Failed::with_code("InvalidName", m))?;
-    if !job.in_place
+    if !job.in_place()
         && let Some(why) = replaces_source(&listed.id, &target)
     {
         return Err(Failed::with_code("WouldReplaceSource", why));
@@ -63,7 +63,7 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
     // cheaper than the first ranged GET of a large object. A small object's GET costs
     // what a HEAD does, so its ETag comes with its body instead, one request fewer.
     let resume_in = match (&target, &job.s3) {
-        (Target::S3 { .. }, Some(s3)) if job.mode().writes_messages() && !job.in_place => {
+        (Target::S3 { .. }, Some(s3)) if job.mode().writes_messages() && !job.in_place() => {
             target.id().map(|output| (s3, output))
         }
         _ => None,
@@ -120,7 +120,7 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
     let out = Output {
         target: &target,
         s3: job.s3.as_ref(),
-        precondition: if job.in_place {
+        precondition: if job.in_place() {
             Precondition::IfMatch(source.info.etag.clone())
         } else {
             Precondition::None
@@ -129,7 +129,7 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
     let cancel = &ctx.cancel;
     let outcome = match &ctx.running {
         Running::Encrypt(sealed) => {
-            if job.in_place
+            if job.in_place()
                 && let Some(reason) = resume::already_encrypted(&source.info)
             {
                 return Ok(Some(Outcome::Skipped(reason)));
@@ -139,7 +139,7 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
         Running::Decrypt(opened) => ops::decrypt(opened.opener(), source, &out, cancel).await,
         Running::Verify(opened) => ops::verify(opened.opener(), source, cancel).await,
         Running::Reencrypt(opened, sealed) => {
-            let skip_if_wrapped = job.in_place;
+            let skip_if_wrapped = job.in_place();
             ops::reencrypt(
                 opened.opener(),
                 sealed.sealer(),
@@ -159,7 +159,7 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
 /// not give, and (in place) objects already encrypted.
 async fn dry_run(ctx: &Context, listed: &Listed) -> Result<Option<Outcome>, Failed> {
     let job = &ctx.job;
-    let in_place_encrypt = job.in_place && job.mode() == super::Mode::Encrypt;
+    let in_place_encrypt = job.in_place() && job.mode() == super::Mode::Encrypt;
     let (Some(s3), ObjectId::S3 { .. }) = (&job.s3, &listed.id) else {
         return Ok(None);
     };

@@ -4,7 +4,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::{Job, Keys, Mode, Source};
+use super::{Job, Keys, Source};
 use crate::Error;
 use crate::escape;
 use crate::format::RESERVED_PREFIX;
@@ -107,7 +107,7 @@ impl Plan {
         // Many objects need a directory to go in; finding out per object would fail
         // every one of them.
         if let (Shape::Tree | Shape::Prefix(_) | Shape::Manifest, Some(Location::Local(dst))) =
-            (&shape, &job.destination)
+            (&shape, job.destination())
             && std::fs::metadata(dst).is_ok_and(|m| !m.is_dir())
         {
             return Err(Error::Config(format!(
@@ -128,10 +128,10 @@ impl Plan {
     /// Per-object checks in `object.rs` catch what cannot be known here (manifests,
     /// hard links).
     fn check_sources_are_not_destinations(&self, job: &Job) -> Result<(), Error> {
-        if job.in_place {
+        if job.in_place() {
             return Ok(());
         }
-        match (&job.source, &self.shape, &job.destination) {
+        match (&job.source, &self.shape, job.destination()) {
             (Source::Location(Location::Local(src)), Shape::Single(listed), Some(_)) => {
                 if let Target::Local(out) = self.target(job, listed).map_err(Error::Config)? {
                     let (src_real, out_real) = (resolve(src)?, resolve(&out)?);
@@ -220,7 +220,7 @@ impl Plan {
     /// tree (recursively), or the directory of a single output file (only that
     /// directory). `None` when nothing is written locally.
     pub(super) fn partial_cleanup_root(&self, job: &Job) -> Option<(PathBuf, bool)> {
-        let Some(Location::Local(dst)) = &job.destination else {
+        let Some(Location::Local(dst)) = job.destination() else {
             return None;
         };
         if let Shape::Single(listed) = &self.shape
@@ -237,7 +237,7 @@ impl Plan {
 
     /// Where `listed`'s output goes.
     pub(super) fn target(&self, job: &Job, listed: &Listed) -> Result<Target, String> {
-        if job.in_place {
+        if job.in_place() {
             return match &listed.id {
                 ObjectId::S3 { bucket, key, .. } => Ok(Target::S3 {
                     bucket: bucket.clone(),
@@ -247,7 +247,7 @@ impl Plan {
             };
         }
         let single = matches!(self.shape, Shape::Single(_));
-        match &job.destination {
+        match job.destination() {
             None => Ok(Target::Discard),
             Some(Location::Local(dst)) => {
                 let names_output = single
@@ -304,7 +304,7 @@ fn check_combination(job: &Job) -> Result<(), Error> {
         Source::Location(l) => l.is_s3(),
         Source::Manifest(_) => true,
     };
-    if job.s3.is_none() && (source_on_s3 || job.destination.as_ref().is_some_and(Location::is_s3)) {
+    if job.s3.is_none() && (source_on_s3 || job.destination().is_some_and(Location::is_s3)) {
         return Err(Error::Config(
             "an S3 location needs an S3 store in the job".into(),
         ));
@@ -335,7 +335,7 @@ fn check_combination(job: &Job) -> Result<(), Error> {
             )));
         }
     }
-    if job.in_place {
+    if job.in_place() {
         if !source_on_s3 {
             return Err(Error::Config(
                 "--in-place works on S3 objects only (conditional writes protect concurrent \
@@ -343,33 +343,9 @@ fn check_combination(job: &Job) -> Result<(), Error> {
                     .into(),
             ));
         }
-        if job.mode() == Mode::Verify {
-            return Err(Error::Config(
-                "verify writes nothing; drop --in-place".into(),
-            ));
-        }
-        if let (Source::Location(src), Some(dst)) = (&job.source, &job.destination)
-            && src != dst
-        {
-            return Err(Error::Config(format!(
-                "--in-place replaces each source object; the destination {dst} differs from \
-                 the source {src}"
-            )));
-        }
         return Ok(());
     }
-    match (&job.destination, job.mode()) {
-        (None, Mode::Verify) | (Some(_), Mode::Encrypt | Mode::Decrypt | Mode::Reencrypt) => {}
-        (None, _) => {
-            return Err(Error::Config(
-                "no destination: give one, or --in-place to replace S3 objects".into(),
-            ));
-        }
-        (Some(_), Mode::Verify) => {
-            return Err(Error::Config("verify takes no destination".into()));
-        }
-    }
-    if let (Source::Location(src), Some(dst)) = (&job.source, &job.destination)
+    if let (Source::Location(src), Some(dst)) = (&job.source, job.destination())
         && src.is_s3()
         && src == dst
     {

@@ -133,6 +133,9 @@ pub struct Head {
     pub meta: ObjectMeta,
 }
 
+/// Bucket, key and version of an S3 object. The store's public operations refuse
+/// local files first ([`s3_only`]); were one to get this far, its empty bucket name
+/// makes the request fail, never the process.
 fn s3_parts(id: &ObjectId) -> (&str, &str, Option<&str>) {
     match id {
         ObjectId::S3 {
@@ -140,7 +143,20 @@ fn s3_parts(id: &ObjectId) -> (&str, &str, Option<&str>) {
             key,
             version,
         } => (bucket, key, version.as_deref()),
-        ObjectId::Local(_) => unreachable!("S3 operations take S3 objects"),
+        ObjectId::Local(_) => ("", "", None),
+    }
+}
+
+/// Refuses a local file where an S3 object is needed.
+fn s3_only(action: &'static str, id: &ObjectId) -> Result<(), S3Error> {
+    match id {
+        ObjectId::S3 { .. } => Ok(()),
+        ObjectId::Local(_) => Err(S3Error::new(
+            action,
+            id,
+            "NotAnS3Object",
+            "a local file was given where an S3 object is needed".into(),
+        )),
     }
 }
 
@@ -218,6 +234,7 @@ impl S3Store {
     }
     /// Size, ETag, version and metadata of an object, or `None` if it does not exist.
     pub async fn head(&self, id: &ObjectId) -> Result<Option<Head>, S3Error> {
+        s3_only("HeadObject", id)?;
         let (bucket, key, version) = s3_parts(id);
         let result = retried(&self.shared, || {
             let request = self

@@ -265,6 +265,7 @@ impl S3Store {
     ///
     /// The caller holds the object's base reservation ([`reserve_object`](Self::reserve_object)).
     pub async fn open(&self, id: &ObjectId) -> Result<SourceObject, S3Error> {
+        super::s3_only("GetObject", id)?;
         let shared = &self.shared;
         let part = shared.settings.part_size;
         let first = retried(shared, || get(shared, id, Some((0, part)), None)).await?;
