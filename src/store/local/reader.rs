@@ -1,0 +1,196 @@
+//! Reading a local file as a body of chunks, exactly as it was when opened.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+use std::time::SystemTime;
+
+use super::fingerprint;
+use super::mode::unix_mode;
+use crate::bridge;
+use crate::store::{Body, BoxFuture, ObjectMeta, SourceInfo, SourceObject};
+
+/// Bytes read from a file per chunk: large enough that each read is one system call
+/// worth making, small enough that the chunks a body holds ahead stay small.
+const READ_CHUNK: usize = 512 * 1024;
+
+/// Opens a file to read. Its body fails with [`SourceChanged`] if the file does not end
+/// exactly where it ended when opened, or was modified meanwhile.
+pub async fn open_local(path: &Path) -> Result<SourceObject, crate::Error> {
+    let path = path.to_path_buf();
+    bridge::blocking("opening a file", move || {
+        let file = File::open(&path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file").into());
+        }
+        let body = LocalBody {
+            file: Some(UnchangedFile {
+                file,
+                size: meta.len(),
+                modified: meta.modified().ok(),
+                read: 0,
+            }),
+        };
+        Ok(SourceObject {
+            info: SourceInfo {
+                size: meta.len(),
+                etag: fingerprint(&meta),
+                version: None,
+                meta: ObjectMeta {
+                    mode: unix_mode(&meta),
+                    ..Default::default()
+                },
+                head: bytes::Bytes::new(),
+            },
+            body: Box::new(body),
+        })
+    })
+    .await?
+}
+
+/// A local source that changed while it was read: it grew, shrank, or its modification
+/// time moved.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the file changed while it was read ({what}); nothing was written for it, a re-run reads the new contents"
+)]
+pub struct SourceChanged {
+    pub(super) what: String,
+}
+
+/// A file read to exactly the end it had when opened.
+struct UnchangedFile {
+    file: File,
+    size: u64,
+    modified: Option<SystemTime>,
+    read: u64,
+}
+
+impl UnchangedFile {
+    /// The next chunk, empty at the end.
+    fn read_chunk(&mut self) -> Result<bytes::Bytes, crate::Error> {
+        let changed = |what: String| crate::Error::SourceChanged(SourceChanged { what });
+        // One byte more than is left, so growth shows without another call.
+        let left = self.size.saturating_sub(self.read);
+        let want =
+            usize::try_from(left.saturating_add(1)).map_or(READ_CHUNK, |n| n.min(READ_CHUNK));
+        let mut buf = bytes::BytesMut::zeroed(want);
+        let mut filled = 0;
+        while filled < want {
+            match self.file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        buf.truncate(filled);
+        self.read += filled as u64;
+        if self.read > self.size {
+            return Err(changed(format!(
+                "it had {} bytes when opened and grew past that",
+                self.size
+            )));
+        }
+        if filled < want {
+            if self.read != self.size {
+                return Err(changed(format!(
+                    "it had {} bytes when opened, {} when reading ended",
+                    self.size, self.read
+                )));
+            }
+            // Same length, but rewritten in place meanwhile?
+            let now = self.file.metadata()?;
+            if now.len() != self.size || now.modified().ok() != self.modified {
+                return Err(changed("it was modified while it was read".into()));
+            }
+        }
+        Ok(buf.freeze())
+    }
+}
+
+/// A local file's body: chunks read on a blocking thread, one at a time.
+struct LocalBody {
+    /// `None` once the end was reached (or the file failed).
+    file: Option<UnchangedFile>,
+}
+
+impl Body for LocalBody {
+    fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<bytes::Bytes>, crate::Error>> {
+        Box::pin(async move {
+            let Some(mut file) = self.file.take() else {
+                return Ok(None);
+            };
+            let (file, chunk) = bridge::blocking("reading a file", move || {
+                let chunk = file.read_chunk();
+                (file, chunk)
+            })
+            .await?;
+            let chunk = chunk?;
+            // A short chunk is the last: the checks at the end passed.
+            if chunk.len() == READ_CHUNK {
+                self.file = Some(file);
+            }
+            Ok((!chunk.is_empty()).then_some(chunk))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::io::Write;
+
+    async fn read_all(source: SourceObject) -> Result<Vec<u8>, crate::Error> {
+        let mut body = source.body;
+        let mut all = Vec::new();
+        while let Some(chunk) = body.next_chunk().await? {
+            all.extend_from_slice(&chunk);
+        }
+        Ok(all)
+    }
+
+    #[tokio::test]
+    async fn a_source_that_changes_while_read_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let changed = |e: crate::Error| matches!(e, crate::Error::SourceChanged(_));
+
+        fs::write(&path, vec![7u8; 2 * READ_CHUNK]).unwrap();
+        let mut shrinking = open_local(&path).await.unwrap();
+        let first = shrinking.body.next_chunk().await.unwrap().unwrap();
+        assert_eq!(first.len(), READ_CHUNK);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(10)
+            .unwrap();
+        let err = read_all(shrinking).await.unwrap_err();
+        assert!(err.to_string().contains("when reading ended"), "{err}");
+        assert!(changed(err));
+
+        fs::write(&path, vec![7u8; 1000]).unwrap();
+        let growing = open_local(&path).await.unwrap();
+        File::options()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&[1u8; 300_000])
+            .unwrap();
+        let err = read_all(growing).await.unwrap_err();
+        assert!(err.to_string().contains("grew past"), "{err}");
+        assert!(changed(err));
+
+        // Exactly a chunk, then exactly two: the end is found without a short read.
+        for len in [0, 6, READ_CHUNK, 2 * READ_CHUNK, 2 * READ_CHUNK + 1] {
+            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            fs::write(&path, &data).unwrap();
+            let steady = open_local(&path).await.unwrap();
+            assert_eq!(steady.info.size, len as u64);
+            assert_eq!(read_all(steady).await.unwrap(), data, "{len} bytes");
+        }
+    }
+}
