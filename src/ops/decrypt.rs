@@ -7,7 +7,7 @@
 use bytes::Bytes;
 
 use super::marker::{self, Marker};
-use super::{Failed, MakeSink, Outcome, header, run_through};
+use super::{Failed, IN_MEMORY, MakeSink, Outcome, header, in_memory, run_through, write_whole};
 use crate::bridge::{Cancel, ChunkReader};
 use crate::format::EncryptionContext;
 use crate::keys::{DecryptCache, Keyring};
@@ -68,6 +68,23 @@ pub async fn decrypt(
     let bytes_in = source.info.size;
     let mut body = source.body;
     let (decryptor, rest) = opener.open(body.as_mut()).await?;
+    if let Some(tail) = body.take_if_in_memory(IN_MEMORY) {
+        // Opened in memory: nothing is written before every tag verified.
+        let mut plaintext = Vec::new();
+        let len = decryptor
+            .decrypt(&mut in_memory(rest, tail), &mut plaintext)
+            .map_err(|e| Failed::new("decrypt", e))?;
+        check_length(marker.as_ref(), len)?;
+        let sink = out
+            .make(meta, Payload::Plaintext, len)
+            .await
+            .map_err(|e| Failed::new("write", e))?;
+        let bytes_out = write_whole(sink, plaintext).await?;
+        return Ok(Outcome::Done {
+            bytes_in,
+            bytes_out,
+        });
+    }
     let sink = out
         .make(meta, Payload::Plaintext, hint)
         .await

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::marker::{self, Marker};
-use super::{Failed, MakeSink, Outcome, run_through};
+use super::{Failed, IN_MEMORY, MakeSink, Outcome, run_through, write_whole};
+use crate::Error;
 use crate::bridge::{Cancel, ChunkReader};
 use crate::format::EncryptionContext;
 use crate::keys::{DataKeyPool, EncryptionMaterials};
 use crate::store::{Payload, SourceInfo, SourceObject};
-use crate::stream::{EncryptOptions, EncryptingWriter};
+use crate::stream::{EncryptOptions, EncryptingWriter, encrypt_to_vec};
 
 /// What writing a message needs: where data keys come from, the context bound to each
 /// message, and how messages are laid out.
@@ -71,11 +72,35 @@ pub async fn encrypt(
     let size = source.info.size;
     let materials = sealer.materials(size).await?;
     let meta = Sealer::output_meta(&source.info, &materials, Some(size));
+    let mut body = source.body;
+    if let Some(whole) = body.take_if_in_memory(IN_MEMORY) {
+        if cancel.is_cancelled() {
+            return Err(Failed::new("encrypt", Error::Cancelled));
+        }
+        if whole.len() as u64 != size {
+            return Err(Failed::with_code(
+                "IOError",
+                format!("read: {} bytes arrived of {size}", whole.len()),
+            ));
+        }
+        let mut message = Vec::new();
+        encrypt_to_vec(&materials, sealer.options, None, &whole, &mut message)
+            .map_err(|e| Failed::new("encrypt", e))?;
+        let sink = out
+            .make(meta, Payload::Message, message.len() as u64)
+            .await
+            .map_err(|e| Failed::new("write", e))?;
+        let bytes_out = write_whole(sink, message).await?;
+        return Ok(Outcome::Done {
+            bytes_in: size,
+            bytes_out,
+        });
+    }
     let sink = out
         .make(meta, Payload::Message, sealer.message_size_hint(size))
         .await
         .map_err(|e| Failed::new("write", e))?;
-    let reader = ChunkReader::new(source.body, Bytes::new(), cancel.clone());
+    let reader = ChunkReader::new(body, Bytes::new(), cancel.clone());
     let options = sealer.options.clone();
     let (plaintext_bytes, bytes_out) = run_through(
         "encrypt",

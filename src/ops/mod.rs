@@ -96,6 +96,29 @@ pub trait MakeSink: Sync {
     ) -> BoxFuture<'_, Result<Box<dyn Sink>, Error>>;
 }
 
+/// Objects up to this size that arrived whole with their first request are processed at
+/// once, on the task that holds them: sealing or opening them takes microseconds, less
+/// than handing them to a blocking thread and back.
+const IN_MEMORY: usize = 256 * 1024;
+
+/// Writes a whole output, made in memory, to `sink` and commits it; aborts it if that
+/// fails. Returns the output's size.
+async fn write_whole(mut sink: Box<dyn Sink>, output: Vec<u8>) -> Result<u64, Failed> {
+    let buf = bytes::Bytes::from(output)
+        .try_into_mut()
+        .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
+    if let Err(e) = sink.put(buf).await {
+        sink.abort().await;
+        return Err(Failed::new("write", e));
+    }
+    sink.commit().await.map_err(|e| Failed::new("write", e))
+}
+
+/// The body's bytes in one reader: what came with the header, then the rest.
+fn in_memory(rest: bytes::Bytes, tail: bytes::Bytes) -> impl std::io::Read + Send {
+    std::io::Read::chain(std::io::Cursor::new(rest), std::io::Cursor::new(tail))
+}
+
 /// Runs `work` (the codec, on a blocking thread) from `reader` into a new sink; commits
 /// the sink if everything succeeded and `accept` agrees with what the work returned,
 /// else aborts it. The first cause wins: the source's own error, then the sink's, then

@@ -5,10 +5,10 @@
 use super::decrypt::{Opener, check_length};
 use super::encrypt::Sealer;
 use super::marker::{self, Marker};
-use super::{Failed, MakeSink, Outcome, run_through};
+use super::{Failed, IN_MEMORY, MakeSink, Outcome, in_memory, run_through, write_whole};
 use crate::bridge::{Cancel, ChunkReader};
 use crate::store::{Payload, SourceObject};
-use crate::stream::EncryptingWriter;
+use crate::stream::{EncryptingWriter, encrypt_to_vec};
 
 /// Re-encrypts `source` (a message `opener` can read) into a new message from `sealer`.
 /// With `skip_if_already_wrapped`, an object whose marker names exactly the keys
@@ -43,6 +43,25 @@ pub async fn reencrypt(
     let bytes_in = source.info.size;
     let mut body = source.body;
     let (decryptor, rest) = opener.open(body.as_mut()).await?;
+    if let Some(tail) = body.take_if_in_memory(IN_MEMORY) {
+        let mut plaintext = Vec::new();
+        let len = decryptor
+            .decrypt(&mut in_memory(rest, tail), &mut plaintext)
+            .map_err(|e| Failed::new("decrypt", e))?;
+        check_length(old.as_ref(), len)?;
+        let mut message = Vec::new();
+        encrypt_to_vec(&materials, sealer.options, None, &plaintext, &mut message)
+            .map_err(|e| Failed::new("encrypt", e))?;
+        let sink = out
+            .make(meta, Payload::Message, message.len() as u64)
+            .await
+            .map_err(|e| Failed::new("write", e))?;
+        let bytes_out = write_whole(sink, message).await?;
+        return Ok(Outcome::Done {
+            bytes_in,
+            bytes_out,
+        });
+    }
     let sink = out
         .make(meta, Payload::Message, sealer.message_size_hint(expected))
         .await

@@ -41,7 +41,9 @@ pub trait Sink: Send {
     /// A buffer to fill, empty, with room for at least one byte.
     fn lend(&mut self) -> BoxFuture<'_, Result<BytesMut, Error>>;
 
-    /// Takes a filled buffer: the next bytes of the output.
+    /// Takes a filled buffer: the next bytes of the output. A whole small output may
+    /// also come in a buffer that was not lent; the object's own share of the budget
+    /// covers it.
     fn put(&mut self, filled: BytesMut) -> BoxFuture<'_, Result<(), Error>>;
 
     /// Appends bytes `range` of the object `from` (which must still have the ETag or

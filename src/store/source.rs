@@ -17,6 +17,14 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait Body: Send {
     /// The next chunk, or `None` once the whole body was returned.
     fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, Error>>;
+
+    /// The rest of the body, if it is all in memory already (a small S3 object arrives
+    /// whole with its first GET) and at most `limit` bytes: small objects are then
+    /// processed at once, without streaming them through the bridge.
+    fn take_if_in_memory(&mut self, limit: usize) -> Option<Bytes> {
+        let _ = limit;
+        None
+    }
 }
 
 /// What is known of an opened object before its body is read.
@@ -57,5 +65,12 @@ impl Body for BytesBody {
     fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
         let chunk = self.0.take();
         Box::pin(async move { Ok(chunk) })
+    }
+
+    fn take_if_in_memory(&mut self, limit: usize) -> Option<Bytes> {
+        match &self.0 {
+            Some(b) if b.len() > limit => None,
+            _ => Some(self.0.take().unwrap_or_default()),
+        }
     }
 }

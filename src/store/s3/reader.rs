@@ -60,6 +60,23 @@ impl Segments {
         Bytes::from(out)
     }
 
+    /// Takes every segment, as one buffer.
+    fn take_all(&mut self) -> Bytes {
+        let bytes = match self.parts.len() {
+            0 => Bytes::new(),
+            1 => self.parts.pop_front().unwrap_or_default(),
+            _ => {
+                let mut all = bytes::BytesMut::with_capacity(self.len);
+                for part in self.parts.drain(..) {
+                    all.extend_from_slice(&part);
+                }
+                all.freeze()
+            }
+        };
+        self.len = 0;
+        bytes
+    }
+
     /// Takes the first segment.
     fn pop(&mut self) -> Option<Bytes> {
         let front = self.parts.pop_front()?;
@@ -214,6 +231,12 @@ impl S3Body {
 impl Body for S3Body {
     fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, crate::Error>> {
         Box::pin(async move { Ok(self.next().await?) })
+    }
+
+    fn take_if_in_memory(&mut self, limit: usize) -> Option<Bytes> {
+        let whole =
+            self.pending.is_empty() && self.next_offset >= self.size && self.current.len <= limit;
+        whole.then(|| self.current.take_all())
     }
 }
 
