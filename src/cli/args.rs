@@ -1,4 +1,5 @@
-//! Command-line arguments: typed flag values, before any resolution.
+//! Command-line arguments: typed flag values, before any resolution (`settings.rs`
+//! adds the environment and the config file).
 
 use std::path::PathBuf;
 
@@ -40,17 +41,19 @@ pub struct Cli {
 /// Flags every command takes.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Read defaults from this TOML file (flags still win).
-    #[arg(long, global = true, env = "SEALPIPE_CONFIG", value_name = "FILE")]
+    /// Read defaults from this TOML file (flags still win) [env: SEALPIPE_CONFIG].
+    #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Print nothing but errors; no progress.
-    #[arg(long, short, global = true, env = "SEALPIPE_QUIET")]
+    /// Print nothing but errors; no progress [env: SEALPIPE_QUIET].
+    #[arg(long, short, global = true)]
     pub quiet: bool,
-    /// AES-GCM implementation: ring (fast) or rustcrypto (portable, pure Rust).
-    #[arg(long, global = true, env = "SEALPIPE_AEAD", value_name = "BACKEND")]
+    /// AES-GCM implementation: ring (fast) or rustcrypto (portable, pure Rust) [env:
+    /// SEALPIPE_AEAD].
+    #[arg(long, global = true, value_name = "BACKEND")]
     pub aead: Option<String>,
-    /// Objects processed at once, 1 to 65536 [default: 8 for local jobs, 64 with S3].
-    #[arg(long, global = true, env = "SEALPIPE_CONCURRENCY", value_name = "N")]
+    /// Objects processed at once, 1 to 65536 [default: 8 for local jobs, 64 with S3]
+    /// [env: SEALPIPE_CONCURRENCY].
+    #[arg(long, global = true, value_name = "N")]
     pub concurrency: Option<Concurrency>,
     /// Write a JSON report of the job to FILE. Checked before the job starts; written
     /// whole or not at all (a temporary file beside FILE, then renamed).
@@ -78,13 +81,8 @@ pub struct AwsArgs {
     #[arg(long, global = true, value_name = "URL")]
     pub kms_endpoint: Option<String>,
     /// At most this many KMS requests per second from this process, 0.01 to 1000000
-    /// (share a quota between N machines by giving each 1/N).
-    #[arg(
-        long,
-        global = true,
-        env = "SEALPIPE_KMS_RATE",
-        value_name = "PER_SECOND"
-    )]
+    /// (share a quota between N machines by giving each 1/N) [env: SEALPIPE_KMS_RATE].
+    #[arg(long, global = true, value_name = "PER_SECOND")]
     pub kms_rate: Option<KmsRate>,
     /// Longest wait between two retries of a throttled or failed KMS call, 0 to 86400
     /// seconds [default: 10]. Waits grow exponentially with full jitter up to this.

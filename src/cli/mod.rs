@@ -2,28 +2,27 @@
 //! defaults), build library objects, run, report.
 
 mod args;
+mod build;
 mod config;
 mod files;
 mod inspect;
-mod job;
 mod json;
 mod keyref;
 pub mod output;
 mod progress;
 mod run;
+mod settings;
 mod values;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use output::say;
 use sealpipe::pipeline::{self, Cancel, Job, Mode, Report, Stats};
 
 pub use args::Cli;
-use args::{Command, GlobalArgs};
-use config::Config;
 use files::ReportFile;
-use job::kms_source;
+use settings::{JobSettings, Resolved};
 
 /// How the process ends.
 pub enum Outcome {
@@ -35,60 +34,32 @@ pub enum Outcome {
     Interrupted,
 }
 
-/// Runs the parsed command line.
+/// Runs the parsed command line: resolves every setting, then builds and runs.
 pub async fn main(cli: Cli) -> anyhow::Result<Outcome> {
-    let config = match &cli.global.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    let kms = kms_source(&cli.global, &config)?;
-    let g = &cli.global;
-    match cli.command {
-        Command::Encrypt(args) => {
-            let job = job::encrypt(&args, g, &config, &kms).await?;
-            let completion = args.transfer.completion_report.clone();
-            execute(job, g, &config, &kms, completion).await
-        }
-        Command::Decrypt(args) => {
-            let job = job::reading(Mode::Decrypt, &args, g, &config, &kms).await?;
-            let completion = args.transfer.completion_report.clone();
-            execute(job, g, &config, &kms, completion).await
-        }
-        Command::Reencrypt(args) => {
-            let job = job::reencrypt(&args, g, &config, &kms).await?;
-            let completion = args.transfer.completion_report.clone();
-            execute(job, g, &config, &kms, completion).await
-        }
-        Command::Verify(args) => {
-            let job = job::reading(Mode::Verify, &args, g, &config, &kms).await?;
-            let completion = args.transfer.completion_report.clone();
-            execute(job, g, &config, &kms, completion).await
-        }
-        Command::Inspect(args) => inspect::run(&args.file),
-        Command::Run(args) => run::run(&cli.global, args.dry_run).await,
-        Command::Bench(args) => run::bench(&args, &cli.global),
+    let settings = settings::resolve(&cli, &settings::process_env)?;
+    let kms = build::kms_source(&settings.aws);
+    let quiet = settings.quiet.value;
+    match &settings.command {
+        Resolved::Job(job) => execute(job, &settings.aws, quiet, &kms).await,
+        Resolved::Run(run) => run::run(run, &settings.aws, quiet, &kms).await,
+        Resolved::Inspect(file) => inspect::run(file),
+        Resolved::Bench(bench) => run::bench(bench, quiet),
     }
 }
 
 /// Runs a job with progress, prints the summary, writes the report.
 async fn execute(
-    job: Job,
-    global: &GlobalArgs,
-    config: &Config,
+    settings: &JobSettings,
+    aws: &settings::Aws,
+    quiet: bool,
     kms: &keyref::KmsSource,
-    completion_report: Option<PathBuf>,
 ) -> anyhow::Result<Outcome> {
-    let completion_report = completion_report.or_else(|| {
-        config
-            .runtime
-            .completion_report
-            .as_ref()
-            .map(|p| config.resolve(p))
-    });
+    let job = build::job(settings, build::parts(settings, aws, kms).await?)?;
     // Before any object: a report that cannot be written must not cost a whole job.
-    let report_file = prepare_report(global, config)?;
-    let report = run_job(job, global.quiet, kms, completion_report.as_deref()).await?;
-    print_summary(&report, global.quiet, kms);
+    let report_file = prepare_report(settings)?;
+    let completion = settings.completion_report.value.as_deref();
+    let report = run_job(job, settings.dry_run, quiet, kms, completion).await?;
+    print_summary(&report, quiet, kms);
     if let Some(file) = report_file {
         file.commit(&report_json(&report, kms)?)?;
     }
@@ -96,12 +67,12 @@ async fn execute(
 }
 
 /// The JSON report's file (`--report`, else `[runtime] report`), reserved up front.
-fn prepare_report(global: &GlobalArgs, config: &Config) -> anyhow::Result<Option<ReportFile>> {
-    global
+fn prepare_report(settings: &JobSettings) -> anyhow::Result<Option<ReportFile>> {
+    settings
         .report
-        .clone()
-        .or_else(|| config.runtime.report.as_ref().map(|p| config.resolve(p)))
-        .map(|path| ReportFile::prepare(&path))
+        .value
+        .as_deref()
+        .map(ReportFile::prepare)
         .transpose()
 }
 
@@ -136,6 +107,7 @@ fn kms_counters(kms: &keyref::KmsSource) -> [u64; 5] {
 
 async fn run_job(
     job: Job,
+    dry_run: bool,
     quiet: bool,
     kms: &keyref::KmsSource,
     completion_report: Option<&Path>,
@@ -148,7 +120,7 @@ async fn run_job(
         }
         None => Stats::default(),
     });
-    if job.dry_run && !quiet {
+    if dry_run && !quiet {
         say!(
             "dry run: key references are checked for syntax only; no key file is read and \
              no KMS client is built"

@@ -3,148 +3,53 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-
-use anyhow::{Context, bail};
-use sealpipe::pipeline::{Job, Mode};
-
 use std::ops::ControlFlow;
+use std::path::Path;
 
+use anyhow::Context;
+use sealpipe::escape;
 use sealpipe::store::{ListItem, ObjectId};
 
-use super::args::{
-    BenchArgs, DecryptArgs, EncryptArgs, GlobalArgs, ReadArgs, ReencryptArgs, TransferArgs,
-};
-use super::config::Config;
+use super::keyref::{self, KmsSource};
 use super::output::{say, stdout_line};
-use super::{Outcome, job, keyref, outcome, prepare_report, print_summary, run_job};
-use sealpipe::escape;
+use super::settings::{Aws, BenchSettings, RunSettings};
+use super::{Outcome, build, outcome, prepare_report, print_summary, run_job};
 
 /// Runs the job in the config file (`./config.toml` unless `--config`).
-pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> {
-    let path = global
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("config.toml"));
-    let config = Config::load(&path)?;
-    let kms = job::kms_source(global, &config)?;
+pub async fn run(
+    run: &RunSettings,
+    aws: &Aws,
+    quiet: bool,
+    kms: &KmsSource,
+) -> anyhow::Result<Outcome> {
+    let settings = &run.job;
     // Before anything is written (a development key, any object): a report that cannot
     // be written must not cost a whole job.
-    let report_file = prepare_report(global, &config)?;
-    let section = &config.job;
-    // Local paths in the file are relative to the file; S3 locations are kept as given.
-    let resolve = |s: &String| {
-        if s.starts_with("s3://") {
-            s.clone()
-        } else {
-            config.resolve(Path::new(s)).display().to_string()
-        }
-    };
-    let source = section.source.as_ref().map(resolve);
-    let destination = section.destination.as_ref().map(resolve);
-    let transfer = TransferArgs {
-        paths: source.iter().chain(destination.iter()).cloned().collect(),
-        manifest: section.manifest.as_ref().map(resolve),
-        in_place: section.in_place,
-        dry_run,
-        ..Default::default()
-    };
-    if section.create_missing_dev_key && !dry_run {
-        for k in section.keys.iter().chain(&section.old_keys) {
-            create_dev_key_if_missing(k, &config.base)?;
-        }
+    let report_file = prepare_report(settings)?;
+    for k in &run.dev_keys {
+        create_dev_key_if_missing(k, &run.dev_key_base)?;
     }
-    let read = ReadArgs {
-        discovery_partition: "aws".into(),
-        ..Default::default()
-    };
-    let mode = section.mode.as_deref().unwrap_or("encrypt");
-    let main_job = match mode {
-        "encrypt" => {
-            let args = EncryptArgs {
-                transfer,
-                ..Default::default()
-            };
-            job::encrypt(&args, global, &config, &kms).await?
-        }
-        "decrypt" => {
-            let args = DecryptArgs {
-                transfer,
-                read,
-                ..Default::default()
-            };
-            job::reading(Mode::Decrypt, &args, global, &config, &kms).await?
-        }
-        "reencrypt" => {
-            let args = ReencryptArgs {
-                transfer,
-                read,
-                ..Default::default()
-            };
-            job::reencrypt(&args, global, &config, &kms).await?
-        }
-        "verify" => {
-            let args = DecryptArgs {
-                transfer,
-                read,
-                ..Default::default()
-            };
-            job::reading(Mode::Verify, &args, global, &config, &kms).await?
-        }
-        other => bail!(
-            "{}: unknown [job] mode {other:?} (encrypt, decrypt, reencrypt or verify)",
-            escape::path(&path)
-        ),
-    };
-    if !global.quiet {
-        let keys = job::describe_keys(&main_job);
-        say!(
-            "sealpipe run: {mode} {} -> {} ({keys})",
-            source
-                .as_deref()
-                .or(section.manifest.as_deref())
-                .unwrap_or("?"),
-            destination.as_deref().unwrap_or("(in place)"),
-        );
+    let parts = build::parts(settings, aws, kms).await?;
+    if !quiet {
+        say!("sealpipe run: {} ({})", run.summary, parts.describe_keys());
     }
-    let completion = config
-        .runtime
-        .completion_report
-        .as_ref()
-        .map(|p| config.resolve(p));
-    let report = run_job(main_job, global.quiet, &kms, completion.as_deref()).await?;
-    print_summary(&report, global.quiet, &kms);
+    let main_job = build::job(settings, parts)?;
+    let completion = settings.completion_report.value.as_deref();
+    let report = run_job(main_job, settings.dry_run, quiet, kms, completion).await?;
+    print_summary(&report, quiet, kms);
 
     let mut result = outcome(&report);
     let mut verify_doc = None;
-    if let (Some(verify), "encrypt", false, Some(source), Some(destination)) = (
-        &section.verify_destination,
-        mode,
-        dry_run,
-        &source,
-        &destination,
-    ) {
-        let verify = config.resolve(verify);
-        let args = DecryptArgs {
-            transfer: TransferArgs {
-                paths: vec![destination.clone(), verify.display().to_string()],
-                ..Default::default()
-            },
-            read: ReadArgs {
-                discovery_partition: "aws".into(),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let decrypt: Job = job::reading(Mode::Decrypt, &args, global, &config, &kms).await?;
-        let check = run_job(decrypt, true, &kms, None).await?;
-        let identical = compare_trees(Path::new(source), &verify)?;
+    if let Some(verify) = &run.verify {
+        let decrypt = build::job(&verify.job, build::parts(&verify.job, aws, kms).await?)?;
+        let check = run_job(decrypt, false, true, kms, None).await?;
+        let identical = compare_trees(&verify.source, &verify.copy)?;
         let ok = check.all_succeeded() && identical.mismatched.is_empty();
-        if !global.quiet {
+        if !quiet {
             say!(
                 "verify: decrypted {} objects into {}; {} identical to the source, {} differ, {} failed",
                 check.objects.ok,
-                escape::path(&verify),
+                escape::path(&verify.copy),
                 identical.matched,
                 identical.mismatched.len(),
                 check.objects.failed
@@ -157,7 +62,7 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
             say!("verify error: {m} differs from its source");
         }
         verify_doc = Some(serde_json::json!({
-            "destination": escape::path(&verify),
+            "destination": escape::path(&verify.copy),
             "decrypted": check.objects.ok,
             "failed": check.objects.failed,
             "identical": identical.matched,
@@ -167,14 +72,14 @@ pub async fn run(global: &GlobalArgs, dry_run: bool) -> anyhow::Result<Outcome> 
             result = Outcome::ObjectsFailed;
         }
     }
-    let mut doc = super::report_json(&report, &kms)?;
+    let mut doc = super::report_json(&report, kms)?;
     if let Some(v) = verify_doc {
         doc["verify"] = v;
     }
     if let Some(file) = report_file {
         let path = file.path().to_path_buf();
         file.commit(&doc)?;
-        if !global.quiet {
+        if !quiet {
             say!("report: {}", escape::path(&path));
         }
     }
@@ -279,33 +184,16 @@ fn same_contents(a: &Path, b: &Path) -> anyhow::Result<bool> {
 }
 
 /// `sealpipe bench`: in-memory seal/open throughput against the AES-GCM ceiling.
-pub fn bench(args: &BenchArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
-    let mut config = sealpipe::bench::BenchConfig::default();
-    // Every value is in range already (values::Bench*), so the benchmark's buffers are
-    // allocatable and its durations representable.
-    if let Some(size) = args.size {
-        config.message_size = size.0;
-    }
-    if let Some(l) = args.frame_len {
-        config.frame_length = l.0;
-    }
-    if let Some(t) = args.threads {
-        config.threads = t.0;
-    }
-    if let Some(s) = args.seconds {
-        config.min_time = s.duration();
-    }
-    if let Some(a) = &global.aead {
-        config.aead = a.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-    }
-    if !args.json && !global.quiet {
+pub fn bench(bench: &BenchSettings, quiet: bool) -> anyhow::Result<Outcome> {
+    let config = &bench.config;
+    if !bench.json && !quiet {
         say!(
             "measuring for about {:.0} s...",
             config.min_time.as_secs_f64() * 3.0
         );
     }
-    let result = sealpipe::bench::seal_throughput(&config)?;
-    if args.json {
+    let result = sealpipe::bench::seal_throughput(config)?;
+    if bench.json {
         stdout_line(&super::json::to_string_pretty(&result)?)?;
     } else {
         stdout_line(&result.to_string())?;

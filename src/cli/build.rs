@@ -1,0 +1,226 @@
+//! The high stage: clients, stores, keyrings and the library's [`Job`], built from
+//! resolved [`settings`](super::settings) alone.
+
+use std::sync::Arc;
+
+use anyhow::bail;
+use sealpipe::aws::AwsSettings;
+use sealpipe::format::DecodeLimits;
+use sealpipe::keys::{DiscoveryFilter, Keyring, KmsDiscoveryKeyring, PoolLimits};
+use sealpipe::pipeline::{Job, Keys, ObjectFilter, Opening, Output, Sealing, Source, Work};
+use sealpipe::retry::RetryPolicy;
+use sealpipe::store::{ByteBudget, S3Settings, S3Store};
+use sealpipe::stream::{DecryptOptions, EncryptOptions};
+
+use super::keyref::{self, KmsSource};
+use super::settings::{Aws, JobSettings, KeyRefs, Reading, S3Transfer, Task, Writing};
+
+/// The KMS context's settings; clients are built on first use.
+pub fn kms_source(aws: &Aws) -> KmsSource {
+    let retry = RetryPolicy {
+        max_delay: aws.kms_retry_max_delay.value,
+        max_total_delay: aws.kms_retry_total.value,
+        ..RetryPolicy::default()
+    };
+    KmsSource::new(
+        AwsSettings {
+            region: aws.region.value.clone(),
+            profile: aws.profile.value.clone(),
+            kms_endpoint: aws.kms_endpoint.value.clone(),
+            ..Default::default()
+        },
+        aws.kms_rate.value,
+        aws.grant_tokens.clone(),
+        retry,
+    )
+}
+
+/// What a job is made of besides its settings.
+pub struct Parts {
+    s3: Option<S3Store>,
+    filter: ObjectFilter,
+    wrap_keyring: Option<Arc<dyn Keyring>>,
+    unwrap_keyring: Option<Arc<dyn Keyring>>,
+}
+
+impl Parts {
+    /// The keys the job loaded, for a human.
+    pub fn describe_keys(&self) -> String {
+        self.wrap_keyring
+            .as_ref()
+            .or(self.unwrap_keyring.as_ref())
+            .map(|k| k.describe())
+            .unwrap_or_else(|| "no key loaded: dry run".into())
+    }
+}
+
+/// Builds the S3 store (if the job touches S3), the filter and the keyrings.
+pub async fn parts(job: &JobSettings, aws: &Aws, kms: &KmsSource) -> anyhow::Result<Parts> {
+    let s3 = match &job.s3 {
+        Some(transfer) => Some(s3_store(aws, transfer).await),
+        None => None,
+    };
+    let filter = ObjectFilter::new(&job.include.value, &job.exclude.value)?;
+    let wrap_keyring = match job.task.writing() {
+        Some(w) => wrapping(&w.keys, kms, job.dry_run).await?,
+        None => None,
+    };
+    let unwrap_keyring = match job.task.reading() {
+        Some(r) => unwrapping(r, kms, job.dry_run).await?,
+        None => None,
+    };
+    Ok(Parts {
+        s3,
+        filter,
+        wrap_keyring,
+        unwrap_keyring,
+    })
+}
+
+/// The library's job, from the resolved settings and what was built for them. What
+/// the library cannot represent (a verify job with a destination, a job that writes
+/// with nowhere to write, an in-place job naming another destination) is refused here,
+/// in the user's terms.
+pub fn job(settings: &JobSettings, parts: Parts) -> anyhow::Result<Job> {
+    let output = match (&settings.task, settings.in_place, &settings.destination) {
+        (Task::Verify(_), true, _) => bail!("verify writes nothing; drop --in-place"),
+        (Task::Verify(_), false, Some(_)) => bail!("verify takes no destination"),
+        (Task::Verify(_), false, None) => None,
+        (_, true, Some(dst)) if Source::Location(dst.clone()) != settings.source => {
+            let (Source::Location(src) | Source::Manifest(src)) = &settings.source;
+            bail!(
+                "--in-place replaces each source object; the destination {dst} differs from \
+                 the source {src}"
+            )
+        }
+        (_, true, _) => Some(Output::InPlace),
+        (_, false, Some(dst)) => Some(Output::To(dst.clone())),
+        (_, false, None) => {
+            bail!("no destination: give one, or --in-place to replace S3 objects")
+        }
+    };
+    let keys = |k: Option<Arc<dyn Keyring>>| k.map_or(Keys::NotLoaded, Keys::Loaded);
+    let aead = settings.aead.value;
+    let pool_limits = PoolLimits {
+        max_age: settings.max_key_age.value,
+        max_messages: settings.max_key_messages.value,
+        max_bytes: settings.max_key_bytes.value,
+        ..PoolLimits::default()
+    };
+    let sealing = |w: &Writing| Sealing {
+        keys: keys(parts.wrap_keyring.clone()),
+        suite: w.suite.value,
+        context: w.context.value.clone(),
+        options: EncryptOptions {
+            frame_length: w.frame_length.value,
+            aead,
+            ..Default::default()
+        },
+        pool_limits: pool_limits.clone(),
+    };
+    let opening = |r: &Reading| Opening {
+        keys: keys(parts.unwrap_keyring.clone()),
+        options: DecryptOptions {
+            commitment_policy: r.commitment_policy.value,
+            limits: DecodeLimits {
+                max_encrypted_data_keys: r.max_encrypted_data_keys.value,
+                max_header_len: r.max_header_len.value,
+                max_frame_length: r.max_frame_length.value,
+            },
+            aead,
+        },
+        reproduced_context: r.reproduced_context.value.clone(),
+        cache_max_age: pool_limits.max_age,
+    };
+    let work = match (&settings.task, output) {
+        (Task::Verify(r), _) => Work::Verify { from: opening(r) },
+        (Task::Encrypt(w), Some(output)) => Work::Encrypt {
+            to: sealing(w),
+            output,
+        },
+        (Task::Decrypt(r), Some(output)) => Work::Decrypt {
+            from: opening(r),
+            output,
+        },
+        (Task::Reencrypt { read, write }, Some(output)) => Work::Reencrypt {
+            from: opening(read),
+            to: sealing(write),
+            output,
+        },
+        (_, None) => bail!("no destination: give one, or --in-place to replace S3 objects"),
+    };
+    Ok(Job {
+        work,
+        source: settings.source.clone(),
+        filter: parts.filter,
+        concurrency: settings.concurrency.value,
+        dry_run: settings.dry_run,
+        fail_fast: settings.fail_fast.value,
+        s3: parts.s3,
+    })
+}
+
+/// The wrapping keys as one (multi-)keyring. A dry run uses no key, so it gets none:
+/// the references are only checked for syntax, and an unreadable key file or missing
+/// AWS credentials do not stop it.
+async fn wrapping(
+    keys: &KeyRefs,
+    kms: &KmsSource,
+    dry_run: bool,
+) -> anyhow::Result<Option<Arc<dyn Keyring>>> {
+    if dry_run {
+        keyref::check_refs(&keys.refs.value, false)?;
+        return Ok(None);
+    }
+    let keyrings = keyref::keyring_from_refs(&keys.refs.value, &keys.base, kms).await?;
+    keyref::combine(keyrings).map(Some)
+}
+
+/// The unwrapping keys, plus KMS discovery if asked for. As for wrapping keys, a dry
+/// run only checks the references (discovery needs none) and builds no keyring.
+async fn unwrapping(
+    read: &Reading,
+    kms: &KmsSource,
+    dry_run: bool,
+) -> anyhow::Result<Option<Arc<dyn Keyring>>> {
+    let keys = &read.keys;
+    if dry_run {
+        keyref::check_refs(&keys.refs.value, read.discovery)?;
+        return Ok(None);
+    }
+    let mut keyrings = keyref::keyring_from_refs(&keys.refs.value, &keys.base, kms).await?;
+    if read.discovery {
+        let filter = (!read.discovery_accounts.is_empty()).then(|| DiscoveryFilter {
+            partition: read.discovery_partition.clone(),
+            accounts: read.discovery_accounts.clone(),
+        });
+        keyrings.push(Arc::new(KmsDiscoveryKeyring::new(
+            filter,
+            kms.context().await.clone(),
+        )));
+    }
+    keyref::combine(keyrings).map(Some)
+}
+
+/// The S3 client and store.
+async fn s3_store(aws: &Aws, s3: &S3Transfer) -> S3Store {
+    let settings = AwsSettings {
+        region: aws.region.value.clone(),
+        profile: aws.profile.value.clone(),
+        kms_endpoint: None,
+        s3_endpoint: s3.endpoint.value.clone(),
+        s3_path_style: s3.path_style.value,
+    };
+    let client = sealpipe::aws::s3_client(&settings).await;
+    S3Store::new(
+        client,
+        S3Settings {
+            part_size: s3.part_size.value,
+            storage_class: s3.storage_class.value.clone(),
+            server_side_encryption: s3.sse.value.clone(),
+            sse_kms_key_id: s3.sse_kms_key_id.value.clone(),
+            ..S3Settings::default()
+        },
+        ByteBudget::new(s3.max_in_flight.value),
+    )
+}

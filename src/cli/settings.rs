@@ -1,0 +1,1048 @@
+//! The low stage: every setting resolved to a plain value, once, from flags, the
+//! environment and the config file, before anything is built.
+//!
+//! One rule, [`Layers::pick`], decides every layered setting: a flag beats its
+//! environment variable, which beats the config file, which beats the built-in default.
+//! Each value remembers where it came from ([`Origin`]). Numbers are already in range
+//! (the types of `values.rs`, whichever layer they came from); an environment value is
+//! parsed here, and its errors name the variable. Nothing here builds a client, opens a
+//! key file or compiles a glob: `build.rs` does that from these values alone.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use sealpipe::bench::BenchConfig;
+use sealpipe::crypto::AeadBackend;
+use sealpipe::format::{AlgorithmSuite, DecodeLimits, EncryptionContext};
+use sealpipe::keys::PoolLimits;
+use sealpipe::pipeline::Source;
+use sealpipe::retry::RetryPolicy;
+use sealpipe::store::{Location, S3Settings};
+use sealpipe::stream::{CommitmentPolicy, DEFAULT_FRAME_LENGTH};
+
+use super::args::{Cli, Command, GlobalArgs, ReadArgs, TransferArgs, WriteArgs};
+use super::config::Config;
+use super::values::{Concurrency, KmsRate};
+
+/// Objects processed at once unless configured: local jobs are bound by disks and
+/// cores, S3 jobs by request latency.
+const DEFAULT_CONCURRENCY: usize = 8;
+const DEFAULT_CONCURRENCY_S3: usize = 64;
+/// The in-flight byte budget unless configured.
+const DEFAULT_MAX_IN_FLIGHT: u64 = 256 * 1024 * 1024;
+
+/// Where a setting's value came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Flag,
+    /// The environment variable of that name.
+    Env(&'static str),
+    Config,
+    Default,
+}
+
+/// A resolved value and where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+impl<T> Sourced<Option<T>> {
+    /// The value, or `default` when no layer set it.
+    fn or(self, default: T) -> Sourced<T> {
+        Sourced {
+            value: self.value.unwrap_or(default),
+            origin: self.origin,
+        }
+    }
+
+    /// Converts a value set by some layer (a text naming a backend, a policy...). A
+    /// value from the environment is refused with its variable named; other layers keep
+    /// the conversion's own message.
+    fn parse<U>(
+        self,
+        flag: &str,
+        default: U,
+        convert: impl FnOnce(&T) -> anyhow::Result<U>,
+    ) -> anyhow::Result<Sourced<U>> {
+        let value = match &self.value {
+            None => default,
+            Some(v) => convert(v).map_err(|e| match self.origin {
+                Origin::Env(name) => from_env(flag, name, e),
+                _ => e,
+            })?,
+        };
+        Ok(Sourced {
+            value,
+            origin: self.origin,
+        })
+    }
+
+    /// The value converted, where some layer set one.
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Sourced<Option<U>> {
+        Sourced {
+            value: self.value.map(f),
+            origin: self.origin,
+        }
+    }
+}
+
+/// An environment value refused: `--concurrency (from SEALPIPE_CONCURRENCY): ...`.
+fn from_env(flag: &str, var: &str, why: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("{flag} (from {var}): {why}")
+}
+
+/// A setting's environment variable, the flag it stands for, and how its text parses.
+struct Var<T> {
+    name: &'static str,
+    flag: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+}
+
+impl<T> Var<T> {
+    const fn new(
+        name: &'static str,
+        flag: &'static str,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Self {
+        Self { name, flag, parse }
+    }
+}
+
+const CONFIG: Var<PathBuf> = Var::new("SEALPIPE_CONFIG", "--config", non_empty_path);
+const QUIET: Var<bool> = Var::new("SEALPIPE_QUIET", "--quiet", boolean);
+const AEAD: Var<String> = Var::new("SEALPIPE_AEAD", "--aead", text);
+const CONCURRENCY: Var<Concurrency> = Var::new("SEALPIPE_CONCURRENCY", "--concurrency", from_str);
+const KMS_RATE: Var<KmsRate> = Var::new("SEALPIPE_KMS_RATE", "--kms-rate", from_str);
+
+fn from_str<T: FromStr<Err = String>>(s: &str) -> Result<T, String> {
+    s.parse()
+}
+
+fn text(s: &str) -> Result<String, String> {
+    Ok(s.to_owned())
+}
+
+fn boolean(s: &str) -> Result<bool, String> {
+    s.parse()
+        .map_err(|_| format!("expected true or false, not {s:?}"))
+}
+
+fn non_empty_path(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("a value is required".into());
+    }
+    Ok(PathBuf::from(s))
+}
+
+/// Reads one environment variable; the process's own, or a test's.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+
+/// The process environment.
+pub fn process_env(name: &str) -> Option<OsString> {
+    std::env::var_os(name)
+}
+
+/// Where every setting is looked up.
+struct Layers<'a> {
+    env: Env<'a>,
+}
+
+impl Layers<'_> {
+    /// The precedence rule, for every setting: the flag, else the environment variable
+    /// (read only when no flag is given, so a stale variable never fails a command that
+    /// overrides it), else the config file; `None` from [`Origin::Default`] otherwise.
+    fn pick<T>(
+        &self,
+        flag: Option<T>,
+        var: Option<&Var<T>>,
+        config: Option<T>,
+    ) -> anyhow::Result<Sourced<Option<T>>> {
+        let sourced = |value, origin| Sourced {
+            value: Some(value),
+            origin,
+        };
+        if let Some(v) = flag {
+            return Ok(sourced(v, Origin::Flag));
+        }
+        if let Some(var) = var
+            && let Some(raw) = (self.env)(var.name)
+        {
+            let raw = raw
+                .into_string()
+                .map_err(|_| from_env(var.flag, var.name, "not valid UTF-8"))?;
+            let v = (var.parse)(&raw).map_err(|e| from_env(var.flag, var.name, e))?;
+            return Ok(sourced(v, Origin::Env(var.name)));
+        }
+        Ok(match config {
+            Some(v) => sourced(v, Origin::Config),
+            None => Sourced {
+                value: None,
+                origin: Origin::Default,
+            },
+        })
+    }
+
+    /// A repeatable flag: its values if any were given, else the config file's list.
+    fn pick_list<T: Clone>(&self, flags: &[T], config: &[T]) -> anyhow::Result<Sourced<Vec<T>>> {
+        let some = |list: &[T]| (!list.is_empty()).then(|| list.to_vec());
+        Ok(self.pick(some(flags), None, some(config))?.or(Vec::new()))
+    }
+
+    /// A switch: on if the flag is given, else as the environment or config file say.
+    fn pick_switch(
+        &self,
+        flag: bool,
+        var: Option<&Var<bool>>,
+        config: bool,
+    ) -> anyhow::Result<Sourced<bool>> {
+        Ok(self
+            .pick(flag.then_some(true), var, config.then_some(true))?
+            .or(false))
+    }
+}
+
+/// Everything the command line, environment and config file settle.
+#[derive(Debug)]
+pub struct Settings {
+    pub quiet: Sourced<bool>,
+    pub aws: Aws,
+    pub command: Resolved,
+}
+
+/// What the command does, with its settings (jobs' settings boxed: they are large).
+#[derive(Debug)]
+pub enum Resolved {
+    /// `encrypt`, `decrypt`, `reencrypt`, `verify`.
+    Job(Box<JobSettings>),
+    Run(Box<RunSettings>),
+    Inspect(PathBuf),
+    Bench(BenchSettings),
+}
+
+/// AWS and KMS settings, shared by KMS keys and S3 clients.
+#[derive(Debug)]
+pub struct Aws {
+    pub region: Sourced<Option<String>>,
+    pub profile: Sourced<Option<String>>,
+    pub kms_endpoint: Sourced<Option<String>>,
+    /// KMS requests per second, unlimited if `None`.
+    pub kms_rate: Sourced<Option<f64>>,
+    pub kms_retry_max_delay: Sourced<Duration>,
+    pub kms_retry_total: Sourced<Duration>,
+    pub grant_tokens: Vec<String>,
+}
+
+/// One job over many objects.
+#[derive(Debug)]
+pub struct JobSettings {
+    pub task: Task,
+    pub source: Source,
+    pub destination: Option<Location>,
+    pub in_place: bool,
+    pub include: Sourced<Vec<String>>,
+    pub exclude: Sourced<Vec<String>>,
+    pub concurrency: Sourced<usize>,
+    pub dry_run: bool,
+    pub fail_fast: Sourced<bool>,
+    pub aead: Sourced<AeadBackend>,
+    pub max_key_age: Sourced<Duration>,
+    pub max_key_messages: Sourced<u64>,
+    pub max_key_bytes: Sourced<u64>,
+    /// Only when the source, destination or manifest is on S3.
+    pub s3: Option<S3Transfer>,
+    /// The JSON report's file.
+    pub report: Sourced<Option<PathBuf>>,
+    /// The per-object CSV file.
+    pub completion_report: Sourced<Option<PathBuf>>,
+}
+
+/// What a job does to each object.
+#[derive(Debug)]
+pub enum Task {
+    Encrypt(Writing),
+    Decrypt(Reading),
+    Verify(Reading),
+    Reencrypt { read: Reading, write: Writing },
+}
+
+impl Task {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Task::Encrypt(_) => "encrypt",
+            Task::Decrypt(_) => "decrypt",
+            Task::Verify(_) => "verify",
+            Task::Reencrypt { .. } => "reencrypt",
+        }
+    }
+
+    pub fn writing(&self) -> Option<&Writing> {
+        match self {
+            Task::Encrypt(w) | Task::Reencrypt { write: w, .. } => Some(w),
+            Task::Decrypt(_) | Task::Verify(_) => None,
+        }
+    }
+
+    pub fn reading(&self) -> Option<&Reading> {
+        match self {
+            Task::Decrypt(r) | Task::Verify(r) | Task::Reencrypt { read: r, .. } => Some(r),
+            Task::Encrypt(_) => None,
+        }
+    }
+}
+
+/// Key references as given, and the directory relative key paths start from: the
+/// working directory for flags, the config file's directory for its keys.
+#[derive(Debug)]
+pub struct KeyRefs {
+    pub refs: Sourced<Vec<String>>,
+    pub base: PathBuf,
+}
+
+/// How messages are written.
+#[derive(Debug)]
+pub struct Writing {
+    pub keys: KeyRefs,
+    pub context: Sourced<EncryptionContext>,
+    pub suite: Sourced<AlgorithmSuite>,
+    pub frame_length: Sourced<u32>,
+}
+
+/// How messages are read.
+#[derive(Debug)]
+pub struct Reading {
+    pub keys: KeyRefs,
+    pub discovery: bool,
+    /// With discovery: only keys of these accounts (all if empty), in this partition.
+    pub discovery_accounts: Vec<String>,
+    pub discovery_partition: String,
+    pub reproduced_context: Sourced<EncryptionContext>,
+    pub commitment_policy: Sourced<CommitmentPolicy>,
+    pub max_encrypted_data_keys: Sourced<u16>,
+    pub max_header_len: Sourced<usize>,
+    pub max_frame_length: Sourced<u32>,
+}
+
+/// S3 transfer settings.
+#[derive(Debug)]
+pub struct S3Transfer {
+    pub endpoint: Sourced<Option<String>>,
+    pub path_style: Sourced<Option<bool>>,
+    pub part_size: Sourced<u64>,
+    pub max_in_flight: Sourced<u64>,
+    pub storage_class: Sourced<Option<String>>,
+    pub sse: Sourced<Option<String>>,
+    pub sse_kms_key_id: Sourced<Option<String>>,
+}
+
+/// `sealpipe run`: the config file's job, and what comes around it.
+#[derive(Debug)]
+pub struct RunSettings {
+    pub job: JobSettings,
+    /// `{mode} {source} -> {destination}`, for the opening line.
+    pub summary: String,
+    /// `raw-aes:` keys to create if missing (empty unless asked for, and on dry runs).
+    pub dev_keys: Vec<String>,
+    /// The directory the dev keys' paths start from.
+    pub dev_key_base: PathBuf,
+    /// After encrypting: decrypt into a directory and compare with the source.
+    pub verify: Option<Verification>,
+}
+
+/// The check after `run` encrypts: a decrypt job, and the trees it compares.
+#[derive(Debug)]
+pub struct Verification {
+    pub job: JobSettings,
+    pub source: PathBuf,
+    pub copy: PathBuf,
+}
+
+/// `sealpipe bench`.
+#[derive(Debug)]
+pub struct BenchSettings {
+    pub config: BenchConfig,
+    pub json: bool,
+}
+
+/// Resolves the command line: loads the config file (`--config`, `SEALPIPE_CONFIG`,
+/// for `run` `./config.toml`), then every setting.
+pub fn resolve(cli: &Cli, env: Env) -> anyhow::Result<Settings> {
+    let layers = Layers { env };
+    let path = layers.pick(cli.global.config.clone(), Some(&CONFIG), None)?;
+    let path = match (&cli.command, path.value) {
+        (_, Some(p)) => Some(p),
+        (Command::Run(_), None) => Some(PathBuf::from("config.toml")),
+        (_, None) => None,
+    };
+    let config = match &path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    resolve_with(cli, &config, path.as_deref(), env)
+}
+
+/// [`resolve`] once the config file is read (`path` is where from, if anywhere).
+fn resolve_with(
+    cli: &Cli,
+    config: &Config,
+    path: Option<&Path>,
+    env: Env,
+) -> anyhow::Result<Settings> {
+    let layers = Layers { env };
+    let g = &cli.global;
+    let quiet = layers.pick_switch(g.quiet, Some(&QUIET), false)?;
+    let globals = Globals::resolve(&layers, g, config)?;
+    let aws = aws(&layers, g, config)?;
+    let command = match &cli.command {
+        Command::Encrypt(a) => {
+            let write = writing(&layers, &a.keys, &a.write, config)?;
+            globals.job(Task::Encrypt(write), &layers, &a.transfer, config)?
+        }
+        Command::Decrypt(a) => {
+            let read = reading(&layers, &a.keys, &config.job.keys, Some(&a.read), config)?;
+            globals.job(Task::Decrypt(read), &layers, &a.transfer, config)?
+        }
+        Command::Verify(a) => {
+            let read = reading(&layers, &a.keys, &config.job.keys, Some(&a.read), config)?;
+            globals.job(Task::Verify(read), &layers, &a.transfer, config)?
+        }
+        Command::Reencrypt(a) => {
+            let write = writing(&layers, &a.keys, &a.write, config)?;
+            let read = reading(
+                &layers,
+                &a.old_keys,
+                &config.job.old_keys,
+                Some(&a.read),
+                config,
+            )?;
+            let task = Task::Reencrypt { read, write };
+            globals.job(task, &layers, &a.transfer, config)?
+        }
+        Command::Run(a) => {
+            let path = path.unwrap_or(Path::new("config.toml"));
+            Resolved::Run(Box::new(globals.run(&layers, config, path, a.dry_run)?))
+        }
+        Command::Inspect(a) => Resolved::Inspect(a.file.clone()),
+        Command::Bench(a) => {
+            let mut b = BenchConfig::default();
+            // Every value is in range already (values::Bench*), so the benchmark's
+            // buffers are allocatable and its durations representable.
+            b.message_size = a.size.map_or(b.message_size, |s| s.0);
+            b.frame_length = a.frame_len.map_or(b.frame_length, |l| l.0);
+            b.threads = a.threads.map_or(b.threads, |t| t.0);
+            b.min_time = a.seconds.map_or(b.min_time, |s| s.duration());
+            // The config file's `[runtime] aead` is for jobs; the benchmark never read it.
+            b.aead = backend(layers.pick(g.aead.clone(), Some(&AEAD), None)?)?.value;
+            Resolved::Bench(BenchSettings {
+                config: b,
+                json: a.json,
+            })
+        }
+    };
+    Ok(Settings {
+        quiet,
+        aws,
+        command,
+    })
+}
+
+/// Flags every command takes. Those with an environment variable are resolved for
+/// every command, as clap once parsed them, whether the command uses them or not.
+struct Globals<'a> {
+    flags: &'a GlobalArgs,
+    concurrency: Sourced<Option<usize>>,
+    aead: Sourced<Option<String>>,
+    report: Sourced<Option<PathBuf>>,
+}
+
+/// Where a job's objects are, as the command line or `[job]` names them.
+struct Objects<'a> {
+    paths: &'a [String],
+    manifest: Option<&'a str>,
+    in_place: bool,
+    dry_run: bool,
+}
+
+/// A job command's own flags; none for `run`.
+#[derive(Default)]
+struct JobFlags<'a> {
+    include: &'a [String],
+    exclude: &'a [String],
+    fail_fast: bool,
+    completion_report: Option<PathBuf>,
+}
+
+impl<'a> Globals<'a> {
+    fn resolve(layers: &Layers, flags: &'a GlobalArgs, config: &Config) -> anyhow::Result<Self> {
+        let r = &config.runtime;
+        let concurrency = layers.pick(flags.concurrency, Some(&CONCURRENCY), r.concurrency)?;
+        Ok(Self {
+            flags,
+            concurrency: Sourced {
+                value: concurrency.value.map(|c| c.0),
+                origin: concurrency.origin,
+            },
+            aead: layers.pick(flags.aead.clone(), Some(&AEAD), r.aead.clone())?,
+            report: layers.pick(flags.report.clone(), None, resolved(config, &r.report))?,
+        })
+    }
+
+    /// A job command's settings: its flags over the config file.
+    fn job(
+        &self,
+        task: Task,
+        layers: &Layers,
+        t: &TransferArgs,
+        config: &Config,
+    ) -> anyhow::Result<Resolved> {
+        let objects = Objects {
+            paths: &t.paths,
+            manifest: t.manifest.as_deref(),
+            in_place: t.in_place,
+            dry_run: t.dry_run,
+        };
+        let flags = JobFlags {
+            include: &t.include,
+            exclude: &t.exclude,
+            fail_fast: t.fail_fast,
+            completion_report: t.completion_report.clone(),
+        };
+        let job = self.job_settings(task, objects, flags, layers, config)?;
+        Ok(Resolved::Job(Box::new(job)))
+    }
+
+    /// `run`: the `[job]` section is the job; no job flag applies.
+    fn run(
+        &self,
+        layers: &Layers,
+        config: &Config,
+        path: &Path,
+        dry_run: bool,
+    ) -> anyhow::Result<RunSettings> {
+        let section = &config.job;
+        // Local paths in the file are relative to the file; S3 locations are kept as
+        // given.
+        let located = |s: &String| {
+            if s.starts_with("s3://") {
+                s.clone()
+            } else {
+                config.resolve(Path::new(s)).display().to_string()
+            }
+        };
+        let source = section.source.as_ref().map(located);
+        let destination = section.destination.as_ref().map(located);
+        let manifest = section.manifest.as_ref().map(located);
+        let paths: Vec<String> = source.iter().chain(destination.iter()).cloned().collect();
+        let objects = Objects {
+            paths: &paths,
+            manifest: manifest.as_deref(),
+            in_place: section.in_place,
+            dry_run,
+        };
+        let mode = section.mode.as_deref().unwrap_or("encrypt");
+        let no_write_flags = WriteArgs::default();
+        let task = match mode {
+            "encrypt" => Task::Encrypt(writing(layers, &[], &no_write_flags, config)?),
+            "decrypt" => Task::Decrypt(reading(layers, &[], &section.keys, None, config)?),
+            "verify" => Task::Verify(reading(layers, &[], &section.keys, None, config)?),
+            "reencrypt" => Task::Reencrypt {
+                read: reading(layers, &[], &section.old_keys, None, config)?,
+                write: writing(layers, &[], &no_write_flags, config)?,
+            },
+            other => bail!(
+                "{}: unknown [job] mode {other:?} (encrypt, decrypt, reencrypt or verify)",
+                sealpipe::escape::path(path)
+            ),
+        };
+        let job = self.job_settings(task, objects, JobFlags::default(), layers, config)?;
+        let verify = match (&section.verify_destination, &source, &destination) {
+            (Some(verify), Some(source), Some(destination)) if mode == "encrypt" && !dry_run => {
+                let copy = config.resolve(verify);
+                let paths = [destination.clone(), copy.display().to_string()];
+                let objects = Objects {
+                    paths: &paths,
+                    manifest: None,
+                    in_place: false,
+                    dry_run: false,
+                };
+                let task = Task::Decrypt(reading(layers, &[], &section.keys, None, config)?);
+                Some(Verification {
+                    job: self.job_settings(task, objects, JobFlags::default(), layers, config)?,
+                    source: PathBuf::from(source),
+                    copy,
+                })
+            }
+            _ => None,
+        };
+        let summary = format!(
+            "{mode} {} -> {}",
+            source
+                .as_deref()
+                .or(section.manifest.as_deref())
+                .unwrap_or("?"),
+            destination.as_deref().unwrap_or("(in place)"),
+        );
+        let dev_keys = if section.create_missing_dev_key && !dry_run {
+            section
+                .keys
+                .iter()
+                .chain(&section.old_keys)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(RunSettings {
+            job,
+            summary,
+            dev_keys,
+            dev_key_base: config.base.clone(),
+            verify,
+        })
+    }
+
+    fn job_settings(
+        &self,
+        task: Task,
+        objects: Objects,
+        flags: JobFlags,
+        layers: &Layers,
+        config: &Config,
+    ) -> anyhow::Result<JobSettings> {
+        let (source, destination) = objects.locate(task.name())?;
+        let on_s3 = matches!(
+            &source,
+            Source::Manifest(_) | Source::Location(Location::S3 { .. })
+        ) || destination.as_ref().is_some_and(Location::is_s3);
+        let s3 = if on_s3 {
+            Some(s3_transfer(layers, self.flags, config)?)
+        } else {
+            None
+        };
+        let default_concurrency = if on_s3 {
+            DEFAULT_CONCURRENCY_S3
+        } else {
+            DEFAULT_CONCURRENCY
+        };
+        let (a, c, j) = (&self.flags.aws, &config.cache, &config.job);
+        let pool = PoolLimits::default();
+        // Each value is in its range already (values::Age, CacheMessages, CacheBytes).
+        let max_key_age = layers.pick(a.cache_max_age, None, c.max_age_seconds)?;
+        let max_key_messages = layers.pick(a.cache_max_messages, None, c.max_messages)?;
+        let max_key_bytes = layers.pick(a.cache_max_bytes, None, c.max_bytes)?;
+        Ok(JobSettings {
+            task,
+            source,
+            destination,
+            in_place: objects.in_place,
+            include: layers.pick_list(flags.include, &j.include)?,
+            exclude: layers.pick_list(flags.exclude, &j.exclude)?,
+            concurrency: self.concurrency.clone().or(default_concurrency),
+            dry_run: objects.dry_run,
+            fail_fast: layers.pick_switch(flags.fail_fast, None, config.runtime.fail_fast)?,
+            aead: backend(self.aead.clone())?,
+            max_key_age: max_key_age.map(|s| s.duration()).or(pool.max_age),
+            max_key_messages: max_key_messages.map(|m| m.0).or(pool.max_messages),
+            max_key_bytes: max_key_bytes.map(|b| b.0).or(pool.max_bytes),
+            s3,
+            report: self.report.clone(),
+            completion_report: layers.pick(
+                flags.completion_report,
+                None,
+                resolved(config, &config.runtime.completion_report),
+            )?,
+        })
+    }
+}
+
+impl Objects<'_> {
+    /// The source and destination, checked against what the command `name` expects.
+    fn locate(&self, name: &str) -> anyhow::Result<(Source, Option<Location>)> {
+        let parse = |s: &str| Location::parse(s).map_err(|e| anyhow!(e));
+        let paths = self
+            .paths
+            .iter()
+            .map(|p| parse(p))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let manifest = self.manifest.map(parse).transpose()?;
+        let verify = name == "verify";
+        let usage =
+            |expected: &str| anyhow!("{name} expects {expected}; got {} path(s)", paths.len());
+        Ok(match (manifest, self.in_place, verify, paths.as_slice()) {
+            (Some(m), true, _, []) => (Source::Manifest(m), None),
+            (Some(m), _, true, []) => (Source::Manifest(m), None),
+            (Some(m), false, false, [dst]) => (Source::Manifest(m), Some(dst.clone())),
+            (Some(_), ..) => {
+                return Err(usage(
+                    "only DST with --manifest (nothing with --in-place, nothing for verify)",
+                ));
+            }
+            (None, true, _, [src]) => (Source::Location(src.clone()), None),
+            (None, true, _, [src, dst]) => (Source::Location(src.clone()), Some(dst.clone())),
+            (None, false, true, [src]) => (Source::Location(src.clone()), None),
+            (None, false, true, _) => return Err(usage("SRC")),
+            (None, false, _, [src, dst]) => (Source::Location(src.clone()), Some(dst.clone())),
+            (None, ..) => return Err(usage("SRC and DST (or SRC with --in-place)")),
+        })
+    }
+}
+
+/// Key references from flags (relative to the working directory), else from the
+/// config file (relative to the file).
+fn key_refs(
+    layers: &Layers,
+    flags: &[String],
+    config_keys: &[String],
+    config: &Config,
+) -> anyhow::Result<KeyRefs> {
+    let refs = layers.pick_list(flags, config_keys)?;
+    let base = match refs.origin {
+        Origin::Config => config.base.clone(),
+        _ => PathBuf::new(),
+    };
+    Ok(KeyRefs { refs, base })
+}
+
+/// Context pairs from a repeatable flag, else from a config table.
+fn pick_context(
+    layers: &Layers,
+    flags: &[String],
+    flag: &str,
+    config: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<Sourced<EncryptionContext>> {
+    let from_flags = (!flags.is_empty())
+        .then(|| parse_pairs(flags, flag))
+        .transpose()?;
+    let from_config = (!config.is_empty()).then(|| config.clone().into());
+    Ok(layers
+        .pick(from_flags, None, from_config)?
+        .or(EncryptionContext::new()))
+}
+
+/// How `encrypt` and `reencrypt` write: `keys` (`--key`), else `[job] keys`.
+fn writing(
+    layers: &Layers,
+    keys: &[String],
+    flags: &WriteArgs,
+    config: &Config,
+) -> anyhow::Result<Writing> {
+    let e = &config.encrypt;
+    let suite = layers.pick(flags.suite.clone(), None, e.suite.clone())?;
+    let frame_length = layers.pick(flags.frame_len, None, e.frame_length)?;
+    Ok(Writing {
+        keys: key_refs(layers, keys, &config.job.keys, config)?,
+        context: pick_context(layers, &flags.context, "--context", &config.job.context)?,
+        suite: suite.parse(
+            "--suite",
+            AlgorithmSuite::AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
+            |s| parse_suite(s),
+        )?,
+        frame_length: frame_length.map(|l| l.0).or(DEFAULT_FRAME_LENGTH),
+    })
+}
+
+/// How `decrypt`, `verify` and `reencrypt` read: `keys` (`--key`, `--old-key`), else
+/// `config_keys` (`[job] keys`, `old_keys`); `run` has no flags.
+fn reading(
+    layers: &Layers,
+    keys: &[String],
+    config_keys: &[String],
+    flags: Option<&ReadArgs>,
+    config: &Config,
+) -> anyhow::Result<Reading> {
+    let d = &config.decrypt;
+    let limits = DecodeLimits::default();
+    let (policy, edks, header, frame) = match flags {
+        Some(f) => (
+            f.commitment_policy.clone(),
+            f.max_encrypted_data_keys,
+            f.max_header_size,
+            f.max_frame_len,
+        ),
+        None => (None, None, None, None),
+    };
+    let policy = layers.pick(policy, None, d.commitment_policy.clone())?;
+    let edks = layers.pick(edks, None, d.max_encrypted_data_keys)?;
+    let header = layers.pick(header, None, d.max_header_size)?;
+    let frame = layers.pick(frame, None, d.max_frame_length)?;
+    let no_flags = Vec::new();
+    let reproduced = flags.map_or(&no_flags, |f| &f.reproduced_context);
+    Ok(Reading {
+        keys: key_refs(layers, keys, config_keys, config)?,
+        discovery: flags.is_some_and(|f| f.discovery),
+        discovery_accounts: flags.map_or_else(Vec::new, |f| f.discovery_account.clone()),
+        discovery_partition: flags.map_or_else(|| "aws".into(), |f| f.discovery_partition.clone()),
+        reproduced_context: pick_context(
+            layers,
+            reproduced,
+            "--reproduced-context",
+            &d.reproduced_context,
+        )?,
+        commitment_policy: policy.parse("--commitment-policy", Default::default(), |p| {
+            p.parse().map_err(|e: String| anyhow!(e))
+        })?,
+        max_encrypted_data_keys: edks.map(|m| m.0).or(limits.max_encrypted_data_keys),
+        max_header_len: header.map(|m| m.0).or(limits.max_header_len),
+        max_frame_length: frame.map(|m| m.0).or(limits.max_frame_length),
+    })
+}
+
+/// AWS settings: flags over the config file; the SDK adds the environment.
+fn aws(layers: &Layers, g: &GlobalArgs, config: &Config) -> anyhow::Result<Aws> {
+    let (a, c) = (&g.aws, &config.aws);
+    let retry = RetryPolicy::default();
+    let max_delay = layers.pick(a.kms_retry_max_delay, None, c.kms_retry_max_delay)?;
+    let total = layers.pick(a.kms_retry_total, None, c.kms_retry_total)?;
+    Ok(Aws {
+        region: layers.pick(a.region.clone(), None, c.region.clone())?,
+        profile: layers.pick(a.profile.clone(), None, c.profile.clone())?,
+        kms_endpoint: layers.pick(a.kms_endpoint.clone(), None, c.kms_endpoint.clone())?,
+        kms_rate: layers
+            .pick(a.kms_rate, Some(&KMS_RATE), c.kms_rate)?
+            .map(KmsRate::get),
+        kms_retry_max_delay: max_delay.map(|d| d.duration()).or(retry.max_delay),
+        kms_retry_total: total.map(|d| d.duration()).or(retry.max_total_delay),
+        grant_tokens: c.grant_tokens.clone(),
+    })
+}
+
+/// S3 transfer settings: flags over `[s3]` over defaults, checked together.
+fn s3_transfer(layers: &Layers, g: &GlobalArgs, config: &Config) -> anyhow::Result<S3Transfer> {
+    let (a, c) = (&g.s3, &config.s3);
+    let defaults = S3Settings::default();
+    // Each value is within S3's limits already (values::PartSize, values::InFlight);
+    // only how they relate is left to check.
+    let part_size = layers
+        .pick(a.part_size, None, c.part_size)?
+        .map(|p| p.0)
+        .or(defaults.part_size);
+    let max_in_flight = layers
+        .pick(a.max_in_flight, None, c.max_in_flight)?
+        .map(|m| m.0)
+        .or(DEFAULT_MAX_IN_FLIGHT);
+    if max_in_flight.value < 2 * part_size.value {
+        bail!(
+            "--max-in-flight ({} bytes) must hold at least two parts ({} bytes): one being \
+             read and one being written",
+            max_in_flight.value,
+            2 * part_size.value
+        );
+    }
+    let sse = layers.pick(a.sse.clone(), None, c.sse.clone())?;
+    if let Some(s) = &sse.value
+        && s != "aws:kms"
+        && s != "AES256"
+    {
+        bail!("--sse {s:?}: use aws:kms or AES256");
+    }
+    Ok(S3Transfer {
+        endpoint: layers.pick(a.s3_endpoint.clone(), None, c.endpoint.clone())?,
+        path_style: layers.pick(a.s3_path_style, None, c.path_style)?,
+        part_size,
+        max_in_flight,
+        storage_class: layers.pick(a.storage_class.clone(), None, c.storage_class.clone())?,
+        sse,
+        sse_kms_key_id: layers.pick(a.sse_kms_key_id.clone(), None, c.sse_kms_key_id.clone())?,
+    })
+}
+
+/// The AES-GCM backend named by whichever layer set one.
+fn backend(name: Sourced<Option<String>>) -> anyhow::Result<Sourced<AeadBackend>> {
+    name.parse(AEAD.flag, AeadBackend::default(), |s| {
+        s.parse().map_err(|e: String| anyhow!(e))
+    })
+}
+
+/// A path from the config file, resolved against the file's directory.
+fn resolved(config: &Config, path: &Option<PathBuf>) -> Option<PathBuf> {
+    path.as_ref().map(|p| config.resolve(p))
+}
+
+fn parse_suite(s: &str) -> anyhow::Result<AlgorithmSuite> {
+    let hex = s.trim_start_matches("0x").trim_start_matches("0X");
+    match u16::from_str_radix(hex, 16)
+        .ok()
+        .and_then(AlgorithmSuite::from_id)
+    {
+        Some(suite) if suite.is_committing() => Ok(suite),
+        _ => bail!(
+            "unsupported suite {s:?} for encryption: use 0478 (AES-256-GCM, HKDF-SHA512, key \
+             commitment) or 0578 (the same with an ECDSA P-384 signature)"
+        ),
+    }
+}
+
+/// Parses `K=V` pairs; the value may contain `=`.
+fn parse_pairs(pairs: &[String], flag: &str) -> anyhow::Result<EncryptionContext> {
+    let mut ctx = EncryptionContext::new();
+    for p in pairs {
+        // `{:?}` escapes controls itself, and the output module escapes every line.
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| anyhow!("{flag} {p:?}: expected KEY=VALUE"))?;
+        if k.is_empty() {
+            bail!("{flag} {p:?}: the key is empty");
+        }
+        if ctx.insert(k, v).is_some() {
+            bail!("{flag}: the key {k:?} is given twice");
+        }
+    }
+    Ok(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use clap::Parser;
+
+    use super::*;
+
+    /// Resolves `args` (after `sealpipe`) with `toml` as the config file and `env` as
+    /// the whole environment.
+    fn settings(args: &[&str], toml: &str, env: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let cli = Cli::try_parse_from(std::iter::once("sealpipe").chain(args.iter().copied()))?;
+        let mut config: Config = toml::from_str(toml)?;
+        config.base = PathBuf::from("conf");
+        let env: HashMap<String, OsString> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        resolve_with(&cli, &config, None, &|name| env.get(name).cloned())
+    }
+
+    fn job(args: &[&str], toml: &str, env: &[(&str, &str)]) -> JobSettings {
+        match settings(args, toml, env).unwrap().command {
+            Resolved::Job(job) => *job,
+            other => panic!("not a job: {other:?}"),
+        }
+    }
+
+    const ENCRYPT: [&str; 5] = ["encrypt", "src", "dst", "--key", "raw-aes:a:b:k.key"];
+
+    fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        ENCRYPT
+            .iter()
+            .copied()
+            .chain(extra.iter().copied())
+            .collect()
+    }
+
+    #[test]
+    fn concurrency_flag_beats_env_beats_config_beats_default() {
+        let toml = "[runtime]\nconcurrency = 3";
+        let env = [("SEALPIPE_CONCURRENCY", "5")];
+        let c = job(&with(&["--concurrency", "7"]), toml, &env).concurrency;
+        assert_eq!((c.value, c.origin), (7, Origin::Flag));
+        let c = job(&ENCRYPT, toml, &env).concurrency;
+        assert_eq!(
+            (c.value, c.origin),
+            (5, Origin::Env("SEALPIPE_CONCURRENCY"))
+        );
+        let c = job(&ENCRYPT, toml, &[]).concurrency;
+        assert_eq!((c.value, c.origin), (3, Origin::Config));
+        let c = job(&ENCRYPT, "", &[]).concurrency;
+        assert_eq!((c.value, c.origin), (DEFAULT_CONCURRENCY, Origin::Default));
+        // The default depends on where the objects are.
+        let s3 = ["encrypt", "src", "s3://bucket/p", "--key", "alias/k"];
+        assert_eq!(job(&s3, "", &[]).concurrency.value, DEFAULT_CONCURRENCY_S3);
+    }
+
+    #[test]
+    fn aead_and_kms_rate_follow_the_same_rule() {
+        let toml = "[runtime]\naead = \"rustcrypto\"\n[aws]\nkms_rate = 2.5";
+        let env = [("SEALPIPE_AEAD", "ring"), ("SEALPIPE_KMS_RATE", "4")];
+        let a = job(&with(&["--aead", "rustcrypto"]), "", &env).aead;
+        assert_eq!((a.value, a.origin), (AeadBackend::RustCrypto, Origin::Flag));
+        let a = job(&ENCRYPT, toml, &env).aead;
+        assert_eq!(
+            (a.value, a.origin),
+            (AeadBackend::Ring, Origin::Env("SEALPIPE_AEAD"))
+        );
+        let a = job(&ENCRYPT, toml, &[]).aead;
+        assert_eq!(
+            (a.value, a.origin),
+            (AeadBackend::RustCrypto, Origin::Config)
+        );
+
+        let rate = |args: &[&str], env| settings(args, toml, env).unwrap().aws.kms_rate;
+        let r = rate(&with(&["--kms-rate", "1"]), &env);
+        assert_eq!((r.value, r.origin), (Some(1.0), Origin::Flag));
+        let r = rate(&ENCRYPT, &env);
+        assert_eq!(
+            (r.value, r.origin),
+            (Some(4.0), Origin::Env("SEALPIPE_KMS_RATE"))
+        );
+        let r = rate(&ENCRYPT, &[]);
+        assert_eq!((r.value, r.origin), (Some(2.5), Origin::Config));
+        let r = settings(&ENCRYPT, "", &[]).unwrap().aws.kms_rate;
+        assert_eq!((r.value, r.origin), (None, Origin::Default));
+    }
+
+    #[test]
+    fn settings_without_a_variable_take_the_flag_then_the_file_then_the_default() {
+        let toml = "[s3]\npart_size = \"16MiB\"\n[job]\ninclude = [\"*.txt\"]\n\
+                    keys = [\"raw-aes:a:b:c.key\"]";
+        let s3 = ["encrypt", "src", "s3://bucket/p"];
+        let part = |args: &[&str], toml| job(args, toml, &[]).s3.unwrap().part_size;
+        let p = part(&[&s3[..], &["--part-size", "32MiB"]].concat(), toml);
+        assert_eq!((p.value, p.origin), (32 << 20, Origin::Flag));
+        let p = part(&s3, toml);
+        assert_eq!((p.value, p.origin), (16 << 20, Origin::Config));
+        let p = part(&s3, "");
+        assert_eq!(
+            (p.value, p.origin),
+            (S3Settings::default().part_size, Origin::Default)
+        );
+        // Local jobs resolve no S3 setting at all, as they never used them.
+        assert!(job(&ENCRYPT, toml, &[]).s3.is_none());
+
+        let j = job(&with(&["--include", "*.bin"]), toml, &[]);
+        assert_eq!(
+            (j.include.value, j.include.origin),
+            (vec!["*.bin".into()], Origin::Flag)
+        );
+        let Task::Encrypt(w) = j.task else { panic!() };
+        // Flag keys are relative to the working directory, the file's to the file.
+        assert_eq!(w.keys.refs.value, ["raw-aes:a:b:k.key"]);
+        assert_eq!(w.keys.base, PathBuf::new());
+        let j = job(&s3, toml, &[]);
+        assert_eq!(j.include.value, ["*.txt"]);
+        assert_eq!(j.include.origin, Origin::Config);
+        let Task::Encrypt(w) = j.task else { panic!() };
+        assert_eq!(w.keys.base, PathBuf::from("conf"));
+    }
+
+    #[test]
+    fn an_invalid_environment_value_names_its_variable_unless_a_flag_overrides_it() {
+        let env = [("SEALPIPE_CONCURRENCY", "0")];
+        let e = settings(&ENCRYPT, "", &env).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--concurrency (from SEALPIPE_CONCURRENCY): concurrency must be a whole number \
+             from 1 to 65536, not 0"
+        );
+        let c = job(&with(&["--concurrency", "2"]), "", &env).concurrency;
+        assert_eq!(c.value, 2);
+
+        // Parsed after picking, so the message comes from the backend's own parser.
+        let e = settings(&ENCRYPT, "", &[("SEALPIPE_AEAD", "fast")]).unwrap_err();
+        assert!(
+            e.to_string().starts_with("--aead (from SEALPIPE_AEAD): "),
+            "{e}"
+        );
+        let e = settings(&ENCRYPT, "", &[("SEALPIPE_QUIET", "yes")]).unwrap_err();
+        assert!(e.to_string().contains("SEALPIPE_QUIET"), "{e}");
+        let quiet = settings(&ENCRYPT, "", &[("SEALPIPE_QUIET", "true")])
+            .unwrap()
+            .quiet;
+        assert_eq!(
+            (quiet.value, quiet.origin),
+            (true, Origin::Env("SEALPIPE_QUIET"))
+        );
+    }
+}
