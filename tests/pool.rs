@@ -181,6 +181,11 @@ fn contexts_and_oversized_objects_get_their_own_keys() {
         for _ in 0..99 {
             pool.materials(&a, 10).await.unwrap();
         }
+        // The key is full: the next message gets the next one, whether the background
+        // refresh has already fetched it or not (asserting right after the 100th
+        // message raced that refresh).
+        let next = pool.materials(&a, 10).await.unwrap();
+        assert_ne!(next.data_key, ma.data_key);
     });
     assert_eq!(keyring.encrypts.load(Relaxed), 4);
 }
