@@ -232,7 +232,7 @@ impl DataKeyPool {
                 };
                 counter.fetch_add(1, Relaxed);
                 if refresh && !generation.prefetch_started.swap(true, Relaxed) {
-                    self.prefetch(slot.clone(), context.clone());
+                    self.prefetch(slot.clone(), context.clone(), generation.clone());
                 }
                 return Ok(generation.materials.clone());
             }
@@ -262,12 +262,16 @@ impl DataKeyPool {
         Ok(Generation::new(materials))
     }
 
-    /// Fetches the successor of the current generation without making anyone wait.
-    fn prefetch(&self, slot: Arc<Slot>, context: EncryptionContext) {
+    /// Fetches the successor of `current` without making anyone wait.
+    fn prefetch(&self, slot: Arc<Slot>, context: EncryptionContext, current: Arc<Generation>) {
         let pool = self.clone();
         tokio::spawn(async move {
             let _fetching = slot.fetching.lock().await;
-            if slot.next.lock().expect("not poisoned").is_some() {
+            // A caller that found `current` used up before this task ran has fetched
+            // its successor itself: a second one would be a wasted keyring call.
+            if slot.next.lock().expect("not poisoned").is_some()
+                || !same(&slot.current(), &Some(current))
+            {
                 return;
             }
             // A failure here is not fatal: the next caller that needs materials fetches
