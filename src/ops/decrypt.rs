@@ -7,7 +7,10 @@
 use bytes::Bytes;
 
 use super::marker::{self, Marker};
-use super::{Failed, IN_MEMORY, MakeSink, Outcome, header, in_memory, run_through, write_whole};
+use super::{
+    Failed, IN_MEMORY, MakeSink, Outcome, header, in_memory, in_memory_work, run_through,
+    write_whole,
+};
 use crate::bridge::{Cancel, ChunkReader};
 use crate::format::EncryptionContext;
 use crate::keys::{DecryptCache, Keyring};
@@ -70,10 +73,12 @@ pub async fn decrypt(
     let (decryptor, rest) = opener.open(body.as_mut()).await?;
     if let Some(tail) = body.take_if_in_memory(IN_MEMORY) {
         // Opened in memory: nothing is written before every tag verified.
-        let mut plaintext = Vec::new();
-        let len = decryptor
-            .decrypt(&mut in_memory(rest, tail), &mut plaintext)
-            .map_err(|e| Failed::new("decrypt", e))?;
+        let (len, plaintext) = in_memory_work("decrypt", rest.len() + tail.len(), move || {
+            let mut plaintext = Vec::new();
+            let len = decryptor.decrypt(&mut in_memory(rest, tail), &mut plaintext)?;
+            Ok((len, plaintext))
+        })
+        .await?;
         check_length(marker.as_ref(), len)?;
         let sink = out
             .make(meta, Payload::Plaintext, len)

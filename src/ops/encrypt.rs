@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::marker::{self, Marker};
-use super::{Failed, IN_MEMORY, MakeSink, Outcome, run_through, write_whole};
+use super::{Failed, IN_MEMORY, MakeSink, Outcome, in_memory_work, run_through, write_whole};
 use crate::Error;
 use crate::bridge::{Cancel, ChunkReader};
 use crate::format::EncryptionContext;
@@ -83,9 +83,13 @@ pub async fn encrypt(
                 format!("read: {} bytes arrived of {size}", whole.len()),
             ));
         }
-        let mut message = Vec::new();
-        encrypt_to_vec(&materials, sealer.options, None, &whole, &mut message)
-            .map_err(|e| Failed::new("encrypt", e))?;
+        let options = sealer.options.clone();
+        let message = in_memory_work("encrypt", whole.len(), move || {
+            let mut message = Vec::new();
+            encrypt_to_vec(&materials, &options, None, &whole, &mut message)?;
+            Ok(message)
+        })
+        .await?;
         let sink = out
             .make(meta, Payload::Message, message.len() as u64)
             .await

@@ -96,10 +96,30 @@ pub trait MakeSink: Sync {
     ) -> BoxFuture<'_, Result<Box<dyn Sink>, Error>>;
 }
 
-/// Objects up to this size that arrived whole with their first request are processed at
-/// once, on the task that holds them: sealing or opening them takes microseconds, less
-/// than handing them to a blocking thread and back.
-const IN_MEMORY: usize = 256 * 1024;
+/// Objects up to this size that arrived whole with their first request (a GET of a
+/// part brings an object that fits in it) are sealed or opened in memory, as one
+/// buffer: no channels, no pump tasks, no copy into a pending buffer.
+const IN_MEMORY: usize = 8 << 20;
+
+/// Up to this size, in-memory work runs on the task that holds the bytes: it takes
+/// microseconds, less than handing it to a blocking thread and back. Larger work goes
+/// to a blocking thread, so runtime threads stay free for I/O.
+const INLINE: usize = 256 * 1024;
+
+/// Runs `work` on `len` bytes held in memory: inline when small, else on a blocking
+/// thread.
+async fn in_memory_work<T: Send + 'static>(
+    step: &'static str,
+    len: usize,
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Failed> {
+    let done = if len <= INLINE {
+        work()
+    } else {
+        bridge::blocking(step, work).await.and_then(|r| r)
+    };
+    done.map_err(|e| Failed::new(step, e))
+}
 
 /// Writes a whole output, made in memory, to `sink` and commits it; aborts it if that
 /// fails. Returns the output's size.

@@ -5,7 +5,9 @@
 use super::decrypt::{Opener, check_length};
 use super::encrypt::Sealer;
 use super::marker::{self, Marker};
-use super::{Failed, IN_MEMORY, MakeSink, Outcome, in_memory, run_through, write_whole};
+use super::{
+    Failed, IN_MEMORY, MakeSink, Outcome, in_memory, in_memory_work, run_through, write_whole,
+};
 use crate::bridge::{Cancel, ChunkReader};
 use crate::store::{Payload, SourceObject};
 use crate::stream::{EncryptingWriter, encrypt_to_vec};
@@ -44,14 +46,21 @@ pub async fn reencrypt(
     let mut body = source.body;
     let (decryptor, rest) = opener.open(body.as_mut()).await?;
     if let Some(tail) = body.take_if_in_memory(IN_MEMORY) {
-        let mut plaintext = Vec::new();
-        let len = decryptor
-            .decrypt(&mut in_memory(rest, tail), &mut plaintext)
-            .map_err(|e| Failed::new("decrypt", e))?;
-        check_length(old.as_ref(), len)?;
-        let mut message = Vec::new();
-        encrypt_to_vec(&materials, sealer.options, None, &plaintext, &mut message)
-            .map_err(|e| Failed::new("encrypt", e))?;
+        let len = rest.len() + tail.len();
+        let (plaintext_len, plaintext) = in_memory_work("decrypt", len, move || {
+            let mut plaintext = Vec::new();
+            let n = decryptor.decrypt(&mut in_memory(rest, tail), &mut plaintext)?;
+            Ok((n, plaintext))
+        })
+        .await?;
+        check_length(old.as_ref(), plaintext_len)?;
+        let options = sealer.options.clone();
+        let message = in_memory_work("encrypt", plaintext.len(), move || {
+            let mut message = Vec::new();
+            encrypt_to_vec(&materials, &options, None, &plaintext, &mut message)?;
+            Ok(message)
+        })
+        .await?;
         let sink = out
             .make(meta, Payload::Message, message.len() as u64)
             .await
