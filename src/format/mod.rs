@@ -10,7 +10,7 @@ mod header;
 mod suite;
 
 pub use body::{
-    BodyAad, ContentKind, FINAL_FRAME_MARKER, FINAL_FRAME_OVERHEAD, FrameHeader,
+    BodyAad, ContentKind, FINAL_FRAME_MARKER, FINAL_FRAME_OVERHEAD, FrameHeader, FrameStart,
     MAX_NON_FRAMED_CONTENT, REGULAR_FRAME_OVERHEAD, SingleBlockHeader, decode_footer,
     encode_footer, frame_iv,
 };
