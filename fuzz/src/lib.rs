@@ -31,7 +31,13 @@ pub fn data_key(suite: &AlgorithmSuite) -> DataKey {
 /// Decryption materials for any header: the fixed key, no authenticate-only pairs.
 pub fn materials_for(header: &Header) -> DecryptionMaterials {
     DecryptionMaterials {
-        data_key: data_key(&header.body.suite),
+        // Called after the policy check, which refuses unknown suites; an empty key
+        // would fail the length check anyway.
+        data_key: header
+            .body
+            .suite
+            .known()
+            .map_or_else(|| DataKey::new(Vec::new()), |s| data_key(&s)),
         authenticate_only_context: EncryptionContext::new(),
     }
 }

@@ -131,7 +131,9 @@ pub async fn decryption_materials(
     header: &HeaderBody,
     reproduced: &EncryptionContext,
 ) -> Result<DecryptionMaterials, Error> {
-    let suite = header.suite;
+    let suite = header.suite.known().ok_or(Error::UnsupportedSuite {
+        id: header.suite.id,
+    })?;
     let (full, authenticate_only) = merge_reproduced(&header.context, reproduced)?;
     let request = DecryptRequest {
         suite,

@@ -12,9 +12,9 @@ use crate::crypto::{
     AeadKey, MessageHasher, VerifyingKey, commitment_matches, derive_message_keys,
 };
 use crate::format::{
-    BodyAad, ContentKind, ContentType, DecodeError, DecodeLimits, FrameHeader, FrameStart, Header,
-    IV_LEN, PUBLIC_KEY_CONTEXT_KEY, REGULAR_FRAME_OVERHEAD, SingleBlockHeader, TAG_LEN,
-    decode_footer,
+    AlgorithmSuite, BodyAad, ContentKind, ContentType, DecodeError, DecodeLimits, FrameHeader,
+    FrameStart, Header, IV_LEN, PUBLIC_KEY_CONTEXT_KEY, REGULAR_FRAME_OVERHEAD, SingleBlockHeader,
+    TAG_LEN, decode_footer,
 };
 use crate::keys::DecryptionMaterials;
 
@@ -79,10 +79,18 @@ pub fn read_header<R: Read>(
 
 /// Checks a parsed header against the decryption policy, before any key is fetched.
 ///
-/// Also enforces that signing suites carry the verification key in the context and
-/// other suites do not, so a malformed message never costs a keyring call.
-pub(crate) fn check_policy(header: &Header, options: &DecryptOptions) -> Result<(), Error> {
-    let suite = header.body.suite;
+/// Refuses suites this build does not know (the format layer keeps them representable),
+/// and returns the known suite. Also enforces that signing suites carry the verification
+/// key in the context and other suites do not, so a malformed message never costs a
+/// keyring call.
+pub(crate) fn check_policy(
+    header: &Header,
+    options: &DecryptOptions,
+) -> Result<AlgorithmSuite, Error> {
+    let named = header.body.suite;
+    let suite = named
+        .known()
+        .ok_or(Error::UnsupportedSuite { id: named.id })?;
     if !options.commitment_policy.allows_decrypt(&suite) {
         return Err(Error::CommitmentPolicy {
             suite,
@@ -99,7 +107,7 @@ pub(crate) fn check_policy(header: &Header, options: &DecryptOptions) -> Result<
         (false, true) => Err(Error::Context(format!(
             "suite {suite} does not sign, but the context has {PUBLIC_KEY_CONTEXT_KEY}"
         ))),
-        _ => Ok(()),
+        _ => Ok(suite),
     }
 }
 
@@ -118,9 +126,8 @@ impl MessageDecryptor {
         materials: &DecryptionMaterials,
         options: &DecryptOptions,
     ) -> Result<Self, Error> {
-        check_policy(&header, options)?;
+        let suite = check_policy(&header, options)?;
         let body = &header.body;
-        let suite = body.suite;
         if materials.data_key.len() != suite.key_len {
             return Err(Error::Config(format!(
                 "data key is {} bytes; suite {suite} needs {}",
@@ -521,4 +528,88 @@ fn read_bounded<R: Read>(
         return Err(Error::Truncated(what()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::bench_materials;
+    use crate::format::{EncryptionContext, MessageVersion};
+    use crate::stream::{EncryptOptions, encrypt_to_vec};
+
+    fn message() -> (Vec<u8>, crate::crypto::DataKey) {
+        let materials =
+            bench_materials(AlgorithmSuite::AES_256_GCM_HKDF_SHA512_COMMIT_KEY).unwrap();
+        let mut out = Vec::new();
+        encrypt_to_vec(
+            &materials,
+            &EncryptOptions::default(),
+            None,
+            b"hello",
+            &mut out,
+        )
+        .unwrap();
+        (out, materials.data_key.unwrap())
+    }
+
+    fn decrypt(message: &[u8], key: &crate::crypto::DataKey) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        decrypt_with(
+            &mut &message[..],
+            &mut out,
+            &DecryptOptions::default(),
+            |_| {
+                Ok(DecryptionMaterials {
+                    data_key: key.clone(),
+                    authenticate_only_context: EncryptionContext::new(),
+                })
+            },
+        )?;
+        Ok(out)
+    }
+
+    #[test]
+    fn an_unknown_suite_decodes_but_decryption_refuses_it_before_any_key() {
+        let (mut message, key) = message();
+        assert_eq!(decrypt(&message, &key).unwrap(), b"hello");
+        message[1..3].copy_from_slice(&0x1234u16.to_be_bytes());
+        let (header, _) = read_header(&mut &message[..], &DecodeLimits::default()).unwrap();
+        assert_eq!(
+            (header.body.suite.id, header.body.suite.known()),
+            (0x1234, None)
+        );
+        assert_eq!(header.body.suite.version, MessageVersion::V2);
+        let err = decrypt_with(
+            &mut &message[..],
+            &mut Vec::new(),
+            &DecryptOptions::default(),
+            |_| -> Result<DecryptionMaterials, Error> {
+                panic!("the keyring is asked for an unknown suite")
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::UnsupportedSuite { id: 0x1234 }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "unsupported algorithm suite 0x1234: not one of the ESDK suites sealpipe reads"
+        );
+    }
+
+    #[test]
+    fn an_unknown_version_byte_is_refused_naming_the_byte() {
+        let (mut message, key) = message();
+        message[0] = 0x03;
+        let err = decrypt(&message, &key).unwrap_err();
+        assert!(
+            matches!(err, Error::Decode(DecodeError::UnsupportedVersion(0x03))),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "not an ESDK message: unknown version byte 0x03"
+        );
+    }
 }

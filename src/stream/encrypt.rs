@@ -59,7 +59,7 @@ impl FrameSealer {
         };
         let keys = derive_message_keys(&suite, data_key, &message_id);
         let body = HeaderBody {
-            suite,
+            suite: suite.into(),
             message_id: message_id.to_vec(),
             context: materials.stored_context(),
             encrypted_data_keys: materials.encrypted_data_keys.clone(),
