@@ -15,7 +15,9 @@ pub use body::{
     encode_footer, frame_iv,
 };
 pub use context::{EncryptionContext, PUBLIC_KEY_CONTEXT_KEY, RESERVED_PREFIX};
-pub use header::{ContentType, EncryptedDataKey, Header, HeaderAuth, HeaderBody, IV_LEN, TAG_LEN};
+pub use header::{
+    ContentType, EncryptedDataKey, Header, HeaderAuth, HeaderBody, HeaderTemplate, IV_LEN, TAG_LEN,
+};
 pub use suite::{AlgorithmSuite, HeaderSuite, Kdf, MessageVersion, SignatureCurve};
 
 /// The largest frame length sealpipe writes, and the default upper bound on read.
