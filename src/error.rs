@@ -107,6 +107,13 @@ pub enum Error {
     /// The operating system's random number generator failed.
     #[error("random number generator failed: {0}")]
     Random(getrandom::Error),
+    /// The header names an algorithm suite this build does not know. The header itself
+    /// decodes (`inspect` shows it); decryption refuses it before any key is fetched.
+    #[error("unsupported algorithm suite 0x{id:04X}: not one of the ESDK suites sealpipe reads")]
+    UnsupportedSuite {
+        /// The suite ID in the header.
+        id: u16,
+    },
 }
 
 impl Error {

@@ -40,7 +40,7 @@ fn header(message: &[u8]) -> (Header, usize) {
 /// `rest`: a hostile message no header check can reject as tampered.
 fn authenticated(materials: &EncryptionMaterials, body: &HeaderBody, rest: &[u8]) -> Vec<u8> {
     let keys = derive_message_keys(
-        &body.suite,
+        &body.suite.known().unwrap(),
         materials.data_key.as_ref().unwrap(),
         &body.message_id,
     );

@@ -31,7 +31,13 @@ pub fn data_key(suite: &AlgorithmSuite) -> DataKey {
 /// Decryption materials for any header: the fixed key, no authenticate-only pairs.
 pub fn materials_for(header: &Header) -> DecryptionMaterials {
     DecryptionMaterials {
-        data_key: data_key(&header.body.suite),
+        // Called after the policy check, which refuses unknown suites; an empty key
+        // would fail the length check anyway.
+        data_key: header
+            .body
+            .suite
+            .known()
+            .map_or_else(|| DataKey::new(Vec::new()), |s| data_key(&s)),
         authenticate_only_context: EncryptionContext::new(),
     }
 }
@@ -45,18 +51,18 @@ pub fn encryption_materials(suite: AlgorithmSuite, pairs: &[(&str, &str)]) -> En
         context.insert(PUBLIC_KEY_CONTEXT_KEY, key.public_key_base64());
         key
     });
-    EncryptionMaterials {
+    EncryptionMaterials::new(
         suite,
         context,
-        required_context_keys: Default::default(),
-        data_key: Some(data_key(&suite)),
-        encrypted_data_keys: vec![EncryptedDataKey {
+        Default::default(),
+        Some(data_key(&suite)),
+        vec![EncryptedDataKey {
             provider_id: "fuzz".into(),
             provider_info: b"fixed-data-key".to_vec(),
             ciphertext: vec![0; 48],
         }],
         signing_key,
-    }
+    )
 }
 
 /// Small valid messages under [`FIXED_DATA_KEY`]: every suite, framed with several frame

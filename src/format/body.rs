@@ -81,6 +81,34 @@ impl BodyAad {
     }
 }
 
+/// The first four bytes of a frame: a regular frame's sequence number, or the marker
+/// that opens the final frame. A reader needs only these to know which frame layout
+/// follows (and, at the end of its input, which frame was cut short).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameStart {
+    /// A regular frame with this sequence number.
+    Regular(u32),
+    /// The final frame; its sequence number follows.
+    Final,
+}
+
+impl FrameStart {
+    /// Encoded length.
+    pub const LEN: usize = 4;
+
+    /// Decodes the start of a frame.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Self::read(&mut Reader::new(bytes))
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match r.u32()? {
+            FINAL_FRAME_MARKER => FrameStart::Final,
+            seq => FrameStart::Regular(seq),
+        })
+    }
+}
+
 /// The fields in front of a frame's encrypted content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameHeader {
@@ -93,8 +121,13 @@ pub struct FrameHeader {
 }
 
 impl FrameHeader {
+    /// Encoded length of a regular frame's header: sequence number and IV.
+    pub const REGULAR_LEN: usize = 4 + IV_LEN;
+    /// Encoded length of the final frame's header: marker, sequence number, IV, length.
+    pub const FINAL_LEN: usize = 4 + 4 + IV_LEN + 4;
+
     /// Writes a regular frame's header.
-    pub fn encode_regular(seq: u32, out: &mut [u8; 4 + IV_LEN]) {
+    pub fn encode_regular(seq: u32, out: &mut [u8; Self::REGULAR_LEN]) {
         out[..4].copy_from_slice(&seq.to_be_bytes());
         out[4..].copy_from_slice(&frame_iv(seq));
     }
@@ -111,11 +144,9 @@ impl FrameHeader {
     /// the header and its length in bytes, or `Truncated` if `bytes` is too short.
     pub fn decode(bytes: &[u8], frame_length: u32) -> Result<(Self, usize), DecodeError> {
         let mut r = Reader::new(bytes);
-        let first = r.u32()?;
-        let (seq, is_final) = if first == FINAL_FRAME_MARKER {
-            (r.u32()?, true)
-        } else {
-            (first, false)
+        let (seq, is_final) = match FrameStart::read(&mut r)? {
+            FrameStart::Regular(seq) => (seq, false),
+            FrameStart::Final => (r.u32()?, true),
         };
         let iv = r.array()?;
         let final_len = if is_final {
@@ -150,6 +181,13 @@ pub struct SingleBlockHeader {
 impl SingleBlockHeader {
     /// Encoded length.
     pub const LEN: usize = IV_LEN + 8;
+
+    /// Appends the IV and length (sealpipe never writes non-framed bodies; tests build
+    /// legacy messages with this).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.iv);
+        out.extend_from_slice(&self.content_len.to_be_bytes());
+    }
 
     /// Decodes the IV and length of a non-framed body.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
@@ -202,6 +240,47 @@ mod tests {
         FrameHeader::encode_final(1, 100, &mut hdr);
         assert!(FrameHeader::decode(&hdr, 99).is_err());
         let (fh, n) = FrameHeader::decode(&hdr, 100).unwrap();
-        assert_eq!((fh.seq, fh.final_len, n), (1, Some(100), 24));
+        assert_eq!(
+            (fh.seq, fh.final_len, n),
+            (1, Some(100), FrameHeader::FINAL_LEN)
+        );
+    }
+
+    #[test]
+    fn frame_headers_round_trip_and_every_prefix_is_truncated() {
+        let mut regular = [0u8; FrameHeader::REGULAR_LEN];
+        FrameHeader::encode_regular(7, &mut regular);
+        let mut last = Vec::new();
+        FrameHeader::encode_final(8, 5, &mut last);
+        for (bytes, expected) in [
+            (&regular[..], (7, None, FrameStart::Regular(7))),
+            (&last[..], (8, Some(5), FrameStart::Final)),
+        ] {
+            let (fh, n) = FrameHeader::decode(bytes, 10).unwrap();
+            assert_eq!(
+                (fh.seq, fh.final_len, n),
+                (expected.0, expected.1, bytes.len())
+            );
+            assert_eq!(fh.iv, frame_iv(expected.0));
+            assert_eq!(FrameStart::decode(bytes), Ok(expected.2));
+            for cut in 0..bytes.len() {
+                assert!(matches!(
+                    FrameHeader::decode(&bytes[..cut], 10),
+                    Err(DecodeError::Truncated { .. })
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn single_block_header_round_trips() {
+        let block = SingleBlockHeader {
+            iv: frame_iv(1),
+            content_len: 42,
+        };
+        let mut out = Vec::new();
+        block.encode(&mut out);
+        assert_eq!(out.len(), SingleBlockHeader::LEN);
+        assert_eq!(SingleBlockHeader::decode(&out), Ok(block));
     }
 }

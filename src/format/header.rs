@@ -5,7 +5,7 @@
 
 use super::codec::{Reader, put_u16_prefixed};
 use super::context::EncryptionContext;
-use super::suite::{AlgorithmSuite, MessageVersion};
+use super::suite::{HeaderSuite, MessageVersion};
 use super::{DecodeError, DecodeLimits, EncodeError};
 
 /// The v1 "type" byte: customer authenticated encrypted data.
@@ -70,8 +70,9 @@ impl EncryptedDataKey {
 /// The header fields covered by the header authentication tag.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderBody {
-    /// The suite; its version decides the header layout.
-    pub suite: AlgorithmSuite,
+    /// The suite as the header names it (possibly one this build does not know); its
+    /// version decides the header layout. Policy code refuses unknown suites.
+    pub suite: HeaderSuite,
     /// 16 bytes (v1) or 32 bytes (v2), random per message.
     pub message_id: Vec<u8>,
     /// The stored encryption context (without authenticate-only pairs).
@@ -93,6 +94,11 @@ impl HeaderBody {
         if self.message_id.len() != v.message_id_len() {
             return Err(EncodeError::Invalid(
                 "message ID length does not match the version",
+            ));
+        }
+        if self.suite.is_misplaced() {
+            return Err(EncodeError::Invalid(
+                "algorithm suite does not belong to the header version",
             ));
         }
         if self.suite_data.len() != self.suite.suite_data_len() {
@@ -150,10 +156,13 @@ impl HeaderBody {
                 return Err(DecodeError::Malformed("v1 header type is not 0x80"));
             }
         }
-        let suite_id = r.u16()?;
-        let suite =
-            AlgorithmSuite::from_id(suite_id).ok_or(DecodeError::UnsupportedSuite(suite_id))?;
-        if suite.version != version {
+        let suite = HeaderSuite {
+            id: r.u16()?,
+            version,
+        };
+        // An unknown ID stays representable (policy refuses it); a known suite in the
+        // other version's layout contradicts itself.
+        if suite.is_misplaced() {
             return Err(DecodeError::Malformed(
                 "algorithm suite does not belong to the header version",
             ));
@@ -218,6 +227,83 @@ impl HeaderBody {
     }
 }
 
+/// A header body encoded once for many messages that differ only in their message ID,
+/// frame length and suite data (the commitment).
+///
+/// Everything else (the stored context, the encrypted data keys, their length prefixes)
+/// depends only on the data key's materials, so a pooled data key encodes it once and
+/// each message patches its own fields in: the bytes are those [`HeaderBody::encode`]
+/// gives for the same fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderTemplate {
+    /// An encoded body; its message ID, frame length and suite data are overwritten.
+    bytes: Vec<u8>,
+    suite: HeaderSuite,
+    content_type: ContentType,
+}
+
+impl HeaderTemplate {
+    /// Encodes `body`; its message ID, frame length and suite data are placeholders
+    /// (they must have valid lengths, and the frame length must suit the content type).
+    pub fn new(body: &HeaderBody) -> Result<Self, EncodeError> {
+        Ok(Self {
+            bytes: body.encode()?,
+            suite: body.suite,
+            content_type: body.content_type,
+        })
+    }
+
+    /// Appends the header body of one message to `out`.
+    pub fn encode(
+        &self,
+        message_id: &[u8],
+        frame_length: u32,
+        suite_data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        let version = self.suite.version;
+        if message_id.len() != version.message_id_len() {
+            return Err(EncodeError::Invalid(
+                "message ID length does not match the version",
+            ));
+        }
+        if suite_data.len() != self.suite.suite_data_len() {
+            return Err(EncodeError::Invalid(
+                "suite data length does not match the suite",
+            ));
+        }
+        if (self.content_type == ContentType::Framed) != (frame_length > 0) {
+            return Err(EncodeError::Invalid(
+                "frame length must be non-zero exactly when the content is framed",
+            ));
+        }
+        // The message ID follows the version (and v1's type byte) and the suite ID; the
+        // frame length and suite data end the body.
+        let id_at = match version {
+            MessageVersion::V1 => 4,
+            MessageVersion::V2 => 3,
+        };
+        let start = out.len();
+        out.extend_from_slice(&self.bytes);
+        let body = &mut out[start..];
+        let data_at = body.len() - suite_data.len();
+        body[id_at..id_at + message_id.len()].copy_from_slice(message_id);
+        body[data_at - 4..data_at].copy_from_slice(&frame_length.to_be_bytes());
+        body[data_at..].copy_from_slice(suite_data);
+        Ok(())
+    }
+
+    /// Length of every header body encoded from this template.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Never true: a header body has at least its fixed fields.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
 /// The header authentication field.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderAuth {
@@ -276,5 +362,126 @@ impl Header {
         let mut out = self.body_bytes.clone();
         self.auth.encode(self.body.suite.version, &mut out);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::AlgorithmSuite;
+
+    fn body(suite: HeaderSuite) -> HeaderBody {
+        HeaderBody {
+            suite,
+            message_id: vec![9; suite.version.message_id_len()],
+            context: EncryptionContext::new(),
+            encrypted_data_keys: vec![EncryptedDataKey {
+                provider_id: "p".into(),
+                provider_info: b"i".to_vec(),
+                ciphertext: b"c".to_vec(),
+            }],
+            content_type: ContentType::Framed,
+            frame_length: 4096,
+            suite_data: vec![7; suite.suite_data_len()],
+        }
+    }
+
+    #[test]
+    fn headers_naming_unknown_suites_decode_in_both_layouts() {
+        for version in [MessageVersion::V1, MessageVersion::V2] {
+            let suite = HeaderSuite {
+                id: 0x1234,
+                version,
+            };
+            let body = body(suite);
+            let mut bytes = body.encode().unwrap();
+            HeaderAuth {
+                iv: [0; IV_LEN],
+                tag: [3; TAG_LEN],
+            }
+            .encode(version, &mut bytes);
+            let (header, used) = Header::decode(&bytes, &DecodeLimits::default()).unwrap();
+            assert_eq!(used, bytes.len());
+            assert_eq!(header.body, body);
+            assert_eq!(
+                (header.body.suite.known(), header.body.suite.name()),
+                (None, "UNKNOWN")
+            );
+            assert_eq!(header.to_bytes(), bytes);
+        }
+    }
+
+    #[test]
+    fn a_template_encodes_what_the_body_encodes() {
+        for suite in [
+            AlgorithmSuite::AES_256_GCM_HKDF_SHA512_COMMIT_KEY.into(),
+            AlgorithmSuite::from_id(0x0178).unwrap().into(),
+            HeaderSuite {
+                id: 0x1234,
+                version: MessageVersion::V2,
+            },
+        ] {
+            let mut placeholder = body(suite);
+            placeholder.context.insert("k", "v");
+            let template = HeaderTemplate::new(&placeholder).unwrap();
+            for (id_byte, frame_length) in [(1u8, 1u32), (0xAB, 65536), (0xFF, u32::MAX)] {
+                let mut message = placeholder.clone();
+                message.message_id = vec![id_byte; suite.version.message_id_len()];
+                message.frame_length = frame_length;
+                message.suite_data = vec![id_byte ^ 0x55; suite.suite_data_len()];
+                let mut out = b"prefix".to_vec();
+                template
+                    .encode(
+                        &message.message_id,
+                        frame_length,
+                        &message.suite_data,
+                        &mut out,
+                    )
+                    .unwrap();
+                assert_eq!(&out[..6], b"prefix");
+                assert_eq!(out[6..], message.encode().unwrap()[..]);
+                assert_eq!(template.len(), out.len() - 6);
+            }
+            let mut out = Vec::new();
+            let id = vec![0; suite.version.message_id_len()];
+            let data = vec![0; suite.suite_data_len()];
+            assert!(template.encode(&id[1..], 1, &data, &mut out).is_err());
+            assert!(template.encode(&id, 0, &data, &mut out).is_err());
+            assert!(template.encode(&id, 1, &[0; 5], &mut out).is_err());
+            assert!(out.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_known_suite_in_the_other_layout_is_malformed() {
+        let v1 = AlgorithmSuite::from_id(0x0378).unwrap();
+        let misplaced = HeaderSuite {
+            id: v1.id,
+            version: MessageVersion::V2,
+        };
+        assert!(matches!(
+            body(misplaced).encode(),
+            Err(EncodeError::Invalid(_))
+        ));
+        let mut bytes = body(AlgorithmSuite::AES_256_GCM_HKDF_SHA512_COMMIT_KEY.into())
+            .encode()
+            .unwrap();
+        bytes[1..3].copy_from_slice(&v1.id.to_be_bytes());
+        assert_eq!(
+            Header::decode(&bytes, &DecodeLimits::default()),
+            Err(DecodeError::Malformed(
+                "algorithm suite does not belong to the header version"
+            ))
+        );
+    }
+
+    #[test]
+    fn an_unknown_version_byte_is_reported_from_the_first_byte_alone() {
+        for byte in [0x00, 0x03, 0x80, 0xFF] {
+            assert_eq!(
+                Header::decode(&[byte], &DecodeLimits::default()),
+                Err(DecodeError::UnsupportedVersion(byte))
+            );
+        }
     }
 }

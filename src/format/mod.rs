@@ -10,13 +10,15 @@ mod header;
 mod suite;
 
 pub use body::{
-    BodyAad, ContentKind, FINAL_FRAME_MARKER, FINAL_FRAME_OVERHEAD, FrameHeader,
+    BodyAad, ContentKind, FINAL_FRAME_MARKER, FINAL_FRAME_OVERHEAD, FrameHeader, FrameStart,
     MAX_NON_FRAMED_CONTENT, REGULAR_FRAME_OVERHEAD, SingleBlockHeader, decode_footer,
     encode_footer, frame_iv,
 };
 pub use context::{EncryptionContext, PUBLIC_KEY_CONTEXT_KEY, RESERVED_PREFIX};
-pub use header::{ContentType, EncryptedDataKey, Header, HeaderAuth, HeaderBody, IV_LEN, TAG_LEN};
-pub use suite::{AlgorithmSuite, Kdf, MessageVersion, SignatureCurve};
+pub use header::{
+    ContentType, EncryptedDataKey, Header, HeaderAuth, HeaderBody, HeaderTemplate, IV_LEN, TAG_LEN,
+};
+pub use suite::{AlgorithmSuite, HeaderSuite, Kdf, MessageVersion, SignatureCurve};
 
 /// The largest frame length sealpipe writes, and the default upper bound on read.
 /// Python's ESDK rejects anything larger, so staying under it keeps messages portable.
@@ -57,12 +59,11 @@ pub enum DecodeError {
         /// Total bytes needed from the start of the structure.
         needed: usize,
     },
-    /// The first byte is not a known version.
+    /// The first byte is not a known version. Unlike an unknown suite, this cannot be
+    /// decoded into a header: the version decides the layout of everything after it, so
+    /// nothing but the byte itself can be reported.
     #[error("not an ESDK message: unknown version byte 0x{0:02X}")]
     UnsupportedVersion(u8),
-    /// The suite ID is not one of the eleven ESDK suites.
-    #[error("unsupported algorithm suite 0x{0:04X}")]
-    UnsupportedSuite(u16),
     /// The header lists more encrypted data keys than allowed.
     #[error("message has {count} encrypted data keys; the limit is {max}")]
     TooManyEncryptedDataKeys {

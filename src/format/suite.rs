@@ -172,6 +172,80 @@ impl fmt::Display for AlgorithmSuite {
     }
 }
 
+/// Length of the suite data in a v2 header whose suite this build does not know. Every
+/// v2 suite the specification defines (the ESDK's and the database SDK's) commits to its
+/// key with 32 bytes of suite data, so the v2 layout stays decodable for future suites.
+const V2_UNKNOWN_SUITE_DATA_LEN: usize = 32;
+
+/// The algorithm suite a header names, as written: its ID and the header version that
+/// carries it. The ID need not be one this build knows.
+///
+/// The header layout depends on the version byte, not on the suite, so a header naming
+/// an unknown suite still decodes: `inspect` can show it and a rewrap can carry it. Only
+/// policy refuses it, through [`known`](Self::known) (rustls keeps unknown codes the
+/// same way).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct HeaderSuite {
+    /// The two-byte identifier in the header.
+    pub id: u16,
+    /// The header's version.
+    pub version: MessageVersion,
+}
+
+impl HeaderSuite {
+    /// The suite, if this build knows the ID and it belongs to the header's version.
+    pub fn known(&self) -> Option<AlgorithmSuite> {
+        AlgorithmSuite::from_id(self.id).filter(|s| s.version == self.version)
+    }
+
+    /// Whether the ID is a known suite of the *other* version: a header that contradicts
+    /// itself, unlike an unknown ID.
+    pub(super) fn is_misplaced(&self) -> bool {
+        self.known().is_none() && AlgorithmSuite::from_id(self.id).is_some()
+    }
+
+    /// The suite's name in the ESDK specification, or `UNKNOWN`.
+    pub fn name(&self) -> &'static str {
+        self.known().map_or("UNKNOWN", |s| s.name())
+    }
+
+    /// Length of the algorithm suite data field in the header.
+    pub fn suite_data_len(&self) -> usize {
+        match (self.known(), self.version) {
+            (Some(suite), _) => suite.suite_data_len(),
+            (None, MessageVersion::V1) => 0,
+            (None, MessageVersion::V2) => V2_UNKNOWN_SUITE_DATA_LEN,
+        }
+    }
+}
+
+impl From<AlgorithmSuite> for HeaderSuite {
+    fn from(suite: AlgorithmSuite) -> Self {
+        Self {
+            id: suite.id,
+            version: suite.version,
+        }
+    }
+}
+
+impl PartialEq<AlgorithmSuite> for HeaderSuite {
+    fn eq(&self, other: &AlgorithmSuite) -> bool {
+        *self == HeaderSuite::from(*other)
+    }
+}
+
+impl fmt::Debug for HeaderSuite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HeaderSuite(0x{:04X}, {:?})", self.id, self.version)
+    }
+}
+
+impl fmt::Display for HeaderSuite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0x{:04X}", self.id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +258,30 @@ mod tests {
         }
         assert_eq!(AlgorithmSuite::from_id(0x0000), None);
         assert_eq!(AlgorithmSuite::from_id(0x6700), None);
+    }
+
+    #[test]
+    fn header_suites_know_only_the_suites_of_their_version() {
+        for s in AlgorithmSuite::ALL {
+            let named = HeaderSuite::from(s);
+            assert_eq!((named.known(), named.name()), (Some(s), s.name()));
+            assert_eq!(named.suite_data_len(), s.suite_data_len());
+            let other = match s.version {
+                MessageVersion::V1 => MessageVersion::V2,
+                MessageVersion::V2 => MessageVersion::V1,
+            };
+            let misplaced = HeaderSuite {
+                version: other,
+                ..named
+            };
+            assert_eq!(misplaced.known(), None);
+        }
+        let unknown = HeaderSuite {
+            id: 0x1234,
+            version: MessageVersion::V2,
+        };
+        assert_eq!((unknown.known(), unknown.name()), (None, "UNKNOWN"));
+        assert_eq!(unknown.suite_data_len(), V2_UNKNOWN_SUITE_DATA_LEN);
+        assert_eq!(unknown.to_string(), "0x1234");
     }
 }

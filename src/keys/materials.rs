@@ -3,12 +3,14 @@
 //! `aws-crypto-` prefix, the signing key in the context, authenticate-only pairs.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
 
 use super::{DecryptRequest, Keyring, KeyringError, describe_encrypted_data_keys};
 use crate::Error;
 use crate::crypto::{DataKey, SigningKey};
 use crate::format::{
-    AlgorithmSuite, EncryptedDataKey, EncryptionContext, HeaderBody, PUBLIC_KEY_CONTEXT_KEY,
+    AlgorithmSuite, ContentType, EncryptedDataKey, EncryptionContext, HeaderBody, HeaderTemplate,
+    PUBLIC_KEY_CONTEXT_KEY,
 };
 
 /// Everything needed to write messages under one data key.
@@ -31,9 +33,89 @@ pub struct EncryptionMaterials {
     pub encrypted_data_keys: Vec<EncryptedDataKey>,
     /// For signing suites.
     pub signing_key: Option<SigningKey>,
+    /// What every message's header shares, encoded on first use.
+    shared_header: OnceLock<Arc<SharedHeader>>,
+}
+
+/// The parts of a header that depend on the materials, not on the message: the encoded
+/// header body up to the per-message fields, and the authenticate-only context bytes
+/// the header tag also covers. Built once per data key, not once per message.
+#[derive(Debug)]
+pub(crate) struct SharedHeader {
+    /// The header body with placeholders for message ID, frame length and commitment.
+    pub(crate) template: HeaderTemplate,
+    /// Serialized authenticate-only pairs, appended to the header tag's AAD.
+    pub(crate) authenticate_only: Vec<u8>,
+    /// The fields it was built from. Fields are public, so materials may change after a
+    /// first message; a template that no longer matches them is not used.
+    built_from: (
+        AlgorithmSuite,
+        EncryptionContext,
+        BTreeSet<String>,
+        Vec<EncryptedDataKey>,
+    ),
 }
 
 impl EncryptionMaterials {
+    /// Materials from their parts (a keyring's `on_encrypt` fills in the data key and
+    /// the encrypted data keys of what [`encryption_materials`] starts with).
+    pub fn new(
+        suite: AlgorithmSuite,
+        context: EncryptionContext,
+        required_context_keys: BTreeSet<String>,
+        data_key: Option<DataKey>,
+        encrypted_data_keys: Vec<EncryptedDataKey>,
+        signing_key: Option<SigningKey>,
+    ) -> Self {
+        Self {
+            suite,
+            context,
+            required_context_keys,
+            data_key,
+            encrypted_data_keys,
+            signing_key,
+            shared_header: OnceLock::new(),
+        }
+    }
+
+    /// The header parts every message under these materials shares, encoded on first
+    /// use and then reused (a pooled data key serves many messages). Comparing the
+    /// fields it was built from costs no allocation, unlike encoding them again.
+    pub(crate) fn shared_header(&self) -> Result<Arc<SharedHeader>, Error> {
+        if let Some(shared) = self.shared_header.get()
+            && shared.built_from.0 == self.suite
+            && shared.built_from.1 == self.context
+            && shared.built_from.2 == self.required_context_keys
+            && shared.built_from.3 == self.encrypted_data_keys
+        {
+            return Ok(shared.clone());
+        }
+        let suite = self.suite;
+        let placeholder = HeaderBody {
+            suite: suite.into(),
+            message_id: vec![0; suite.version.message_id_len()],
+            context: self.stored_context(),
+            encrypted_data_keys: self.encrypted_data_keys.clone(),
+            content_type: ContentType::Framed,
+            frame_length: 1,
+            suite_data: vec![0; suite.suite_data_len()],
+        };
+        let shared = Arc::new(SharedHeader {
+            template: HeaderTemplate::new(&placeholder)?,
+            authenticate_only: self.authenticate_only_context().serialize()?,
+            built_from: (
+                suite,
+                self.context.clone(),
+                self.required_context_keys.clone(),
+                self.encrypted_data_keys.clone(),
+            ),
+        });
+        // Only the first template is kept: materials changed after it (rare) get a fresh
+        // one per message, correct if slower.
+        let _ = self.shared_header.set(shared.clone());
+        Ok(shared)
+    }
+
     /// The context as the header stores it: without the authenticate-only pairs.
     pub fn stored_context(&self) -> EncryptionContext {
         self.context
@@ -79,14 +161,8 @@ pub async fn encryption_materials(
         }
         None => None,
     };
-    let materials = EncryptionMaterials {
-        suite,
-        context,
-        required_context_keys: required_keys,
-        data_key: None,
-        encrypted_data_keys: Vec::new(),
-        signing_key,
-    };
+    let materials =
+        EncryptionMaterials::new(suite, context, required_keys, None, Vec::new(), signing_key);
     let materials = keyring.on_encrypt(materials).await?;
     match &materials.data_key {
         Some(k) if k.len() == suite.key_len => {}
@@ -131,7 +207,9 @@ pub async fn decryption_materials(
     header: &HeaderBody,
     reproduced: &EncryptionContext,
 ) -> Result<DecryptionMaterials, Error> {
-    let suite = header.suite;
+    let suite = header.suite.known().ok_or(Error::UnsupportedSuite {
+        id: header.suite.id,
+    })?;
     let (full, authenticate_only) = merge_reproduced(&header.context, reproduced)?;
     let request = DecryptRequest {
         suite,

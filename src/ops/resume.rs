@@ -4,7 +4,7 @@
 
 use super::Failed;
 use super::marker::Marker;
-use crate::format::{DecodeError, DecodeLimits, Header};
+use crate::format::{AlgorithmSuite, DecodeError, DecodeLimits, Header};
 use crate::store::{ObjectId, ObjectMeta, S3Store, SourceInfo};
 
 /// Why `output` on S3 is finished work for the source with `etag` (and `version`): it
@@ -44,11 +44,58 @@ pub fn marked_encrypted(meta: &ObjectMeta) -> Option<String> {
         .map(|_| "already encrypted by sealpipe (its marker metadata is present)".to_string())
 }
 
-/// Whether an object's first bytes parse as an ESDK header (or its beginning).
+/// Whether an object's first bytes parse as an ESDK header of a known suite (or as the
+/// beginning of one). A header naming a suite no ESDK defines is not taken for a
+/// message: that would leave a plaintext unencrypted because its first bytes happen to
+/// fit the layout.
 fn looks_like_message(head: &[u8]) -> bool {
-    !head.is_empty()
-        && matches!(
-            Header::decode(head, &DecodeLimits::default()),
-            Ok(_) | Err(DecodeError::Truncated { .. })
-        )
+    match Header::decode(head, &DecodeLimits::default()) {
+        Ok((header, _)) => header.body.suite.known().is_some(),
+        Err(DecodeError::Truncated { .. }) => !head.is_empty() && known_suite_prefix(head),
+        Err(_) => false,
+    }
+}
+
+/// Whether a header too short to decode still starts as one of a known suite: a version
+/// byte, then (v1: after the type byte 0x80) the ID of a suite defined for it.
+fn known_suite_prefix(head: &[u8]) -> bool {
+    let id_at = match head.first() {
+        Some(0x01) => 2,
+        Some(0x02) => 1,
+        _ => return false,
+    };
+    if id_at == 2 && head.get(1).is_some_and(|t| *t != 0x80) {
+        return false;
+    }
+    match head.get(id_at..id_at + 2) {
+        Some(id) => AlgorithmSuite::from_id(u16::from_be_bytes([id[0], id[1]]))
+            .is_some_and(|suite| suite.version.byte() == head[0]),
+        // Too short to tell: decoding said it could still be a header.
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_headers_of_known_suites_look_like_messages() {
+        let v2 = [0x02, 0x04, 0x78];
+        let v1 = [0x01, 0x80, 0x00, 0x14];
+        for (head, expected) in [
+            (&v2[..], true),
+            (&v1[..], true),
+            (&[0x02][..], true),
+            (&[0x02, 0x12, 0x34][..], false),
+            (&[0x01, 0x80, 0x12, 0x34][..], false),
+            (&[0x01, 0x81, 0x00, 0x14][..], false),
+            // A v1 suite in a v2 header.
+            (&[0x02, 0x00, 0x14][..], false),
+            (&b"plain text"[..], false),
+            (&[][..], false),
+        ] {
+            assert_eq!(looks_like_message(head), expected, "{head:02x?}");
+        }
+    }
 }

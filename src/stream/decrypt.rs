@@ -6,17 +6,27 @@ use std::io::{self, Read, Write};
 
 use rayon::prelude::*;
 
-use super::{DEFAULT_BATCH_BYTES, DecryptOptions, frames_per_batch, min_frames_per_task};
+use super::{DecryptOptions, frames_per_batch, min_frames_per_task};
 use crate::Error;
 use crate::crypto::{
     AeadKey, MessageHasher, VerifyingKey, commitment_matches, derive_message_keys,
 };
 use crate::format::{
-    BodyAad, ContentKind, ContentType, DecodeError, DecodeLimits, FINAL_FRAME_MARKER, FrameHeader,
-    Header, IV_LEN, PUBLIC_KEY_CONTEXT_KEY, REGULAR_FRAME_OVERHEAD, SingleBlockHeader, TAG_LEN,
-    decode_footer,
+    AlgorithmSuite, BodyAad, ContentKind, ContentType, DecodeError, DecodeLimits, FrameHeader,
+    FrameStart, Header, IV_LEN, PUBLIC_KEY_CONTEXT_KEY, REGULAR_FRAME_OVERHEAD, SingleBlockHeader,
+    TAG_LEN, decode_footer,
 };
 use crate::keys::DecryptionMaterials;
+
+/// Plaintext bytes opened per parallel batch: smaller than sealing's
+/// ([`DEFAULT_BATCH_BYTES`](super::DEFAULT_BATCH_BYTES)) because every byte opened is
+/// copied twice (read into its batch, then written out) and AES-GCM runs in between:
+/// three batches in flight must stay in each core's cache, or all three passes go to
+/// memory. With 64 KiB frames on 2 cores, 1 MiB batches opened about 2.7 GiB per
+/// CPU-second and 256 KiB batches about 3.3 to 3.9 (`sealpipe bench`); memory copies,
+/// not AES-GCM, are most of the work. [`frames_per_batch`] still keeps every thread
+/// busy.
+const OPEN_BATCH_BYTES: usize = 256 * 1024;
 
 /// Reads and parses a message header from `reader`.
 ///
@@ -79,10 +89,18 @@ pub fn read_header<R: Read>(
 
 /// Checks a parsed header against the decryption policy, before any key is fetched.
 ///
-/// Also enforces that signing suites carry the verification key in the context and
-/// other suites do not, so a malformed message never costs a keyring call.
-pub(crate) fn check_policy(header: &Header, options: &DecryptOptions) -> Result<(), Error> {
-    let suite = header.body.suite;
+/// Refuses suites this build does not know (the format layer keeps them representable),
+/// and returns the known suite. Also enforces that signing suites carry the verification
+/// key in the context and other suites do not, so a malformed message never costs a
+/// keyring call.
+pub(crate) fn check_policy(
+    header: &Header,
+    options: &DecryptOptions,
+) -> Result<AlgorithmSuite, Error> {
+    let named = header.body.suite;
+    let suite = named
+        .known()
+        .ok_or(Error::UnsupportedSuite { id: named.id })?;
     if !options.commitment_policy.allows_decrypt(&suite) {
         return Err(Error::CommitmentPolicy {
             suite,
@@ -99,7 +117,7 @@ pub(crate) fn check_policy(header: &Header, options: &DecryptOptions) -> Result<
         (false, true) => Err(Error::Context(format!(
             "suite {suite} does not sign, but the context has {PUBLIC_KEY_CONTEXT_KEY}"
         ))),
-        _ => Ok(()),
+        _ => Ok(suite),
     }
 }
 
@@ -118,9 +136,8 @@ impl MessageDecryptor {
         materials: &DecryptionMaterials,
         options: &DecryptOptions,
     ) -> Result<Self, Error> {
-        check_policy(&header, options)?;
+        let suite = check_policy(&header, options)?;
         let body = &header.body;
-        let suite = body.suite;
         if materials.data_key.len() != suite.key_len {
             return Err(Error::Config(format!(
                 "data key is {} bytes; suite {suite} needs {}",
@@ -170,7 +187,13 @@ impl MessageDecryptor {
     /// message only after the signature verifies. `out` still receives the plaintext of
     /// earlier frames before a later frame fails, so write to a temporary destination and
     /// publish it only when this returns `Ok` (the CLI and pipeline do).
-    pub fn decrypt<R: Read, W: Write>(mut self, body: &mut R, out: &mut W) -> Result<u64, Error> {
+    ///
+    /// `body` is `Send` because it is read on another thread than `out` is written on.
+    pub fn decrypt<R: Read + Send, W: Write>(
+        mut self,
+        body: &mut R,
+        out: &mut W,
+    ) -> Result<u64, Error> {
         let plaintext_len = match self.header.body.content_type {
             ContentType::Framed => self.decrypt_frames(body, out)?,
             ContentType::NonFramed => self.decrypt_single_block(body, out)?,
@@ -178,134 +201,70 @@ impl MessageDecryptor {
         Ok(plaintext_len)
     }
 
-    fn decrypt_frames<R: Read, W: Write>(
+    fn decrypt_frames<R: Read + Send, W: Write>(
         &mut self,
         body: &mut R,
         out: &mut W,
     ) -> Result<u64, Error> {
-        let l = self.header.body.frame_length as usize;
+        let frame_length = self.header.body.frame_length;
+        let l = frame_length as usize;
         let stride = l + REGULAR_FRAME_OVERHEAD;
-        let per_batch = frames_per_batch(DEFAULT_BATCH_BYTES, self.header.body.frame_length);
+        let per_batch = frames_per_batch(OPEN_BATCH_BYTES, frame_length);
         let message_id = self.header.body.message_id.clone();
-        // Three batches in flight: `done` (opened, being written), `cur` (being opened on
-        // the pool) and `next` (being read). Reading and writing run on this thread while
-        // the pool opens, so the copies overlap AES-GCM instead of alternating with it.
-        let (mut done, mut cur, mut next) = (Vec::new(), Vec::new(), Vec::new());
-        let mut expected: u64 = 1;
-        let mut cur_first = expected;
-        let mut cur_final = Self::read_batch_into(
-            &mut self.verifier,
-            body,
-            &mut cur,
-            per_batch,
+        let mut frames = FrameReader {
+            frame_length,
             stride,
-            &mut expected,
-        )?;
+            batch_len: per_batch * stride,
+            expected: 1,
+            rest: Vec::new(),
+        };
+        // Three batches in flight: `done` (opened, being written), `cur` (being opened on
+        // the pool) and `next` (being read). Writing runs on this thread and reading on a
+        // pool thread while the pool opens, so the two copies overlap each other and
+        // AES-GCM instead of alternating with them (one thread doing both copies was the
+        // bottleneck: opening ran at about 70% of sealing per CPU-second).
+        let (mut done, mut cur, mut next) = (Batch::default(), Batch::default(), Batch::default());
+        frames.read_batch(body, &mut cur, &mut self.verifier)?;
         let mut written = 0u64;
         loop {
             let key = &self.key;
+            let cur_last = cur.last;
             let mut opened = Ok(());
-            let mut read = Ok(false);
-            let next_first = expected;
+            let mut wrote = Ok(0);
+            let mut read = Ok(());
             rayon::in_place_scope(|scope| {
                 let (cur, opened) = (&mut cur, &mut opened);
                 let message_id = &message_id;
                 scope.spawn(move |_| {
-                    *opened = cur
-                        .par_chunks_mut(stride)
-                        .with_min_len(min_frames_per_task(l))
-                        .enumerate()
-                        .try_for_each(|(i, slot)| {
-                            let seq = (cur_first + i as u64) as u32;
-                            let (head, rest) = slot.split_at_mut(4 + IV_LEN);
-                            let iv: &[u8; IV_LEN] = head[4..].try_into().expect("IV bytes");
-                            let (content, tag) = rest.split_at_mut(l);
-                            let tag: &[u8; TAG_LEN] = (&*tag).try_into().expect("tag bytes");
-                            let aad = BodyAad::new(message_id, ContentKind::Frame, seq, l as u64);
-                            key.open_in_place(iv, aad.as_bytes(), content, tag)
-                                .map_err(|_| Error::FrameAuthentication { seq })
-                        });
+                    *opened = cur.open(key, message_id, frame_length);
                 });
-                read = (|| {
-                    write_contents(out, &done, stride, l)?;
-                    if cur_final {
-                        return Ok(true);
-                    }
-                    Self::read_batch_into(
-                        &mut self.verifier,
-                        body,
-                        &mut next,
-                        per_batch,
-                        stride,
-                        &mut expected,
-                    )
-                })();
+                if !cur_last {
+                    let (frames, next, read) = (&mut frames, &mut next, &mut read);
+                    let (body, verifier) = (&mut *body, &mut self.verifier);
+                    scope.spawn(move |_| *read = frames.read_batch(body, next, verifier));
+                }
+                wrote = done.write_contents(out, stride, l);
             });
             opened?;
-            let next_final = read?;
-            written += (done.len() / stride * l) as u64;
+            written += wrote?;
+            read?;
             std::mem::swap(&mut done, &mut cur);
-            if cur_final {
-                write_contents(out, &done, stride, l)?;
-                written += (done.len() / stride * l) as u64;
-                let plaintext = self.read_final_frame(body, expected)?;
-                self.finish(body)?;
+            if done.last {
+                written += done.write_contents(out, stride, l)?;
+                let mut body = io::Cursor::new(std::mem::take(&mut frames.rest)).chain(body);
+                let plaintext = self.read_final_frame(&mut body, frames.expected)?;
+                self.finish(&mut body)?;
                 out.write_all(&plaintext)?;
                 return Ok(written + plaintext.len() as u64);
             }
             std::mem::swap(&mut cur, &mut next);
-            cur_first = next_first;
-            cur_final = next_final;
         }
     }
 
-    /// Reads up to `per_batch` regular frames into `batch` (cleared first), feeding the
-    /// signature hash; `true` when the final-frame marker followed them (it is consumed).
-    fn read_batch_into<R: Read>(
-        verifier: &mut Option<(VerifyingKey, MessageHasher)>,
-        body: &mut R,
-        batch: &mut Vec<u8>,
-        per_batch: usize,
-        stride: usize,
-        expected: &mut u64,
-    ) -> Result<bool, Error> {
-        batch.clear();
-        while batch.len() / stride < per_batch {
-            let mut start = [0u8; 4];
-            read_exact_or_truncated(body, &mut start, || {
-                format!(
-                    "input ends after frame {} without a final frame",
-                    *expected - 1
-                )
-            })?;
-            if u32::from_be_bytes(start) == FINAL_FRAME_MARKER {
-                return Ok(true);
-            }
-            let seq = u32::from_be_bytes(start);
-            if u64::from(seq) != *expected {
-                return Err(Error::FrameSequence {
-                    expected: *expected,
-                    found: seq,
-                });
-            }
-            let slot_start = batch.len();
-            batch.extend_from_slice(&start);
-            read_bounded(body, batch, stride - 4, || {
-                format!("input ends inside frame {seq}")
-            })?;
-            if let Some((_, hasher)) = verifier {
-                hasher.update(&batch[slot_start..]);
-            }
-            *expected += 1;
-        }
-        Ok(false)
-    }
-
-    /// Reads and opens the final frame (its marker already consumed).
+    /// Reads and opens the final frame: `body` starts at its marker.
     fn read_final_frame<R: Read>(&mut self, body: &mut R, expected: u64) -> Result<Vec<u8>, Error> {
-        let mut head = [0u8; 4 + 4 + IV_LEN + 4];
-        head[..4].copy_from_slice(&FINAL_FRAME_MARKER.to_be_bytes());
-        read_exact_or_truncated(body, &mut head[4..], || {
+        let mut head = [0u8; FrameHeader::FINAL_LEN];
+        read_exact_or_truncated(body, &mut head, || {
             "input ends inside the final frame header".into()
         })?;
         let (fh, _) = FrameHeader::decode(&head, self.header.body.frame_length)?;
@@ -395,18 +354,150 @@ impl MessageDecryptor {
     }
 }
 
-/// Writes the content of every opened frame in `batch`.
-fn write_contents<W: Write>(out: &mut W, batch: &[u8], stride: usize, l: usize) -> io::Result<()> {
-    for slot in batch.chunks(stride) {
-        out.write_all(&slot[4 + IV_LEN..4 + IV_LEN + l])?;
+/// Regular frames as read from the message, laid out at a fixed stride.
+#[derive(Default)]
+struct Batch {
+    /// The frames are `buf[..frames * stride]`. The buffer grows with what was read and
+    /// is kept from batch to batch, so it is neither cleared nor reallocated.
+    buf: Vec<u8>,
+    frames: usize,
+    /// Whether the final frame follows these frames.
+    last: bool,
+}
+
+impl Batch {
+    /// Opens every frame in place on the rayon pool.
+    fn open(&mut self, key: &AeadKey, message_id: &[u8], frame_length: u32) -> Result<(), Error> {
+        let l = frame_length as usize;
+        let stride = l + REGULAR_FRAME_OVERHEAD;
+        self.buf[..self.frames * stride]
+            .par_chunks_mut(stride)
+            .with_min_len(min_frames_per_task(l))
+            .try_for_each(|slot| {
+                // Checked when the batch was read; decoding again costs a few bytes.
+                let (fh, head_len) = FrameHeader::decode(slot, frame_length)?;
+                let (content, tag) = slot[head_len..].split_at_mut(l);
+                let tag: &[u8; TAG_LEN] = (&*tag).try_into().expect("a slot ends with a tag");
+                let aad = BodyAad::new(message_id, ContentKind::Frame, fh.seq, l as u64);
+                key.open_in_place(&fh.iv, aad.as_bytes(), content, tag)
+                    .map_err(|_| Error::FrameAuthentication { seq: fh.seq })
+            })
     }
-    Ok(())
+
+    /// Writes the content of every (opened) frame; returns the bytes written.
+    fn write_contents<W: Write>(&self, out: &mut W, stride: usize, l: usize) -> io::Result<u64> {
+        for slot in self.buf[..self.frames * stride].chunks(stride) {
+            out.write_all(&slot[FrameHeader::REGULAR_LEN..FrameHeader::REGULAR_LEN + l])?;
+        }
+        Ok((self.frames * l) as u64)
+    }
+}
+
+/// Reads the regular frames of a message a batch at a time, checking their headers.
+struct FrameReader {
+    frame_length: u32,
+    stride: usize,
+    /// Bytes read per batch: a whole number of regular frames.
+    batch_len: usize,
+    /// The sequence number the next frame must carry.
+    expected: u64,
+    /// What was read past the last regular frame: the start of the final frame.
+    rest: Vec<u8>,
+}
+
+impl FrameReader {
+    /// Fills `batch` with the next regular frames in one bulk read, straight into their
+    /// slots, and feeds them to the signature hash. Stops at the final frame, leaving
+    /// the bytes read from it on in `self.rest`.
+    fn read_batch<R: Read>(
+        &mut self,
+        body: &mut R,
+        batch: &mut Batch,
+        verifier: &mut Option<(VerifyingKey, MessageHasher)>,
+    ) -> Result<(), Error> {
+        let n = fill(body, &mut batch.buf, self.batch_len)?;
+        let ended = n < self.batch_len;
+        let bytes = &batch.buf[..n];
+        let mut at = 0;
+        batch.last = loop {
+            let slot = &bytes[at..];
+            if slot.len() >= self.stride {
+                let (fh, _) = FrameHeader::decode(slot, self.frame_length)?;
+                if fh.final_len.is_some() {
+                    break true;
+                }
+                self.check_seq(fh.seq)?;
+                at += self.stride;
+                continue;
+            }
+            if !ended {
+                // A full read is a whole number of slots, all consumed.
+                break false;
+            }
+            match FrameStart::decode(slot) {
+                Ok(FrameStart::Final) => break true,
+                Ok(FrameStart::Regular(seq)) => {
+                    self.check_seq(seq)?;
+                    return Err(Error::Truncated(format!("input ends inside frame {seq}")));
+                }
+                Err(_) => {
+                    return Err(Error::Truncated(format!(
+                        "input ends after frame {} without a final frame",
+                        self.expected - 1
+                    )));
+                }
+            }
+        };
+        batch.frames = at / self.stride;
+        if batch.last {
+            self.rest = bytes[at..].to_vec();
+        }
+        if let Some((_, hasher)) = verifier {
+            hasher.update(&bytes[..at]);
+        }
+        Ok(())
+    }
+
+    fn check_seq(&mut self, seq: u32) -> Result<(), Error> {
+        if u64::from(seq) != self.expected {
+            return Err(Error::FrameSequence {
+                expected: self.expected,
+                found: seq,
+            });
+        }
+        self.expected += 1;
+        Ok(())
+    }
+}
+
+/// The smallest buffer a batch read starts with.
+const MIN_READ: usize = 16 * 1024;
+
+/// Reads into `buf[..target]` until it is full or the input ends; returns the bytes
+/// read. `buf` grows with the bytes actually read (doubling), so a short message costs
+/// no more than about twice its size in zeroed memory, however large its frames.
+fn fill<R: Read>(body: &mut R, buf: &mut Vec<u8>, target: usize) -> Result<usize, Error> {
+    let mut filled = 0;
+    while filled < target {
+        if filled == buf.len() {
+            let grown = buf.len().saturating_mul(2).clamp(MIN_READ, target);
+            buf.resize(grown, 0);
+        }
+        let end = buf.len().min(target);
+        match body.read(&mut buf[filled..end]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(filled)
 }
 
 /// Decrypts one message from `input` to `out`: reads the header, checks the policy,
 /// asks `materials_for` for the data key (the keyring step), then authenticates and
 /// decrypts. Returns the header and the plaintext length.
-pub fn decrypt_with<R: Read, W: Write>(
+pub fn decrypt_with<R: Read + Send, W: Write>(
     input: &mut R,
     out: &mut W,
     options: &DecryptOptions,
@@ -456,4 +547,88 @@ fn read_bounded<R: Read>(
         return Err(Error::Truncated(what()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::bench_materials;
+    use crate::format::{EncryptionContext, MessageVersion};
+    use crate::stream::{EncryptOptions, encrypt_to_vec};
+
+    fn message() -> (Vec<u8>, crate::crypto::DataKey) {
+        let materials =
+            bench_materials(AlgorithmSuite::AES_256_GCM_HKDF_SHA512_COMMIT_KEY).unwrap();
+        let mut out = Vec::new();
+        encrypt_to_vec(
+            &materials,
+            &EncryptOptions::default(),
+            None,
+            b"hello",
+            &mut out,
+        )
+        .unwrap();
+        (out, materials.data_key.unwrap())
+    }
+
+    fn decrypt(message: &[u8], key: &crate::crypto::DataKey) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        decrypt_with(
+            &mut &message[..],
+            &mut out,
+            &DecryptOptions::default(),
+            |_| {
+                Ok(DecryptionMaterials {
+                    data_key: key.clone(),
+                    authenticate_only_context: EncryptionContext::new(),
+                })
+            },
+        )?;
+        Ok(out)
+    }
+
+    #[test]
+    fn an_unknown_suite_decodes_but_decryption_refuses_it_before_any_key() {
+        let (mut message, key) = message();
+        assert_eq!(decrypt(&message, &key).unwrap(), b"hello");
+        message[1..3].copy_from_slice(&0x1234u16.to_be_bytes());
+        let (header, _) = read_header(&mut &message[..], &DecodeLimits::default()).unwrap();
+        assert_eq!(
+            (header.body.suite.id, header.body.suite.known()),
+            (0x1234, None)
+        );
+        assert_eq!(header.body.suite.version, MessageVersion::V2);
+        let err = decrypt_with(
+            &mut &message[..],
+            &mut Vec::new(),
+            &DecryptOptions::default(),
+            |_| -> Result<DecryptionMaterials, Error> {
+                panic!("the keyring is asked for an unknown suite")
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::UnsupportedSuite { id: 0x1234 }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "unsupported algorithm suite 0x1234: not one of the ESDK suites sealpipe reads"
+        );
+    }
+
+    #[test]
+    fn an_unknown_version_byte_is_refused_naming_the_byte() {
+        let (mut message, key) = message();
+        message[0] = 0x03;
+        let err = decrypt(&message, &key).unwrap_err();
+        assert!(
+            matches!(err, Error::Decode(DecodeError::UnsupportedVersion(0x03))),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "not an ESDK message: unknown version byte 0x03"
+        );
+    }
 }

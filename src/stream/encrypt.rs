@@ -9,8 +9,8 @@ use super::{EncryptOptions, min_frames_per_task};
 use crate::Error;
 use crate::crypto::{AeadKey, MessageHasher, SigningKey, derive_message_keys, random_bytes};
 use crate::format::{
-    BodyAad, ContentKind, ContentType, FINAL_FRAME_OVERHEAD, FrameHeader, HeaderBody, IV_LEN,
-    REGULAR_FRAME_OVERHEAD, TAG_LEN, encode_footer, frame_iv,
+    BodyAad, ContentKind, FINAL_FRAME_OVERHEAD, FrameHeader, IV_LEN, REGULAR_FRAME_OVERHEAD,
+    TAG_LEN, encode_footer, frame_iv,
 };
 use crate::keys::EncryptionMaterials;
 
@@ -58,20 +58,22 @@ impl FrameSealer {
             }
         };
         let keys = derive_message_keys(&suite, data_key, &message_id);
-        let body = HeaderBody {
-            suite,
-            message_id: message_id.to_vec(),
-            context: materials.stored_context(),
-            encrypted_data_keys: materials.encrypted_data_keys.clone(),
-            content_type: ContentType::Framed,
-            frame_length: options.frame_length,
-            suite_data: keys.commitment.map(|c| c.to_vec()).unwrap_or_default(),
-        };
-        let mut header = body.encode()?;
+        // Everything but the message ID, frame length and commitment was encoded once for
+        // the materials; a message only patches those in and computes its tag.
+        let shared = materials.shared_header()?;
+        let auth_only = &shared.authenticate_only;
+        let mut header = Vec::with_capacity(shared.template.len() + auth_only.len() + TAG_LEN);
+        let commitment = keys.commitment.as_ref().map_or(&[][..], |c| &c[..]);
+        shared
+            .template
+            .encode(&message_id, options.frame_length, commitment, &mut header)?;
+        let body_len = header.len();
+        // The tag's AAD is the body followed by the authenticate-only pairs: built in
+        // place, then cut back to the body before the tag is appended.
+        header.extend_from_slice(auth_only);
         let key = AeadKey::new(options.aead, &keys.content_key);
-        let mut aad = header.clone();
-        aad.extend_from_slice(&materials.authenticate_only_context().serialize()?);
-        let tag = key.seal_in_place(&[0u8; IV_LEN], &aad, &mut []);
+        let tag = key.seal_in_place(&[0u8; IV_LEN], &header, &mut []);
+        header.truncate(body_len);
         header.extend_from_slice(&tag);
         let signer = match (&materials.signing_key, suite.signature) {
             (Some(k), Some(curve)) if k.curve() == curve => {

@@ -23,7 +23,7 @@ pub fn legacy_message(
         .map(|i| i.wrapping_mul(37) ^ suite.id as u8)
         .collect();
     let body = HeaderBody {
-        suite,
+        suite: suite.into(),
         message_id: message_id.clone(),
         context: materials.stored_context(),
         encrypted_data_keys: materials.encrypted_data_keys.clone(),
