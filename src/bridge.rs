@@ -45,8 +45,30 @@ impl Cancel {
     }
 }
 
-/// Runs blocking work (the codec, file system calls) on tokio's blocking threads and
-/// waits for it without blocking the runtime. `what` names the work if it panics.
+/// Codec runs (sealing or opening a message) on blocking threads at once, whatever the
+/// job's concurrency. Each waits on its body and its sink, whose file reads and writes
+/// need blocking threads of their own: tokio has 512, so at most 128 codec runs keep
+/// room for two file operations each and the rest of the job.
+const CODEC_RUNS: usize = 128;
+
+static CODEC_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CODEC_RUNS);
+
+/// Runs the codec over a message (it uses rayon and may wait on channels of this
+/// module) on a blocking thread, once one of [`CODEC_RUNS`] slots is free. Never call
+/// rayon from a runtime thread: the pool's threads may be waiting on the runtime.
+pub async fn codec<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
+    let _slot = CODEC_SLOTS
+        .acquire()
+        .await
+        .map_err(|_| Error::Internal("the codec slots closed".into()))?;
+    blocking(what, work).await
+}
+
+/// Runs short blocking work (file system calls) on tokio's blocking threads and waits
+/// for it without blocking the runtime. `what` names the work if it panics.
 pub async fn blocking<T: Send + 'static>(
     what: &'static str,
     work: impl FnOnce() -> T + Send + 'static,

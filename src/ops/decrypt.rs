@@ -73,7 +73,7 @@ pub async fn decrypt(
     let (decryptor, rest) = opener.open(body.as_mut()).await?;
     if let Some(tail) = body.take_if_in_memory(IN_MEMORY) {
         // Opened in memory: nothing is written before every tag verified.
-        let (len, plaintext) = in_memory_work("decrypt", rest.len() + tail.len(), move || {
+        let (len, plaintext) = in_memory_work("decrypt", move || {
             let mut plaintext = Vec::new();
             let len = decryptor.decrypt(&mut in_memory(rest, tail), &mut plaintext)?;
             Ok((len, plaintext))

@@ -84,7 +84,7 @@ pub async fn encrypt(
             ));
         }
         let options = sealer.options.clone();
-        let message = in_memory_work("encrypt", whole.len(), move || {
+        let message = in_memory_work("encrypt", move || {
             let mut message = Vec::new();
             encrypt_to_vec(&materials, &options, None, &whole, &mut message)?;
             Ok(message)

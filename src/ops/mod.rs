@@ -101,24 +101,17 @@ pub trait MakeSink: Sync {
 /// buffer: no channels, no pump tasks, no copy into a pending buffer.
 const IN_MEMORY: usize = 8 << 20;
 
-/// Up to this size, in-memory work runs on the task that holds the bytes: it takes
-/// microseconds, less than handing it to a blocking thread and back. Larger work goes
-/// to a blocking thread, so runtime threads stay free for I/O.
-const INLINE: usize = 256 * 1024;
-
-/// Runs `work` on `len` bytes held in memory: inline when small, else on a blocking
-/// thread.
+/// Runs `work` on bytes held in memory, on a blocking thread: the codec uses rayon,
+/// and a runtime thread waiting on the pool could wait on a pool thread that waits on
+/// the runtime (a body's chunks arrive through it): a deadlock.
 async fn in_memory_work<T: Send + 'static>(
     step: &'static str,
-    len: usize,
     work: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Failed> {
-    let done = if len <= INLINE {
-        work()
-    } else {
-        bridge::blocking(step, work).await.and_then(|r| r)
-    };
-    done.map_err(|e| Failed::new(step, e))
+    bridge::codec(step, work)
+        .await
+        .and_then(|r| r)
+        .map_err(|e| Failed::new(step, e))
 }
 
 /// Writes a whole output, made in memory, to `sink` and commits it; aborts it if that
@@ -152,7 +145,7 @@ async fn run_through<T: Send + 'static>(
     accept: impl FnOnce(&T) -> Result<(), Failed>,
 ) -> Result<(T, u64), Failed> {
     let (writer, pump) = PartWriter::new(sink);
-    let ran = bridge::blocking(step, move || {
+    let ran = bridge::codec(step, move || {
         let (mut reader, mut writer) = (reader, writer);
         let result = work(&mut reader, &mut writer).and_then(|t| {
             writer.finish()?;

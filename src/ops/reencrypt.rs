@@ -46,8 +46,7 @@ pub async fn reencrypt(
     let mut body = source.body;
     let (decryptor, rest) = opener.open(body.as_mut()).await?;
     if let Some(tail) = body.take_if_in_memory(IN_MEMORY) {
-        let len = rest.len() + tail.len();
-        let (plaintext_len, plaintext) = in_memory_work("decrypt", len, move || {
+        let (plaintext_len, plaintext) = in_memory_work("decrypt", move || {
             let mut plaintext = Vec::new();
             let n = decryptor.decrypt(&mut in_memory(rest, tail), &mut plaintext)?;
             Ok((n, plaintext))
@@ -55,7 +54,7 @@ pub async fn reencrypt(
         .await?;
         check_length(old.as_ref(), plaintext_len)?;
         let options = sealer.options.clone();
-        let message = in_memory_work("encrypt", plaintext.len(), move || {
+        let message = in_memory_work("encrypt", move || {
             let mut message = Vec::new();
             encrypt_to_vec(&materials, &options, None, &plaintext, &mut message)?;
             Ok(message)

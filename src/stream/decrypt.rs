@@ -219,10 +219,11 @@ impl MessageDecryptor {
             rest: Vec::new(),
         };
         // Three batches in flight: `done` (opened, being written), `cur` (being opened on
-        // the pool) and `next` (being read). Writing runs on this thread and reading on a
-        // pool thread while the pool opens, so the two copies overlap each other and
-        // AES-GCM instead of alternating with them (one thread doing both copies was the
-        // bottleneck: opening ran at about 70% of sealing per CPU-second).
+        // the pool) and `next` (being read). Writing and reading run on this thread while
+        // the pool opens, so the copies overlap AES-GCM instead of alternating with it.
+        // Both stay off the pool: `body` and `out` may wait on the network (a source's
+        // chunks still arriving, a sink's buffer still uploading), and a pool thread
+        // blocked on I/O is a core that opens nothing, for every message in flight.
         let (mut done, mut cur, mut next) = (Batch::default(), Batch::default(), Batch::default());
         frames.read_batch(body, &mut cur, &mut self.verifier)?;
         let mut written = 0u64;
@@ -238,12 +239,10 @@ impl MessageDecryptor {
                 scope.spawn(move |_| {
                     *opened = cur.open(key, message_id, frame_length);
                 });
-                if !cur_last {
-                    let (frames, next, read) = (&mut frames, &mut next, &mut read);
-                    let (body, verifier) = (&mut *body, &mut self.verifier);
-                    scope.spawn(move |_| *read = frames.read_batch(body, next, verifier));
-                }
                 wrote = done.write_contents(out, stride, l);
+                if !cur_last && wrote.is_ok() {
+                    read = frames.read_batch(body, &mut next, &mut self.verifier);
+                }
             });
             opened?;
             written += wrote?;
