@@ -5,7 +5,6 @@
 
 mod common;
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use sealpipe::store::{
@@ -15,18 +14,6 @@ use sealpipe::store::{
 use common::moto::Moto;
 
 const MIB: usize = 1024 * 1024;
-
-fn client(endpoint: &str) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::Config::builder()
-        .http_client(sealpipe::aws::http_client())
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .endpoint_url(endpoint)
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
-}
 
 /// Puts `data` through `sink`'s lent buffers, as a writer would.
 async fn put_all(sink: &mut dyn Sink, mut data: &[u8]) {
@@ -42,7 +29,7 @@ async fn put_all(sink: &mut dyn Sink, mut data: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_sinks_copy_ranges_server_side_after_a_written_part() {
     let moto = Moto::start();
-    let s3 = client(&moto.endpoint());
+    let s3 = moto.s3_client();
     s3.create_bucket()
         .bucket("range-copy")
         .send()

@@ -11,7 +11,6 @@ mod common;
 use std::io::Write;
 use std::path::Path;
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use serde_json::Value;
 
 use common::moto::Moto;
@@ -22,18 +21,6 @@ const OBJECT: u64 = 2048 * MIB + 4321;
 /// Beyond the budget: the runtime, the codec's per-worker batches (a few MiB), the
 /// HTTP stack's buffers, and allocator slack.
 const OVERHEAD: u64 = 96 * MIB;
-
-fn client(endpoint: &str) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::Config::builder()
-        .http_client(sealpipe::aws::http_client())
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .endpoint_url(endpoint)
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
-}
 
 /// Runs sealpipe against moto and returns its JSON report.
 fn sealpipe(moto: &Moto, dir: &Path, args: &[&str]) -> Value {
@@ -93,7 +80,7 @@ fn a_multi_gib_object_streams_within_the_budget() {
         .enable_all()
         .build()
         .unwrap();
-    let s3 = client(&moto.endpoint());
+    let s3 = moto.s3_client();
     rt.block_on(s3.create_bucket().bucket("sealed").send())
         .unwrap();
 

@@ -11,7 +11,7 @@ use crate::Error;
 use crate::bridge::{Cancel, ChunkReader};
 use crate::format::EncryptionContext;
 use crate::keys::{DataKeyPool, EncryptionMaterials};
-use crate::store::{Payload, SourceInfo, SourceObject};
+use crate::store::{ObjectMeta, Payload, SourceInfo, SourceObject};
 use crate::stream::{EncryptOptions, EncryptingWriter, encrypt_to_vec};
 
 /// What writing a message needs: where data keys come from, the context bound to each
@@ -44,12 +44,35 @@ impl Sealer<'_> {
         plaintext + plaintext.div_ceil(frame) * 32 + 4096
     }
 
+    /// Seals `plaintext`, held in memory, as one message and writes it whole to the
+    /// sink `out` makes for `meta`. Returns the message's size.
+    pub(super) async fn seal_whole(
+        &self,
+        materials: Arc<EncryptionMaterials>,
+        plaintext: impl AsRef<[u8]> + Send + 'static,
+        meta: ObjectMeta,
+        out: &dyn MakeSink,
+    ) -> Result<u64, Failed> {
+        let options = self.options.clone();
+        let message = in_memory_work("encrypt", move || {
+            let mut message = Vec::new();
+            encrypt_to_vec(&materials, &options, None, plaintext.as_ref(), &mut message)?;
+            Ok(message)
+        })
+        .await?;
+        let sink = out
+            .make(meta, Payload::Message, message.len() as u64)
+            .await
+            .map_err(|e| Failed::new("write", e))?;
+        write_whole(sink, message).await
+    }
+
     /// The new message's metadata: the source's plus sealpipe's marker.
     pub(super) fn output_meta(
         source: &SourceInfo,
         materials: &EncryptionMaterials,
         plaintext_length: Option<u64>,
-    ) -> crate::store::ObjectMeta {
+    ) -> ObjectMeta {
         let marker = Marker {
             source_etag: source.etag.clone(),
             source_version: source.version.clone(),
@@ -83,18 +106,7 @@ pub async fn encrypt(
                 format!("read: {} bytes arrived of {size}", whole.len()),
             ));
         }
-        let options = sealer.options.clone();
-        let message = in_memory_work("encrypt", move || {
-            let mut message = Vec::new();
-            encrypt_to_vec(&materials, &options, None, &whole, &mut message)?;
-            Ok(message)
-        })
-        .await?;
-        let sink = out
-            .make(meta, Payload::Message, message.len() as u64)
-            .await
-            .map_err(|e| Failed::new("write", e))?;
-        let bytes_out = write_whole(sink, message).await?;
+        let bytes_out = sealer.seal_whole(materials, whole, meta, out).await?;
         return Ok(Outcome::Done {
             bytes_in: size,
             bytes_out,

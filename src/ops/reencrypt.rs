@@ -5,12 +5,10 @@
 use super::decrypt::{Opener, check_length};
 use super::encrypt::Sealer;
 use super::marker::{self, Marker};
-use super::{
-    Failed, IN_MEMORY, MakeSink, Outcome, in_memory, in_memory_work, run_through, write_whole,
-};
+use super::{Failed, IN_MEMORY, MakeSink, Outcome, in_memory, in_memory_work, run_through};
 use crate::bridge::{Cancel, ChunkReader};
 use crate::store::{Payload, SourceObject};
-use crate::stream::{EncryptingWriter, encrypt_to_vec};
+use crate::stream::EncryptingWriter;
 
 /// Re-encrypts `source` (a message `opener` can read) into a new message from `sealer`.
 /// With `skip_if_already_wrapped`, an object whose marker names exactly the keys
@@ -53,18 +51,7 @@ pub async fn reencrypt(
         })
         .await?;
         check_length(old.as_ref(), plaintext_len)?;
-        let options = sealer.options.clone();
-        let message = in_memory_work("encrypt", move || {
-            let mut message = Vec::new();
-            encrypt_to_vec(&materials, &options, None, &plaintext, &mut message)?;
-            Ok(message)
-        })
-        .await?;
-        let sink = out
-            .make(meta, Payload::Message, message.len() as u64)
-            .await
-            .map_err(|e| Failed::new("write", e))?;
-        let bytes_out = write_whole(sink, message).await?;
+        let bytes_out = sealer.seal_whole(materials, plaintext, meta, out).await?;
         return Ok(Outcome::Done {
             bytes_in,
             bytes_out,

@@ -39,40 +39,11 @@ pub fn read_header<R: Read>(
 ) -> Result<(Header, Vec<u8>), Error> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
-    let limit = limits.max_header_len.saturating_add(1);
     let mut at_end = false;
     loop {
-        match Header::decode(&buf, limits) {
-            Ok((header, used)) => {
-                if used > limits.max_header_len {
-                    return Err(DecodeError::HeaderTooLong {
-                        max: limits.max_header_len,
-                    }
-                    .into());
-                }
-                return Ok((header, buf.split_off(used)));
-            }
-            Err(DecodeError::Truncated { .. }) if buf.len() > limits.max_header_len => {
-                return Err(DecodeError::HeaderTooLong {
-                    max: limits.max_header_len,
-                }
-                .into());
-            }
-            Err(DecodeError::Truncated { needed }) if at_end => {
-                return Err(Error::Truncated(format!(
-                    "input ends inside the header ({} of at least {needed} bytes)",
-                    buf.len()
-                )));
-            }
-            Err(DecodeError::Truncated { needed }) => {
-                // Every attempt decodes from the first byte again, so attempts must be
-                // few: each one waits for what the decoder needs and at least doubles
-                // what is buffered. The work stays linear in the header's length
-                // (a 4 MB header took 1.2 s when every 4 KiB read meant a new attempt).
-                let target = needed
-                    .max(buf.len().saturating_mul(2))
-                    .max(buf.len() + 1)
-                    .min(limit);
+        match header_step(&buf, limits, at_end)? {
+            HeaderStep::Done(header, used) => return Ok((header, buf.split_off(used))),
+            HeaderStep::ReadUntil(target) => {
                 while buf.len() < target {
                     let n = read_some(reader, &mut chunk)?;
                     if n == 0 {
@@ -82,8 +53,49 @@ pub fn read_header<R: Read>(
                     buf.extend_from_slice(&chunk[..n]);
                 }
             }
-            Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// What reading a header into a buffer needs next: the decoder's verdict on what is
+/// buffered, for [`read_header`] here and for readers of async bodies.
+#[derive(Debug)]
+pub enum HeaderStep {
+    /// The header, and how many bytes of the buffer it took.
+    Done(Header, usize),
+    /// Read until the buffer holds this many bytes (or the input ends), then ask again.
+    ReadUntil(usize),
+}
+
+/// Decodes the header in `buf` if it is whole, else says how much to buffer before the
+/// next attempt. `at_end`: the input has nothing more.
+///
+/// Every attempt decodes from the first byte again, so attempts must be few: each one
+/// waits for what the decoder needs and at least doubles what is buffered. The work
+/// stays linear in the header's length (a 4 MB header took 1.2 s when every 4 KiB read
+/// meant a new attempt). At most `limits.max_header_len + 1` bytes are asked for.
+pub fn header_step(buf: &[u8], limits: &DecodeLimits, at_end: bool) -> Result<HeaderStep, Error> {
+    let too_long = || -> Error {
+        DecodeError::HeaderTooLong {
+            max: limits.max_header_len,
+        }
+        .into()
+    };
+    match Header::decode(buf, limits) {
+        Ok((_, used)) if used > limits.max_header_len => Err(too_long()),
+        Ok((header, used)) => Ok(HeaderStep::Done(header, used)),
+        Err(DecodeError::Truncated { .. }) if buf.len() > limits.max_header_len => Err(too_long()),
+        Err(DecodeError::Truncated { needed }) if at_end => Err(Error::Truncated(format!(
+            "input ends inside the header ({} of at least {needed} bytes)",
+            buf.len()
+        ))),
+        Err(DecodeError::Truncated { needed }) => Ok(HeaderStep::ReadUntil(
+            needed
+                .max(buf.len().saturating_mul(2))
+                .max(buf.len() + 1)
+                .min(limits.max_header_len.saturating_add(1)),
+        )),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -19,7 +19,7 @@ mod decrypt;
 mod encrypt;
 
 pub(crate) use decrypt::check_policy;
-pub use decrypt::{MessageDecryptor, decrypt_with, read_header};
+pub use decrypt::{HeaderStep, MessageDecryptor, decrypt_with, header_step, read_header};
 pub use encrypt::{EncryptSummary, EncryptingWriter, encrypt_stream, encrypt_to_vec};
 
 use crate::crypto::AeadBackend;
