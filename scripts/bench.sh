@@ -199,15 +199,15 @@ KEYREF=raw-aes:bench:k1:$KEYFILE
 
 # ---------------------------------------------------------------- helpers
 
-scale_count() { awk -v n="$1" -v s="$COUNT_SCALE" 'BEGIN { v = int(n * s + 0.5); print (v < 1 ? 1 : v) }'; }
-scale_size() { awk -v n="$1" -v s="$SIZE_SCALE" 'BEGIN { v = int(n * s + 0.5); print (v < 1 ? 1 : v) }'; }
+scale_count() { awk -v n="$1" -v s="$COUNT_SCALE" 'BEGIN { v = int(n * s + 0.5); printf "%.0f\n", (v < 1 ? 1 : v) }'; }
+scale_size() { awk -v n="$1" -v s="$SIZE_SCALE" 'BEGIN { v = int(n * s + 0.5); printf "%.0f\n", (v < 1 ? 1 : v) }'; }
 human() { # bytes -> e.g. 4 KiB, 1.5 MiB
 	awk -v b="$1" 'BEGIN { split("B KiB MiB GiB TiB", u, " "); i = 1
 		while (b >= 1024 && i < 5) { b /= 1024; i++ }
 		if (b == int(b)) printf "%d %s", b, u[i]; else printf "%.1f %s", b, u[i] }'
 }
 # Files and bytes in a tree: "COUNT BYTES"
-tree_stats() { find "$1" -type f -printf '%s\n' 2>/dev/null | awk '{ n++; b += $1 } END { printf "%d %d\n", n, b }'; }
+tree_stats() { find "$1" -type f -printf '%s\n' 2>/dev/null | awk '{ n++; b += $1 } END { printf "%.0f %.0f\n", n, b }'; }
 
 # gen_tree DIR COUNT SIZE: COUNT files of SIZE random bytes (incompressible).
 gen_tree() {

@@ -78,6 +78,70 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::Internal(format!("{what} panicked: {e}")))
 }
 
+/// A body read on the codec's thread. When a read fails because the source did, the
+/// source's own typed error is kept: take it with
+/// [`take_failure`](Self::take_failure) and prefer it to whatever the codec made of
+/// the failed read.
+pub trait BlockingRead: Read + Send {
+    /// The source's own error, if a read failed because of it.
+    fn take_failure(&mut self) -> Option<Error>;
+}
+
+/// Bytes already taken from a body (with its header), then the body, stopping when the
+/// job is cancelled.
+pub struct Prefixed {
+    prefix: Bytes,
+    inner: Box<dyn BlockingRead>,
+    cancel: Cancel,
+    cancelled: bool,
+}
+
+impl Prefixed {
+    /// `prefix`, then `inner`.
+    pub fn new(prefix: Bytes, inner: Box<dyn BlockingRead>, cancel: Cancel) -> Self {
+        Self {
+            prefix,
+            inner,
+            cancel,
+            cancelled: false,
+        }
+    }
+}
+
+impl Read for Prefixed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.prefix.is_empty() {
+            let n = buf.len().min(self.prefix.len());
+            buf[..n].copy_from_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Ok(n);
+        }
+        if self.cancel.is_cancelled() {
+            self.cancelled = true;
+            return Err(io::Error::other(Error::Cancelled.to_string()));
+        }
+        self.inner.read(buf)
+    }
+}
+
+impl BlockingRead for Prefixed {
+    fn take_failure(&mut self) -> Option<Error> {
+        if std::mem::take(&mut self.cancelled) {
+            return Some(Error::Cancelled);
+        }
+        self.inner.take_failure()
+    }
+}
+
+/// A body as a reader for the codec's thread: read there directly when it can be
+/// ([`Body::into_blocking`]), else pumped ahead as chunks ([`ChunkReader`]).
+pub fn reader(body: Box<dyn Body>, prefix: Bytes, cancel: Cancel) -> Box<dyn BlockingRead> {
+    match body.into_blocking() {
+        Ok(inner) => Box::new(Prefixed::new(prefix, inner, cancel)),
+        Err(body) => Box::new(ChunkReader::new(body, prefix, cancel)),
+    }
+}
+
 /// What flows from a body's pump to its reader.
 enum Chunk {
     Data(Bytes),
@@ -86,11 +150,8 @@ enum Chunk {
 }
 
 /// A body as a blocking [`Read`]: bytes arrive from a pump task that pulls the body's
-/// chunks (ranged GETs, file reads) ahead of the codec.
-///
-/// When a read fails because the source did, the source's typed error is kept here:
-/// take it with [`take_failure`](Self::take_failure) and prefer it to whatever the codec
-/// made of the failed read.
+/// chunks (ranged GETs) ahead of the codec. A failed read keeps the source's typed
+/// error ([`BlockingRead`]).
 pub struct ChunkReader {
     rx: mpsc::Receiver<Chunk>,
     current: Bytes,
@@ -129,12 +190,6 @@ impl ChunkReader {
         }
     }
 
-    /// The source's own error, if a read failed because of it (or because the job was
-    /// cancelled).
-    pub fn take_failure(&mut self) -> Option<Error> {
-        self.failure.take()
-    }
-
     fn fail(&mut self, e: Error) -> io::Error {
         let message = e.to_string();
         self.failure = Some(e);
@@ -169,6 +224,12 @@ impl Read for ChunkReader {
         buf[..n].copy_from_slice(&self.current[..n]);
         self.current.advance(n);
         Ok(n)
+    }
+}
+
+impl BlockingRead for ChunkReader {
+    fn take_failure(&mut self) -> Option<Error> {
+        self.failure.take()
     }
 }
 

@@ -11,7 +11,7 @@ use super::{
     Failed, IN_MEMORY, MakeSink, Outcome, header, in_memory, in_memory_work, run_through,
     write_whole,
 };
-use crate::bridge::{Cancel, ChunkReader};
+use crate::bridge::Cancel;
 use crate::format::EncryptionContext;
 use crate::keys::{DecryptCache, Keyring};
 use crate::store::{Body, Discard, ObjectMeta, Payload, Sink, SourceObject};
@@ -94,12 +94,11 @@ pub async fn decrypt(
         .make(meta, Payload::Plaintext, hint)
         .await
         .map_err(|e| Failed::new("write", e))?;
-    let reader = ChunkReader::new(body, rest, cancel.clone());
     let (_, bytes_out) = run_through(
         "decrypt",
-        reader,
+        (body, rest, cancel),
         sink,
-        move |reader, writer| decryptor.decrypt(reader, writer),
+        Box::new(move |reader, mut writer| decryptor.decrypt(reader, &mut writer)),
         |plaintext_len| check_length(marker.as_ref(), *plaintext_len),
     )
     .await?;

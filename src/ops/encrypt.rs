@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::marker::{self, Marker};
 use super::{Failed, IN_MEMORY, MakeSink, Outcome, in_memory_work, run_through, write_whole};
 use crate::Error;
-use crate::bridge::{Cancel, ChunkReader};
+use crate::bridge::Cancel;
 use crate::format::EncryptionContext;
 use crate::keys::{DataKeyPool, EncryptionMaterials};
 use crate::store::{ObjectMeta, Payload, SourceInfo, SourceObject};
@@ -116,18 +116,17 @@ pub async fn encrypt(
         .make(meta, Payload::Message, sealer.message_size_hint(size))
         .await
         .map_err(|e| Failed::new("write", e))?;
-    let reader = ChunkReader::new(body, Bytes::new(), cancel.clone());
     let options = sealer.options.clone();
     let (plaintext_bytes, bytes_out) = run_through(
         "encrypt",
-        reader,
+        (body, Bytes::new(), cancel),
         sink,
-        move |reader, writer| {
+        Box::new(move |reader, writer| {
             let mut message = EncryptingWriter::new(writer, &materials, &options)?;
             message.copy_from(reader)?;
             let (_, summary) = message.finish()?;
             Ok(summary.plaintext_bytes)
-        },
+        }),
         |_| Ok(()),
     )
     .await?;

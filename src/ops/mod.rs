@@ -20,8 +20,10 @@ pub use encrypt::{Sealer, encrypt};
 pub use reencrypt::reencrypt;
 
 use crate::Error;
-use crate::bridge::{self, ChunkReader, PartWriter};
-use crate::store::{BoxFuture, ObjectMeta, Payload, Sink};
+use std::io::Write;
+
+use crate::bridge::{self, BlockingRead, Cancel, PartWriter};
+use crate::store::{Body, BoxFuture, ObjectMeta, Payload, Sink};
 
 /// How an operation on one object ended, when it did not fail.
 #[derive(Debug, PartialEq, Eq)]
@@ -132,31 +134,61 @@ fn in_memory(rest: bytes::Bytes, tail: bytes::Bytes) -> impl std::io::Read + Sen
     std::io::Read::chain(std::io::Cursor::new(rest), std::io::Cursor::new(tail))
 }
 
-/// Runs `work` (the codec, on a blocking thread) from `reader` into a new sink; commits
-/// the sink if everything succeeded and `accept` agrees with what the work returned,
-/// else aborts it. The first cause wins: the source's own error, then the sink's, then
-/// the codec's. `step` names the work in messages. Returns what the work returned and
-/// the size of the committed output.
+/// The codec's side of a run: the body as a reader, the output as a writer.
+type Work<T> =
+    Box<dyn FnOnce(&mut Box<dyn BlockingRead>, &mut dyn Write) -> Result<T, Error> + Send>;
+
+/// Runs `work` (the codec, on a blocking thread) from `body` (after `prefix`, bytes
+/// already taken from it) into `sink`; commits the sink if everything succeeded and
+/// `accept` agrees with what the work returned, else aborts it. The first cause wins:
+/// the source's own error, then the sink's, then the codec's. `step` names the work in
+/// messages. Returns what the work returned and the size of the committed output.
+///
+/// Local files are read and written on the codec's thread itself; bodies and sinks
+/// that wait on the network are bridged by a pump on each side.
 async fn run_through<T: Send + 'static>(
     step: &'static str,
-    reader: ChunkReader,
-    sink: Box<dyn Sink>,
-    work: impl FnOnce(&mut ChunkReader, &mut PartWriter) -> Result<T, Error> + Send + 'static,
+    (body, prefix, cancel): (Box<dyn Body>, bytes::Bytes, &Cancel),
+    mut sink: Box<dyn Sink>,
+    work: Work<T>,
     accept: impl FnOnce(&T) -> Result<(), Failed>,
 ) -> Result<(T, u64), Failed> {
-    let (writer, pump) = PartWriter::new(sink);
-    let ran = bridge::codec(step, move || {
-        let (mut reader, mut writer) = (reader, writer);
-        let result = work(&mut reader, &mut writer).and_then(|t| {
-            writer.finish()?;
-            Ok(t)
-        });
-        (reader.take_failure(), result)
-    })
-    .await;
-    let (sink, pumped) = bridge::join_sink(pump)
-        .await
-        .map_err(|e| Failed::new("write", e))?;
+    let mut reader = bridge::reader(body, prefix, cancel.clone());
+    let (ran, sink, pumped) = if sink.blocking_writer().is_some() {
+        let ran = bridge::codec(step, move || {
+            let result = match sink.blocking_writer() {
+                Some(writer) => work(&mut reader, writer).and_then(|t| {
+                    writer.flush()?;
+                    Ok(t)
+                }),
+                None => Err(Error::Internal(
+                    "a local output stopped taking writes".into(),
+                )),
+            };
+            (reader.take_failure(), result, sink)
+        })
+        .await;
+        match ran {
+            Ok((failure, result, sink)) => (Ok((failure, result)), sink, Ok(())),
+            // The sink went down with the thread; dropping it removed its staged file.
+            Err(panicked) => return Err(Failed::new(step, panicked)),
+        }
+    } else {
+        let (writer, pump) = PartWriter::new(sink);
+        let ran = bridge::codec(step, move || {
+            let mut writer = writer;
+            let result = work(&mut reader, &mut writer).and_then(|t| {
+                writer.finish()?;
+                Ok(t)
+            });
+            (reader.take_failure(), result)
+        })
+        .await;
+        let (sink, pumped) = bridge::join_sink(pump)
+            .await
+            .map_err(|e| Failed::new("write", e))?;
+        (ran, sink, pumped)
+    };
     let failed = match ran {
         Err(panicked) => Failed::new(step, panicked),
         Ok((Some(source), _)) => Failed::new("read", source),

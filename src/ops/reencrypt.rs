@@ -6,7 +6,7 @@ use super::decrypt::{Opener, check_length};
 use super::encrypt::Sealer;
 use super::marker::{self, Marker};
 use super::{Failed, IN_MEMORY, MakeSink, Outcome, in_memory, in_memory_work, run_through};
-use crate::bridge::{Cancel, ChunkReader};
+use crate::bridge::Cancel;
 use crate::store::{Payload, SourceObject};
 use crate::stream::EncryptingWriter;
 
@@ -61,18 +61,17 @@ pub async fn reencrypt(
         .make(meta, Payload::Message, sealer.message_size_hint(expected))
         .await
         .map_err(|e| Failed::new("write", e))?;
-    let reader = ChunkReader::new(body, rest, cancel.clone());
     let options = sealer.options.clone();
     let (_, bytes_out) = run_through(
         "reencrypt",
-        reader,
+        (body, rest, cancel),
         sink,
-        move |reader, writer| {
+        Box::new(move |reader, writer| {
             let mut message = EncryptingWriter::new(writer, &materials, &options)?;
             let plaintext_len = decryptor.decrypt(reader, &mut message)?;
             message.finish()?;
             Ok(plaintext_len)
-        },
+        }),
         |plaintext_len| check_length(old.as_ref(), *plaintext_len),
     )
     .await?;

@@ -60,6 +60,13 @@ pub trait Sink: Send {
     /// Makes the output visible, complete, with its metadata. Returns its size.
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<u64, Error>>;
 
+    /// A writer for the codec's own thread, when writing blocks on nothing but a local
+    /// disk: then the codec writes straight through it instead of filling lent buffers.
+    /// What it writes is part of the output like what is put.
+    fn blocking_writer(&mut self) -> Option<&mut (dyn std::io::Write + Send)> {
+        None
+    }
+
     /// Gives the output up and removes every trace of it.
     fn abort(self: Box<Self>) -> BoxFuture<'static, ()>;
 }
@@ -69,6 +76,17 @@ pub trait Sink: Send {
 pub struct Discard {
     written: u64,
     spare: Option<BytesMut>,
+}
+
+impl std::io::Write for Discard {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.written += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// What [`Discard`] lends: large enough that handing buffers over costs nothing.
@@ -98,6 +116,10 @@ impl Sink for Discard {
     ) -> BoxFuture<'a, Result<(), Error>> {
         self.written += range.end.saturating_sub(range.start);
         Box::pin(async { Ok(()) })
+    }
+
+    fn blocking_writer(&mut self) -> Option<&mut (dyn std::io::Write + Send)> {
+        Some(self)
     }
 
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<u64, Error>> {

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::ObjectMeta;
 use crate::Error;
+use crate::bridge::BlockingRead;
 
 /// A boxed future, so store traits stay object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -25,6 +26,12 @@ pub trait Body: Send {
         let _ = limit;
         None
     }
+
+    /// The rest of this body as a reader for the codec's own thread, when reading it
+    /// blocks on nothing but a local disk (a file): then it is read straight into the
+    /// codec's buffers, without a pump, chunks or copies between them. Bodies that
+    /// wait on the network stay bodies.
+    fn into_blocking(self: Box<Self>) -> Result<Box<dyn BlockingRead>, Box<dyn Body>>;
 }
 
 /// What is known of an opened object before its body is read.
@@ -65,6 +72,10 @@ impl Body for BytesBody {
     fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
         let chunk = self.0.take();
         Box::pin(async move { Ok(chunk) })
+    }
+
+    fn into_blocking(self: Box<Self>) -> Result<Box<dyn BlockingRead>, Box<dyn Body>> {
+        Err(self)
     }
 
     fn take_if_in_memory(&mut self, limit: usize) -> Option<Bytes> {

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use super::fingerprint;
 use super::mode::unix_mode;
-use crate::bridge;
+use crate::bridge::{self, BlockingRead};
 use crate::store::{Body, BoxFuture, ObjectMeta, SourceInfo, SourceObject};
 
 /// Bytes read from a file per chunk: large enough that each read is one system call
@@ -68,32 +68,24 @@ struct UnchangedFile {
 }
 
 impl UnchangedFile {
-    /// The next chunk, empty at the end.
-    fn read_chunk(&mut self) -> Result<bytes::Bytes, crate::Error> {
+    /// Reads into `buf`; fails with [`SourceChanged`] when the file turns out longer or
+    /// shorter than when it was opened, or modified (checked where it ends).
+    fn read_into(&mut self, buf: &mut [u8]) -> Result<usize, crate::Error> {
         let changed = |what: String| crate::Error::SourceChanged(SourceChanged { what });
-        // One byte more than is left, so growth shows without another call.
-        let left = self.size.saturating_sub(self.read);
-        let want =
-            usize::try_from(left.saturating_add(1)).map_or(READ_CHUNK, |n| n.min(READ_CHUNK));
-        let mut buf = bytes::BytesMut::zeroed(want);
-        let mut filled = 0;
-        while filled < want {
-            match self.file.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
+        let n = loop {
+            match self.file.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
+                other => break other?,
             }
-        }
-        buf.truncate(filled);
-        self.read += filled as u64;
+        };
+        self.read += n as u64;
         if self.read > self.size {
             return Err(changed(format!(
                 "it had {} bytes when opened and grew past that",
                 self.size
             )));
         }
-        if filled < want {
+        if n == 0 && !buf.is_empty() {
             if self.read != self.size {
                 return Err(changed(format!(
                     "it had {} bytes when opened, {} when reading ended",
@@ -106,7 +98,47 @@ impl UnchangedFile {
                 return Err(changed("it was modified while it was read".into()));
             }
         }
+        Ok(n)
+    }
+
+    /// The next chunk, empty at the end.
+    fn read_chunk(&mut self) -> Result<bytes::Bytes, crate::Error> {
+        // One byte more than is left, so growth shows without another call.
+        let left = self.size.saturating_sub(self.read);
+        let want =
+            usize::try_from(left.saturating_add(1)).map_or(READ_CHUNK, |n| n.min(READ_CHUNK));
+        let mut buf = bytes::BytesMut::zeroed(want);
+        let mut filled = 0;
+        while filled < want {
+            match self.read_into(&mut buf[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        buf.truncate(filled);
         Ok(buf.freeze())
+    }
+}
+
+/// A local file read directly on the codec's thread.
+struct FileReader {
+    file: UnchangedFile,
+    failure: Option<crate::Error>,
+}
+
+impl Read for FileReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read_into(buf).map_err(|e| {
+            let message = e.to_string();
+            self.failure = Some(e);
+            io::Error::other(message)
+        })
+    }
+}
+
+impl BlockingRead for FileReader {
+    fn take_failure(&mut self) -> Option<crate::Error> {
+        self.failure.take()
     }
 }
 
@@ -134,6 +166,16 @@ impl Body for LocalBody {
             }
             Ok((!chunk.is_empty()).then_some(chunk))
         })
+    }
+
+    fn into_blocking(self: Box<Self>) -> Result<Box<dyn BlockingRead>, Box<dyn Body>> {
+        match self.file {
+            Some(file) => Ok(Box::new(FileReader {
+                file,
+                failure: None,
+            })),
+            None => Err(self),
+        }
     }
 }
 

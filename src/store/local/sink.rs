@@ -122,13 +122,27 @@ impl Sink for LocalSink {
         })
     }
 
+    fn blocking_writer(&mut self) -> Option<&mut (dyn Write + Send)> {
+        if self.writing.is_some() {
+            return None;
+        }
+        self.file.as_mut().map(|f| f as &mut (dyn Write + Send))
+    }
+
     fn commit(mut self: Box<Self>) -> BoxFuture<'static, Result<u64, crate::Error>> {
         Box::pin(async move {
             self.settle().await?;
-            let (staged, mode, written) = (self.staged, self.mode, self.written);
+            let (mut staged, mode) = (self.staged, self.mode);
             drop(self.file);
-            bridge::blocking("committing a file", move || staged.commit(mode)).await??;
-            Ok(written)
+            // The file's length counts every way bytes went in: buffers put, ranges
+            // copied, writes on the codec's thread.
+            bridge::blocking("committing a file", move || {
+                let size = staged.file().metadata()?.len();
+                staged.commit(mode)?;
+                Ok::<_, io::Error>(size)
+            })
+            .await?
+            .map_err(crate::Error::from)
         })
     }
 

@@ -233,6 +233,13 @@ impl Body for S3Body {
         Box::pin(async move { Ok(self.next().await?) })
     }
 
+    fn into_blocking(
+        self: Box<Self>,
+    ) -> Result<Box<dyn crate::bridge::BlockingRead>, Box<dyn Body>> {
+        // Its ranges arrive over the network: it stays a body, pumped ahead.
+        Err(self)
+    }
+
     fn take_if_in_memory(&mut self, limit: usize) -> Option<Bytes> {
         let whole =
             self.pending.is_empty() && self.next_offset >= self.size && self.current.len <= limit;
