@@ -11,8 +11,10 @@ use crate::store::{
     S3Store, Sink, SourceObject,
 };
 
-/// Objects up to this size are fetched rather than looked at (HEAD) to learn their ETag.
-const SMALL_OBJECT: u64 = 256 * 1024;
+/// Objects up to this size are fetched rather than looked at (HEAD) to learn their ETag
+/// when the listing gave none: a first run then makes one request fewer per object, and
+/// a re-run pays at most a MiB of transfer for what a HEAD would have told.
+const SMALL_OBJECT: u64 = 1024 * 1024;
 
 pub(super) async fn process(ctx: &Context, listed: Listed) {
     let stats = &ctx.stats;
