@@ -164,9 +164,10 @@ impl S3Store {
     /// A store on the client `s3`; must be created inside the tokio runtime that will
     /// run its requests.
     pub fn new(s3: crate::aws::S3Client, settings: S3Settings, budget: ByteBudget) -> Self {
-        // Idle buffers are kept up to a quarter of the budget: enough to serve the parts
-        // of the objects in flight again, little beside what the budget allows in use.
-        let idle = usize::try_from(budget.total() / 4).unwrap_or(usize::MAX);
+        // Idle buffers sit outside the budget, so few are kept: an eighth of it, at most
+        // 32 MiB (four default parts). Larger parts are allocated per part, and the
+        // allocator returns them to the system when freed.
+        let idle = usize::try_from((budget.total() / 8).min(32 << 20)).unwrap_or(usize::MAX);
         Self {
             shared: Arc::new(Shared {
                 client: s3.client,
