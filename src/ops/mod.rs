@@ -19,9 +19,9 @@ pub use decrypt::{Opener, decrypt, verify};
 pub use encrypt::{Sealer, encrypt};
 pub use reencrypt::reencrypt;
 
-use crate::Error;
 use std::io::Write;
 
+use crate::Error;
 use crate::bridge::{self, BlockingRead, Cancel, PartWriter};
 use crate::store::{Body, BoxFuture, ObjectMeta, Payload, Sink};
 
