@@ -45,7 +45,9 @@ impl Sealer<'_> {
     }
 
     /// Seals `plaintext`, held in memory, as one message and writes it whole to the
-    /// sink `out` makes for `meta`. Returns the message's size.
+    /// sink `out` makes for `meta`. Returns the message's size. The message is sealed
+    /// into the buffer the sink lends, so its pages are reused from earlier objects
+    /// rather than faulted in for each one.
     pub(super) async fn seal_whole(
         &self,
         materials: Arc<EncryptionMaterials>,
@@ -53,18 +55,32 @@ impl Sealer<'_> {
         meta: ObjectMeta,
         out: &dyn MakeSink,
     ) -> Result<u64, Failed> {
+        let hint = self.message_size_hint(plaintext.as_ref().len() as u64);
+        let mut sink = out
+            .make(meta, Payload::Message, hint)
+            .await
+            .map_err(|e| Failed::new("write", e))?;
+        let lent = match sink.lend().await {
+            Ok(buf) => Vec::from(buf),
+            Err(e) => {
+                sink.abort().await;
+                return Err(Failed::new("write", e));
+            }
+        };
         let options = self.options.clone();
-        let message = in_memory_work("encrypt", move || {
-            let mut message = Vec::new();
+        let sealed = in_memory_work("encrypt", move || {
+            let mut message = lent;
             encrypt_to_vec(&materials, &options, None, plaintext.as_ref(), &mut message)?;
             Ok(message)
         })
-        .await?;
-        let sink = out
-            .make(meta, Payload::Message, message.len() as u64)
-            .await
-            .map_err(|e| Failed::new("write", e))?;
-        write_whole(sink, message).await
+        .await;
+        match sealed {
+            Ok(message) => write_whole(sink, message).await,
+            Err(failed) => {
+                sink.abort().await;
+                Err(failed)
+            }
+        }
     }
 
     /// The new message's metadata: the source's plus sealpipe's marker.

@@ -182,9 +182,15 @@ pub fn encrypt_to_vec(
     let frames_len = regular * (l + REGULAR_FRAME_OVERHEAD);
     let total = header.len() + frames_len + FINAL_FRAME_OVERHEAD + last.len();
     if out.len() < total {
-        // A fresh zeroed allocation comes from the OS lazily; pages are faulted in by
-        // the threads that seal into them.
-        *out = vec![0u8; total];
+        if out.capacity() >= total {
+            // A reused buffer: its pages are mapped already, so zeroing it costs less
+            // than faulting in fresh ones.
+            out.resize(total, 0);
+        } else {
+            // A fresh zeroed allocation comes from the OS lazily; pages are faulted in
+            // by the threads that seal into them.
+            *out = vec![0u8; total];
+        }
     }
     out.truncate(header.len() + frames_len);
     out[..header.len()].copy_from_slice(&header);
