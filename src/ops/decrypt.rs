@@ -8,8 +8,7 @@ use bytes::Bytes;
 
 use super::marker::{self, Marker};
 use super::{
-    Failed, IN_MEMORY, MakeSink, Outcome, header, in_memory, in_memory_work, run_through,
-    write_whole,
+    Failed, IN_MEMORY, MakeSink, Outcome, header, in_memory_work, run_through, write_whole,
 };
 use crate::bridge::Cancel;
 use crate::format::EncryptionContext;
@@ -73,12 +72,7 @@ pub async fn decrypt(
     let (decryptor, rest) = opener.open(body.as_mut()).await?;
     if let Some(tail) = body.take_if_in_memory(IN_MEMORY) {
         // Opened in memory: nothing is written before every tag verified.
-        let (len, plaintext) = in_memory_work("decrypt", move || {
-            let mut plaintext = Vec::new();
-            let len = decryptor.decrypt(&mut in_memory(rest, tail), &mut plaintext)?;
-            Ok((len, plaintext))
-        })
-        .await?;
+        let (len, plaintext) = open_whole(decryptor, rest, tail).await?;
         check_length(marker.as_ref(), len)?;
         let sink = out
             .make(meta, Payload::Plaintext, len)
@@ -107,6 +101,22 @@ pub async fn decrypt(
         bytes_in,
         bytes_out,
     })
+}
+
+/// Opens a message whose body is all in memory (`rest`, what came with the header, then
+/// `tail`): its plaintext and length, nothing written anywhere before every tag verified.
+pub(super) async fn open_whole(
+    decryptor: MessageDecryptor,
+    rest: Bytes,
+    tail: Bytes,
+) -> Result<(u64, Vec<u8>), Failed> {
+    in_memory_work("decrypt", move || {
+        let mut body = std::io::Read::chain(std::io::Cursor::new(rest), std::io::Cursor::new(tail));
+        let mut plaintext = Vec::new();
+        let len = decryptor.decrypt(&mut body, &mut plaintext)?;
+        Ok((len, plaintext))
+    })
+    .await
 }
 
 /// Checks every tag and signature of `source` and writes nothing.

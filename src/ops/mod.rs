@@ -129,11 +129,6 @@ async fn write_whole(mut sink: Box<dyn Sink>, output: Vec<u8>) -> Result<u64, Fa
     sink.commit().await.map_err(|e| Failed::new("write", e))
 }
 
-/// The body's bytes in one reader: what came with the header, then the rest.
-fn in_memory(rest: bytes::Bytes, tail: bytes::Bytes) -> impl std::io::Read + Send {
-    std::io::Read::chain(std::io::Cursor::new(rest), std::io::Cursor::new(tail))
-}
-
 /// The codec's side of a run: the body as a reader, the output as a writer.
 type Work<T> =
     Box<dyn FnOnce(&mut Box<dyn BlockingRead>, &mut dyn Write) -> Result<T, Error> + Send>;

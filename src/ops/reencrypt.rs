@@ -2,10 +2,10 @@
 //! fresh data key, so the plaintext never rests anywhere, and the new message is
 //! committed only if the old one was authentic.
 
-use super::decrypt::{Opener, check_length};
+use super::decrypt::{Opener, check_length, open_whole};
 use super::encrypt::Sealer;
 use super::marker::{self, Marker};
-use super::{Failed, IN_MEMORY, MakeSink, Outcome, in_memory, in_memory_work, run_through};
+use super::{Failed, IN_MEMORY, MakeSink, Outcome, run_through};
 use crate::bridge::Cancel;
 use crate::store::{Payload, SourceObject};
 use crate::stream::EncryptingWriter;
@@ -44,12 +44,7 @@ pub async fn reencrypt(
     let mut body = source.body;
     let (decryptor, rest) = opener.open(body.as_mut()).await?;
     if let Some(tail) = body.take_if_in_memory(IN_MEMORY) {
-        let (plaintext_len, plaintext) = in_memory_work("decrypt", move || {
-            let mut plaintext = Vec::new();
-            let n = decryptor.decrypt(&mut in_memory(rest, tail), &mut plaintext)?;
-            Ok((n, plaintext))
-        })
-        .await?;
+        let (plaintext_len, plaintext) = open_whole(decryptor, rest, tail).await?;
         check_length(old.as_ref(), plaintext_len)?;
         let bytes_out = sealer.seal_whole(materials, plaintext, meta, out).await?;
         return Ok(Outcome::Done {

@@ -27,7 +27,7 @@ pub use local::{
 pub use manifest::{ManifestEntry, read_manifest};
 pub use s3::{Head, MIN_PART_SIZE, S3Error, S3Settings, S3Sink, S3Stats, S3Store, SourceShape};
 pub use sink::{Discard, Payload, Precondition, Sink};
-pub use source::{Body, BoxFuture, BytesBody, SourceInfo, SourceObject};
+pub use source::{Body, BoxFuture, SourceInfo, SourceObject};
 
 /// Where objects are read from or written to, as given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]

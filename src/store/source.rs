@@ -57,31 +57,3 @@ pub struct SourceObject {
     /// The body.
     pub body: Box<dyn Body>,
 }
-
-/// A body already in memory (tests, small inputs).
-pub struct BytesBody(Option<Bytes>);
-
-impl BytesBody {
-    /// A body of exactly `bytes`.
-    pub fn new(bytes: Bytes) -> Self {
-        Self(Some(bytes))
-    }
-}
-
-impl Body for BytesBody {
-    fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, Error>> {
-        let chunk = self.0.take();
-        Box::pin(async move { Ok(chunk) })
-    }
-
-    fn into_blocking(self: Box<Self>) -> Result<Box<dyn BlockingRead>, Box<dyn Body>> {
-        Err(self)
-    }
-
-    fn take_if_in_memory(&mut self, limit: usize) -> Option<Bytes> {
-        match &self.0 {
-            Some(b) if b.len() > limit => None,
-            _ => Some(self.0.take().unwrap_or_default()),
-        }
-    }
-}

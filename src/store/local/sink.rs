@@ -26,7 +26,6 @@ pub struct LocalSink {
     /// The write in flight: it returns the file and the buffer.
     writing: Option<tokio::task::JoinHandle<(File, BytesMut, io::Result<()>)>>,
     spare: Option<BytesMut>,
-    written: u64,
     mode: u32,
 }
 
@@ -46,7 +45,6 @@ impl LocalSink {
                 file: Some(file),
                 writing: None,
                 spare: None,
-                written: 0,
                 mode: output_mode(source_mode),
             })
         })
@@ -80,7 +78,6 @@ impl Sink for LocalSink {
     fn put(&mut self, filled: BytesMut) -> BoxFuture<'_, Result<(), crate::Error>> {
         Box::pin(async move {
             self.settle().await?;
-            self.written += filled.len() as u64;
             let mut file = self
                 .file
                 .take()
@@ -117,7 +114,7 @@ impl Sink for LocalSink {
             })
             .await?;
             self.file = Some(file);
-            self.written += copied?;
+            copied?;
             Ok(())
         })
     }

@@ -30,7 +30,8 @@ pub struct S3Sink {
     part_size: u64,
     /// Capacity of the first buffer: the expected output, up to a part.
     first_capacity: usize,
-    lent: u64,
+    /// Whether the first buffer (covered by the base reservation) was lent.
+    lent_first: bool,
     /// The budget of the buffer lent now.
     lent_budget: Held,
     /// Bytes given back but not yet sent: a whole output smaller than a part (sent with
@@ -78,8 +79,7 @@ impl S3Sink {
             self.lent_budget = held;
             return Ok(buf);
         }
-        self.lent += 1;
-        if self.lent == 1 {
+        if !std::mem::replace(&mut self.lent_first, true) {
             // The object's base reservation covers its first buffer.
             self.lent_budget = Held::Base;
             return Ok(self.shared.buffers.take(self.first_capacity));
@@ -589,7 +589,7 @@ impl S3Store {
             unsigned: payload == Payload::Message || !self.shared.plain_http,
             part_size,
             first_capacity: size_hint.clamp(1, part_size) as usize,
-            lent: 0,
+            lent_first: false,
             lent_budget: Held::Unaccounted,
             pending: None,
             written: 0,
