@@ -30,6 +30,20 @@ pub enum Error {
     /// A store cannot do what was asked (copy a range from another kind of store).
     #[error("not supported: {0}")]
     Unsupported(String),
+    /// A signed message cannot have its data keys rewrapped: the footer signature covers
+    /// the header, and only the writer's private key could sign the new one.
+    #[error(
+        "suite {suite} signs the header in the footer, so its data keys cannot be rewrapped \
+         without the writer's signing key; re-encrypt it instead (sealpipe reencrypt, or \
+         rewrap --reencrypt-signed)"
+    )]
+    SignedMessage {
+        /// The message's suite.
+        suite: AlgorithmSuite,
+    },
+    /// A rewrap would leave a message with no encrypted data key.
+    #[error("{0}")]
+    NoKeyLeft(String),
     /// The job was cancelled while the object was in flight.
     #[error("the job was cancelled before this object was finished")]
     Cancelled,

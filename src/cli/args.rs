@@ -7,7 +7,8 @@ use clap::{Args, Parser, Subcommand};
 
 use super::values::{
     Age, BenchFrameLength, BenchSeconds, BenchSize, BenchThreads, CacheBytes, CacheMessages,
-    Concurrency, Delay, FrameLength, HeaderSize, InFlight, KmsRate, MaxDataKeys, PartSize,
+    Concurrency, CopyThreshold, Delay, FrameLength, HeaderSize, InFlight, KmsRate, MaxDataKeys,
+    PartSize,
 };
 
 /// Bulk envelope encryption of S3 objects and local files in the AWS Encryption SDK
@@ -156,6 +157,33 @@ the same source ETag, so an interrupted job is finished by running it again.")]
     /// Decrypt and encrypt again with a fresh data key under new wrapping keys (also
     /// upgrades legacy and signed messages to the key-committing suite).
     Reencrypt(ReencryptArgs),
+    /// Give messages new encrypted data keys, bodies copied unchanged: move data between
+    /// KMS keys (regions, accounts) with one Decrypt and one Encrypt per data key.
+    #[command(after_help = "\
+Each message's data key is recovered once with an old key (--old-key, or --discovery),
+wrapped under every new --key in that key's region, and written into a new header with
+a new header tag; the body is copied as it is. Messages that share a data key, as
+sealpipe's pooled ones do, share those KMS calls. S3 objects larger than
+--copy-threshold are never downloaded: S3 copies their body (UploadPartCopy) after a
+first part of the new header and 5 MiB of body. Local bodies are copied by the kernel.
+
+Examples:
+  # Plan: objects, bytes and distinct data keys (= KMS Decrypt calls); no key is used
+  sealpipe rewrap s3://data/ s3://data-eu/ --dry-run \\
+      --old-key arn:aws:kms:us-east-1:111122223333:key/OLD \\
+      --key arn:aws:kms:eu-west-1:111122223333:key/NEW
+  # Move to the new region's key, in place (each write conditional on the ETag read)
+  sealpipe rewrap s3://data/ --in-place --old-key arn:...:key/OLD --key arn:...:key/NEW
+  # Add a second region, keeping the first; later retire the first
+  sealpipe rewrap s3://data/ --in-place --old-key arn:...:key/OLD --key arn:...:key/NEW --keep-existing
+  sealpipe rewrap s3://data/ --in-place --old-key arn:...:key/NEW --drop-key arn:...:key/OLD
+
+Signed messages (suite 0578 and the legacy signed suites) sign their header in the
+footer, so only their writer could rewrap them: they fail with SignedMessage unless
+--reencrypt-signed re-encrypts them under a fresh data key (suite 0478). The header is
+authenticated before anything is written; the body is copied, not read, so run
+`sealpipe verify` with the new key afterwards to check every frame.")]
+    Rewrap(RewrapArgs),
     /// Decrypt and discard: check that every message is authentic and readable.
     Verify(DecryptArgs),
     /// Print a message's header as JSON: suite, message ID, context, data keys.
@@ -321,6 +349,46 @@ pub struct ReencryptArgs {
     pub old_keys: Vec<String>,
     #[command(flatten)]
     pub write: WriteArgs,
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+/// `rewrap`.
+#[derive(Debug, Args, Default)]
+pub struct RewrapArgs {
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+    /// New wrapping key, repeatable (see `encrypt --key`): each one wraps every data key.
+    #[arg(
+        long = "key",
+        short = 'k',
+        value_name = "KEYREF",
+        help_heading = "Keys and messages"
+    )]
+    pub keys: Vec<String>,
+    /// Key that unwraps the existing data keys, repeatable (see `decrypt --key`).
+    #[arg(
+        long = "old-key",
+        value_name = "KEYREF",
+        help_heading = "Keys and messages"
+    )]
+    pub old_keys: Vec<String>,
+    /// Keep the existing encrypted data keys beside the new ones (add a region instead
+    /// of moving to it).
+    #[arg(long, help_heading = "Keys and messages")]
+    pub keep_existing: bool,
+    /// Remove the encrypted data key of this key (a KMS key ARN, or NAMESPACE/NAME for a
+    /// raw AES key), keeping the others; repeatable. A message is never left without one.
+    #[arg(long, value_name = "KEY", help_heading = "Keys and messages")]
+    pub drop_key: Vec<String>,
+    /// Re-encrypt signed messages under a fresh data key (suite 0478, their context
+    /// kept) instead of failing them.
+    #[arg(long, help_heading = "Keys and messages")]
+    pub reencrypt_signed: bool,
+    /// S3 objects larger than this have S3 copy their body instead of passing through
+    /// sealpipe, 5MiB to 5TiB [default: 16MiB].
+    #[arg(long, value_name = "SIZE", help_heading = "S3 transfers")]
+    pub copy_threshold: Option<CopyThreshold>,
     #[command(flatten)]
     pub read: ReadArgs,
 }

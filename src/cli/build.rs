@@ -6,8 +6,10 @@ use std::sync::Arc;
 use anyhow::bail;
 use sealpipe::aws::AwsSettings;
 use sealpipe::format::DecodeLimits;
-use sealpipe::keys::{DiscoveryFilter, Keyring, KmsDiscoveryKeyring, PoolLimits};
-use sealpipe::pipeline::{Job, Keys, ObjectFilter, Opening, Output, Sealing, Source, Work};
+use sealpipe::keys::{DiscoveryFilter, KeepPolicy, Keyring, KmsDiscoveryKeyring, PoolLimits};
+use sealpipe::pipeline::{
+    Job, Keys, ObjectFilter, Opening, Output, Rewrapping, Sealing, Source, Work,
+};
 use sealpipe::retry::RetryPolicy;
 use sealpipe::store::{ByteBudget, S3Settings, S3Store};
 use sealpipe::stream::{DecryptOptions, EncryptOptions};
@@ -145,6 +147,31 @@ pub fn job(settings: &JobSettings, parts: Parts) -> anyhow::Result<Job> {
         (Task::Reencrypt { read, write }, Some(output)) => Work::Reencrypt {
             from: opening(read),
             to: sealing(write),
+            output,
+        },
+        (Task::Rewrap { read, rewrap }, Some(output)) => Work::Rewrap {
+            from: opening(read),
+            to: Rewrapping {
+                new_keys: parts.wrap_keyring.clone().map(Keys::Loaded).or_else(|| {
+                    // A dry run loads no key; the references were checked.
+                    (settings.dry_run && !rewrap.write.keys.refs.value.is_empty())
+                        .then_some(Keys::NotLoaded)
+                }),
+                keep: KeepPolicy {
+                    keep_existing: rewrap.keep_existing,
+                    drop: rewrap.drop_keys.clone(),
+                },
+                expected_keys: rewrap
+                    .write
+                    .keys
+                    .refs
+                    .value
+                    .iter()
+                    .filter_map(|r| keyref::recorded_name(r))
+                    .collect(),
+                reencrypt_signed: rewrap.reencrypt_signed.then(|| sealing(&rewrap.write)),
+                copy_above: rewrap.copy_threshold,
+            },
             output,
         },
         (_, None) => bail!("no destination: give one, or --in-place to replace S3 objects"),

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use sealpipe::keys::{Keyring, KmsContext, KmsKeyring, MultiKeyring, RawAesKeyring};
+use sealpipe::keys::{Keyring, KmsArn, KmsContext, KmsKeyring, MultiKeyring, RawAesKeyring};
 use tokio::sync::OnceCell;
 use zeroize::Zeroizing;
 
@@ -152,6 +152,20 @@ async fn parse_keyref(
     let keyring = RawAesKeyring::new(r.namespace, r.name, bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", sealpipe::escape::path(&path)))?;
     Ok(Arc::new(keyring))
+}
+
+/// The name sealpipe's marker records for the key a reference names, when the
+/// reference says it: a KMS key ARN as it is, `NAMESPACE/NAME` for a raw AES key.
+/// Aliases and key IDs name no ARN until KMS answers, so they give none.
+pub fn recorded_name(keyref: &str) -> Option<String> {
+    let name = match (kms_identifier(keyref), split_raw_aes(keyref)) {
+        (Some(id), _) => KmsArn::parse(id)
+            .filter(|arn| arn.resource_type == "key")
+            .map(|arn| arn.to_string())?,
+        (None, Some(r)) => format!("{}/{}", r.namespace, r.name),
+        (None, None) => return None,
+    };
+    Some(sealpipe::ops::marker::recorded_name(&name))
 }
 
 /// The KMS key identifier in a reference, if it is one.

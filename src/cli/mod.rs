@@ -218,6 +218,7 @@ fn print_summary(report: &Report, quiet: bool, kms: &keyref::KmsSource) {
         Mode::Decrypt => "decrypted",
         Mode::Reencrypt => "re-encrypted",
         Mode::Verify => "verified",
+        Mode::Rewrap => "rewrapped",
     };
     if report.dry_run {
         say!(
@@ -231,6 +232,13 @@ fn print_summary(report: &Report, quiet: bool, kms: &keyref::KmsSource) {
                 .planned
                 .saturating_sub(report.objects.skipped),
         );
+        if let Some(keys) = report.distinct_data_keys {
+            say!(
+                "dry run: {keys} distinct data keys among them: rewrapping takes one unwrap \
+                 (KMS Decrypt) per data key and one wrap (KMS Encrypt) per data key and new \
+                 key, whatever the number of objects"
+            );
+        }
         return;
     }
     // For display only: `as u64` below saturates, and the ratio is never NaN.
@@ -249,6 +257,9 @@ fn print_summary(report: &Report, quiet: bool, kms: &keyref::KmsSource) {
         human_bytes(rate as u64),
         report.data_keys,
     );
+    if let Some(keys) = report.distinct_data_keys {
+        say!("distinct data keys among the messages rewrapped: {keys}");
+    }
     if kms.used().is_some() {
         let [generate, encrypt, decrypt, throttled, retries] = kms_counters(kms);
         say!(

@@ -33,6 +33,9 @@ const DEFAULT_CONCURRENCY: usize = 8;
 const DEFAULT_CONCURRENCY_S3: usize = 64;
 /// The in-flight byte budget unless configured.
 const DEFAULT_MAX_IN_FLIGHT: u64 = 256 * 1024 * 1024;
+/// `rewrap`: S3 objects larger than this have S3 copy their body. Below it a rewrite is
+/// at most three parts, and reading them costs about what the copy requests would.
+const DEFAULT_COPY_THRESHOLD: u64 = 16 * 1024 * 1024;
 
 /// Where a setting's value came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -268,6 +271,19 @@ pub enum Task {
     Decrypt(Reading),
     Verify(Reading),
     Reencrypt { read: Reading, write: Writing },
+    Rewrap { read: Reading, rewrap: Rewrapping },
+}
+
+/// How `rewrap` changes the encrypted data keys.
+#[derive(Debug)]
+pub struct Rewrapping {
+    /// The new keys (`--key`), and for `--reencrypt-signed` how signed messages are
+    /// written again (the default suite and frame length).
+    pub write: Writing,
+    pub keep_existing: bool,
+    pub drop_keys: Vec<String>,
+    pub reencrypt_signed: bool,
+    pub copy_threshold: u64,
 }
 
 impl Task {
@@ -277,19 +293,27 @@ impl Task {
             Task::Decrypt(_) => "decrypt",
             Task::Verify(_) => "verify",
             Task::Reencrypt { .. } => "reencrypt",
+            Task::Rewrap { .. } => "rewrap",
         }
     }
 
     pub fn writing(&self) -> Option<&Writing> {
         match self {
             Task::Encrypt(w) | Task::Reencrypt { write: w, .. } => Some(w),
+            // Only dropping keys wraps nothing.
+            Task::Rewrap { rewrap, .. } => {
+                (!rewrap.write.keys.refs.value.is_empty()).then_some(&rewrap.write)
+            }
             Task::Decrypt(_) | Task::Verify(_) => None,
         }
     }
 
     pub fn reading(&self) -> Option<&Reading> {
         match self {
-            Task::Decrypt(r) | Task::Verify(r) | Task::Reencrypt { read: r, .. } => Some(r),
+            Task::Decrypt(r)
+            | Task::Verify(r)
+            | Task::Reencrypt { read: r, .. }
+            | Task::Rewrap { read: r, .. } => Some(r),
             Task::Encrypt(_) => None,
         }
     }
@@ -421,6 +445,25 @@ fn resolve_with(
             )?;
             let task = Task::Reencrypt { read, write };
             globals.job(task, &layers, &a.transfer, config)?
+        }
+        Command::Rewrap(a) => {
+            // New messages of --reencrypt-signed take the defaults: no write flags.
+            let write = writing(&layers, &a.keys, &WriteArgs::default(), config)?;
+            let read = reading(
+                &layers,
+                &a.old_keys,
+                &config.job.old_keys,
+                Some(&a.read),
+                config,
+            )?;
+            let rewrap = Rewrapping {
+                write,
+                keep_existing: a.keep_existing,
+                drop_keys: a.drop_key.clone(),
+                reencrypt_signed: a.reencrypt_signed,
+                copy_threshold: a.copy_threshold.map_or(DEFAULT_COPY_THRESHOLD, |t| t.0),
+            };
+            globals.job(Task::Rewrap { read, rewrap }, &layers, &a.transfer, config)?
         }
         Command::Run(a) => {
             let path = path.unwrap_or(Path::new("config.toml"));

@@ -305,6 +305,15 @@ bounded_size!(
 );
 
 bounded_size!(
+    /// `rewrap --copy-threshold`: S3 objects larger than this have S3 copy their body;
+    /// from S3's minimum part (smaller objects are one part anyway) to its largest object.
+    CopyThreshold,
+    "the copy threshold",
+    sealpipe::store::MIN_PART_SIZE,
+    5 << 40
+);
+
+bounded_size!(
     /// `--max-in-flight`, `[s3] max_in_flight`: 10 MiB (two of the smallest parts) to
     /// 1 TiB.
     InFlight,

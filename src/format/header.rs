@@ -357,6 +357,55 @@ impl Header {
         ))
     }
 
+    /// The header body as received, with its encrypted data keys replaced by `edks`:
+    /// every other byte (the context exactly as it was serialized included) is kept, so
+    /// only the data keys and the tag computed over the result differ. This is a rewrap:
+    /// the body's content key depends on the data key and the message ID alone.
+    pub fn body_with_encrypted_data_keys(
+        &self,
+        edks: &[EncryptedDataKey],
+    ) -> Result<Vec<u8>, EncodeError> {
+        if edks.is_empty() {
+            return Err(EncodeError::Invalid(
+                "a message needs at least one encrypted data key",
+            ));
+        }
+        let count = u16::try_from(edks.len()).map_err(|_| EncodeError::TooLong {
+            what: "encrypted data key count",
+            len: edks.len(),
+            max: u16::MAX as usize,
+        })?;
+        let section = self.encrypted_data_key_section();
+        let mut out = Vec::with_capacity(self.body_bytes.len() + edks.len() * 256);
+        out.extend_from_slice(&self.body_bytes[..section.start]);
+        out.extend_from_slice(&count.to_be_bytes());
+        for edk in edks {
+            edk.encode(&mut out)?;
+        }
+        out.extend_from_slice(&self.body_bytes[section.end..]);
+        Ok(out)
+    }
+
+    /// Where the encrypted data keys (their count included) sit in `body_bytes`: after
+    /// the version, the v1 type, the suite, the message ID and the length-prefixed
+    /// context; as long as the decoded keys' fields with their length prefixes.
+    fn encrypted_data_key_section(&self) -> std::ops::Range<usize> {
+        let version = self.body.suite.version;
+        let context_at =
+            1 + usize::from(version == MessageVersion::V1) + 2 + version.message_id_len();
+        let context_len =
+            u16::from_be_bytes([self.body_bytes[context_at], self.body_bytes[context_at + 1]])
+                as usize;
+        let start = context_at + 2 + context_len;
+        let keys: usize = self
+            .body
+            .encrypted_data_keys
+            .iter()
+            .map(|e| 6 + e.provider_id.len() + e.provider_info.len() + e.ciphertext.len())
+            .sum();
+        start..start + 2 + keys
+    }
+
     /// The complete serialized header (body and authentication field) as received.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = self.body_bytes.clone();
@@ -449,6 +498,46 @@ mod tests {
             assert!(template.encode(&id, 0, &data, &mut out).is_err());
             assert!(template.encode(&id, 1, &[0; 5], &mut out).is_err());
             assert!(out.is_empty());
+        }
+    }
+
+    #[test]
+    fn replacing_the_data_keys_keeps_every_other_byte() {
+        for suite in [
+            AlgorithmSuite::AES_256_GCM_HKDF_SHA512_COMMIT_KEY.into(),
+            AlgorithmSuite::from_id(0x0178).unwrap().into(),
+        ] {
+            let mut original = body(suite);
+            original.context.insert("purpose", "rewrap");
+            original.encrypted_data_keys.push(EncryptedDataKey {
+                provider_id: "aws-kms".into(),
+                provider_info: b"arn:aws:kms:us-east-1:111122223333:key/a".to_vec(),
+                ciphertext: vec![5; 184],
+            });
+            let mut bytes = original.encode().unwrap();
+            HeaderAuth {
+                iv: [0; IV_LEN],
+                tag: [3; TAG_LEN],
+            }
+            .encode(suite.version, &mut bytes);
+            let (header, _) = Header::decode(&bytes, &DecodeLimits::default()).unwrap();
+            assert_eq!(
+                header
+                    .body_with_encrypted_data_keys(&original.encrypted_data_keys)
+                    .unwrap(),
+                header.body_bytes,
+                "the same keys give the same bytes"
+            );
+            let replacement = vec![EncryptedDataKey {
+                provider_id: "aws-kms".into(),
+                provider_info: b"arn:aws:kms:eu-west-1:111122223333:key/b".to_vec(),
+                ciphertext: vec![6; 200],
+            }];
+            let spliced = header.body_with_encrypted_data_keys(&replacement).unwrap();
+            let mut expected = original.clone();
+            expected.encrypted_data_keys = replacement;
+            assert_eq!(spliced, expected.encode().unwrap());
+            assert!(header.body_with_encrypted_data_keys(&[]).is_err());
         }
     }
 

@@ -10,6 +10,7 @@ mod materials;
 mod multi;
 mod pool;
 mod raw_aes;
+mod rewrap;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,6 +25,7 @@ pub use materials::{
 pub use multi::MultiKeyring;
 pub use pool::{DataKeyPool, DecryptCache, PoolLimits, PoolStats};
 pub use raw_aes::{RawAesKeyring, raw_aes_key_name};
+pub use rewrap::{KeepPolicy, Rewrapped, Rewrapper, data_key_fingerprint};
 
 use crate::crypto::DataKey;
 use crate::format::{AlgorithmSuite, EncryptedDataKey, EncryptionContext};

@@ -68,6 +68,32 @@ pub struct PoolStats {
     pub prefetches: AtomicU64,
 }
 
+/// What identifies an unwrapped data key: everything the unwrap depended on (suite,
+/// every encrypted data key, the stored context and the reproduced one). Messages with
+/// the same one have the same data key, however many there are.
+pub(crate) fn unwrap_id(
+    header: &HeaderBody,
+    reproduced: &EncryptionContext,
+) -> Result<Vec<u8>, Error> {
+    let mut id = header.suite.id.to_be_bytes().to_vec();
+    for edk in &header.encrypted_data_keys {
+        for part in [
+            edk.provider_id.as_bytes(),
+            &edk.provider_info,
+            &edk.ciphertext,
+        ] {
+            id.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            id.extend_from_slice(part);
+        }
+    }
+    for ctx in [&header.context, reproduced] {
+        let bytes = ctx.serialize()?;
+        id.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        id.extend_from_slice(&bytes);
+    }
+    Ok(id)
+}
+
 /// One data key and its usage.
 struct Generation {
     materials: Arc<EncryptionMaterials>,
@@ -311,24 +337,7 @@ impl DecryptCache {
         header: &HeaderBody,
         reproduced: &EncryptionContext,
     ) -> Result<DecryptionMaterials, Error> {
-        // The key covers everything the unwrap depended on: suite, every EDK, the stored
-        // context and the reproduced one.
-        let mut id = header.suite.id.to_be_bytes().to_vec();
-        for edk in &header.encrypted_data_keys {
-            for part in [
-                edk.provider_id.as_bytes(),
-                &edk.provider_info,
-                &edk.ciphertext,
-            ] {
-                id.extend_from_slice(&(part.len() as u32).to_be_bytes());
-                id.extend_from_slice(part);
-            }
-        }
-        for ctx in [&header.context, reproduced] {
-            let bytes = ctx.serialize()?;
-            id.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-            id.extend_from_slice(&bytes);
-        }
+        let id = unwrap_id(header, reproduced)?;
         let (_, authenticate_only_context) = merge_reproduced(&header.context, reproduced)?;
         let missed = AtomicBool::new(false);
         let data_key = self

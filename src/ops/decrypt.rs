@@ -11,7 +11,7 @@ use super::{
     Failed, IN_MEMORY, MakeSink, Outcome, header, in_memory_work, run_through, write_whole,
 };
 use crate::bridge::Cancel;
-use crate::format::EncryptionContext;
+use crate::format::{EncryptionContext, Header};
 use crate::keys::{DecryptCache, Keyring};
 use crate::store::{Body, Discard, ObjectMeta, Payload, Sink, SourceObject};
 use crate::stream::{self, DecryptOptions, MessageDecryptor};
@@ -41,15 +41,20 @@ impl Opener<'_> {
         let (header, rest) = header::read(body, &self.options.limits)
             .await
             .map_err(|e| Failed::new("decrypt", e))?;
+        Ok((self.unlock(header).await?, rest))
+    }
+
+    /// Makes a message whose header was read already ready to decrypt: policy checked,
+    /// data key unwrapped, key commitment and header tag verified.
+    pub(super) async fn unlock(&self, header: Header) -> Result<MessageDecryptor, Failed> {
         stream::check_policy(&header, self.options).map_err(|e| Failed::new("decrypt", e))?;
         let materials = self
             .cache
             .materials(self.keyring, &header.body, self.reproduced_context)
             .await
             .map_err(|e| Failed::new("decrypt", e))?;
-        let decryptor = MessageDecryptor::new(header, &materials, self.options)
-            .map_err(|e| Failed::new("decrypt", e))?;
-        Ok((decryptor, rest))
+        MessageDecryptor::new(header, &materials, self.options)
+            .map_err(|e| Failed::new("decrypt", e))
     }
 }
 

@@ -12,10 +12,7 @@ use crate::stream::{HeaderStep, header_step};
 /// Reads and parses the header at the start of `body`. Returns it and the bytes that
 /// arrived past it (the start of the message body). At most `limits.max_header_len`
 /// bytes plus one chunk are held.
-pub(super) async fn read(
-    body: &mut dyn Body,
-    limits: &DecodeLimits,
-) -> Result<(Header, Bytes), Error> {
+pub async fn read(body: &mut dyn Body, limits: &DecodeLimits) -> Result<(Header, Bytes), Error> {
     let mut buf = BytesMut::new();
     let mut at_end = false;
     loop {

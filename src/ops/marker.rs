@@ -80,18 +80,20 @@ pub fn strip(meta: &mut ObjectMeta) {
 /// Names of the keys that wrap a message's data key, as the marker records them.
 pub fn wrapping_key_names(edks: &[EncryptedDataKey]) -> Vec<String> {
     edks.iter()
-        .map(wrapping_key_name)
-        // Metadata travels in HTTP headers: keep it ASCII and free of the separator.
-        .map(|name| {
-            name.chars()
-                .map(|c| {
-                    if c.is_ascii_graphic() && c != ',' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect()
+        .map(|edk| recorded_name(&wrapping_key_name(edk)))
+        .collect()
+}
+
+/// A key name as the marker records it. Metadata travels in HTTP headers: keep it
+/// ASCII and free of the separator.
+pub fn recorded_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != ',' {
+                c
+            } else {
+                '_'
+            }
         })
         .collect()
 }

@@ -14,10 +14,13 @@ mod header;
 pub mod marker;
 mod reencrypt;
 pub mod resume;
+mod rewrap;
 
 pub use decrypt::{Opener, decrypt, verify};
 pub use encrypt::{Sealer, encrypt};
+pub use header::read as read_header;
 pub use reencrypt::reencrypt;
+pub use rewrap::{BodyCopy, Rewrap, Signed, rewrap};
 
 use std::io::Write;
 
@@ -60,6 +63,8 @@ impl Failed {
             Error::S3(s3) => s3.code.clone(),
             Error::SourceChanged(_) => "SourceChanged".into(),
             Error::Cancelled => "Cancelled".into(),
+            Error::SignedMessage { .. } => "SignedMessage".into(),
+            Error::NoKeyLeft(_) => "NoKeyLeft".into(),
             e if e.is_authentication_failure() => "AuthenticationFailed".into(),
             Error::Keyring(_) => "KeyringError".into(),
             Error::Decode(_) | Error::Truncated(_) | Error::TrailingData => {

@@ -7,8 +7,13 @@ use super::encrypt::Sealer;
 use super::marker::{self, Marker};
 use super::{Failed, IN_MEMORY, MakeSink, Outcome, run_through};
 use crate::bridge::Cancel;
-use crate::store::{Payload, SourceObject};
-use crate::stream::EncryptingWriter;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::keys::EncryptionMaterials;
+use crate::store::{Body, Payload, SourceInfo, SourceObject};
+use crate::stream::{EncryptingWriter, MessageDecryptor};
 
 /// Re-encrypts `source` (a message `opener` can read) into a new message from `sealer`.
 /// With `skip_if_already_wrapped`, an object whose marker names exactly the keys
@@ -38,11 +43,49 @@ pub async fn reencrypt(
             wrapping_keys.join(", ")
         )));
     }
-    let plaintext_length = old.as_ref().and_then(|m| m.plaintext_length);
-    let meta = Sealer::output_meta(&source.info, &materials, plaintext_length);
-    let bytes_in = source.info.size;
     let mut body = source.body;
     let (decryptor, rest) = opener.open(body.as_mut()).await?;
+    let opened = Opened {
+        decryptor,
+        rest,
+        body,
+    };
+    seal_opened(opened, &source.info, sealer, materials, out, cancel).await
+}
+
+/// A message whose header was read and authenticated: what remains of reading it.
+pub(super) struct Opened {
+    /// Ready to open the body.
+    pub(super) decryptor: MessageDecryptor,
+    /// Body bytes that arrived with the header.
+    pub(super) rest: Bytes,
+    /// The rest of the body.
+    pub(super) body: Box<dyn Body>,
+}
+
+/// Re-encrypts an opened message of the source `info` describes, with a fresh data key
+/// of the sealer's (`materials`, already taken from its pool).
+pub(super) async fn seal_opened(
+    opened: Opened,
+    info: &SourceInfo,
+    sealer: Sealer<'_>,
+    materials: Arc<EncryptionMaterials>,
+    out: &dyn MakeSink,
+    cancel: &Cancel,
+) -> Result<Outcome, Failed> {
+    let old = Marker::read(&info.meta);
+    let expected = old
+        .as_ref()
+        .and_then(|m| m.plaintext_length)
+        .unwrap_or(info.size);
+    let plaintext_length = old.as_ref().and_then(|m| m.plaintext_length);
+    let meta = Sealer::output_meta(info, &materials, plaintext_length);
+    let bytes_in = info.size;
+    let Opened {
+        decryptor,
+        rest,
+        mut body,
+    } = opened;
     if let Some(tail) = body.take_if_in_memory(IN_MEMORY) {
         let (plaintext_len, plaintext) = open_whole(decryptor, rest, tail).await?;
         check_length(old.as_ref(), plaintext_len)?;

@@ -8,13 +8,14 @@ use crate::format::{AlgorithmSuite, DecodeError, DecodeLimits, Header};
 use crate::store::{ObjectId, ObjectMeta, S3Store, SourceInfo};
 
 /// Why `output` on S3 is finished work for the source with `etag` (and `version`): it
-/// carries the marker of an output made from exactly that source. `None` when it does
-/// not exist or was made from something else. Only S3 outputs carry the marker.
+/// carries the marker of an output made from exactly that source, wrapped by at least
+/// the keys `wrapped_by` names. `None` when it does not exist or was made from
+/// something else. Only S3 outputs carry the marker.
 pub async fn finished_by_earlier_run(
     s3: &S3Store,
     output: &ObjectId,
-    etag: &str,
-    version: Option<&str>,
+    (etag, version): (&str, Option<&str>),
+    wrapped_by: &[String],
 ) -> Result<Option<String>, Failed> {
     let head = s3
         .head(output)
@@ -23,6 +24,7 @@ pub async fn finished_by_earlier_run(
     Ok(head
         .and_then(|h| Marker::read(&h.meta))
         .filter(|m| m.made_from(etag, version))
+        .filter(|m| wrapped_by.iter().all(|k| m.wrapping_keys.contains(k)))
         .map(|_| {
             format!("already done: {output} carries sealpipe's marker for source ETag {etag}")
         }))

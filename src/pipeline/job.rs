@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::ObjectFilter;
 use crate::format::{AlgorithmSuite, EncryptionContext};
-use crate::keys::{Keyring, PoolLimits};
+use crate::keys::{KeepPolicy, Keyring, PoolLimits};
 use crate::store::{Location, S3Store};
 use crate::stream::{DecryptOptions, EncryptOptions};
 
@@ -23,12 +23,15 @@ pub enum Mode {
     Reencrypt,
     /// ESDK messages in, nothing out: every tag and signature checked.
     Verify,
+    /// ESDK messages in, the same messages out with new encrypted data keys: the data
+    /// key rewrapped, the body copied unchanged.
+    Rewrap,
 }
 
 impl Mode {
     /// Whether objects are written as ESDK messages.
     pub fn writes_messages(self) -> bool {
-        matches!(self, Mode::Encrypt | Mode::Reencrypt)
+        matches!(self, Mode::Encrypt | Mode::Reencrypt | Mode::Rewrap)
     }
 }
 
@@ -68,6 +71,26 @@ pub struct Opening {
     pub reproduced_context: EncryptionContext,
     /// How long an unwrapped data key stays cached for later messages.
     pub cache_max_age: Duration,
+}
+
+/// How messages get their new encrypted data keys.
+#[derive(Clone)]
+pub struct Rewrapping {
+    /// Wraps each data key under the new keys; `None` when the rewrap only drops keys.
+    pub new_keys: Option<Keys>,
+    /// Which existing encrypted data keys stay.
+    pub keep: KeepPolicy,
+    /// The new keys' names as sealpipe's marker records them (key ARNs, raw AES
+    /// `namespace/name`), where the key references say: a re-run skips a destination
+    /// made from the same source that already carries all of them. Aliases name no
+    /// ARN, so they are not listed; the source's ETag still decides.
+    pub expected_keys: Vec<String>,
+    /// Signed messages cannot be rewrapped: with this they are re-encrypted instead
+    /// (a fresh data key under the new keys), else they fail.
+    pub reencrypt_signed: Option<Sealing>,
+    /// S3 objects larger than this are copied by S3 (UploadPartCopy) rather than read;
+    /// smaller ones are rewritten whole.
+    pub copy_above: u64,
 }
 
 /// Where a job that writes outputs puts them.
@@ -111,6 +134,15 @@ pub enum Work {
         /// How the messages are read.
         from: Opening,
     },
+    /// Messages in, the same messages with new encrypted data keys out.
+    Rewrap {
+        /// How the old messages are read (the old keys unwrap).
+        from: Opening,
+        /// The new keys, and what stays.
+        to: Rewrapping,
+        /// Where.
+        output: Output,
+    },
 }
 
 impl Work {
@@ -121,6 +153,7 @@ impl Work {
             Work::Decrypt { .. } => Mode::Decrypt,
             Work::Reencrypt { .. } => Mode::Reencrypt,
             Work::Verify { .. } => Mode::Verify,
+            Work::Rewrap { .. } => Mode::Rewrap,
         }
     }
 
@@ -128,6 +161,7 @@ impl Work {
     pub fn sealing(&self) -> Option<&Sealing> {
         match self {
             Work::Encrypt { to, .. } | Work::Reencrypt { to, .. } => Some(to),
+            Work::Rewrap { to, .. } => to.reencrypt_signed.as_ref(),
             Work::Decrypt { .. } | Work::Verify { .. } => None,
         }
     }
@@ -135,9 +169,10 @@ impl Work {
     /// How messages are read, for jobs that read them.
     pub fn opening(&self) -> Option<&Opening> {
         match self {
-            Work::Decrypt { from, .. } | Work::Verify { from } | Work::Reencrypt { from, .. } => {
-                Some(from)
-            }
+            Work::Decrypt { from, .. }
+            | Work::Verify { from }
+            | Work::Reencrypt { from, .. }
+            | Work::Rewrap { from, .. } => Some(from),
             Work::Encrypt { .. } => None,
         }
     }
@@ -147,7 +182,8 @@ impl Work {
         match self {
             Work::Encrypt { output, .. }
             | Work::Decrypt { output, .. }
-            | Work::Reencrypt { output, .. } => Some(output),
+            | Work::Reencrypt { output, .. }
+            | Work::Rewrap { output, .. } => Some(output),
             Work::Verify { .. } => None,
         }
     }

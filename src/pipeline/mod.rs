@@ -21,15 +21,15 @@ use tokio::sync::{Semaphore, mpsc};
 
 pub use crate::bridge::Cancel;
 pub use filter::ObjectFilter;
-pub use job::{Job, Keys, Mode, Opening, Output, Sealing, Source, Work};
+pub use job::{Job, Keys, Mode, Opening, Output, Rewrapping, Sealing, Source, Work};
 pub use stats::{CacheCounts, Failure, ObjectCounts, PartialCounts, Report, S3Counts, Stats};
 
 use crate::Error;
 use crate::bridge::{self, ChunkReader};
 use crate::escape;
 use crate::format::EncryptionContext;
-use crate::keys::{DataKeyPool, DecryptCache, Keyring, PoolStats};
-use crate::ops::{Opener, Sealer};
+use crate::keys::{DataKeyPool, DecryptCache, Keyring, PoolStats, Rewrapper};
+use crate::ops::{self, Opener, Sealer};
 use crate::store::{self, ListItem, Listed, Location, ObjectId, S3Store};
 use crate::stream::{DecryptOptions, EncryptOptions};
 
@@ -77,6 +77,34 @@ impl Opened {
     }
 }
 
+/// What rewrapping takes once a job runs: both key sides with their caches, and for
+/// signed messages, if asked, what re-encrypting them takes.
+struct Rewrapped {
+    rewrapper: Rewrapper,
+    options: DecryptOptions,
+    reproduced_context: EncryptionContext,
+    signed: Option<(Opened, Sealed)>,
+    copy_above: u64,
+}
+
+impl Rewrapped {
+    fn keys<'a>(&'a self, saw_data_key: &'a (dyn Fn([u8; 32]) + Sync)) -> ops::Rewrap<'a> {
+        ops::Rewrap {
+            rewrapper: &self.rewrapper,
+            options: &self.options,
+            reproduced_context: &self.reproduced_context,
+            saw_data_key,
+        }
+    }
+
+    fn signed(&self) -> ops::Signed<'_> {
+        match &self.signed {
+            Some((opened, sealed)) => ops::Signed::Reencrypt(opened.opener(), sealed.sealer()),
+            None => ops::Signed::Refuse,
+        }
+    }
+}
+
 /// A job's work, ready to run: what [`Work`] describes, with keys loaded.
 enum Running {
     /// Plans only: no keys.
@@ -85,6 +113,7 @@ enum Running {
     Decrypt(Opened),
     Verify(Opened),
     Reencrypt(Opened, Sealed),
+    Rewrap(Box<Rewrapped>),
 }
 
 /// Everything a worker needs, shared by all workers of a job.
@@ -112,6 +141,9 @@ async fn start(job: &Job) -> Result<(Running, Arc<PoolStats>), Error> {
     if job.dry_run {
         return Ok((Running::DryRun, Arc::default()));
     }
+    if let Work::Rewrap { from, to, .. } = &job.work {
+        return start_rewrap(from, to);
+    }
     let mut key_stats = Arc::default();
     let mut seal = None;
     if let Some(sealing) = job.work.sealing() {
@@ -125,18 +157,6 @@ async fn start(job: &Job) -> Result<(Running, Arc<PoolStats>), Error> {
             options: sealing.options.clone(),
         });
     }
-    let open = |opening: &Opening, key_stats: &Arc<PoolStats>| -> Result<Opened, Error> {
-        Ok(Opened {
-            keyring: loaded(&opening.keys, plan::NO_UNWRAPPING_KEY)?,
-            cache: DecryptCache::new(
-                DECRYPT_CACHE_ENTRIES,
-                opening.cache_max_age,
-                key_stats.clone(),
-            ),
-            options: opening.options.clone(),
-            reproduced_context: opening.reproduced_context.clone(),
-        })
-    };
     let running = match (&job.work, seal) {
         (Work::Encrypt { .. }, Some(sealed)) => Running::Encrypt(sealed),
         (Work::Decrypt { from, .. }, _) => Running::Decrypt(open(from, &key_stats)?),
@@ -144,13 +164,69 @@ async fn start(job: &Job) -> Result<(Running, Arc<PoolStats>), Error> {
         (Work::Reencrypt { from, .. }, Some(sealed)) => {
             Running::Reencrypt(open(from, &key_stats)?, sealed)
         }
-        (Work::Encrypt { .. } | Work::Reencrypt { .. }, None) => {
+        (Work::Encrypt { .. } | Work::Reencrypt { .. } | Work::Rewrap { .. }, None) => {
             return Err(Error::Internal(
                 "a job that writes messages has no sealing".into(),
             ));
         }
+        (Work::Rewrap { .. }, Some(_)) => {
+            return Err(Error::Internal("a rewrap job started as another".into()));
+        }
     };
     Ok((running, key_stats))
+}
+
+/// What reading messages with `opening` takes: its keyring and a cache of data keys.
+fn open(opening: &Opening, key_stats: &Arc<PoolStats>) -> Result<Opened, Error> {
+    Ok(Opened {
+        keyring: loaded(&opening.keys, plan::NO_UNWRAPPING_KEY)?,
+        cache: DecryptCache::new(
+            DECRYPT_CACHE_ENTRIES,
+            opening.cache_max_age,
+            key_stats.clone(),
+        ),
+        options: opening.options.clone(),
+        reproduced_context: opening.reproduced_context.clone(),
+    })
+}
+
+/// A rewrap's keys: no data key is fetched ahead, since a rewrap makes none (signed
+/// messages re-encrypted on request take theirs when the first one comes).
+fn start_rewrap(from: &Opening, to: &Rewrapping) -> Result<(Running, Arc<PoolStats>), Error> {
+    let key_stats: Arc<PoolStats> = Arc::default();
+    let old = loaded(&from.keys, plan::NO_UNWRAPPING_KEY)?;
+    let new = to
+        .new_keys
+        .as_ref()
+        .map(|keys| loaded(keys, plan::NO_WRAPPING_KEY))
+        .transpose()?;
+    let rewrapper = Rewrapper::new(
+        old,
+        new,
+        to.keep.clone(),
+        (DECRYPT_CACHE_ENTRIES, from.cache_max_age),
+        key_stats.clone(),
+    );
+    let signed = match &to.reencrypt_signed {
+        Some(sealing) => {
+            let keyring = loaded(&sealing.keys, plan::NO_WRAPPING_KEY)?;
+            let sealed = Sealed {
+                pool: DataKeyPool::new(keyring, sealing.suite, sealing.pool_limits.clone()),
+                context: sealing.context.clone(),
+                options: sealing.options.clone(),
+            };
+            Some((open(from, &key_stats)?, sealed))
+        }
+        None => None,
+    };
+    let running = Rewrapped {
+        rewrapper,
+        options: from.options.clone(),
+        reproduced_context: from.reproduced_context.clone(),
+        signed,
+        copy_above: to.copy_above,
+    };
+    Ok((Running::Rewrap(Box::new(running)), key_stats))
 }
 
 /// Runs `job`, updating `stats` as objects complete, until done or `cancel`led.

@@ -4,12 +4,15 @@
 
 use super::plan::Target;
 use super::{Context, Running};
+use super::{Opening, Work};
 use crate::Error;
-use crate::ops::{self, Failed, MakeSink, Outcome, resume};
+use crate::keys::data_key_fingerprint;
+use crate::ops::{self, BodyCopy, Failed, MakeSink, Outcome, resume};
 use crate::store::{
-    self, BoxFuture, Discard, Listed, LocalSink, ObjectId, ObjectMeta, Payload, Precondition,
-    S3Store, Sink, SourceObject,
+    self, BoxFuture, Discard, Listed, LocalSink, MIN_PART_SIZE, ObjectId, ObjectMeta, Payload,
+    Precondition, ReadAhead, S3Store, Sink, SourceInfo, SourceObject,
 };
+use crate::stream;
 
 /// Objects up to this size are fetched rather than looked at (HEAD) to learn their ETag
 /// when the listing gave none: a first run then makes one request fewer per object, and
@@ -70,6 +73,10 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
         }
         _ => None,
     };
+    let wrapped_by = match &job.work {
+        Work::Rewrap { to, .. } => &to.expected_keys[..],
+        _ => &[],
+    };
     let mut resume_checked = false;
     if let Some((s3, output)) = &resume_in {
         let known = match (&listed.etag, &listed.id) {
@@ -84,7 +91,8 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
         };
         if let Some((etag, version)) = known {
             if let Some(reason) =
-                resume::finished_by_earlier_run(s3, output, &etag, version.as_deref()).await?
+                resume::finished_by_earlier_run(s3, output, (&etag, version.as_deref()), wrapped_by)
+                    .await?
             {
                 return Ok(Some(Outcome::Skipped(reason)));
             }
@@ -104,7 +112,13 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
         }
         None => None,
     };
-    let source = open(ctx, listed)
+    let read_ahead = match &ctx.running {
+        Running::Rewrap(r) if copies_on_s3(listed, &target, r.copy_above) => ReadAhead::OnDemand {
+            first: REWRAP_FIRST_GET,
+        },
+        _ => ReadAhead::Parts,
+    };
+    let source = open(ctx, listed, read_ahead)
         .await
         .map_err(|e| Failed::new("read", e))?;
     if let Some((s3, output)) = &resume_in
@@ -112,8 +126,8 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
         && let Some(reason) = resume::finished_by_earlier_run(
             s3,
             output,
-            &source.info.etag,
-            source.info.version.as_deref(),
+            (&source.info.etag, source.info.version.as_deref()),
+            wrapped_by,
         )
         .await?
     {
@@ -152,6 +166,21 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
             )
             .await
         }
+        Running::Rewrap(r) => {
+            let copy = body_copy(&listed.id, &target, &source.info, r.copy_above);
+            let saw = |fingerprint| ctx.stats.saw_data_key(fingerprint);
+            let keys = r.keys(&saw);
+            ops::rewrap(
+                keys,
+                source,
+                &copy,
+                r.signed(),
+                &out,
+                job.in_place(),
+                cancel,
+            )
+            .await
+        }
         Running::DryRun => return dry_run(ctx, listed).await,
     };
     outcome.map(Some)
@@ -161,6 +190,9 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
 /// not give, and (in place) objects already encrypted.
 async fn dry_run(ctx: &Context, listed: &Listed) -> Result<Option<Outcome>, Failed> {
     let job = &ctx.job;
+    if let Work::Rewrap { from, to, .. } = &job.work {
+        return plan_rewrap(ctx, listed, from, to.reencrypt_signed.is_some()).await;
+    }
     let in_place_encrypt = job.in_place() && job.mode() == super::Mode::Encrypt;
     let (Some(s3), ObjectId::S3 { .. }) = (&job.s3, &listed.id) else {
         return Ok(None);
@@ -185,6 +217,49 @@ async fn dry_run(ctx: &Context, listed: &Listed) -> Result<Option<Outcome>, Fail
     }
     Ok(None)
 }
+
+/// A rewrap's plan reads each header (a small ranged GET on S3) and no key: it counts
+/// the distinct data keys, so the KMS calls of the run are known, and finds the
+/// messages a rewrap would refuse.
+async fn plan_rewrap(
+    ctx: &Context,
+    listed: &Listed,
+    from: &Opening,
+    reencrypt_signed: bool,
+) -> Result<Option<Outcome>, Failed> {
+    let mut source = open(
+        ctx,
+        listed,
+        ReadAhead::OnDemand {
+            first: PLAN_FIRST_GET,
+        },
+    )
+    .await
+    .map_err(|e| Failed::new("read", e))?;
+    if listed.size.is_none() {
+        ctx.stats
+            .bytes_planned
+            .fetch_add(source.info.size, std::sync::atomic::Ordering::Relaxed);
+    }
+    let (header, _) = ops::read_header(source.body.as_mut(), &from.options.limits)
+        .await
+        .map_err(|e| Failed::new("read header", e))?;
+    let suite =
+        stream::check_policy(&header, &from.options).map_err(|e| Failed::new("rewrap", e))?;
+    if suite.signature.is_some() && !reencrypt_signed {
+        return Err(Failed::with_code(
+            "SignedMessage",
+            format!("rewrap: {}", Error::SignedMessage { suite }),
+        ));
+    }
+    let fingerprint = data_key_fingerprint(&header.body, &from.reproduced_context)
+        .map_err(|e| Failed::new("rewrap", e))?;
+    ctx.stats.saw_data_key(fingerprint);
+    Ok(None)
+}
+
+/// Bytes of a plan's first GET: enough for nearly every header.
+const PLAN_FIRST_GET: u64 = 64 * 1024;
 
 /// Why writing `target` would replace the source object itself, if it would. The plan
 /// refuses such layouts up front where it can; this is the last line, for what only
@@ -212,10 +287,40 @@ fn version_of(id: &ObjectId) -> Option<&str> {
     }
 }
 
-async fn open(ctx: &Context, listed: &Listed) -> Result<SourceObject, Error> {
+/// Bytes of a rewrap's first GET when S3 will copy the body: S3's minimum part, which
+/// the new header and the body's first bytes make up, plus room for a header that
+/// shrinks (a dropped key) and a large one.
+const REWRAP_FIRST_GET: u64 = MIN_PART_SIZE + 256 * 1024;
+
+/// Whether a rewrap of `listed` to `target` may have S3 copy the body: both on S3, and
+/// the object larger than `copy_above` (or of a size the listing did not give).
+fn copies_on_s3(listed: &Listed, target: &Target, copy_above: u64) -> bool {
+    matches!(listed.id, ObjectId::S3 { .. })
+        && matches!(target, Target::S3 { .. })
+        && listed.size.is_none_or(|size| size > copy_above)
+}
+
+/// How a rewrap moves the body of the object `info` describes from `source` to
+/// `target`: S3 copies it from the version that was read when both are on S3 and it is
+/// large; the kernel copies local files; anything else streams through.
+fn body_copy(source: &ObjectId, target: &Target, info: &SourceInfo, copy_above: u64) -> BodyCopy {
+    match (source, target) {
+        (ObjectId::S3 { bucket, key, .. }, Target::S3 { .. }) if info.size > copy_above => {
+            BodyCopy::s3(ObjectId::s3(bucket, key, info.version.clone()))
+        }
+        (ObjectId::Local(path), Target::Local(_)) => BodyCopy::local(ObjectId::Local(path.clone())),
+        _ => BodyCopy::Stream,
+    }
+}
+
+async fn open(
+    ctx: &Context,
+    listed: &Listed,
+    read_ahead: ReadAhead,
+) -> Result<SourceObject, Error> {
     match (&listed.id, &ctx.job.s3) {
         (ObjectId::Local(path), _) => store::open_local(path).await,
-        (ObjectId::S3 { .. }, Some(s3)) => Ok(s3.open(&listed.id).await?),
+        (ObjectId::S3 { .. }, Some(s3)) => Ok(s3.open_with(&listed.id, read_ahead).await?),
         (ObjectId::S3 { .. }, None) => Err(Error::Internal(
             "an S3 object in a job without an S3 store".into(),
         )),

@@ -4,7 +4,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::{Job, Keys, Source};
+use super::{Job, Keys, Source, Work};
 use crate::Error;
 use crate::escape;
 use crate::format::RESERVED_PREFIX;
@@ -319,6 +319,19 @@ fn check_combination(job: &Job) -> Result<(), Error> {
         if opening.is_some_and(|o| matches!(o.keys, Keys::NotLoaded)) {
             return Err(Error::Config(NO_UNWRAPPING_KEY.into()));
         }
+        if let Work::Rewrap { to, .. } = &job.work
+            && matches!(to.new_keys, Some(Keys::NotLoaded))
+        {
+            return Err(Error::Config(NO_WRAPPING_KEY.into()));
+        }
+    }
+    if let Work::Rewrap { to, .. } = &job.work
+        && to.new_keys.is_none()
+        && to.keep.drop.is_empty()
+    {
+        return Err(Error::Config(
+            "a rewrap needs new keys to wrap with, or keys to drop".into(),
+        ));
     }
     // The format reserves `aws-crypto-` keys: no job may write them into messages or
     // require them of messages, dry runs included (they never reach a keyring, which

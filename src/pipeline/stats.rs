@@ -1,6 +1,7 @@
 //! Counters a job updates and a progress display polls, the completion report written
 //! as objects finish, and the final report.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -43,6 +44,8 @@ pub struct Stats {
     pub partials_in_use: AtomicU64,
     /// Stale partial outputs that could not be removed.
     pub partials_not_removed: AtomicU64,
+    /// Fingerprints of the data keys of the messages rewrapped (or, in a dry run, to be).
+    data_keys_seen: Mutex<HashSet<[u8; 32]>>,
     keys: OnceLock<Arc<PoolStats>>,
     s3: OnceLock<Arc<S3Stats>>,
     budget: OnceLock<ByteBudget>,
@@ -110,6 +113,14 @@ impl Stats {
             ]);
             let _ = w.flush();
         }
+    }
+
+    /// Counts a message's data key, by its fingerprint, once however many share it.
+    pub(super) fn saw_data_key(&self, fingerprint: [u8; 32]) {
+        self.data_keys_seen
+            .lock()
+            .expect("not poisoned")
+            .insert(fingerprint);
     }
 
     pub(super) fn succeed(&self, id: &ObjectId, bytes_in: u64, bytes_out: u64) {
@@ -224,6 +235,8 @@ impl Stats {
             bytes_out: self.bytes_out.load(Relaxed),
             elapsed_s: elapsed.as_secs_f64(),
             data_keys: self.data_keys(),
+            distinct_data_keys: (mode == Mode::Rewrap)
+                .then(|| self.data_keys_seen.lock().expect("not poisoned").len() as u64),
             cache: self
                 .key_stats()
                 .map_or_else(CacheCounts::default, |k| CacheCounts {
@@ -239,6 +252,9 @@ impl Stats {
                 stale_upload_checks_failed: s.stale_upload_checks_failed.load(Relaxed),
                 budget_bytes: self.budget.get().map_or(0, ByteBudget::total),
                 peak_in_flight_bytes: self.budget.get().map_or(0, ByteBudget::peak),
+                bytes_received: s.bytes_received.load(Relaxed),
+                bytes_sent: s.bytes_sent.load(Relaxed),
+                bytes_copied: s.bytes_copied.load(Relaxed),
             }),
             peak_rss_bytes: peak_rss(),
             stale_partials: PartialCounts {
@@ -333,6 +349,12 @@ pub struct S3Counts {
     pub budget_bytes: u64,
     /// Most bytes in flight at once.
     pub peak_in_flight_bytes: u64,
+    /// Body bytes received from S3 (GetObject).
+    pub bytes_received: u64,
+    /// Body bytes sent to S3 (PutObject, UploadPart).
+    pub bytes_sent: u64,
+    /// Bytes S3 copied itself (UploadPartCopy), never through sealpipe.
+    pub bytes_copied: u64,
 }
 
 /// What a job did.
@@ -356,6 +378,10 @@ pub struct Report {
     pub elapsed_s: f64,
     /// Data keys obtained from keyrings (generated to encrypt, unwrapped to decrypt).
     pub data_keys: u64,
+    /// Rewrap: distinct data keys among the messages (each costs one unwrap and one wrap
+    /// per new key); a dry run counts them before any KMS call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distinct_data_keys: Option<u64>,
     /// Data-key pool (encrypt) and decrypt-cache counters.
     pub cache: CacheCounts,
     /// S3 counters, when S3 was used.

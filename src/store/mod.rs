@@ -25,7 +25,9 @@ pub use local::{
     output_mode, remove_stale_partials, same_file,
 };
 pub use manifest::{ManifestEntry, read_manifest};
-pub use s3::{Head, MIN_PART_SIZE, S3Error, S3Settings, S3Sink, S3Stats, S3Store, SourceShape};
+pub use s3::{
+    Head, MIN_PART_SIZE, ReadAhead, S3Error, S3Settings, S3Sink, S3Stats, S3Store, SourceShape,
+};
 pub use sink::{Discard, Payload, Precondition, Sink};
 pub use source::{Body, BoxFuture, SourceInfo, SourceObject};
 

@@ -25,6 +25,7 @@ use aws_sdk_s3::Client;
 use tokio::runtime::Handle;
 
 pub use error::S3Error;
+pub use reader::ReadAhead;
 pub use sink::S3Sink;
 
 use super::{BufferPool, ByteBudget, Listed, ObjectId, ObjectMeta, Reservation};
@@ -89,6 +90,12 @@ pub struct S3Stats {
     /// Objects whose stale uploads could not be looked for (permission or server
     /// support missing); they were written all the same.
     pub stale_upload_checks_failed: AtomicU64,
+    /// Body bytes received (GetObject), retried requests included.
+    pub bytes_received: AtomicU64,
+    /// Body bytes sent (PutObject, UploadPart) in requests that succeeded.
+    pub bytes_sent: AtomicU64,
+    /// Bytes S3 copied itself (UploadPartCopy): written, never through sealpipe.
+    pub bytes_copied: AtomicU64,
 }
 
 /// The S3 side of a job: client, settings, budget and counters.

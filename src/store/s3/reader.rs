@@ -131,6 +131,10 @@ async fn get(
         .map_err(|e| body_error("GetObject", id, &e))?
         .into_segments();
     let body = Segments::new(body);
+    shared
+        .stats
+        .bytes_received
+        .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
     // A range must arrive whole: a short body means the connection broke quietly.
     if let (Some((start, len)), Some(_)) = (range, out_range)
         && body.len() as u64 != len.min(size.saturating_sub(start))
@@ -165,6 +169,9 @@ struct S3Body {
     /// holds its own).
     pending: VecDeque<InFlight<Got>>,
     base_free: bool,
+    /// Ranges are fetched only when the reader needs them, one at a time: for a body
+    /// that will mostly not be read (a rewrap copies it server-side).
+    on_demand: bool,
 }
 
 impl S3Body {
@@ -172,7 +179,12 @@ impl S3Body {
     /// budget: the base reservation first, then whatever is free now.
     fn read_ahead(&mut self) {
         let settings = &self.shared.settings;
-        while self.pending.len() < settings.read_ahead.max(1) && self.next_offset < self.size {
+        let ahead = if self.on_demand {
+            usize::from(self.current.len() == 0)
+        } else {
+            settings.read_ahead.max(1)
+        };
+        while self.pending.len() < ahead && self.next_offset < self.size {
             let len = settings.part_size.min(self.size - self.next_offset);
             let extra = if self.base_free {
                 self.base_free = false;
@@ -278,6 +290,19 @@ fn body_error_msg(
     )
 }
 
+/// How a body is fetched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadAhead {
+    /// Part-size ranges, several ahead of the reader: for bodies read whole.
+    Parts,
+    /// The first `first` bytes (at most a part), then one part-size range at a time
+    /// when the reader asks: for bodies read only in part.
+    OnDemand {
+        /// Bytes of the first GET.
+        first: u64,
+    },
+}
+
 /// The whole object's size from `Content-Range: bytes 0-N/TOTAL`, else the body length.
 fn total_size(content_range: Option<&str>, content_length: Option<i64>) -> u64 {
     content_range
@@ -295,10 +320,23 @@ impl S3Store {
     ///
     /// The caller holds the object's base reservation ([`reserve_object`](Self::reserve_object)).
     pub async fn open(&self, id: &ObjectId) -> Result<SourceObject, S3Error> {
+        self.open_with(id, ReadAhead::Parts).await
+    }
+
+    /// [`open`](Self::open), reading ahead as `read_ahead` says.
+    pub async fn open_with(
+        &self,
+        id: &ObjectId,
+        read_ahead: ReadAhead,
+    ) -> Result<SourceObject, S3Error> {
         super::s3_only("GetObject", id)?;
         let shared = &self.shared;
         let part = shared.settings.part_size;
-        let first = retried(shared, || get(shared, id, Some((0, part)), None)).await?;
+        let (first_len, on_demand) = match read_ahead {
+            ReadAhead::Parts => (part, false),
+            ReadAhead::OnDemand { first } => (first.clamp(1, part), true),
+        };
+        let first = retried(shared, || get(shared, id, Some((0, first_len)), None)).await?;
         let mut meta = first.meta.unwrap_or_default();
         if first.tag_count > 0 {
             meta.tags = self.tags(id).await?;
@@ -318,6 +356,7 @@ impl S3Store {
             current_reservation: None,
             pending: VecDeque::new(),
             base_free: false,
+            on_demand,
         };
         body.read_ahead();
         Ok(SourceObject {
