@@ -167,7 +167,7 @@ pub fn job(settings: &JobSettings, parts: Parts) -> anyhow::Result<Job> {
                     .refs
                     .value
                     .iter()
-                    .filter_map(|r| keyref::recorded_name(r))
+                    .map(|r| keyref::recorded_name(r))
                     .collect(),
                 reencrypt_signed: rewrap.reencrypt_signed.then(|| sealing(&rewrap.write)),
                 copy_above: rewrap.copy_threshold,

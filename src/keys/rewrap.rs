@@ -117,6 +117,18 @@ impl Rewrapper {
         })
     }
 
+    /// The names (as sealpipe's marker records them) of the keys of `header` that a
+    /// rewrap keeps.
+    pub fn kept_names(&self, header: &HeaderBody) -> Vec<String> {
+        let kept: Vec<EncryptedDataKey> = header
+            .encrypted_data_keys
+            .iter()
+            .filter(|edk| self.keep.keeps(edk))
+            .cloned()
+            .collect();
+        crate::ops::marker::wrapping_key_names(&kept)
+    }
+
     /// The data key wrapped by `new`, once per data key: the same encryption context as
     /// the message (stored and authenticate-only pairs) is bound to every new copy, so a
     /// reader recovers it exactly as it did the old one.

@@ -35,6 +35,9 @@ pub struct Rewrap<'a> {
     /// Told each rewrapped message's data key fingerprint, for the report's count of
     /// distinct data keys.
     pub saw_data_key: &'a (dyn Fn([u8; 32]) + Sync),
+    /// The new keys' names as the marker records them, when all are known before KMS
+    /// answers (no alias among them): an in-place re-run then skips without a KMS call.
+    pub new_key_names: Option<&'a [String]>,
 }
 
 /// How the body gets from the source to the output.
@@ -132,6 +135,17 @@ pub async fn rewrap(
             }
         };
     }
+    let old_keys = marker::wrapping_key_names(&header.body.encrypted_data_keys);
+    let set = |names: &[String]| names.iter().cloned().collect::<BTreeSet<_>>();
+    if skip_if_already_wrapped
+        && let Some(new) = keys.new_key_names
+        && set(&old_keys) == &set(&keys.rewrapper.kept_names(&header.body)) | &set(new)
+    {
+        return Ok(Outcome::Skipped(format!(
+            "already wrapped by exactly the target keys ({})",
+            old_keys.join(", ")
+        )));
+    }
     if let Ok(fingerprint) = data_key_fingerprint(&header.body, keys.reproduced_context) {
         (keys.saw_data_key)(fingerprint);
     }
@@ -142,8 +156,6 @@ pub async fn rewrap(
         .map_err(|e| Failed::new("rewrap", e))?;
     let new_keys = marker::wrapping_key_names(&rewrapped.encrypted_data_keys);
     if skip_if_already_wrapped {
-        let old_keys = marker::wrapping_key_names(&header.body.encrypted_data_keys);
-        let set = |names: &[String]| names.iter().cloned().collect::<BTreeSet<_>>();
         if set(&old_keys) == set(&new_keys) {
             return Ok(Outcome::Skipped(format!(
                 "already wrapped by exactly the target keys ({})",

@@ -81,10 +81,11 @@ pub struct Rewrapping {
     /// Which existing encrypted data keys stay.
     pub keep: KeepPolicy,
     /// The new keys' names as sealpipe's marker records them (key ARNs, raw AES
-    /// `namespace/name`), where the key references say: a re-run skips a destination
-    /// made from the same source that already carries all of them. Aliases name no
-    /// ARN, so they are not listed; the source's ETag still decides.
-    pub expected_keys: Vec<String>,
+    /// `namespace/name`), when every key reference says its name (aliases and key IDs
+    /// name no ARN until KMS answers). A re-run skips a destination made from the same
+    /// source that already carries all of them, and an in-place one skips, before any
+    /// KMS call, a message already wrapped by exactly the keys the rewrap would leave.
+    pub expected_keys: Option<Vec<String>>,
     /// Signed messages cannot be rewrapped: with this they are re-encrypted instead
     /// (a fresh data key under the new keys), else they fail.
     pub reencrypt_signed: Option<Sealing>,

@@ -88,12 +88,17 @@ struct Rewrapped {
 }
 
 impl Rewrapped {
-    fn keys<'a>(&'a self, saw_data_key: &'a (dyn Fn([u8; 32]) + Sync)) -> ops::Rewrap<'a> {
+    fn keys<'a>(
+        &'a self,
+        saw_data_key: &'a (dyn Fn([u8; 32]) + Sync),
+        new_key_names: Option<&'a [String]>,
+    ) -> ops::Rewrap<'a> {
         ops::Rewrap {
             rewrapper: &self.rewrapper,
             options: &self.options,
             reproduced_context: &self.reproduced_context,
             saw_data_key,
+            new_key_names,
         }
     }
 

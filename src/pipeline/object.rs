@@ -74,7 +74,7 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
         _ => None,
     };
     let wrapped_by = match &job.work {
-        Work::Rewrap { to, .. } => &to.expected_keys[..],
+        Work::Rewrap { to, .. } => to.expected_keys.as_deref().unwrap_or_default(),
         _ => &[],
     };
     let mut resume_checked = false;
@@ -169,7 +169,7 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
         Running::Rewrap(r) => {
             let copy = body_copy(&listed.id, &target, &source.info, r.copy_above);
             let saw = |fingerprint| ctx.stats.saw_data_key(fingerprint);
-            let keys = r.keys(&saw);
+            let keys = r.keys(&saw, expected_keys(job));
             ops::rewrap(
                 keys,
                 source,
@@ -256,6 +256,14 @@ async fn plan_rewrap(
         .map_err(|e| Failed::new("rewrap", e))?;
     ctx.stats.saw_data_key(fingerprint);
     Ok(None)
+}
+
+/// The names of a rewrap's new keys, if every one is known before KMS answers.
+fn expected_keys(job: &super::Job) -> Option<&[String]> {
+    match &job.work {
+        Work::Rewrap { to, .. } => to.expected_keys.as_deref(),
+        _ => None,
+    }
 }
 
 /// Bytes of a plan's first GET: enough for nearly every header.
