@@ -5,6 +5,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -12,7 +13,7 @@ use serde_json::Value;
 
 use sealpipe::crypto::{AeadBackend, DataKey};
 use sealpipe::format::EncryptionContext;
-use sealpipe::keys::{DecryptionMaterials, Keyring, MultiKeyring};
+use sealpipe::keys::{DecryptionMaterials, KeepPolicy, Keyring, MultiKeyring, Rewrapper};
 use sealpipe::stream::{self, DecryptOptions};
 use sealpipe::{CommitmentPolicy, Error};
 
@@ -187,4 +188,80 @@ fn commitment_vectors_give_the_expected_outcome() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(rejected, vec![2, 12, 13, 20, 21]);
+}
+
+#[test]
+fn every_unsigned_vector_rewraps_to_a_new_key_and_every_signed_one_is_refused() {
+    let dir = common::vectors_dir().join("raw-aes");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("decrypt-manifest.json")).unwrap()).unwrap();
+    let keys: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("keys.json")).unwrap()).unwrap();
+    let keys = &keys["keys"];
+    let plaintext = std::fs::read(dir.join("plaintexts/small")).unwrap();
+    let new_key = common::raw_keyring("rewrap-test", "new", &[7u8; 32]);
+    let rt = common::runtime();
+    let options = legacy_options(AeadBackend::Ring);
+    let (mut rewrapped, mut refused) = (BTreeSet::new(), BTreeSet::new());
+    let mut failures = Vec::new();
+    for (id, test) in manifest["tests"].as_object().unwrap() {
+        let scenario = &test["decryption-scenario"];
+        let path = scenario["ciphertext"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("file://");
+        let message = std::fs::read(dir.join(path)).unwrap();
+        let old_key = keyring_for(&scenario["decryptKeyDescription"], keys);
+        let reproduced = context_from(&scenario["reproduced-encryption-context"]);
+        let (header, _) = stream::read_header(&mut &message[..], &options.limits).unwrap();
+        let body = &message[header.to_bytes().len()..];
+        for keep_existing in [false, true] {
+            let rewrapper = Rewrapper::new(
+                old_key.clone(),
+                Some(new_key.clone()),
+                KeepPolicy {
+                    keep_existing,
+                    drop: Vec::new(),
+                },
+                (16, Duration::from_secs(60)),
+                Default::default(),
+            );
+            let result = rt
+                .block_on(rewrapper.rewrap(&header.body, &reproduced))
+                .and_then(|r| {
+                    stream::rewrap_header(&header, &r.materials, &r.encrypted_data_keys, &options)
+                });
+            let suite = header.body.suite.known().unwrap();
+            let new_header = match (result, suite.signature) {
+                (Ok(h), None) => h,
+                (Err(Error::SignedMessage { .. }), Some(_)) => {
+                    refused.insert(suite.id);
+                    continue;
+                }
+                (other, _) => {
+                    failures.push(format!("{id}: {:?}", other.map(|_| "rewrapped")));
+                    continue;
+                }
+            };
+            let mut new_message = new_header.clone();
+            new_message.extend_from_slice(body);
+            // Only the new key is needed, and the old one works still exactly when kept.
+            for (keyring, should_open) in [(&new_key, true), (&old_key, keep_existing)] {
+                match common::decrypt(keyring.as_ref(), &reproduced, &options, &new_message) {
+                    Ok((_, out)) if should_open && out == plaintext => {}
+                    Err(_) if !should_open => {}
+                    Ok(_) => failures.push(format!("{id}: opened when it must not, or wrongly")),
+                    Err(e) => failures.push(format!("{id}: {e}")),
+                }
+            }
+            rewrapped.insert(suite.id);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Every unsigned suite of both versions, and every signed one refused.
+    assert_eq!(
+        rewrapped,
+        BTreeSet::from([0x0014, 0x0046, 0x0078, 0x0114, 0x0146, 0x0178, 0x0478])
+    );
+    assert_eq!(refused, BTreeSet::from([0x0214, 0x0346, 0x0378, 0x0578]));
 }
