@@ -22,11 +22,10 @@ impl S3Store {
     ) -> Result<(), S3Error> {
         let what = format!("s3://{bucket}/{prefix}");
         let mut token: Option<String> = None;
+        let client = self.shared.client(bucket).await;
         loop {
             let page = retried(&self.shared, || {
-                let request = self
-                    .shared
-                    .client
+                let request = client
                     .list_objects_v2()
                     .bucket(bucket)
                     .prefix(prefix)

@@ -15,6 +15,7 @@ mod error;
 mod listing;
 mod meta;
 mod reader;
+mod regions;
 mod request;
 mod sink;
 
@@ -105,7 +106,8 @@ pub struct S3Store {
 }
 
 struct Shared {
-    client: Client,
+    /// A client per bucket region; see [`Shared::client`].
+    clients: regions::RegionalClients,
     /// What `client` was built from: the STS lookup of a denied caller needs it.
     base: aws_config::SdkConfig,
     settings: S3Settings,
@@ -116,6 +118,15 @@ struct Shared {
     plain_http: bool,
     stats: Arc<S3Stats>,
     runtime: Handle,
+}
+
+impl Shared {
+    /// The client for requests about `bucket`: one in the bucket's region.
+    async fn client(&self, bucket: &str) -> Client {
+        self.clients
+            .for_bucket(bucket, &self.settings.retry, &self.stats)
+            .await
+    }
 }
 
 /// What `s3://bucket/name` turned out to be.
@@ -177,7 +188,7 @@ impl S3Store {
         let idle = usize::try_from((budget.total() / 8).min(32 << 20)).unwrap_or(usize::MAX);
         Self {
             shared: Arc::new(Shared {
-                client: s3.client,
+                clients: regions::RegionalClients::new(s3.client),
                 base: s3.base,
                 plain_http: s3.plain_http,
                 buffers: BufferPool::new(idle),
@@ -244,10 +255,9 @@ impl S3Store {
     pub async fn head(&self, id: &ObjectId) -> Result<Option<Head>, S3Error> {
         s3_only("HeadObject", id)?;
         let (bucket, key, version) = s3_parts(id);
+        let client = self.shared.client(bucket).await;
         let result = retried(&self.shared, || {
-            let request = self
-                .shared
-                .client
+            let request = client
                 .head_object()
                 .bucket(bucket)
                 .key(key)

@@ -96,9 +96,9 @@ async fn get(
     if_match: Option<&str>,
 ) -> Result<Got, (Transience, S3Error)> {
     let (bucket, key, version) = s3_parts(id);
+    let client = shared.client(bucket).await;
     let request = |range: Option<(u64, u64)>| {
-        shared
-            .client
+        client
             .get_object()
             .bucket(bucket)
             .key(key)
@@ -373,10 +373,9 @@ impl S3Store {
 
     async fn tags(&self, id: &ObjectId) -> Result<Vec<(String, String)>, S3Error> {
         let (bucket, key, version) = s3_parts(id);
+        let client = self.shared.client(bucket).await;
         let out = retried(&self.shared, || {
-            let request = self
-                .shared
-                .client
+            let request = client
                 .get_object_tagging()
                 .bucket(bucket)
                 .key(key)

@@ -43,7 +43,12 @@ where
         // The STS endpoint is `AWS_ENDPOINT_URL_STS`, else `AWS_ENDPOINT_URL`, else the
         // region's: a `--s3-endpoint` is S3's alone (an S3-compatible store has no STS).
         let caller = crate::aws::caller_hint(|| {
-            let region = shared.client.config().region().map(|r| r.to_string());
+            let region = shared
+                .clients
+                .base()
+                .config()
+                .region()
+                .map(|r| r.to_string());
             Some(crate::aws::sts_client(&shared.base, region.as_deref()))
         })
         .await;

@@ -151,9 +151,9 @@ impl S3Sink {
         let unsigned = self.unsigned;
         let task = self.shared.runtime.spawn(async move {
             let (bucket, key, _) = s3_parts(&id);
+            let client = shared.client(bucket).await;
             let part = retried(&shared, || {
-                let request = shared
-                    .client
+                let request = client
                     .upload_part()
                     .bucket(bucket)
                     .key(key)
@@ -265,9 +265,9 @@ impl S3Sink {
         let (source, if_match) = (source.to_string(), format!("\"{etag}\""));
         let task = self.shared.runtime.spawn(async move {
             let (bucket, key, _) = s3_parts(&id);
+            let client = shared.client(bucket).await;
             let part = retried(&shared, || {
-                let request = shared
-                    .client
+                let request = client
                     .upload_part_copy()
                     .bucket(bucket)
                     .key(key)
@@ -347,10 +347,10 @@ impl S3Sink {
                 .fetch_add(1, Relaxed);
         }
         let settings = &self.shared.settings;
+        let client = self.shared.client(bucket).await;
         let out = retried(&self.shared, || {
             let request = with_meta!(
-                self.shared
-                    .client
+                client
                     .create_multipart_upload()
                     .bucket(bucket)
                     .key(key)
@@ -375,13 +375,9 @@ impl S3Sink {
     /// was killed (it could not abort its own) leaves them, and they cost storage.
     async fn abort_stale_uploads(&self) -> Result<(), S3Error> {
         let (bucket, key) = self.bucket_key();
+        let client = self.shared.client(bucket).await;
         let out = retried_quietly(&self.shared, || {
-            let request = self
-                .shared
-                .client
-                .list_multipart_uploads()
-                .bucket(bucket)
-                .prefix(key);
+            let request = client.list_multipart_uploads().bucket(bucket).prefix(key);
             send(request.send(), "ListMultipartUploads", &self.id)
         })
         .await?;
@@ -403,9 +399,10 @@ impl S3Sink {
             .unwrap_or_default();
         let (bucket, key) = self.bucket_key();
         let settings = &self.shared.settings;
+        let client = self.shared.client(bucket).await;
         retried(&self.shared, || {
             let request = with_meta!(
-                self.shared.client.put_object().bucket(bucket).key(key),
+                client.put_object().bucket(bucket).key(key),
                 &self.meta,
                 settings
             )
@@ -445,10 +442,9 @@ impl S3Sink {
         let parts = CompletedMultipartUpload::builder()
             .set_parts(Some(self.parts.clone()))
             .build();
+        let client = self.shared.client(bucket).await;
         retried(&self.shared, || {
-            let request = self
-                .shared
-                .client
+            let request = client
                 .complete_multipart_upload()
                 .bucket(bucket)
                 .key(key)
@@ -484,9 +480,9 @@ fn if_match(p: &Precondition) -> Option<String> {
 
 async fn abort_upload(shared: &Shared, id: &ObjectId, upload_id: &str) -> Result<(), S3Error> {
     let (bucket, key, _) = s3_parts(id);
+    let client = shared.client(bucket).await;
     let result = retried_quietly(shared, || {
-        let request = shared
-            .client
+        let request = client
             .abort_multipart_upload()
             .bucket(bucket)
             .key(key)
