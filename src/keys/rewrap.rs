@@ -32,6 +32,11 @@ impl KeepPolicy {
         (self.keep_existing || !self.drop.is_empty())
             && !self.drop.iter().any(|d| *d == wrapping_key_name(edk))
     }
+
+    /// Those of `edks` that stay.
+    pub fn kept<'a>(&self, edks: &'a [EncryptedDataKey]) -> Vec<&'a EncryptedDataKey> {
+        edks.iter().filter(|edk| self.keeps(edk)).collect()
+    }
 }
 
 /// A data key as a rewrap needs it: recovered, and wrapped under the new keys.
@@ -117,16 +122,9 @@ impl Rewrapper {
         })
     }
 
-    /// The names (as sealpipe's marker records them) of the keys of `header` that a
-    /// rewrap keeps.
-    pub fn kept_names(&self, header: &HeaderBody) -> Vec<String> {
-        let kept: Vec<EncryptedDataKey> = header
-            .encrypted_data_keys
-            .iter()
-            .filter(|edk| self.keep.keeps(edk))
-            .cloned()
-            .collect();
-        crate::ops::marker::wrapping_key_names(&kept)
+    /// What stays of the existing keys.
+    pub fn keep(&self) -> &KeepPolicy {
+        &self.keep
     }
 
     /// The data key wrapped by `new`, once per data key: the same encryption context as
@@ -175,4 +173,49 @@ pub fn data_key_fingerprint(
     reproduced: &EncryptionContext,
 ) -> Result<[u8; 32], Error> {
     Ok(Sha256::digest(unwrap_id(header, reproduced)?).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kms_edk(arn: &str) -> EncryptedDataKey {
+        EncryptedDataKey {
+            provider_id: super::super::KMS_PROVIDER_ID.into(),
+            provider_info: arn.as_bytes().to_vec(),
+            ciphertext: vec![1; 8],
+        }
+    }
+
+    #[test]
+    fn new_keys_replace_old_ones_unless_kept_and_dropping_keeps_the_rest() {
+        let (a, b) = (
+            "arn:aws:kms:us-east-1:111122223333:key/a",
+            "arn:aws:kms:eu-west-1:111122223333:key/b",
+        );
+        let edks = [kms_edk(a), kms_edk(b)];
+        let names = |policy: &KeepPolicy| -> Vec<String> {
+            policy
+                .kept(&edks)
+                .into_iter()
+                .map(wrapping_key_name)
+                .collect()
+        };
+        assert!(names(&KeepPolicy::default()).is_empty(), "moved, not added");
+        let keep_all = KeepPolicy {
+            keep_existing: true,
+            drop: Vec::new(),
+        };
+        assert_eq!(names(&keep_all), [a, b]);
+        let drop_a = KeepPolicy {
+            keep_existing: false,
+            drop: vec![a.into()],
+        };
+        assert_eq!(names(&drop_a), [b], "dropping one keeps the others");
+        let drop_both = KeepPolicy {
+            keep_existing: true,
+            drop: vec![a.into(), b.into()],
+        };
+        assert!(names(&drop_both).is_empty());
+    }
 }

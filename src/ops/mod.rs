@@ -20,7 +20,7 @@ pub use decrypt::{Opener, decrypt, verify};
 pub use encrypt::{Sealer, encrypt};
 pub use header::read as read_header;
 pub use reencrypt::reencrypt;
-pub use rewrap::{BodyCopy, Rewrap, Signed, rewrap};
+pub use rewrap::{BodyCopy, Rewrap, Signed, rewrap, wrapped_as_wanted};
 
 use std::io::Write;
 

@@ -18,8 +18,8 @@ use super::reencrypt::{Opened, seal_opened};
 use super::{Failed, MakeSink, Opener, Outcome, header};
 use crate::Error;
 use crate::bridge::Cancel;
-use crate::format::{EncryptionContext, RESERVED_PREFIX};
-use crate::keys::{Rewrapper, data_key_fingerprint};
+use crate::format::{EncryptedDataKey, EncryptionContext, HeaderBody, RESERVED_PREFIX};
+use crate::keys::{KeepPolicy, Rewrapper, data_key_fingerprint};
 use crate::store::{Body, MIN_PART_SIZE, ObjectId, Payload, Sink, SourceObject};
 use crate::stream::{self, DecryptOptions};
 
@@ -135,16 +135,11 @@ pub async fn rewrap(
             }
         };
     }
-    let old_keys = marker::wrapping_key_names(&header.body.encrypted_data_keys);
-    let set = |names: &[String]| names.iter().cloned().collect::<BTreeSet<_>>();
     if skip_if_already_wrapped
         && let Some(new) = keys.new_key_names
-        && set(&old_keys) == &set(&keys.rewrapper.kept_names(&header.body)) | &set(new)
+        && let Some(reason) = wrapped_as_wanted(&header.body, keys.rewrapper.keep(), new)
     {
-        return Ok(Outcome::Skipped(format!(
-            "already wrapped by exactly the target keys ({})",
-            old_keys.join(", ")
-        )));
+        return Ok(Outcome::Skipped(reason));
     }
     if let Ok(fingerprint) = data_key_fingerprint(&header.body, keys.reproduced_context) {
         (keys.saw_data_key)(fingerprint);
@@ -156,6 +151,8 @@ pub async fn rewrap(
         .map_err(|e| Failed::new("rewrap", e))?;
     let new_keys = marker::wrapping_key_names(&rewrapped.encrypted_data_keys);
     if skip_if_already_wrapped {
+        let old_keys = marker::wrapping_key_names(&header.body.encrypted_data_keys);
+        let set = |names: &[String]| names.iter().cloned().collect::<BTreeSet<_>>();
         if set(&old_keys) == set(&new_keys) {
             return Ok(Outcome::Skipped(format!(
                 "already wrapped by exactly the target keys ({})",
@@ -215,6 +212,28 @@ pub async fn rewrap(
     Ok(Outcome::Done {
         bytes_in: info.size,
         bytes_out,
+    })
+}
+
+/// Why the message whose header is `header` needs no rewrap, if it needs none: it is
+/// wrapped by exactly the keys the rewrap would leave, those `keep` keeps and the new
+/// ones, named `new` as the marker records them. Decided from the header alone, before
+/// any KMS call.
+pub fn wrapped_as_wanted(header: &HeaderBody, keep: &KeepPolicy, new: &[String]) -> Option<String> {
+    let set = |names: Vec<String>| names.into_iter().collect::<BTreeSet<_>>();
+    let now = set(marker::wrapping_key_names(&header.encrypted_data_keys));
+    let kept: Vec<EncryptedDataKey> = keep
+        .kept(&header.encrypted_data_keys)
+        .into_iter()
+        .cloned()
+        .collect();
+    let mut wanted = set(marker::wrapping_key_names(&kept));
+    wanted.extend(new.iter().cloned());
+    (now == wanted).then(|| {
+        format!(
+            "already wrapped by exactly the target keys ({})",
+            now.into_iter().collect::<Vec<_>>().join(", ")
+        )
     })
 }
 

@@ -4,7 +4,7 @@
 
 use super::plan::Target;
 use super::{Context, Running};
-use super::{Opening, Work};
+use super::{Opening, Rewrapping, Work};
 use crate::Error;
 use crate::keys::data_key_fingerprint;
 use crate::ops::{self, BodyCopy, Failed, MakeSink, Outcome, resume};
@@ -191,7 +191,7 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
 async fn dry_run(ctx: &Context, listed: &Listed) -> Result<Option<Outcome>, Failed> {
     let job = &ctx.job;
     if let Work::Rewrap { from, to, .. } = &job.work {
-        return plan_rewrap(ctx, listed, from, to.reencrypt_signed.is_some()).await;
+        return plan_rewrap(ctx, listed, from, to).await;
     }
     let in_place_encrypt = job.in_place() && job.mode() == super::Mode::Encrypt;
     let (Some(s3), ObjectId::S3 { .. }) = (&job.s3, &listed.id) else {
@@ -225,7 +225,7 @@ async fn plan_rewrap(
     ctx: &Context,
     listed: &Listed,
     from: &Opening,
-    reencrypt_signed: bool,
+    to: &Rewrapping,
 ) -> Result<Option<Outcome>, Failed> {
     let mut source = open(
         ctx,
@@ -246,11 +246,18 @@ async fn plan_rewrap(
         .map_err(|e| Failed::new("read header", e))?;
     let suite =
         stream::check_policy(&header, &from.options).map_err(|e| Failed::new("rewrap", e))?;
-    if suite.signature.is_some() && !reencrypt_signed {
+    if suite.signature.is_some() && to.reencrypt_signed.is_none() {
         return Err(Failed::with_code(
             "SignedMessage",
             format!("rewrap: {}", Error::SignedMessage { suite }),
         ));
+    }
+    // As the run would: in place, a message wrapped as wanted already costs nothing.
+    if ctx.job.in_place()
+        && let Some(new) = &to.expected_keys
+        && let Some(reason) = ops::wrapped_as_wanted(&header.body, &to.keep, new)
+    {
+        return Ok(Some(Outcome::Skipped(reason)));
     }
     let fingerprint = data_key_fingerprint(&header.body, &from.reproduced_context)
         .map_err(|e| Failed::new("rewrap", e))?;
