@@ -60,7 +60,8 @@ Content-Length is relayed with chunked encoding. The client side is HTTP/1.1
 keep-alive; each request uses a fresh upstream connection.
 
 Prints "PORT <n>" on stdout once listening (127.0.0.1, a free port unless --port);
-nothing is logged per request unless --verbose. Stops on SIGTERM or SIGINT, printing
+nothing is logged per request unless --verbose, which logs "METHOD PATH region=R" (R
+the region the request was signed for, "-" if unsigned) and errors. Stops on SIGTERM or SIGINT, printing
 "seen=<n> slowdown=<n> reset=<n> overwritten=<n>" to stderr (seen = counted requests),
 followed by " delayed=<n>" with --delay-every and " stalled=<n>" with --stall-every,
 and exiting 0.
@@ -68,6 +69,7 @@ and exiting 0.
 import argparse
 import hashlib
 import http.client
+import re
 import os
 import signal
 import socket
@@ -411,8 +413,9 @@ def main():
                             counts["stalled"] += 1
             self.started = False
             if args.verbose:
+                scope = re.search(r"Credential=[^/]+/[0-9]+/([^/]+)/", self.headers.get("Authorization", ""))
                 log(
-                    f"{self.command} {self.path}"
+                    f"{self.command} {self.path} region={scope.group(1) if scope else '-'}"
                     + (" -> SlowDown" if slow else " -> reset" if rst else "")
                     + (" -> delay" if delay else "")
                     + (" -> stall" if stall else "")
