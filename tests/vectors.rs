@@ -64,8 +64,17 @@ fn context_from(v: &Value) -> EncryptionContext {
         .unwrap_or_default()
 }
 
-#[test]
-fn every_raw_aes_vector_decrypts_to_its_plaintext_on_both_backends() {
+/// One raw AES decrypt vector: its message, the keyring that opens it, the context to
+/// reproduce.
+struct RawAesVector {
+    id: String,
+    message: Vec<u8>,
+    keyring: Arc<dyn Keyring>,
+    reproduced: EncryptionContext,
+}
+
+/// The 132 raw AES vectors, and the plaintext each one holds.
+fn raw_aes_vectors() -> (Vec<RawAesVector>, Vec<u8>) {
     let dir = common::vectors_dir().join("raw-aes");
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(dir.join("decrypt-manifest.json")).unwrap()).unwrap();
@@ -73,19 +82,40 @@ fn every_raw_aes_vector_decrypts_to_its_plaintext_on_both_backends() {
         serde_json::from_slice(&std::fs::read(dir.join("keys.json")).unwrap()).unwrap();
     let keys = &keys["keys"];
     let plaintext = std::fs::read(dir.join("plaintexts/small")).unwrap();
-    let tests = manifest["tests"].as_object().unwrap();
-    assert_eq!(tests.len(), 132);
+    let vectors = manifest["tests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(id, test)| {
+            let scenario = &test["decryption-scenario"];
+            let path = scenario["ciphertext"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("file://");
+            RawAesVector {
+                id: id.clone(),
+                message: std::fs::read(dir.join(path)).unwrap(),
+                keyring: keyring_for(&scenario["decryptKeyDescription"], keys),
+                reproduced: context_from(&scenario["reproduced-encryption-context"]),
+            }
+        })
+        .collect();
+    (vectors, plaintext)
+}
+
+#[test]
+fn every_raw_aes_vector_decrypts_to_its_plaintext_on_both_backends() {
+    let (vectors, plaintext) = raw_aes_vectors();
+    assert_eq!(vectors.len(), 132);
     let mut suites = BTreeSet::new();
     let mut failures = Vec::new();
-    for (id, test) in tests {
-        let scenario = &test["decryption-scenario"];
-        let path = scenario["ciphertext"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("file://");
-        let message = std::fs::read(dir.join(path)).unwrap();
-        let keyring = keyring_for(&scenario["decryptKeyDescription"], keys);
-        let reproduced = context_from(&scenario["reproduced-encryption-context"]);
+    for RawAesVector {
+        id,
+        message,
+        keyring,
+        reproduced,
+    } in &vectors
+    {
         for aead in [AeadBackend::Ring, AeadBackend::RustCrypto] {
             match common::decrypt(
                 keyring.as_ref(),
@@ -192,27 +222,19 @@ fn commitment_vectors_give_the_expected_outcome() {
 
 #[test]
 fn every_unsigned_vector_rewraps_to_a_new_key_and_every_signed_one_is_refused() {
-    let dir = common::vectors_dir().join("raw-aes");
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("decrypt-manifest.json")).unwrap()).unwrap();
-    let keys: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("keys.json")).unwrap()).unwrap();
-    let keys = &keys["keys"];
-    let plaintext = std::fs::read(dir.join("plaintexts/small")).unwrap();
+    let (vectors, plaintext) = raw_aes_vectors();
     let new_key = common::raw_keyring("rewrap-test", "new", &[7u8; 32]);
     let rt = common::runtime();
     let options = legacy_options(AeadBackend::Ring);
     let (mut rewrapped, mut refused) = (BTreeSet::new(), BTreeSet::new());
     let mut failures = Vec::new();
-    for (id, test) in manifest["tests"].as_object().unwrap() {
-        let scenario = &test["decryption-scenario"];
-        let path = scenario["ciphertext"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("file://");
-        let message = std::fs::read(dir.join(path)).unwrap();
-        let old_key = keyring_for(&scenario["decryptKeyDescription"], keys);
-        let reproduced = context_from(&scenario["reproduced-encryption-context"]);
+    for RawAesVector {
+        id,
+        message,
+        keyring: old_key,
+        reproduced,
+    } in &vectors
+    {
         let (header, _) = stream::read_header(&mut &message[..], &options.limits).unwrap();
         let body = &message[header.to_bytes().len()..];
         for keep_existing in [false, true] {

@@ -327,12 +327,11 @@ pub struct DecryptArgs {
     pub read: ReadArgs,
 }
 
-/// `reencrypt`.
+/// The keys of a job that reads messages with some keys and writes them with others
+/// (reencrypt, rewrap).
 #[derive(Debug, Args, Default)]
-pub struct ReencryptArgs {
-    #[command(flatten)]
-    pub transfer: TransferArgs,
-    /// New wrapping key, repeatable (see `encrypt --key`).
+pub struct KeyChange {
+    /// New wrapping key, repeatable (see `encrypt --key`); each one wraps every data key.
     #[arg(
         long = "key",
         short = 'k',
@@ -347,6 +346,15 @@ pub struct ReencryptArgs {
         help_heading = "Keys and messages"
     )]
     pub old_keys: Vec<String>,
+}
+
+/// `reencrypt`.
+#[derive(Debug, Args, Default)]
+pub struct ReencryptArgs {
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+    #[command(flatten)]
+    pub key_change: KeyChange,
     #[command(flatten)]
     pub write: WriteArgs,
     #[command(flatten)]
@@ -358,21 +366,8 @@ pub struct ReencryptArgs {
 pub struct RewrapArgs {
     #[command(flatten)]
     pub transfer: TransferArgs,
-    /// New wrapping key, repeatable (see `encrypt --key`): each one wraps every data key.
-    #[arg(
-        long = "key",
-        short = 'k',
-        value_name = "KEYREF",
-        help_heading = "Keys and messages"
-    )]
-    pub keys: Vec<String>,
-    /// Key that unwraps the existing data keys, repeatable (see `decrypt --key`).
-    #[arg(
-        long = "old-key",
-        value_name = "KEYREF",
-        help_heading = "Keys and messages"
-    )]
-    pub old_keys: Vec<String>,
+    #[command(flatten)]
+    pub key_change: KeyChange,
     /// Keep the existing encrypted data keys beside the new ones (add a region instead
     /// of moving to it).
     #[arg(long, help_heading = "Keys and messages")]

@@ -23,7 +23,7 @@ use sealpipe::retry::RetryPolicy;
 use sealpipe::store::{Location, S3Settings};
 use sealpipe::stream::{CommitmentPolicy, DEFAULT_FRAME_LENGTH};
 
-use super::args::{Cli, Command, GlobalArgs, ReadArgs, TransferArgs, WriteArgs};
+use super::args::{Cli, Command, GlobalArgs, KeyChange, ReadArgs, TransferArgs, WriteArgs};
 use super::config::Config;
 use super::values::{Concurrency, KmsRate};
 
@@ -435,27 +435,15 @@ fn resolve_with(
             globals.job(Task::Verify(read), &layers, &a.transfer, config)?
         }
         Command::Reencrypt(a) => {
-            let write = writing(&layers, &a.keys, &a.write, config)?;
-            let read = reading(
-                &layers,
-                &a.old_keys,
-                &config.job.old_keys,
-                Some(&a.read),
-                config,
-            )?;
+            let write = writing(&layers, &a.key_change.keys, &a.write, config)?;
+            let read = old_reading(&layers, &a.key_change, &a.read, config)?;
             let task = Task::Reencrypt { read, write };
             globals.job(task, &layers, &a.transfer, config)?
         }
         Command::Rewrap(a) => {
             // New messages of --reencrypt-signed take the defaults: no write flags.
-            let write = writing(&layers, &a.keys, &WriteArgs::default(), config)?;
-            let read = reading(
-                &layers,
-                &a.old_keys,
-                &config.job.old_keys,
-                Some(&a.read),
-                config,
-            )?;
+            let write = writing(&layers, &a.key_change.keys, &WriteArgs::default(), config)?;
+            let read = old_reading(&layers, &a.key_change, &a.read, config)?;
             let rewrap = Rewrapping {
                 write,
                 keep_existing: a.keep_existing,
@@ -832,6 +820,23 @@ fn reading(
         max_header_len: header.map(|m| m.0).or(limits.max_header_len),
         max_frame_length: frame.map(|m| m.0).or(limits.max_frame_length),
     })
+}
+
+/// How `reencrypt` and `rewrap` read the existing messages: `--old-key`, else
+/// `[job] old_keys`.
+fn old_reading(
+    layers: &Layers,
+    keys: &KeyChange,
+    flags: &ReadArgs,
+    config: &Config,
+) -> anyhow::Result<Reading> {
+    reading(
+        layers,
+        &keys.old_keys,
+        &config.job.old_keys,
+        Some(flags),
+        config,
+    )
 }
 
 /// AWS settings: flags over the config file; the SDK adds the environment.
