@@ -117,12 +117,7 @@ fn every_raw_aes_vector_decrypts_to_its_plaintext_on_both_backends() {
     } in &vectors
     {
         for aead in [AeadBackend::Ring, AeadBackend::RustCrypto] {
-            match common::decrypt(
-                keyring.as_ref(),
-                &reproduced,
-                &legacy_options(aead),
-                &message,
-            ) {
+            match common::decrypt(keyring.as_ref(), reproduced, &legacy_options(aead), message) {
                 Ok((header, out)) if out == plaintext => {
                     suites.insert(header.body.suite.id);
                 }
@@ -249,7 +244,7 @@ fn every_unsigned_vector_rewraps_to_a_new_key_and_every_signed_one_is_refused() 
                 Default::default(),
             );
             let result = rt
-                .block_on(rewrapper.rewrap(&header.body, &reproduced))
+                .block_on(rewrapper.rewrap(&header.body, reproduced))
                 .and_then(|r| {
                     stream::rewrap_header(&header, &r.materials, &r.encrypted_data_keys, &options)
                 });
@@ -268,8 +263,8 @@ fn every_unsigned_vector_rewraps_to_a_new_key_and_every_signed_one_is_refused() 
             let mut new_message = new_header.clone();
             new_message.extend_from_slice(body);
             // Only the new key is needed, and the old one works still exactly when kept.
-            for (keyring, should_open) in [(&new_key, true), (&old_key, keep_existing)] {
-                match common::decrypt(keyring.as_ref(), &reproduced, &options, &new_message) {
+            for (keyring, should_open) in [(&new_key, true), (old_key, keep_existing)] {
+                match common::decrypt(keyring.as_ref(), reproduced, &options, &new_message) {
                     Ok((_, out)) if should_open && out == plaintext => {}
                     Err(_) if !should_open => {}
                     Ok(_) => failures.push(format!("{id}: opened when it must not, or wrongly")),
