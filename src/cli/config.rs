@@ -8,8 +8,8 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use super::values::{
-    Age, CacheBytes, CacheMessages, Concurrency, Delay, FrameLength, HeaderSize, InFlight, KmsRate,
-    MaxDataKeys, PartSize,
+    Age, CacheBytes, CacheMessages, Concurrency, CopyThreshold, Delay, FrameLength, HeaderSize,
+    InFlight, KmsRate, MaxDataKeys, PartSize,
 };
 
 /// The whole file. Every section and field is optional.
@@ -30,6 +30,8 @@ pub struct Config {
     pub cache: CacheSection,
     #[serde(default)]
     pub s3: S3Section,
+    #[serde(default)]
+    pub rewrap: RewrapSection,
     /// The directory the file is in; relative paths resolve against it.
     #[serde(skip)]
     pub base: PathBuf,
@@ -39,7 +41,7 @@ pub struct Config {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSection {
-    /// `encrypt`, `decrypt`, `reencrypt` or `verify`.
+    /// `encrypt`, `decrypt`, `reencrypt`, `rewrap` or `verify`.
     pub mode: Option<String>,
     /// A path (relative to this file) or s3://bucket/prefix.
     pub source: Option<String>,
@@ -55,7 +57,7 @@ pub struct JobSection {
     /// Key references, as for `--key`.
     #[serde(default)]
     pub keys: Vec<String>,
-    /// `reencrypt`: keys that unwrap the existing messages, as for `--old-key`.
+    /// `reencrypt`, `rewrap`: keys that unwrap the existing messages, as for `--old-key`.
     #[serde(default)]
     pub old_keys: Vec<String>,
     /// Globs, as for `--include`.
@@ -70,6 +72,19 @@ pub struct JobSection {
     /// Encryption context pairs.
     #[serde(default)]
     pub context: BTreeMap<String, String>,
+}
+
+/// `[rewrap]`: as the `rewrap` flags of the same names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewrapSection {
+    #[serde(default)]
+    pub keep_existing: bool,
+    #[serde(default)]
+    pub drop_keys: Vec<String>,
+    #[serde(default)]
+    pub reencrypt_signed: bool,
+    pub copy_threshold: Option<CopyThreshold>,
 }
 
 /// `[encrypt]`.

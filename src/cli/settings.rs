@@ -23,7 +23,9 @@ use sealpipe::retry::RetryPolicy;
 use sealpipe::store::{Location, S3Settings};
 use sealpipe::stream::{CommitmentPolicy, DEFAULT_FRAME_LENGTH};
 
-use super::args::{Cli, Command, GlobalArgs, KeyChange, ReadArgs, TransferArgs, WriteArgs};
+use super::args::{
+    Cli, Command, GlobalArgs, KeyChange, ReadArgs, RewrapArgs, TransferArgs, WriteArgs,
+};
 use super::config::Config;
 use super::values::{Concurrency, KmsRate};
 
@@ -441,16 +443,8 @@ fn resolve_with(
             globals.job(task, &layers, &a.transfer, config)?
         }
         Command::Rewrap(a) => {
-            // New messages of --reencrypt-signed take the defaults: no write flags.
-            let write = writing(&layers, &a.key_change.keys, &WriteArgs::default(), config)?;
             let read = old_reading(&layers, &a.key_change, &a.read, config)?;
-            let rewrap = Rewrapping {
-                write,
-                keep_existing: a.keep_existing,
-                drop_keys: a.drop_key.clone(),
-                reencrypt_signed: a.reencrypt_signed,
-                copy_threshold: a.copy_threshold.map_or(DEFAULT_COPY_THRESHOLD, |t| t.0),
-            };
+            let rewrap = rewrapping(&layers, &a.key_change.keys, Some(a), config)?;
             globals.job(Task::Rewrap { read, rewrap }, &layers, &a.transfer, config)?
         }
         Command::Run(a) => {
@@ -584,8 +578,12 @@ impl<'a> Globals<'a> {
                 read: reading(layers, &[], &section.old_keys, None, config)?,
                 write: writing(layers, &[], &no_write_flags, config)?,
             },
+            "rewrap" => Task::Rewrap {
+                read: reading(layers, &[], &section.old_keys, None, config)?,
+                rewrap: rewrapping(layers, &[], None, config)?,
+            },
             other => bail!(
-                "{}: unknown [job] mode {other:?} (encrypt, decrypt, reencrypt or verify)",
+                "{}: unknown [job] mode {other:?} (encrypt, decrypt, reencrypt, rewrap or verify)",
                 sealpipe::escape::path(path)
             ),
         };
@@ -819,6 +817,38 @@ fn reading(
         max_encrypted_data_keys: edks.map(|m| m.0).or(limits.max_encrypted_data_keys),
         max_header_len: header.map(|m| m.0).or(limits.max_header_len),
         max_frame_length: frame.map(|m| m.0).or(limits.max_frame_length),
+    })
+}
+
+/// How `rewrap` changes data keys: its flags over `[rewrap]`; the new keys are `keys`
+/// (`--key`), else `[job] keys`. Messages `--reencrypt-signed` writes take the default
+/// suite and frame length.
+fn rewrapping(
+    layers: &Layers,
+    keys: &[String],
+    flags: Option<&RewrapArgs>,
+    config: &Config,
+) -> anyhow::Result<Rewrapping> {
+    let c = &config.rewrap;
+    let no_drops = Vec::new();
+    let keep = layers.pick_switch(
+        flags.is_some_and(|f| f.keep_existing),
+        None,
+        c.keep_existing,
+    )?;
+    let signed = layers.pick_switch(
+        flags.is_some_and(|f| f.reencrypt_signed),
+        None,
+        c.reencrypt_signed,
+    )?;
+    let drops = layers.pick_list(flags.map_or(&no_drops, |f| &f.drop_key), &c.drop_keys)?;
+    let threshold = layers.pick(flags.and_then(|f| f.copy_threshold), None, c.copy_threshold)?;
+    Ok(Rewrapping {
+        write: writing(layers, keys, &WriteArgs::default(), config)?,
+        keep_existing: keep.value,
+        drop_keys: drops.value,
+        reencrypt_signed: signed.value,
+        copy_threshold: threshold.map(|t| t.0).or(DEFAULT_COPY_THRESHOLD).value,
     })
 }
 
