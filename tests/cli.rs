@@ -552,3 +552,93 @@ fn fail_fast_starts_nothing_after_the_first_failure() {
     let report: Value = serde_json::from_slice(&std::fs::read(ws.path("r.json")).unwrap()).unwrap();
     assert_eq!(report["objects"]["ok"], 3, "{report}");
 }
+
+#[test]
+fn rewrap_takes_flags_over_its_config_section_and_leaves_nothing_for_what_it_refuses() {
+    let ws = Workspace::new();
+    ws.write("src/a", &common::pseudo_random(300_000, 3));
+    ws.write("src/deep/b", &common::pseudo_random(70_000, 4));
+    let o = ws.encrypt("src", "enc", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Not a message, among messages: refused, the others rewrapped.
+    ws.write("enc/plain.txt", b"not an ESDK message");
+    ws.write(
+        "rewrap.toml",
+        format!(
+            "[job]\nmode = \"rewrap\"\nsource = \"enc\"\ndestination = \"both\"\n\
+             old_keys = [\"{KEY}\"]\nkeys = [\"{OTHER}\"]\n[rewrap]\nkeep_existing = true\n"
+        )
+        .as_bytes(),
+    );
+    let opens_with = |dir: &str, key: &str| {
+        let out = format!("{dir}-{}", key.len() + dir.len());
+        let o = ws.run(&[
+            "decrypt",
+            dir,
+            &out,
+            "--key",
+            key,
+            "--exclude",
+            "plain.txt",
+            "-q",
+        ]);
+        let _ = std::fs::remove_dir_all(ws.path(&out));
+        o.status.success()
+    };
+    let o = ws.run(&["run", "--config", "rewrap.toml", "--report", "run.json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let report = ws.report("run.json");
+    assert_eq!(report["objects"]["ok"], 2, "{report}");
+    assert_eq!(report["objects"]["failed"], 1, "{report}");
+    assert!(stderr(&o).contains("plain.txt"), "{}", stderr(&o));
+    assert!(!ws.path("both/plain.txt").exists());
+    assert!(opens_with("both", KEY) && opens_with("both", OTHER));
+    // The same file under flags: --drop-key retires the old key, keeping the new one.
+    let o = ws.run(&[
+        "rewrap",
+        "both",
+        "moved",
+        "--config",
+        "rewrap.toml",
+        "--old-key",
+        OTHER,
+        "--drop-key",
+        "tests/k1",
+        "--exclude",
+        "plain.txt",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(opens_with("moved", OTHER) && !opens_with("moved", KEY));
+    // Dropping the last key is refused per object; nothing is written.
+    let o = ws.run(&[
+        "rewrap",
+        "moved",
+        "none",
+        "--old-key",
+        OTHER,
+        "--drop-key",
+        "tests/k2",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no encrypted data key"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!ws.path("none").exists() || files_under(&ws.path("none")).is_empty());
+    // A threshold out of range in the file is a configuration error.
+    ws.write("bad.toml", b"[rewrap]\ncopy_threshold = \"1MiB\"\n");
+    let o = ws.run(&[
+        "rewrap",
+        "moved",
+        "x",
+        "--config",
+        "bad.toml",
+        "--old-key",
+        OTHER,
+        "--key",
+        KEY,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("copy threshold"), "{}", stderr(&o));
+}
