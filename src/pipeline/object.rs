@@ -3,8 +3,7 @@
 //! in `crate::ops` that the job's work names, and its outcome in the statistics.
 
 use super::plan::Target;
-use super::{Context, Running};
-use super::{Opening, Rewrapping, Work};
+use super::{Context, Job, Opening, Rewrapping, Running, Work};
 use crate::Error;
 use crate::keys::data_key_fingerprint;
 use crate::ops::{self, BodyCopy, Failed, MakeSink, Outcome, resume};
@@ -73,10 +72,8 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
         }
         _ => None,
     };
-    let wrapped_by = match &job.work {
-        Work::Rewrap { to, .. } => to.expected_keys.as_deref().unwrap_or_default(),
-        _ => &[],
-    };
+    // A rewrap's output is finished only if it carries the new keys too.
+    let wrapped_by = expected_keys(job).unwrap_or_default();
     let mut resume_checked = false;
     if let Some((s3, output)) = &resume_in {
         let known = match (&listed.etag, &listed.id) {
@@ -266,7 +263,7 @@ async fn plan_rewrap(
 }
 
 /// The names of a rewrap's new keys, if every one is known before KMS answers.
-fn expected_keys(job: &super::Job) -> Option<&[String]> {
+fn expected_keys(job: &Job) -> Option<&[String]> {
     match &job.work {
         Work::Rewrap { to, .. } => to.expected_keys.as_deref(),
         _ => None,
