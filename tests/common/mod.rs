@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod counting_proxy;
 pub mod faults;
 pub mod iam;
 pub mod legacy;
