@@ -41,6 +41,32 @@ pub enum Error {
         /// The message's suite.
         suite: AlgorithmSuite,
     },
+    /// A v2 message's header tag uses a fixed nonce (all zeros) under a key derived from
+    /// the data key and the message ID: a second tag over a different header, the same
+    /// key and nonce, lets anyone holding both headers recover the GCM authentication key
+    /// of the message and forge its frames. Refused unless the caller accepts that.
+    #[error(
+        "suite {suite} (message format v2) computes its header tag with a fixed AES-GCM \
+         nonce, so a rewrapped header would be authenticated under the same key and nonce \
+         as the original: whoever holds both headers could forge this message's frames. \
+         Re-encrypt it (sealpipe reencrypt), or accept that risk with \
+         --allow-header-nonce-reuse (README: \"The nonce of a v2 header\")"
+    )]
+    HeaderNonceReuse {
+        /// The message's suite.
+        suite: AlgorithmSuite,
+    },
+    /// A rewrapped header would carry more encrypted data keys than readers accept.
+    #[error(
+        "the rewrapped message would carry {count} encrypted data keys; readers refuse more \
+         than {max} by default"
+    )]
+    TooManyDataKeys {
+        /// Keys the new header would carry.
+        count: usize,
+        /// The readers' limit.
+        max: u16,
+    },
     /// A rewrap would leave a message with no encrypted data key.
     #[error("{0}")]
     NoKeyLeft(String),

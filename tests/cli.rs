@@ -566,7 +566,7 @@ fn rewrap_takes_flags_over_its_config_section_and_leaves_nothing_for_what_it_ref
         "rewrap.toml",
         format!(
             "[job]\nmode = \"rewrap\"\nsource = \"enc\"\ndestination = \"both\"\n\
-             old_keys = [\"{KEY}\"]\nkeys = [\"{OTHER}\"]\n[rewrap]\nkeep_existing = true\n"
+             old_keys = [\"{KEY}\"]\nkeys = [\"{OTHER}\"]\n[rewrap]\nkeep_existing = true\nallow_header_nonce_reuse = true\n"
         )
         .as_bytes(),
     );
@@ -594,6 +594,7 @@ fn rewrap_takes_flags_over_its_config_section_and_leaves_nothing_for_what_it_ref
     assert!(!ws.path("both/plain.txt").exists());
     assert!(opens_with("both", KEY) && opens_with("both", OTHER));
     // The same file under flags: --drop-key retires the old key, keeping the new one.
+    // The config file's allow_header_nonce_reuse holds for the flags' run too.
     let o = ws.run(&[
         "rewrap",
         "both",
@@ -612,6 +613,7 @@ fn rewrap_takes_flags_over_its_config_section_and_leaves_nothing_for_what_it_ref
     // Dropping the last key is refused per object; nothing is written.
     let o = ws.run(&[
         "rewrap",
+        "--allow-header-nonce-reuse",
         "moved",
         "none",
         "--old-key",
@@ -630,6 +632,7 @@ fn rewrap_takes_flags_over_its_config_section_and_leaves_nothing_for_what_it_ref
     ws.write("bad.toml", b"[rewrap]\ncopy_threshold = \"1MiB\"\n");
     let o = ws.run(&[
         "rewrap",
+        "--allow-header-nonce-reuse",
         "moved",
         "x",
         "--config",

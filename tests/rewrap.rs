@@ -44,7 +44,7 @@ impl Rw {
 
     /// `sealpipe rewrap` with `args`, to the end, with a report.
     fn rewrap(&self, args: &[&str]) -> Run {
-        let mut all = vec!["rewrap"];
+        let mut all = vec!["rewrap", "--allow-header-nonce-reuse"];
         all.extend_from_slice(args);
         self.s3.run(&all)
     }
@@ -612,6 +612,7 @@ fn a_300_mib_object_is_copied_by_s3_not_through_the_client() {
         &proxy.endpoint,
         &[
             "rewrap",
+            "--allow-header-nonce-reuse",
             "s3://src/big/object.bin",
             "s3://dst/big/object.bin",
             "--old-key",
@@ -931,6 +932,7 @@ fn killed_rewraps_finish_on_a_rerun() {
 
     let args = [
         "rewrap",
+        "--allow-header-nonce-reuse",
         "s3://kill-src",
         "s3://kill-dst",
         "--old-key",
@@ -1264,6 +1266,7 @@ fn local_trees_rewrap_with_raw_aes_keys() {
 
     let o = ws.run(&[
         "rewrap",
+        "--allow-header-nonce-reuse",
         "enc",
         "rw",
         "--old-key",
@@ -1298,6 +1301,7 @@ fn local_trees_rewrap_with_raw_aes_keys() {
     // Keeping the existing key: either alone decrypts.
     let o = ws.run(&[
         "rewrap",
+        "--allow-header-nonce-reuse",
         "enc",
         "both",
         "--old-key",
@@ -1494,6 +1498,7 @@ fn a_rewrap_past_the_readers_data_key_limit_fails_and_writes_nothing() {
     assert!(o.status.success(), "{}", common::cli::stderr(&o));
     let o = ws.run(&[
         "rewrap",
+        "--allow-header-nonce-reuse",
         "enc",
         "rw",
         "--old-key",
@@ -1710,4 +1715,141 @@ fn the_counting_proxy_counts_both_directions() {
         "{:?}",
         t.requests
     );
+}
+
+/// The official CLI with a commitment policy of our choosing (legacy v1 suites need one
+/// that allows them), every AWS endpoint at moto, no metadata output.
+fn legacy_cli_ok(s3: &World, policy: &str, args: &[&str]) {
+    let o = common::aws_command(
+        &common::venv_tool("aws-encryption-cli"),
+        s3.dir.path(),
+        &s3.moto.endpoint(),
+    )
+    .args(args)
+    .args(["--commitment-policy", policy, "-S"])
+    .output()
+    .expect("run aws-encryption-cli");
+    assert!(
+        o.status.success(),
+        "aws-encryption-cli {args:?}: exit {:?}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+// The header tag's nonce. A v2 header's is fixed at zero, so a second tag under the same
+// data key and message ID reuses it: refused (before any KMS call) unless accepted. A v1
+// header names its nonce: a rewrap gives it a fresh one, which the official CLI reads.
+#[test]
+fn v2_headers_need_accepted_nonce_reuse_and_v1_headers_get_a_fresh_nonce() {
+    let rw = Rw::start("nonce");
+    let s3 = &rw.s3;
+    s3.create_bucket("src");
+    s3.create_bucket("dst");
+    std::fs::create_dir_all(s3.path("plain")).unwrap();
+    std::fs::create_dir_all(s3.path("enc")).unwrap();
+    let data = common::pseudo_random(200_000, 9);
+    std::fs::write(s3.path("plain/data"), &data).unwrap();
+    let wrapping = format!("key={}", rw.old);
+    for (name, suite, policy) in [
+        (
+            "v1",
+            "AES_256_GCM_IV12_TAG16_HKDF_SHA256",
+            "forbid-encrypt-allow-decrypt",
+        ),
+        (
+            "v2",
+            "AES_256_GCM_HKDF_SHA512_COMMIT_KEY",
+            "require-encrypt-require-decrypt",
+        ),
+    ] {
+        let out = format!("enc/{name}");
+        legacy_cli_ok(
+            s3,
+            policy,
+            &[
+                "--encrypt",
+                "-i",
+                "plain/data",
+                "-o",
+                &out,
+                "--wrapping-keys",
+                &wrapping,
+                "--algorithm",
+                suite,
+            ],
+        );
+        let bytes = std::fs::read(s3.path(&out)).unwrap();
+        s3.put("src", &Obj::plain(name, bytes));
+    }
+    let sources = bodies(s3, "src");
+    let args = [
+        "rewrap",
+        "s3://src/",
+        "s3://dst/",
+        "--old-key",
+        &rw.old,
+        "--key",
+        &rw.new,
+        "--commitment-policy",
+        "require-encrypt-allow-decrypt",
+        "--completion-report",
+        "nonce.csv",
+    ];
+    // The plan says so first, without a key.
+    let mut dry = args.to_vec();
+    dry.push("--dry-run");
+    let plan = s3.run(&dry);
+    plan.assert_exit(1);
+    assert_eq!(plan.objects("failed"), 1, "{}", plan.context());
+    assert_eq!(kms_calls(&plan), [0, 0, 0], "{}", plan.context());
+    let run = s3.run(&args);
+    run.assert_exit(1);
+    let rows = rows_by_key(&s3.path("nonce.csv"));
+    assert_eq!(rows["v2"].0, "failed", "{rows:?}");
+    assert_eq!(rows["v2"].1, "HeaderNonceReuse", "{rows:?}");
+    assert!(
+        rows["v2"].2.contains("--allow-header-nonce-reuse"),
+        "{rows:?}"
+    );
+    assert_eq!(rows["v1"].0, "succeeded", "{rows:?}");
+    // Only the v1 message cost KMS calls: the v2 one was refused from its header.
+    assert_eq!(kms_calls(&run), [0, 1, 1], "{}", run.context());
+    assert_eq!(
+        s3.keys("dst"),
+        set(&["v1"]),
+        "nothing written for the refused one"
+    );
+    let rewrapped = s3.get("dst", "v1").body;
+    assert_rewrapped("v1", &sources["v1"], &rewrapped, &[rw.new.as_str()]);
+    let (old_header, _) = header("v1", &sources["v1"]);
+    let (new_header, _) = header("v1", &rewrapped);
+    assert_ne!(
+        new_header.auth.iv, old_header.auth.iv,
+        "the v1 header must be tagged under a fresh nonce"
+    );
+    // The official CLI reads the fresh nonce, with the new key alone.
+    std::fs::write(s3.path("rewrapped-v1"), &rewrapped).unwrap();
+    let new_only = format!("key={}", rw.new);
+    legacy_cli_ok(
+        s3,
+        "require-encrypt-allow-decrypt",
+        &[
+            "--decrypt",
+            "-i",
+            "rewrapped-v1",
+            "-o",
+            "decrypted-v1",
+            "--wrapping-keys",
+            &new_only,
+        ],
+    );
+    assert_eq!(std::fs::read(s3.path("decrypted-v1")).unwrap(), data);
+    // Accepted, the v2 message is rewrapped too (its header under the same nonce).
+    let mut accepted = args.to_vec();
+    accepted.push("--allow-header-nonce-reuse");
+    let run = s3.run(&accepted);
+    run.assert_exit(0);
+    let v2 = s3.get("dst", "v2").body;
+    assert_rewrapped("v2", &sources["v2"], &v2, &[rw.new.as_str()]);
 }

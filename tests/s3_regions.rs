@@ -71,6 +71,7 @@ fn each_bucket_is_addressed_in_its_own_region_including_copied_parts() {
         &proxy.endpoint,
         &[
             "rewrap",
+            "--allow-header-nonce-reuse",
             "s3://src-us/",
             "s3://dst-eu/",
             "--old-key",

@@ -12,8 +12,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
 
 use sealpipe::crypto::{AeadBackend, DataKey};
-use sealpipe::format::EncryptionContext;
+use sealpipe::format::{EncryptionContext, MessageVersion};
 use sealpipe::keys::{DecryptionMaterials, KeepPolicy, Keyring, MultiKeyring, Rewrapper};
+use sealpipe::stream::HeaderNonce::{AllowReuse, Fresh};
 use sealpipe::stream::{self, DecryptOptions};
 use sealpipe::{CommitmentPolicy, Error};
 
@@ -216,7 +217,7 @@ fn commitment_vectors_give_the_expected_outcome() {
 }
 
 #[test]
-fn every_unsigned_vector_rewraps_to_a_new_key_and_every_signed_one_is_refused() {
+fn every_unsigned_vector_rewraps_to_a_new_key_v2_only_accepting_nonce_reuse_signed_never() {
     let (vectors, plaintext) = raw_aes_vectors();
     let new_key = common::raw_keyring("rewrap-test", "new", &[7u8; 32]);
     let rt = common::runtime();
@@ -243,12 +244,26 @@ fn every_unsigned_vector_rewraps_to_a_new_key_and_every_signed_one_is_refused() 
                 (16, Duration::from_secs(60)),
                 Default::default(),
             );
-            let result = rt
-                .block_on(rewrapper.rewrap(&header.body, reproduced))
-                .and_then(|r| {
-                    stream::rewrap_header(&header, &r.materials, &r.encrypted_data_keys, &options)
-                });
             let suite = header.body.suite.known().unwrap();
+            let v1 = suite.version == MessageVersion::V1;
+            let r = rt.block_on(rewrapper.rewrap(&header.body, reproduced));
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    failures.push(format!("{id}: {e}"));
+                    continue;
+                }
+            };
+            let edks = &r.encrypted_data_keys;
+            // A v2 header's nonce is fixed: refused unless its reuse is accepted.
+            let fresh = stream::rewrap_header(&header, &r.materials, edks, &options, Fresh);
+            if !v1 && suite.signature.is_none() {
+                if !matches!(fresh, Err(Error::HeaderNonceReuse { .. })) {
+                    failures.push(format!("{id}: v2 tagged again under its fixed nonce"));
+                }
+            }
+            let nonce = if v1 { Fresh } else { AllowReuse };
+            let result = stream::rewrap_header(&header, &r.materials, edks, &options, nonce);
             let new_header = match (result, suite.signature) {
                 (Ok(h), None) => h,
                 (Err(Error::SignedMessage { .. }), Some(_)) => {
@@ -260,6 +275,12 @@ fn every_unsigned_vector_rewraps_to_a_new_key_and_every_signed_one_is_refused() 
                     continue;
                 }
             };
+            // A v1 header names its nonce: a fresh one, never the original's.
+            let (rewritten, _) =
+                stream::read_header(&mut &new_header[..], &options.limits).unwrap();
+            if v1 && rewritten.auth.iv == header.auth.iv {
+                failures.push(format!("{id}: v1 header tagged under its old nonce"));
+            }
             let mut new_message = new_header.clone();
             new_message.extend_from_slice(body);
             // Only the new key is needed, and the old one works still exactly when kept.

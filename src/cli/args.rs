@@ -380,6 +380,13 @@ pub struct RewrapArgs {
     /// kept) instead of failing them.
     #[arg(long, help_heading = "Keys and messages")]
     pub reencrypt_signed: bool,
+    /// Also rewrap v2 messages (suite 0478, what sealpipe writes), whose header tag has a
+    /// fixed nonce: the new tag reuses the original's key and nonce, so whoever holds
+    /// both the old and the new header of a message can forge its frames. Without this,
+    /// v2 messages fail with HeaderNonceReuse (re-encrypt them instead). See the README,
+    /// "The nonce of a v2 header".
+    #[arg(long, help_heading = "Keys and messages")]
+    pub allow_header_nonce_reuse: bool,
     /// S3 objects larger than this have S3 copy their body instead of passing through
     /// sealpipe, 5MiB to 5TiB [default: 16MiB].
     #[arg(long, value_name = "SIZE", help_heading = "S3 transfers")]

@@ -12,7 +12,7 @@ use sealpipe::pipeline::{
 };
 use sealpipe::retry::RetryPolicy;
 use sealpipe::store::{ByteBudget, S3Settings, S3Store};
-use sealpipe::stream::{DecryptOptions, EncryptOptions};
+use sealpipe::stream::{DecryptOptions, EncryptOptions, HeaderNonce};
 
 use super::keyref::{self, KmsSource};
 use super::settings::{Aws, JobSettings, KeyRefs, Reading, S3Transfer, Task, Writing};
@@ -171,6 +171,11 @@ pub fn job(settings: &JobSettings, parts: Parts) -> anyhow::Result<Job> {
                     .collect(),
                 reencrypt_signed: rewrap.reencrypt_signed.then(|| sealing(&rewrap.write)),
                 copy_above: rewrap.copy_threshold,
+                header_nonce: if rewrap.allow_header_nonce_reuse {
+                    HeaderNonce::AllowReuse
+                } else {
+                    HeaderNonce::Fresh
+                },
             },
             output,
         },

@@ -84,6 +84,8 @@ pub struct RewrapSection {
     pub drop_keys: Vec<String>,
     #[serde(default)]
     pub reencrypt_signed: bool,
+    #[serde(default)]
+    pub allow_header_nonce_reuse: bool,
     pub copy_threshold: Option<CopyThreshold>,
 }
 

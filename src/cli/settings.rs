@@ -285,6 +285,7 @@ pub struct Rewrapping {
     pub keep_existing: bool,
     pub drop_keys: Vec<String>,
     pub reencrypt_signed: bool,
+    pub allow_header_nonce_reuse: bool,
     pub copy_threshold: u64,
 }
 
@@ -841,6 +842,11 @@ fn rewrapping(
         None,
         c.reencrypt_signed,
     )?;
+    let reuse = layers.pick_switch(
+        flags.is_some_and(|f| f.allow_header_nonce_reuse),
+        None,
+        c.allow_header_nonce_reuse,
+    )?;
     let drops = layers.pick_list(flags.map_or(&no_drops, |f| &f.drop_key), &c.drop_keys)?;
     let threshold = layers.pick(flags.and_then(|f| f.copy_threshold), None, c.copy_threshold)?;
     Ok(Rewrapping {
@@ -848,6 +854,7 @@ fn rewrapping(
         keep_existing: keep.value,
         drop_keys: drops.value,
         reencrypt_signed: signed.value,
+        allow_header_nonce_reuse: reuse.value,
         copy_threshold: threshold.map(|t| t.0).or(DEFAULT_COPY_THRESHOLD).value,
     })
 }

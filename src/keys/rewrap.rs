@@ -37,6 +37,19 @@ impl KeepPolicy {
     pub fn kept<'a>(&self, edks: &'a [EncryptedDataKey]) -> Vec<&'a EncryptedDataKey> {
         edks.iter().filter(|edk| self.keeps(edk)).collect()
     }
+
+    /// Refuses a rewrap of `header` that would leave it no encrypted data key: none
+    /// kept, and no new key (`adds_keys`). Decided from the header, before any KMS call.
+    pub fn check_leaves_a_key(&self, header: &HeaderBody, adds_keys: bool) -> Result<(), Error> {
+        if adds_keys || !self.kept(&header.encrypted_data_keys).is_empty() {
+            return Ok(());
+        }
+        Err(Error::NoKeyLeft(format!(
+            "rewrapping would leave the message with no encrypted data key (it has: {}); \
+             give a new --key, or drop fewer keys",
+            super::describe_encrypted_data_keys(&header.encrypted_data_keys)
+        )))
+    }
 }
 
 /// A data key as a rewrap needs it: recovered, and wrapped under the new keys.
@@ -87,6 +100,7 @@ impl Rewrapper {
         header: &HeaderBody,
         reproduced: &EncryptionContext,
     ) -> Result<Rewrapped, Error> {
+        self.keep.check_leaves_a_key(header, self.new.is_some())?;
         let materials = self
             .unwrapped
             .materials(self.old.as_ref(), header, reproduced)
@@ -110,11 +124,10 @@ impl Rewrapper {
             }
         }
         if keys.is_empty() {
-            return Err(Error::NoKeyLeft(format!(
-                "rewrapping would leave the message with no encrypted data key (it has: {}); \
-                 give a new --key, or drop fewer keys",
-                super::describe_encrypted_data_keys(&header.encrypted_data_keys)
-            )));
+            // A keyring that wrapped nothing: not what `check_leaves_a_key` foresaw.
+            return Err(Error::NoKeyLeft(
+                "the new keys wrapped nothing, and no existing key is kept".into(),
+            ));
         }
         Ok(Rewrapped {
             materials,

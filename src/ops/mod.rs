@@ -65,6 +65,8 @@ impl Failed {
             Error::Cancelled => "Cancelled".into(),
             Error::SignedMessage { .. } => "SignedMessage".into(),
             Error::NoKeyLeft(_) => "NoKeyLeft".into(),
+            Error::HeaderNonceReuse { .. } => "HeaderNonceReuse".into(),
+            Error::TooManyDataKeys { .. } => "TooManyDataKeys".into(),
             e if e.is_authentication_failure() => "AuthenticationFailed".into(),
             Error::Keyring(_) => "KeyringError".into(),
             Error::Decode(_) | Error::Truncated(_) | Error::TrailingData => {

@@ -7,15 +7,37 @@ use super::marker::Marker;
 use crate::format::{AlgorithmSuite, DecodeError, DecodeLimits, Header};
 use crate::store::{ObjectId, ObjectMeta, S3Store, SourceInfo};
 
+/// Which wrapping keys a finished output must carry, as its marker names them: every
+/// key of `present`, none of `absent`, and with `only`, nothing else. A rewrap that
+/// moves to new keys wants exactly those; one that keeps or drops keys wants the new
+/// ones and none of those dropped (the kept ones are the source's, whose ETag matched).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KeysWanted<'a> {
+    /// Keys the output must carry.
+    pub present: &'a [String],
+    /// Keys it must not carry.
+    pub absent: &'a [String],
+    /// Whether it may carry no other key.
+    pub only: bool,
+}
+
+impl KeysWanted<'_> {
+    fn accepts(&self, carried: &[String]) -> bool {
+        self.present.iter().all(|k| carried.contains(k))
+            && !self.absent.iter().any(|k| carried.contains(k))
+            && (!self.only || carried.iter().all(|k| self.present.contains(k)))
+    }
+}
+
 /// Why `output` on S3 is finished work for the source with `etag` (and `version`): it
-/// carries the marker of an output made from exactly that source, wrapped by at least
-/// the keys `wrapped_by` names. `None` when it does not exist or was made from
-/// something else. Only S3 outputs carry the marker.
+/// carries the marker of an output made from exactly that source, wrapped by the keys
+/// `wanted` asks for. `None` when it does not exist or was made from something else.
+/// Only S3 outputs carry the marker.
 pub async fn finished_by_earlier_run(
     s3: &S3Store,
     output: &ObjectId,
     (etag, version): (&str, Option<&str>),
-    wrapped_by: &[String],
+    wanted: KeysWanted<'_>,
 ) -> Result<Option<String>, Failed> {
     let head = s3
         .head(output)
@@ -24,7 +46,7 @@ pub async fn finished_by_earlier_run(
     Ok(head
         .and_then(|h| Marker::read(&h.meta))
         .filter(|m| m.made_from(etag, version))
-        .filter(|m| wrapped_by.iter().all(|k| m.wrapping_keys.contains(k)))
+        .filter(|m| wanted.accepts(&m.wrapping_keys))
         .map(|_| {
             format!("already done: {output} carries sealpipe's marker for source ETag {etag}")
         }))
@@ -80,6 +102,31 @@ fn known_suite_prefix(head: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finished_outputs_carry_the_wanted_keys_and_none_dropped() {
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (new, old) = (names(&["new"]), names(&["old"]));
+        let moved = KeysWanted {
+            present: &new,
+            absent: &[],
+            only: true,
+        };
+        assert!(moved.accepts(&names(&["new"])));
+        assert!(
+            !moved.accepts(&names(&["new", "old"])),
+            "the old key must be gone"
+        );
+        assert!(!moved.accepts(&names(&["old"])));
+        let dropped = KeysWanted {
+            present: &new,
+            absent: &old,
+            only: false,
+        };
+        assert!(dropped.accepts(&names(&["new", "other"])));
+        assert!(!dropped.accepts(&names(&["new", "old"])));
+        assert!(KeysWanted::default().accepts(&names(&["anything"])));
+    }
 
     #[test]
     fn only_headers_of_known_suites_look_like_messages() {

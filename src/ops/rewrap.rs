@@ -21,7 +21,7 @@ use crate::bridge::Cancel;
 use crate::format::{EncryptedDataKey, EncryptionContext, HeaderBody, RESERVED_PREFIX};
 use crate::keys::{KeepPolicy, Rewrapper, data_key_fingerprint};
 use crate::store::{Body, MIN_PART_SIZE, ObjectId, Payload, Sink, SourceObject};
-use crate::stream::{self, DecryptOptions};
+use crate::stream::{self, DecryptOptions, HeaderNonce};
 
 /// What rewrapping takes: the keys on both sides, and how messages are read.
 #[derive(Clone, Copy)]
@@ -38,6 +38,8 @@ pub struct Rewrap<'a> {
     /// The new keys' names as the marker records them, when all are known before KMS
     /// answers (no alias among them): an in-place re-run then skips without a KMS call.
     pub new_key_names: Option<&'a [String]>,
+    /// Whether v2 headers may be tagged again under their fixed nonce.
+    pub header_nonce: HeaderNonce,
 }
 
 /// How the body gets from the source to the output.
@@ -141,6 +143,8 @@ pub async fn rewrap(
     {
         return Ok(Outcome::Skipped(reason));
     }
+    // Refusals the header alone decides come before any KMS call.
+    stream::check_rewrappable(&suite, keys.header_nonce).map_err(|e| Failed::new("rewrap", e))?;
     if let Ok(fingerprint) = data_key_fingerprint(&header.body, keys.reproduced_context) {
         (keys.saw_data_key)(fingerprint);
     }
@@ -165,6 +169,7 @@ pub async fn rewrap(
         &rewrapped.materials,
         &rewrapped.encrypted_data_keys,
         keys.options,
+        keys.header_nonce,
     )
     .map_err(|e| Failed::new("rewrap", e))?;
     drop(rewrapped);

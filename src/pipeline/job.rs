@@ -8,7 +8,7 @@ use super::ObjectFilter;
 use crate::format::{AlgorithmSuite, EncryptionContext};
 use crate::keys::{KeepPolicy, Keyring, PoolLimits};
 use crate::store::{Location, S3Store};
-use crate::stream::{DecryptOptions, EncryptOptions};
+use crate::stream::{DecryptOptions, EncryptOptions, HeaderNonce};
 
 /// What a job does to each object, named for reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -92,6 +92,9 @@ pub struct Rewrapping {
     /// S3 objects larger than this are copied by S3 (UploadPartCopy) rather than read;
     /// smaller ones are rewritten whole.
     pub copy_above: u64,
+    /// Whether v2 headers may be tagged again under their fixed nonce (see
+    /// [`HeaderNonce`]); v1 headers always get a fresh one.
+    pub header_nonce: HeaderNonce,
 }
 
 /// Where a job that writes outputs puts them.

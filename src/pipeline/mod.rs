@@ -31,7 +31,7 @@ use crate::format::EncryptionContext;
 use crate::keys::{DataKeyPool, DecryptCache, Keyring, PoolStats, Rewrapper};
 use crate::ops::{self, Opener, Sealer};
 use crate::store::{self, ListItem, Listed, Location, ObjectId, S3Store};
-use crate::stream::{DecryptOptions, EncryptOptions};
+use crate::stream::{DecryptOptions, EncryptOptions, HeaderNonce};
 
 /// Most objects processed at once: each is a task and a share of the byte budget, and
 /// the semaphore that counts them has a ceiling of its own.
@@ -85,6 +85,7 @@ struct Rewrapped {
     reproduced_context: EncryptionContext,
     signed: Option<(Opened, Sealed)>,
     copy_above: u64,
+    header_nonce: HeaderNonce,
 }
 
 impl Rewrapped {
@@ -99,6 +100,7 @@ impl Rewrapped {
             reproduced_context: &self.reproduced_context,
             saw_data_key,
             new_key_names,
+            header_nonce: self.header_nonce,
         }
     }
 
@@ -230,6 +232,7 @@ fn start_rewrap(from: &Opening, to: &Rewrapping) -> Result<(Running, Arc<PoolSta
         reproduced_context: from.reproduced_context.clone(),
         signed,
         copy_above: to.copy_above,
+        header_nonce: to.header_nonce,
     };
     Ok((Running::Rewrap(Box::new(running)), key_stats))
 }

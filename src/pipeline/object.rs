@@ -6,7 +6,7 @@ use super::plan::Target;
 use super::{Context, Job, Opening, Rewrapping, Running, Work};
 use crate::Error;
 use crate::keys::data_key_fingerprint;
-use crate::ops::{self, BodyCopy, Failed, MakeSink, Outcome, resume};
+use crate::ops::{self, BodyCopy, Failed, MakeSink, Outcome, marker, resume};
 use crate::store::{
     self, BoxFuture, Discard, Listed, LocalSink, MIN_PART_SIZE, ObjectId, ObjectMeta, Payload,
     Precondition, ReadAhead, S3Store, Sink, SourceInfo, SourceObject,
@@ -72,8 +72,27 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
         }
         _ => None,
     };
-    // A rewrap's output is finished only if it carries the new keys too.
-    let wrapped_by = expected_keys(job).unwrap_or_default();
+    // A rewrap's output is finished only if it carries the keys the rewrap leaves.
+    let dropped: Vec<String>;
+    let wanted = match &job.work {
+        Work::Rewrap { to, .. } => {
+            dropped = to
+                .keep
+                .drop
+                .iter()
+                .map(|k| marker::recorded_name(k))
+                .collect();
+            resume::KeysWanted {
+                present: to.expected_keys.as_deref().unwrap_or_default(),
+                absent: &dropped,
+                // Moving (nothing kept) wants exactly the new keys, when all are named.
+                only: !to.keep.keep_existing
+                    && to.keep.drop.is_empty()
+                    && to.expected_keys.is_some(),
+            }
+        }
+        _ => resume::KeysWanted::default(),
+    };
     let mut resume_checked = false;
     if let Some((s3, output)) = &resume_in {
         let known = match (&listed.etag, &listed.id) {
@@ -88,7 +107,7 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
         };
         if let Some((etag, version)) = known {
             if let Some(reason) =
-                resume::finished_by_earlier_run(s3, output, (&etag, version.as_deref()), wrapped_by)
+                resume::finished_by_earlier_run(s3, output, (&etag, version.as_deref()), wanted)
                     .await?
             {
                 return Ok(Some(Outcome::Skipped(reason)));
@@ -124,7 +143,7 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
             s3,
             output,
             (&source.info.etag, source.info.version.as_deref()),
-            wrapped_by,
+            wanted,
         )
         .await?
     {
@@ -241,21 +260,25 @@ async fn plan_rewrap(
     let (header, _) = ops::read_header(source.body.as_mut(), &from.options.limits)
         .await
         .map_err(|e| Failed::new("read header", e))?;
+    // What the run decides from the header alone, in the run's order.
     let suite =
         stream::check_policy(&header, &from.options).map_err(|e| Failed::new("rewrap", e))?;
-    if suite.signature.is_some() && to.reencrypt_signed.is_none() {
-        return Err(Failed::with_code(
-            "SignedMessage",
-            format!("rewrap: {}", Error::SignedMessage { suite }),
-        ));
+    if suite.signature.is_some() {
+        return match to.reencrypt_signed {
+            Some(_) => Ok(None),
+            None => Err(Failed::new("rewrap", Error::SignedMessage { suite })),
+        };
     }
-    // As the run would: in place, a message wrapped as wanted already costs nothing.
     if ctx.job.in_place()
         && let Some(new) = &to.expected_keys
         && let Some(reason) = ops::wrapped_as_wanted(&header.body, &to.keep, new)
     {
         return Ok(Some(Outcome::Skipped(reason)));
     }
+    stream::check_rewrappable(&suite, to.header_nonce).map_err(|e| Failed::new("rewrap", e))?;
+    to.keep
+        .check_leaves_a_key(&header.body, to.new_keys.is_some())
+        .map_err(|e| Failed::new("rewrap", e))?;
     let fingerprint = data_key_fingerprint(&header.body, &from.reproduced_context)
         .map_err(|e| Failed::new("rewrap", e))?;
     ctx.stats.saw_data_key(fingerprint);

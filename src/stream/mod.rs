@@ -22,7 +22,7 @@ mod rewrap;
 pub(crate) use decrypt::check_policy;
 pub use decrypt::{HeaderStep, MessageDecryptor, decrypt_with, header_step, read_header};
 pub use encrypt::{EncryptSummary, EncryptingWriter, encrypt_stream, encrypt_to_vec};
-pub use rewrap::rewrap_header;
+pub use rewrap::{HeaderNonce, check_rewrappable, rewrap_header};
 
 use crate::crypto::AeadBackend;
 use crate::format::{DecodeLimits, MAX_FRAME_LENGTH};
