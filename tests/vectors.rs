@@ -257,10 +257,11 @@ fn every_unsigned_vector_rewraps_to_a_new_key_v2_only_accepting_nonce_reuse_sign
             let edks = &r.encrypted_data_keys;
             // A v2 header's nonce is fixed: refused unless its reuse is accepted.
             let fresh = stream::rewrap_header(&header, &r.materials, edks, &options, Fresh);
-            if !v1 && suite.signature.is_none() {
-                if !matches!(fresh, Err(Error::HeaderNonceReuse { .. })) {
-                    failures.push(format!("{id}: v2 tagged again under its fixed nonce"));
-                }
+            if !v1
+                && suite.signature.is_none()
+                && !matches!(fresh, Err(Error::HeaderNonceReuse { .. }))
+            {
+                failures.push(format!("{id}: v2 tagged again under its fixed nonce"));
             }
             let nonce = if v1 { Fresh } else { AllowReuse };
             let result = stream::rewrap_header(&header, &r.materials, edks, &options, nonce);
