@@ -167,16 +167,22 @@ sealpipe's pooled ones do, share those KMS calls. S3 objects larger than
 --copy-threshold are never downloaded: S3 copies their body (UploadPartCopy) after a
 first part of the new header and 5 MiB of body. Local bodies are copied by the kernel.
 
+v2 messages (suite 0478, what sealpipe writes) fix their header tag's AES-GCM nonce, so
+a rewrapped header reuses the original's key and nonce: whoever holds both headers of a
+message can forge its frames. They fail with HeaderNonceReuse unless
+--allow-header-nonce-reuse accepts that (README: \"The nonce of a v2 header\"); v1
+headers get a fresh nonce.
+
 Examples:
   # Plan: objects, bytes and distinct data keys (= KMS Decrypt calls); no key is used
-  sealpipe rewrap s3://data/ s3://data-eu/ --dry-run \\
+  sealpipe rewrap s3://data/ s3://data-eu/ --dry-run --allow-header-nonce-reuse \\
       --old-key arn:aws:kms:us-east-1:111122223333:key/OLD \\
       --key arn:aws:kms:eu-west-1:111122223333:key/NEW
-  # Move to the new region's key, in place (each write conditional on the ETag read)
-  sealpipe rewrap s3://data/ --in-place --old-key arn:...:key/OLD --key arn:...:key/NEW
-  # Add a second region, keeping the first; later retire the first
-  sealpipe rewrap s3://data/ --in-place --old-key arn:...:key/OLD --key arn:...:key/NEW --keep-existing
-  sealpipe rewrap s3://data/ --in-place --old-key arn:...:key/NEW --drop-key arn:...:key/OLD
+  # Add a second region in place (writes conditional on the ETag read), then retire the first
+  sealpipe rewrap s3://data/ --in-place --allow-header-nonce-reuse \\
+      --old-key arn:...:key/OLD --key arn:...:key/NEW --keep-existing
+  sealpipe rewrap s3://data/ --in-place --allow-header-nonce-reuse \\
+      --old-key arn:...:key/NEW --drop-key arn:...:key/OLD
 
 Signed messages (suite 0578 and the legacy signed suites) sign their header in the
 footer, so only their writer could rewrap them: they fail with SignedMessage unless

@@ -7,6 +7,9 @@
 //! The old header is authenticated before anything is written (key commitment and tag);
 //! the body is not, since nothing reads it: `verify` with the new keys checks every
 //! frame afterwards, and the README's migration does exactly that.
+//!
+//! A v2 header is tagged again under its fixed nonce only when the caller accepts the
+//! reuse ([`HeaderNonce`], and `crate::stream`'s rewrap module for why it matters).
 
 use std::collections::BTreeSet;
 
