@@ -40,12 +40,13 @@ random data, each run into a fresh destination:
   local-rewrap     local tree, 2 x 256 MiB + 1,000 x 64 KiB  sealpipe builds, cp -r
                    (bodies copied by the kernel; cp -r is the reference floor)
   Their table adds client bytes per object (s3.bytes_received + s3.bytes_sent of the
-  --report, over objects), S3-copied bytes per object and S3 requests, and a table of
-  reencrypt/rewrap ratios. MiB/s counts source (sealed) bytes. The output of run 1 of
-  every build and command is checked, untimed: `sealpipe verify` with the new key;
-  for the first object of each size, its header holds only the new key's data key
-  (rewrap: same message ID as the source; reencrypt: a new one), and it decrypts to
-  the original plaintext (sha256).
+  --report, over objects), S3-copied bytes per object, S3 requests and other CPU (what
+  the rest of the machine used during the run: outside load, kernel writeback), and a
+  table of reencrypt/rewrap ratios. MiB/s counts source (sealed) bytes. The output of
+  run 1 of every build and command is checked, untimed: `sealpipe verify` with the
+  new key; for the first object of each size, its header holds only the new key's
+  data key (rewrap: same message ID as the source; reencrypt: a new one), and it
+  decrypts to the original plaintext (sha256).
 
 Environment (defaults in brackets):
   RUNS=3               runs per tool and workload; the tables show medians
@@ -738,7 +739,6 @@ avail=$(df -PB1 "$WORK" | awk 'NR == 2 { print $4 }')
 # ---------------------------------------------------------------- run
 
 T_START=$(date +%s)
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "output in $OUT_DIR; runs: $RUNS; COUNT_SCALE=$COUNT_SCALE SIZE_SCALE=$SIZE_SCALE"
 wants s3-small && run_s3 s3-small "$(scale_count 10000)" "$(scale_size 4096)"
 wants s3-medium && run_s3 s3-medium "$(scale_count 1000)" "$(scale_size 1048576)"
@@ -751,7 +751,6 @@ wants s3-rewrap-small && run_rewrap s3-rewrap-small s3 ".:$(scale_count 1000):$(
 wants local-rewrap && run_rewrap local-rewrap local "large:$(scale_count 2):$(scale_size 268435456)" \
 	"small:$(scale_count 1000):$(scale_size 65536)"
 T_END=$(date +%s)
-LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- summary
 
@@ -761,7 +760,9 @@ summary() {
 	echo "# sealpipe throughput"
 	echo
 	echo "- $(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -sr), $(nproc) cores${cpu_model:+ ($cpu_model)}, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM"
-	echo "- runs per cell: $RUNS (medians shown); COUNT_SCALE=$COUNT_SCALE, SIZE_SCALE=$SIZE_SCALE; total time $((T_END - T_START)) s; load average (1, 5, 15 min) at start $LOAD_START, at end $LOAD_END"
+	echo "- runs per cell: $RUNS (medians shown); COUNT_SCALE=$COUNT_SCALE, SIZE_SCALE=$SIZE_SCALE; total time $((T_END - T_START)) s"
+	awk -F'\t' 'NR > 1 && $26 ~ /^[0-9.]+$/ { t += $26; if ($26 > m) m = $26; n++ }
+		END { if (n) printf "- outside load: %.2f CPU s in all %d timed runs together, at most %.2f s in one (other CPU, below)\n", t, n, m }' "$TSV"
 	for i in "${!T_KIND[@]}"; do
 		case ${T_KIND[$i]} in
 		sealpipe) echo "- \`${T_LABEL[$i]}\`: ${T_BIN[$i]} ($("${T_BIN[$i]}" --version 2>/dev/null | head -n 1), sha256 $(sha256sum "${T_BIN[$i]}" | cut -c1-12))${SP_ARGS:+, extra flags: \`$SP_ARGS\`}" ;;
