@@ -682,8 +682,10 @@ run_rewrap() {
 			rm -f -- "$rep"
 			case $cmd in
 			rewrap)
+				# The sources are v2 messages (sealpipe encrypt): their rewrap is the
+				# accepted reuse of the header nonce (README: "The nonce of a v2 header").
 				timed "${T_BIN[$i]}" rewrap "$src" "$dst" --old-key "$KEYREF" --key "$NEWKEYREF" \
-					--report "$rep" --quiet "${REWRAP_EXTRA[@]}"
+					--allow-header-nonce-reuse --report "$rep" --quiet "${REWRAP_EXTRA[@]}"
 				;;
 			reencrypt)
 				timed "${T_BIN[$i]}" reencrypt "$src" "$dst" --old-key "$KEYREF" --key "$NEWKEYREF" \
