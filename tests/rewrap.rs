@@ -1853,3 +1853,80 @@ fn v2_headers_need_accepted_nonce_reuse_and_v1_headers_get_a_fresh_nonce() {
     let v2 = s3.get("dst", "v2").body;
     assert_rewrapped("v2", &sources["v2"], &v2, &[rw.new.as_str()]);
 }
+
+// Metadata and tags travel with the message, small (rewritten) and large (copied by
+// S3); sealpipe's marker names the source and the new wrapping keys, and keeps the
+// plaintext length.
+#[test]
+fn metadata_and_tags_are_kept_and_the_marker_names_the_new_keys() {
+    let rw = Rw::start("meta");
+    let s3 = &rw.s3;
+    for b in ["plain", "src", "dst"] {
+        s3.create_bucket(b);
+    }
+    let mut meta = world::Meta {
+        content_type: Some("text/csv; charset=utf-8".into()),
+        cache_control: Some("max-age=3600".into()),
+        content_disposition: Some("attachment; filename=\"data.csv\"".into()),
+        content_language: Some("de".into()),
+        ..world::Meta::default()
+    };
+    meta.user.insert("owner".into(), "team-a".into());
+    meta.tags = vec![
+        ("project".into(), "alpha beta/γ".into()),
+        ("tier".into(), "gold".into()),
+    ];
+    let sizes = [("small.csv", 70_000usize), ("large.csv", 20 * MIB as usize)];
+    for (i, (key, size)) in sizes.iter().enumerate() {
+        s3.put(
+            "plain",
+            &Obj {
+                key: key.to_string(),
+                body: common::pseudo_random(*size, 40 + i as u64).into(),
+                meta: meta.clone(),
+                expires: None,
+            },
+        );
+    }
+    s3.run(&[
+        "encrypt",
+        "s3://plain/",
+        "s3://src/",
+        "--key",
+        &rw.old,
+        "-q",
+    ])
+    .assert_exit(0);
+    rw.rewrap(&[
+        "s3://src/",
+        "s3://dst/",
+        "--old-key",
+        &rw.old,
+        "--key",
+        &rw.new,
+        "-q",
+    ])
+    .assert_exit(0);
+    for (key, size) in sizes {
+        let source = s3.get("src", key);
+        let output = s3.get("dst", key);
+        assert_eq!(
+            output.meta.without_marker(),
+            meta,
+            "{key}: metadata and tags"
+        );
+        let user = &output.meta.user;
+        assert_eq!(
+            user.get("sealpipe-source-etag").map(String::as_str),
+            Some(source.etag.trim_matches('"')),
+            "{key}"
+        );
+        assert_eq!(user.get("sealpipe-wrapping-keys"), Some(&rw.new), "{key}");
+        assert_eq!(
+            user.get("sealpipe-plaintext-length"),
+            Some(&size.to_string()),
+            "{key}"
+        );
+        assert_rewrapped(key, &source.body, &output.body, &[rw.new.as_str()]);
+    }
+}
