@@ -1876,7 +1876,7 @@ fn metadata_and_tags_are_kept_and_the_marker_names_the_new_keys() {
         ("project".into(), "alpha beta/γ".into()),
         ("tier".into(), "gold".into()),
     ];
-    let sizes = [("small.csv", 70_000usize), ("large.csv", 20 * MIB as usize)];
+    let sizes = [("small.csv", 70_000usize), ("large.csv", 20 * MIB)];
     for (i, (key, size)) in sizes.iter().enumerate() {
         s3.put(
             "plain",
