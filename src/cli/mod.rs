@@ -130,7 +130,10 @@ async fn run_job(
         progress::Progress::start(stats.clone(), kms.used().map(|k| k.stats.clone()), quiet);
     let cancel = Cancel::default();
     let signals = tokio::spawn(cancel_on_signal(cancel.clone()));
-    let result = pipeline::run(job, stats, cancel).await;
+    // Boxed: the job's future nests every layer of the engine (pipeline, object, ops,
+    // stores), and the callers' futures would otherwise each hold all of it, deeper
+    // than the compiler computes layouts (a fresh build fails, an incremental one not).
+    let result = Box::pin(pipeline::run(job, stats, cancel)).await;
     signals.abort();
     progress.finish().await;
     Ok(result?)
