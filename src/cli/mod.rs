@@ -224,16 +224,18 @@ fn print_summary(report: &Report, quiet: bool, kms: &keyref::KmsSource) {
         Mode::Rewrap => "rewrapped",
     };
     if report.dry_run {
+        let o = &report.objects;
         say!(
             "dry run: {} objects listed ({}), {} already done or not processable, {} would be \
-             {verb}; nothing written, no keys used",
-            report.objects.planned,
+             {verb}{}; nothing written, no keys used",
+            o.planned,
             human_bytes(report.bytes_planned),
-            report.objects.skipped,
-            report
-                .objects
-                .planned
-                .saturating_sub(report.objects.skipped),
+            o.skipped,
+            o.planned.saturating_sub(o.skipped + o.failed),
+            match o.failed {
+                0 => String::new(),
+                n => format!(", {n} would fail (listed above)"),
+            },
         );
         if let Some(keys) = report.distinct_data_keys {
             say!(
