@@ -35,8 +35,8 @@ struct Rw {
 impl Rw {
     fn start(name: &'static str) -> Self {
         let s3 = World::start(name);
-        let old = kms_key(&s3, "us-east-1");
-        let new = kms_key(&s3, "eu-west-1");
+        let old = s3.create_kms_key_in("us-east-1");
+        let new = s3.create_kms_key_in("eu-west-1");
         assert!(old.contains(":us-east-1:"), "{old}");
         assert!(new.contains(":eu-west-1:"), "{new}");
         Self { s3, old, new }
@@ -55,29 +55,6 @@ impl Rw {
         all.extend_from_slice(extra);
         self.s3.run(&all)
     }
-}
-
-/// A fresh symmetric KMS key in moto in `region`; its ARN.
-fn kms_key(s3: &World, region: &str) -> String {
-    use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
-    let conf = aws_sdk_kms::Config::builder()
-        .http_client(sealpipe::aws::http_client())
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(region.to_string()))
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .endpoint_url(s3.moto.endpoint())
-        .build();
-    let kms = aws_sdk_kms::Client::from_conf(conf);
-    s3.rt.block_on(async {
-        kms.create_key()
-            .send()
-            .await
-            .expect("KMS CreateKey")
-            .key_metadata
-            .unwrap()
-            .arn
-            .unwrap()
-    })
 }
 
 /// `count` files `d{i % 8}/f{i:04}.bin` under `root` of 0 to `max` pseudo-random bytes;
@@ -153,25 +130,9 @@ fn assert_rewrapped(name: &str, old: &[u8], new: &[u8], keys: &[&str]) {
     );
 }
 
-/// Rows of a completion report: bucket,key,version_id,status,error_code,message.
-fn completion_rows(path: &Path) -> Vec<Vec<String>> {
-    csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_path(path)
-        .unwrap_or_else(|e| panic!("completion report {}: {e}", path.display()))
-        .records()
-        .map(|r| {
-            let r = r.unwrap();
-            assert_eq!(r.len(), 6, "completion report row {r:?}");
-            r.iter().map(str::to_string).collect()
-        })
-        .collect()
-}
-
 /// Completion report rows by key: (status, error code, message).
 fn rows_by_key(path: &Path) -> BTreeMap<String, (String, String, String)> {
-    completion_rows(path)
+    world::completion_rows(path)
         .into_iter()
         .map(|r| (r[1].clone(), (r[3].clone(), r[4].clone(), r[5].clone())))
         .collect()
@@ -441,7 +402,7 @@ fn pooled_and_cli_messages_rewrap_with_one_kms_call_pair_per_data_key() {
         "rewrap of {total} objects: {decrypt} KMS Decrypt, {encrypt} Encrypt, {generate} \
          GenerateDataKey calls"
     ));
-    let rows = completion_rows(&s3.path("rewrap.csv"));
+    let rows = world::completion_rows(&s3.path("rewrap.csv"));
     assert_eq!(rows.len() as u64, total);
     assert!(
         rows.iter().all(|r| r[0] == "src" && r[3] == "succeeded"),
@@ -1016,7 +977,7 @@ fn killed_rewraps_finish_on_a_rerun() {
     last.assert_exit(0);
     // What the killed runs finished is skipped (resumed), the rest done now.
     last.assert_objects(n, n - done_before, 0, 0, done_before);
-    let rows = completion_rows(&s3.path("last.csv"));
+    let rows = world::completion_rows(&s3.path("last.csv"));
     assert_eq!(
         rows.iter().filter(|r| r[3] == "skipped").count() as u64,
         done_before
@@ -1189,7 +1150,7 @@ fn in_place_keys_are_added_dropped_and_moved_and_reruns_make_no_kms_call() {
     ]);
     last.assert_exit(1);
     last.assert_objects(n, 0, n, 0, 0);
-    let rows = completion_rows(&s3.path("last-key.csv"));
+    let rows = world::completion_rows(&s3.path("last-key.csv"));
     assert_eq!(rows.len() as u64, n);
     assert!(
         rows.iter().all(|r| r[3] == "failed" && r[4] == "NoKeyLeft"),
@@ -1332,7 +1293,7 @@ fn hostile_objects_fail_alone_and_leave_no_output() {
     let s3 = &rw.s3;
     s3.create_bucket("src");
     s3.create_bucket("dst");
-    let foreign = kms_key(s3, "us-west-2");
+    let foreign = s3.create_kms_key_in("us-west-2");
     write_tree(&s3.path("plain"), 10, 4096, 91);
     let enc = s3.run(&[
         "encrypt",
@@ -1515,7 +1476,7 @@ fn a_rewrap_past_the_readers_data_key_limit_fails_and_writes_nothing() {
         !ws.path("rw/a.txt").exists(),
         "an output readers would refuse was written"
     );
-    let rows = completion_rows(&ws.path("rw.csv"));
+    let rows = world::completion_rows(&ws.path("rw.csv"));
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0][3], "failed");
     assert!(
@@ -1523,13 +1484,8 @@ fn a_rewrap_past_the_readers_data_key_limit_fails_and_writes_nothing() {
         "{:?}",
         rows[0]
     );
-    // sealpipe bug: the code is the catch-all "Error" (Error::Config), which tells a
-    // completion report's reader nothing; every other refusal has its own code.
-    assert_ne!(
-        rows[0][4], "Error",
-        "the failure has only the generic code: {:?}",
-        rows[0]
-    );
+    // A code of its own, as every refusal has, for a completion report's reader.
+    assert_eq!(rows[0][4], "TooManyDataKeys", "{:?}", rows[0]);
 }
 
 // ---------------------------------------------------------------------------------
@@ -1579,8 +1535,8 @@ fn a_rerun_that_drops_a_key_rewrites_outputs_that_still_carry_it() {
         .filter(|(k, b)| wrapped_by(&header(k, b).0).contains(old))
         .map(|(k, _)| k.clone())
         .collect();
-    // sealpipe bug: the re-run skips every output "already done" (its marker names the
-    // source ETag and the new key) although each still carries the dropped key.
+    // A marker naming the source ETag and the new key is not enough: the output still
+    // carries the dropped key, so it is not done.
     assert!(
         still_old.is_empty(),
         "after `--drop-key {old}`, {} outputs still open with the dropped key ({} of 10 \
@@ -1654,7 +1610,7 @@ fn in_place_dry_runs_predict_skips_and_refusals() {
             refusal_plan.objects("failed")
         ));
     }
-    // sealpipe bug: plan_rewrap applies neither the in-place skip nor the keep policy.
+    // The plan applies the in-place skip and the keep policy as the run does.
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 

@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::DateTime;
@@ -313,7 +312,7 @@ fn many_small_objects_and_multipart_ones_round_trip_with_metadata() {
     again.assert_exit(0);
     again.assert_objects(n, 0, 0, 0, n);
     assert_eq!(s3.list("sealed"), before, "a re-run rewrote objects");
-    let rows = completion_rows(&s3.path("again.csv"));
+    let rows = world::completion_rows(&s3.path("again.csv"));
     assert_eq!(rows.len() as u64, n);
     assert!(
         rows.iter()
@@ -322,22 +321,6 @@ fn many_small_objects_and_multipart_ones_round_trip_with_metadata() {
         rows.iter().find(|r| r[3] != "skipped")
     );
     s3.log("done");
-}
-
-/// Rows of a completion report: bucket,key,version_id,status,error_code,message.
-fn completion_rows(path: &Path) -> Vec<Vec<String>> {
-    csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_path(path)
-        .unwrap_or_else(|e| panic!("completion report {}: {e}", path.display()))
-        .records()
-        .map(|r| {
-            let r = r.unwrap();
-            assert_eq!(r.len(), 6, "completion report row {r:?}");
-            r.iter().map(str::to_string).collect()
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------
@@ -539,7 +522,7 @@ fn in_place_conflict_keeps_the_new_data() {
         "{}",
         first.context()
     );
-    let rows = completion_rows(&s3.path("first.csv"));
+    let rows = world::completion_rows(&s3.path("first.csv"));
     assert_eq!(rows.len() as u64, n);
     let victim_rows: Vec<_> = rows.iter().filter(|r| r[1] == "victim").collect();
     assert_eq!(victim_rows.len(), 1, "{rows:?}");
@@ -775,7 +758,7 @@ fn manifest_selects_exact_objects_and_versions() {
     let enc = s3.run(&encrypt);
     enc.assert_exit(1);
     enc.assert_objects(4, 3, 1, 0, 0);
-    let rows = completion_rows(&s3.path("manifest-report.csv"));
+    let rows = world::completion_rows(&s3.path("manifest-report.csv"));
     let by_key: BTreeMap<&str, &Vec<String>> = rows.iter().map(|r| (r[1].as_str(), r)).collect();
     assert_eq!(by_key.len(), 4, "{rows:?}");
     let missing = by_key["missing.txt"];

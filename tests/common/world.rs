@@ -412,10 +412,15 @@ impl World {
 
     /// A fresh symmetric KMS key in moto (us-east-1); its ARN.
     pub fn create_kms_key(&self) -> String {
+        self.create_kms_key_in("us-east-1")
+    }
+
+    /// A fresh symmetric KMS key in moto in `region`; its ARN.
+    pub fn create_kms_key_in(&self, region: &str) -> String {
         let conf = aws_sdk_kms::Config::builder()
             .http_client(sealpipe::aws::http_client())
             .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
-            .region(aws_sdk_kms::config::Region::new("us-east-1"))
+            .region(aws_sdk_kms::config::Region::new(region.to_string()))
             .credentials_provider(aws_sdk_kms::config::Credentials::new(
                 "test", "test", None, None, "tests",
             ))
@@ -770,5 +775,21 @@ pub fn staging_files(root: &Path) -> Vec<String> {
     tree_files(root)
         .into_iter()
         .filter(|p| p.rsplit('/').next().unwrap_or(p).contains(".sealpipe-"))
+        .collect()
+}
+
+/// Rows of a completion report: bucket,key,version_id,status,error_code,message.
+pub fn completion_rows(path: &Path) -> Vec<Vec<String>> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_path(path)
+        .unwrap_or_else(|e| panic!("completion report {}: {e}", path.display()))
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            assert_eq!(r.len(), 6, "completion report row {r:?}");
+            r.iter().map(str::to_string).collect()
+        })
         .collect()
 }
