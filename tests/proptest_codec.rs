@@ -238,6 +238,32 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(config(512))]
+
+    /// A rewrap splices new encrypted data keys into the received header bytes: the same
+    /// keys give the same bytes, and any others decode as the same header with those
+    /// keys, every other field untouched.
+    #[test]
+    fn replacing_the_data_keys_changes_nothing_else(
+        (header, _) in header(),
+        replacement in prop::collection::vec(edk(), 1..4),
+    ) {
+        let limits = DecodeLimits::default();
+        let same = header.body_with_encrypted_data_keys(&header.body.encrypted_data_keys);
+        prop_assert_eq!(same.unwrap(), header.body_bytes.clone());
+        let spliced = header.body_with_encrypted_data_keys(&replacement).unwrap();
+        let mut full = spliced.clone();
+        header.auth.encode(header.body.suite.version, &mut full);
+        let (decoded, used) = Header::decode(&full, &limits).expect("a spliced header decodes");
+        prop_assert_eq!(used, full.len());
+        let mut expected = header.body.clone();
+        expected.encrypted_data_keys = replacement;
+        prop_assert_eq!(&decoded.body, &expected);
+        prop_assert_eq!(decoded.body_bytes, spliced);
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Encryption context
 // ---------------------------------------------------------------------------------
