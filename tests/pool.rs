@@ -118,6 +118,39 @@ fn message_limit_rotates_keys_and_prefetch_keeps_callers_from_waiting() {
 }
 
 #[test]
+fn prefetch_starts_early_enough_when_messages_are_fast_and_the_keyring_slow() {
+    // 150 messages a key, each taking at least 0.4 ms: a key lasts 60 ms or more, its
+    // last quarter 15 ms, less than the 20 ms the keyring takes to answer. Fetching at
+    // 75% of the limit would leave rotations waiting; fetching when the key is projected
+    // to run out within a few of the keyring's answer times leaves none waiting.
+    let keyring = Counting::new(Duration::from_millis(20));
+    let limits = PoolLimits {
+        max_messages: 150,
+        ..Default::default()
+    };
+    let pool = DataKeyPool::new(keyring.clone(), SUITE, limits);
+    let ctx = EncryptionContext::new();
+    runtime().block_on(async {
+        pool.warm_up(&ctx).await.unwrap();
+        for _ in 0..1050 {
+            pool.materials(&ctx, 10).await.unwrap();
+            std::thread::sleep(Duration::from_micros(400));
+        }
+    });
+    let keys = keyring.encrypts.load(Relaxed);
+    assert!(
+        (7..=8).contains(&keys),
+        "{keys} data keys for 1050 messages at 150 per key"
+    );
+    assert_eq!(
+        pool.stats().misses.load(Relaxed),
+        0,
+        "after warm-up, no message waited for a data key ({} prefetches)",
+        pool.stats().prefetches.load(Relaxed)
+    );
+}
+
+#[test]
 fn keys_rotate_when_they_reach_max_age() {
     let keyring = Counting::new(Duration::ZERO);
     let limits = PoolLimits {

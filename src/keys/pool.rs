@@ -8,8 +8,10 @@
 //! bound how much one leaked data key would expose. Keyring calls (KMS requests) thus
 //! scale with data keys, not with objects.
 //!
-//! When a generation crosses [`PoolLimits::refresh_at`] of any limit, its successor is
-//! fetched in the background, so after warm-up no message waits for the keyring.
+//! When a generation crosses [`PoolLimits::refresh_at`] of any limit, or is projected to
+//! run out within three times the time the keyring took to answer (at the rate messages use
+//! it), its successor is fetched in the background, so after warm-up no message waits
+//! for the keyring: fast messages against a slow KMS start the fetch early enough.
 //! Concurrent demand for missing materials makes one keyring call, not one per caller.
 //! Plaintext data keys are wiped when the last message using them drops its `Arc`,
 //! whenever that is: eviction from a cache only drops the cache's reference.
@@ -94,10 +96,21 @@ pub(crate) fn unwrap_id(
     Ok(id)
 }
 
+/// Messages a data key must have served before their rate projects when it runs out.
+const MIN_MESSAGES_FOR_A_RATE: u64 = 4;
+
+/// How far ahead of running out a successor is fetched: this many times the keyring's
+/// recent answer time, so an answer twice as slow, or a busy runtime that starts the
+/// fetch late, still arrives in time. Fetching early costs nothing but the key's age.
+const LEAD_PER_KEYRING_CALL: u32 = 3;
+
 /// One data key and its usage.
 struct Generation {
     materials: Arc<EncryptionMaterials>,
     born: Instant,
+    /// When it served its first message: a prefetched key waits unused until promoted,
+    /// and that wait says nothing of how fast messages use it.
+    first_use: std::sync::OnceLock<Instant>,
     messages: AtomicU64,
     bytes: AtomicU64,
     prefetch_started: AtomicBool,
@@ -116,14 +129,17 @@ impl Generation {
         Arc::new(Self {
             materials: Arc::new(materials),
             born: Instant::now(),
+            first_use: std::sync::OnceLock::new(),
             messages: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             prefetch_started: AtomicBool::new(false),
         })
     }
 
-    /// Counts one message of `len` bytes against the limits, if they allow it.
-    fn reserve(&self, limits: &PoolLimits, len: u64) -> Reservation {
+    /// Counts one message of `len` bytes against the limits, if they allow it. `lead` is
+    /// how long a successor takes to arrive: when the limits are projected to be reached
+    /// within it, the successor is due now.
+    fn reserve(&self, limits: &PoolLimits, len: u64, lead: Duration) -> Reservation {
         let age = self.born.elapsed();
         if age >= limits.max_age {
             return Reservation::Exhausted;
@@ -134,9 +150,26 @@ impl Generation {
             return Reservation::Exhausted;
         }
         let past = |used: f64, max: f64| used >= max * limits.refresh_at;
-        let refresh = past(age.as_secs_f64(), limits.max_age.as_secs_f64())
+        let lead = lead.as_secs_f64();
+        let (age_s, max_age_s) = (age.as_secs_f64(), limits.max_age.as_secs_f64());
+        // At the rate since its first message, when each count limit is reached; a rate
+        // needs a few messages to mean anything (the first come at once).
+        let in_use_s = self
+            .first_use
+            .get_or_init(Instant::now)
+            .elapsed()
+            .as_secs_f64();
+        let runs_out_within_lead = |used: f64, max: f64| {
+            messages >= MIN_MESSAGES_FOR_A_RATE
+                && used > 0.0
+                && (max - used) * in_use_s / used <= lead
+        };
+        let refresh = past(age_s, max_age_s)
             || past(messages as f64, limits.max_messages as f64)
-            || past(bytes as f64, limits.max_bytes as f64);
+            || past(bytes as f64, limits.max_bytes as f64)
+            || max_age_s - age_s <= lead
+            || runs_out_within_lead(messages as f64, limits.max_messages as f64)
+            || runs_out_within_lead(bytes as f64, limits.max_bytes as f64);
         Reservation::Granted { refresh }
     }
 }
@@ -188,6 +221,9 @@ pub struct DataKeyPool {
     limits: PoolLimits,
     slots: moka::future::Cache<Vec<u8>, Arc<Slot>>,
     stats: Arc<PoolStats>,
+    /// How long the keyring took to answer lately, in nanoseconds: the slowest of the
+    /// last answer and a decaying memory of earlier ones.
+    keyring_latency: Arc<AtomicU64>,
 }
 
 impl DataKeyPool {
@@ -203,7 +239,13 @@ impl DataKeyPool {
                 .time_to_idle(Duration::from_secs(600))
                 .build(),
             stats: Arc::new(PoolStats::default()),
+            keyring_latency: Arc::default(),
         }
+    }
+
+    /// How long before a key runs out its successor must be fetched.
+    fn lead(&self) -> Duration {
+        Duration::from_nanos(self.keyring_latency.load(Relaxed)) * LEAD_PER_KEYRING_CALL
     }
 
     /// The pool's counters.
@@ -249,7 +291,7 @@ impl DataKeyPool {
             let seen = slot.current();
             if let Some(generation) = &seen
                 && let Reservation::Granted { refresh } =
-                    generation.reserve(&self.limits, plaintext_len)
+                    generation.reserve(&self.limits, plaintext_len, self.lead())
             {
                 let counter = if waited {
                     &self.stats.misses
@@ -277,6 +319,7 @@ impl DataKeyPool {
     }
 
     async fn fetch(&self, context: &EncryptionContext) -> Result<Arc<Generation>, Error> {
+        let asked = Instant::now();
         let materials = encryption_materials(
             self.keyring.as_ref(),
             self.suite,
@@ -284,6 +327,12 @@ impl DataKeyPool {
             Default::default(),
         )
         .await?;
+        // The slowest of this answer and three quarters of what was remembered: a slow
+        // answer raises the lead at once, fast ones lower it gradually.
+        let took = u64::try_from(asked.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let _ = self
+            .keyring_latency
+            .fetch_update(Relaxed, Relaxed, |was| Some(took.max(was / 4 * 3)));
         self.stats.data_keys.fetch_add(1, Relaxed);
         Ok(Generation::new(materials))
     }
