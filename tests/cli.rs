@@ -645,3 +645,54 @@ fn rewrap_takes_flags_over_its_config_section_and_leaves_nothing_for_what_it_ref
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("copy threshold"), "{}", stderr(&o));
 }
+
+#[test]
+fn bench_runs_a_workload_through_every_mode_and_leaves_nothing_behind() {
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.path("scratch")).unwrap();
+    let o = ws.run(&[
+        "bench",
+        "--objects",
+        "40",
+        "--object-size",
+        "1KiB..256KiB",
+        "--dir",
+        "scratch",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let result: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(result["objects"], 40, "{result}");
+    let modes: Vec<&str> = result["modes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        modes,
+        ["encrypt", "decrypt", "reencrypt", "rewrap", "verify"]
+    );
+    for m in result["modes"].as_array().unwrap() {
+        assert_eq!(m["objects"], 40, "{m}");
+        for field in ["seconds", "mb_per_s", "p50_ms", "p99_ms", "of_copy"] {
+            assert!(m[field].as_f64().unwrap() > 0.0, "{field}: {m}");
+        }
+        assert!(m["p50_ms"].as_f64() <= m["p99_ms"].as_f64(), "{m}");
+    }
+    assert!(result["copy_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        std::fs::read_dir(ws.path("scratch")).unwrap().count(),
+        0,
+        "the benchmark's files are removed"
+    );
+    // Asked for nonsense, it says so.
+    for bad in [
+        &["bench", "--workload", "huge"][..],
+        &["bench", "--objects", "5", "--object-size", "9KiB..1KiB"],
+        &["bench", "--workload", "small", "--modes", "encrypt,shred"],
+    ] {
+        let o = ws.run(bad);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+    }
+}

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use super::values::{
-    Age, BenchFrameLength, BenchSeconds, BenchSize, BenchThreads, CacheBytes, CacheMessages,
-    Concurrency, CopyThreshold, Delay, FrameLength, HeaderSize, InFlight, KmsRate, MaxDataKeys,
-    PartSize,
+    Age, BenchFrameLength, BenchObjects, BenchSeconds, BenchSize, BenchThreads, CacheBytes,
+    CacheMessages, Concurrency, CopyThreshold, Delay, FrameLength, HeaderSize, InFlight, KmsRate,
+    MaxDataKeys, PartSize,
 };
 
 /// Bulk envelope encryption of S3 objects and local files in the AWS Encryption SDK
@@ -435,4 +435,40 @@ pub struct BenchArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Instead of messages in memory, a tree of objects on local disk through the
+    /// pipeline in each mode, beside the plain copy of the same tree: small (10,000 x
+    /// 4 KiB), medium (1,000 x 1 MiB), large (2 x 1 GiB) or mixed (2,000, log-normal
+    /// around 64 KiB).
+    #[arg(long, value_name = "MIX", help_heading = "Workloads")]
+    pub workload: Option<String>,
+    /// A workload of N objects (with --object-size) instead of a named one.
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "object_size",
+        help_heading = "Workloads"
+    )]
+    pub objects: Option<BenchObjects>,
+    /// Object sizes of a --objects workload: SIZE, or MIN..MAX (log-uniform), e.g.
+    /// 4KiB..1GiB.
+    #[arg(
+        long,
+        value_name = "SIZE[..MAX]",
+        requires = "objects",
+        help_heading = "Workloads"
+    )]
+    pub object_size: Option<String>,
+    /// Where the workload's tree and outputs are made (and removed) [default: the
+    /// system's temporary directory].
+    #[arg(long, value_name = "DIR", help_heading = "Workloads")]
+    pub dir: Option<PathBuf>,
+    /// Modes to run after encrypt, comma-separated: decrypt, reencrypt, rewrap, verify
+    /// [default: all].
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        help_heading = "Workloads"
+    )]
+    pub modes: Vec<String>,
 }

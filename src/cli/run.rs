@@ -184,7 +184,10 @@ fn same_contents(a: &Path, b: &Path) -> anyhow::Result<bool> {
 }
 
 /// `sealpipe bench`: in-memory seal/open throughput against the AES-GCM ceiling.
-pub fn bench(bench: &BenchSettings, quiet: bool) -> anyhow::Result<Outcome> {
+pub async fn bench(bench: &BenchSettings, quiet: bool) -> anyhow::Result<Outcome> {
+    if let Some(workload) = &bench.workload {
+        return bench_workload(workload, bench.json, quiet).await;
+    }
     let config = &bench.config;
     if !bench.json && !quiet {
         say!(
@@ -194,6 +197,36 @@ pub fn bench(bench: &BenchSettings, quiet: bool) -> anyhow::Result<Outcome> {
     }
     let result = sealpipe::bench::seal_throughput(config)?;
     if bench.json {
+        stdout_line(&super::json::to_string_pretty(&result)?)?;
+    } else {
+        stdout_line(&result.to_string())?;
+    }
+    Ok(Outcome::Success)
+}
+
+/// `sealpipe bench --workload`: the tree through every mode, with a line per mode while
+/// it runs (on stderr, unless quiet or JSON), then the table or the JSON.
+async fn bench_workload(
+    workload: &sealpipe::bench::WorkloadConfig,
+    json: bool,
+    quiet: bool,
+) -> anyhow::Result<Outcome> {
+    let chatty = !json && !quiet;
+    if chatty {
+        say!(
+            "workload {}: writing the tree under {}, then a plain copy and {} modes",
+            workload.mix,
+            sealpipe::escape::path(&workload.dir),
+            workload.modes.len()
+        );
+    }
+    let result = sealpipe::bench::run_workload(workload, |mode, _| {
+        if chatty {
+            say!("running {}...", format!("{mode:?}").to_lowercase());
+        }
+    })
+    .await?;
+    if json {
         stdout_line(&super::json::to_string_pretty(&result)?)?;
     } else {
         stdout_line(&result.to_string())?;

@@ -14,11 +14,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use sealpipe::bench::BenchConfig;
+use sealpipe::bench::{BenchConfig, Mix, WorkloadConfig};
 use sealpipe::crypto::AeadBackend;
 use sealpipe::format::{AlgorithmSuite, DecodeLimits, EncryptionContext};
 use sealpipe::keys::PoolLimits;
-use sealpipe::pipeline::Source;
+use sealpipe::pipeline::{Mode, Source};
 use sealpipe::retry::RetryPolicy;
 use sealpipe::store::{Location, S3Settings};
 use sealpipe::stream::{CommitmentPolicy, DEFAULT_FRAME_LENGTH};
@@ -393,6 +393,8 @@ pub struct Verification {
 pub struct BenchSettings {
     pub config: BenchConfig,
     pub json: bool,
+    /// `--workload` or `--objects`: a tree through the pipeline instead of memory.
+    pub workload: Option<WorkloadConfig>,
 }
 
 /// Resolves the command line: loads the config file (`--config`, `SEALPIPE_CONFIG`,
@@ -466,6 +468,7 @@ fn resolve_with(
             Resolved::Bench(BenchSettings {
                 config: b,
                 json: a.json,
+                workload: bench_workload(a, globals.concurrency.value)?,
             })
         }
     };
@@ -874,6 +877,59 @@ fn old_reading(
         Some(flags),
         config,
     )
+}
+
+/// The workload of `bench --workload` or `--objects`, if one is asked for.
+fn bench_workload(
+    a: &super::args::BenchArgs,
+    concurrency: Option<usize>,
+) -> anyhow::Result<Option<WorkloadConfig>> {
+    let mix = match (&a.workload, a.objects, &a.object_size) {
+        (None, None, _) => return Ok(None),
+        (Some(_), Some(_), _) => bail!("give --workload or --objects, not both"),
+        (Some(name), None, _) => Mix::named(name)
+            .ok_or_else(|| anyhow!("unknown workload {name:?} (small, medium, large or mixed)"))?,
+        (None, Some(objects), size) => {
+            let size = size.as_deref().unwrap_or_default();
+            let (min, max) = size.split_once("..").unwrap_or((size, size));
+            let parse = |s: &str| {
+                super::values::parse_size(s).map_err(|e| anyhow!("--object-size {size:?}: {e}"))
+            };
+            let (min, max) = (parse(min)?, parse(max)?);
+            if min > max || max > 1 << 40 {
+                bail!("--object-size {size:?}: MIN must not exceed MAX, and MAX at most 1TiB");
+            }
+            Mix::Sizes {
+                objects: objects.0,
+                min,
+                max,
+            }
+        }
+    };
+    let mut modes = vec![Mode::Encrypt];
+    let names: Vec<&str> = if a.modes.is_empty() {
+        vec!["decrypt", "reencrypt", "rewrap", "verify"]
+    } else {
+        a.modes.iter().map(String::as_str).collect()
+    };
+    for name in names {
+        modes.push(match name {
+            "encrypt" => continue,
+            "decrypt" => Mode::Decrypt,
+            "reencrypt" => Mode::Reencrypt,
+            "rewrap" => Mode::Rewrap,
+            "verify" => Mode::Verify,
+            other => bail!(
+                "--modes: unknown mode {other:?} (encrypt, decrypt, reencrypt, rewrap, verify)"
+            ),
+        });
+    }
+    Ok(Some(WorkloadConfig {
+        mix,
+        dir: a.dir.clone().unwrap_or_else(std::env::temp_dir),
+        modes,
+        concurrency: concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+    }))
 }
 
 /// AWS settings: flags over the config file; the SDK adds the environment.

@@ -174,6 +174,15 @@ macro_rules! bounded_size {
 }
 
 bounded_integer!(
+    /// `bench --objects`: a workload of at least one object, at most ten million (each
+    /// is a file in the benchmark's tree).
+    BenchObjects(u64),
+    "the number of objects",
+    1,
+    10_000_000
+);
+
+bounded_integer!(
     /// Objects processed at once: `--concurrency`, `SEALPIPE_CONCURRENCY`,
     /// `[runtime] concurrency`.
     Concurrency(usize),

@@ -8,6 +8,7 @@
 
 mod filter;
 mod job;
+mod latency;
 mod object;
 mod plan;
 mod stats;
@@ -22,7 +23,10 @@ use tokio::sync::{Semaphore, mpsc};
 pub use crate::bridge::Cancel;
 pub use filter::ObjectFilter;
 pub use job::{Job, Keys, Mode, Opening, Output, Rewrapping, Sealing, Source, Work};
-pub use stats::{CacheCounts, Failure, ObjectCounts, PartialCounts, Report, S3Counts, Stats};
+pub use latency::LatencyHistogram;
+pub use stats::{
+    CacheCounts, Failure, Latency, ObjectCounts, PartialCounts, Report, S3Counts, Stats,
+};
 
 use crate::Error;
 use crate::bridge::{self, ChunkReader};

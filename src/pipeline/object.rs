@@ -20,11 +20,15 @@ const SMALL_OBJECT: u64 = 1024 * 1024;
 
 pub(super) async fn process(ctx: &Context, listed: Listed) {
     let stats = &ctx.stats;
+    let started = std::time::Instant::now();
     match process_object(ctx, &listed).await {
         Ok(Some(Outcome::Done {
             bytes_in,
             bytes_out,
-        })) => stats.succeed(&listed.id, bytes_in, bytes_out),
+        })) => {
+            stats.latency.record(started.elapsed());
+            stats.succeed(&listed.id, bytes_in, bytes_out)
+        }
         Ok(Some(Outcome::Skipped(reason))) => stats.skip(&listed.id, &reason),
         // Dry run: it would be processed.
         Ok(None) => {}

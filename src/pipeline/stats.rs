@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::Mode;
+use super::latency::LatencyHistogram;
 use crate::keys::PoolStats;
 use crate::store::{ByteBudget, ObjectId, S3Stats};
 
@@ -44,6 +45,8 @@ pub struct Stats {
     pub partials_in_use: AtomicU64,
     /// Stale partial outputs that could not be removed.
     pub partials_not_removed: AtomicU64,
+    /// How long each completed object took, from its start to its output committed.
+    pub latency: LatencyHistogram,
     /// Fingerprints of the data keys of the messages rewrapped (or, in a dry run, to be).
     data_keys_seen: Mutex<HashSet<[u8; 32]>>,
     keys: OnceLock<Arc<PoolStats>>,
@@ -235,6 +238,7 @@ impl Stats {
             bytes_out: self.bytes_out.load(Relaxed),
             elapsed_s: elapsed.as_secs_f64(),
             data_keys: self.data_keys(),
+            latency: Latency::of(&self.latency),
             distinct_data_keys: (mode == Mode::Rewrap)
                 .then(|| self.data_keys_seen.lock().expect("not poisoned").len() as u64),
             cache: self
@@ -316,6 +320,31 @@ impl Failure {
     }
 }
 
+/// Per-object latency percentiles, in milliseconds (each exact to within 6%).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Latency {
+    /// Objects measured.
+    pub objects: u64,
+    /// Half the objects took at most this.
+    pub p50_ms: f64,
+    /// 99% of the objects took at most this.
+    pub p99_ms: f64,
+    /// The slowest.
+    pub max_ms: f64,
+}
+
+impl Latency {
+    fn of(histogram: &LatencyHistogram) -> Option<Self> {
+        let ms = |q: f64| histogram.quantile(q).map(|d| d.as_secs_f64() * 1000.0);
+        Some(Self {
+            objects: histogram.count(),
+            p50_ms: ms(0.5)?,
+            p99_ms: ms(0.99)?,
+            max_ms: ms(1.0)?,
+        })
+    }
+}
+
 /// Object totals.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ObjectCounts {
@@ -378,6 +407,9 @@ pub struct Report {
     pub elapsed_s: f64,
     /// Data keys obtained from keyrings (generated to encrypt, unwrapped to decrypt).
     pub data_keys: u64,
+    /// Per-object latency of the completed objects, when there are any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
     /// Rewrap: distinct data keys among the messages (each costs one unwrap and one wrap
     /// per new key); a dry run counts them before any KMS call.
     #[serde(skip_serializing_if = "Option::is_none")]

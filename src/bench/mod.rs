@@ -26,6 +26,10 @@
 //! such a neighbour does not change: `seal_cpu_ratio` compares that with one core's
 //! ceiling, and equals `seal_ratio` on an idle machine where the threads scale.
 
+mod workload;
+
+pub use workload::{Mix, ModeResult, WorkloadConfig, WorkloadResult, run_workload};
+
 use std::fmt;
 use std::future::Future;
 use std::time::{Duration, Instant};

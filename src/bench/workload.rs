@@ -1,0 +1,537 @@
+//! Workloads: a tree of objects drawn from a size distribution, written to a local
+//! directory, then processed by the real pipeline in each mode (encrypt, decrypt,
+//! reencrypt, rewrap, verify), beside the plain copy of the same tree, the limit a
+//! local job is measured against. Keys are Raw AES keys made for the run: KMS is not
+//! what is measured (its calls per data key are in every job's report).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::Error;
+use crate::bridge;
+use crate::crypto::{DataKey, random_bytes};
+use crate::format::{AlgorithmSuite, EncryptionContext};
+use crate::keys::{KeepPolicy, Keyring, PoolLimits, RawAesKeyring};
+use crate::pipeline::{
+    self, Cancel, Job, Keys, Mode, ObjectFilter, Opening, Output, Report, Rewrapping, Sealing,
+    Source, Stats, Work,
+};
+use crate::store::Location;
+use crate::stream::{DecryptOptions, EncryptOptions, HeaderNonce};
+
+/// The objects of a workload.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mix {
+    /// 10,000 objects of 4 KiB.
+    Small,
+    /// 1,000 objects of 1 MiB.
+    Medium,
+    /// 2 objects of 1 GiB.
+    Large,
+    /// 2,000 objects whose sizes are drawn from a log-normal distribution (median
+    /// 64 KiB, most between 2 KiB and 2 MiB, at most 256 MiB), as file trees and buckets
+    /// tend to be: many small objects, most bytes in a few large ones.
+    Mixed,
+    /// `objects` objects of sizes log-uniform between `min` and `max` bytes.
+    Sizes {
+        /// How many.
+        objects: u64,
+        /// The smallest size.
+        min: u64,
+        /// The largest size.
+        max: u64,
+    },
+}
+
+impl Mix {
+    /// Parses `small`, `medium`, `large` or `mixed`.
+    pub fn named(name: &str) -> Option<Self> {
+        Some(match name {
+            "small" => Self::Small,
+            "medium" => Self::Medium,
+            "large" => Self::Large,
+            "mixed" => Self::Mixed,
+            _ => return None,
+        })
+    }
+
+    /// The object sizes, always the same for the same mix.
+    pub fn sizes(&self) -> Vec<u64> {
+        let mut rng = SplitMix(0x5EA1_F1FE);
+        match *self {
+            Self::Small => vec![4 << 10; 10_000],
+            Self::Medium => vec![1 << 20; 1_000],
+            Self::Large => vec![1 << 30; 2],
+            Self::Mixed => (0..2_000)
+                .map(|_| {
+                    let normal = rng.normal();
+                    let size = (64.0 * 1024.0 * (normal * 1.5).exp()) as u64;
+                    size.clamp(1, 256 << 20)
+                })
+                .collect(),
+            Self::Sizes { objects, min, max } => {
+                let (lo, hi) = ((min.max(1) as f64).ln(), (max.max(min).max(1) as f64).ln());
+                (0..objects)
+                    .map(|_| (lo + (hi - lo) * rng.unit()).exp().round() as u64)
+                    .collect()
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Mix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Small => f.write_str("small (10,000 x 4 KiB)"),
+            Self::Medium => f.write_str("medium (1,000 x 1 MiB)"),
+            Self::Large => f.write_str("large (2 x 1 GiB)"),
+            Self::Mixed => f.write_str("mixed (2,000, log-normal around 64 KiB)"),
+            Self::Sizes { objects, min, max } => {
+                write!(f, "{objects} objects of {min} to {max} bytes")
+            }
+        }
+    }
+}
+
+/// A small deterministic generator for sizes (not for keys or data).
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box-Muller).
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (1.0 - self.unit(), self.unit());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct WorkloadConfig {
+    /// The objects.
+    pub mix: Mix,
+    /// A scratch directory: the tree and every output are made below it, and removed.
+    pub dir: PathBuf,
+    /// The modes, in order; each reads what encrypt wrote (encrypt always runs first).
+    pub modes: Vec<Mode>,
+    /// Objects at once.
+    pub concurrency: usize,
+}
+
+/// One mode over the workload.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ModeResult {
+    /// The mode.
+    pub mode: Mode,
+    /// Objects processed.
+    pub objects: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Megabytes (10^6) read per second.
+    pub mb_per_s: f64,
+    /// Objects per second.
+    pub objects_per_s: f64,
+    /// Per-object latency: median and 99th percentile, milliseconds.
+    pub p50_ms: f64,
+    /// See `p50_ms`.
+    pub p99_ms: f64,
+    /// CPU seconds of the process in user and kernel mode.
+    pub cpu_user_s: f64,
+    /// See `cpu_user_s`.
+    pub cpu_sys_s: f64,
+    /// CPU seconds per gigabyte (10^9) read.
+    pub cpu_s_per_gb: f64,
+    /// Data keys obtained from the keyring.
+    pub data_keys: u64,
+    /// Messages served by a pooled or cached data key, of all that asked for one.
+    pub pool_hit_rate: f64,
+    /// The plain copy's time divided by this mode's: 1.0 is as fast as copying.
+    pub of_copy: f64,
+}
+
+/// A workload's results.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct WorkloadResult {
+    /// What was run.
+    pub mix: String,
+    /// Objects in the tree.
+    pub objects: u64,
+    /// Bytes in the tree.
+    pub bytes: u64,
+    /// The plain copy of the tree (read and write, one file after the other, as
+    /// `cp -r` does): wall seconds.
+    pub copy_seconds: f64,
+    /// Megabytes per second of that copy.
+    pub copy_mb_per_s: f64,
+    /// Each mode.
+    pub modes: Vec<ModeResult>,
+    /// The process's peak resident memory, bytes.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// CPU seconds of this process so far, every thread's, exited ones too: user, system.
+/// From `/proc/self/stat`, whose times are in USER_HZ, 100 per second on Linux; (0, 0)
+/// elsewhere.
+fn cpu_seconds() -> (f64, f64) {
+    const USER_HZ: f64 = 100.0;
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return (0.0, 0.0);
+    };
+    // After the command name (in parentheses, possibly with spaces): state is field 3,
+    // utime field 14, stime field 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) / USER_HZ, ticks(12) / USER_HZ)
+}
+
+/// Writes the tree: `sizes.len()` files of random bytes below `root`, 100 per
+/// directory.
+fn write_tree(root: &Path, sizes: &[u64]) -> Result<(), Error> {
+    let mut buf = vec![0u8; 1 << 20];
+    for (i, &size) in sizes.iter().enumerate() {
+        let dir = root.join(format!("d{:04}", i / 100));
+        std::fs::create_dir_all(&dir)?;
+        let mut file =
+            std::io::BufWriter::new(std::fs::File::create(dir.join(format!("o{i:06}")))?);
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            random_bytes(&mut buf[..n])?;
+            std::io::Write::write_all(&mut file, &buf[..n])?;
+            left -= n as u64;
+        }
+        std::io::Write::flush(&mut file)?;
+    }
+    Ok(())
+}
+
+/// Copies the tree `from` to `to`, one file after the other.
+fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            std::fs::create_dir_all(&target)?;
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// A Raw AES keyring with a fresh random key, for the run only.
+fn fresh_keyring(name: &str) -> Result<Arc<dyn Keyring>, Error> {
+    let key = DataKey::random(32)?;
+    let keyring = RawAesKeyring::new("sealpipe-bench", name, key.as_bytes().to_vec().into())
+        .map_err(Error::Internal)?;
+    Ok(Arc::new(keyring))
+}
+
+/// The job of `mode` over the workload in `dir`: encrypt reads the tree, every other
+/// mode the encrypted one.
+fn job(
+    mode: Mode,
+    dir: &Path,
+    (old, new): (&Arc<dyn Keyring>, &Arc<dyn Keyring>),
+    concurrency: usize,
+) -> Job {
+    let local = |name: &str| Location::Local(dir.join(name));
+    let sealing = |keys: &Arc<dyn Keyring>| Sealing {
+        keys: Keys::Loaded(keys.clone()),
+        suite: AlgorithmSuite::AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
+        context: EncryptionContext::new(),
+        options: EncryptOptions::default(),
+        pool_limits: PoolLimits::default(),
+    };
+    let opening = Opening {
+        keys: Keys::Loaded(old.clone()),
+        options: DecryptOptions::default(),
+        reproduced_context: EncryptionContext::new(),
+        cache_max_age: PoolLimits::default().max_age,
+    };
+    let output = |name: &str| Output::To(local(name));
+    let (work, source) = match mode {
+        Mode::Encrypt => (
+            Work::Encrypt {
+                to: sealing(old),
+                output: output("encrypted"),
+            },
+            "tree",
+        ),
+        Mode::Decrypt => (
+            Work::Decrypt {
+                from: opening,
+                output: output("out"),
+            },
+            "encrypted",
+        ),
+        Mode::Reencrypt => (
+            Work::Reencrypt {
+                from: opening,
+                to: sealing(new),
+                output: output("out"),
+            },
+            "encrypted",
+        ),
+        // What a rewrap costs; the benchmark's messages are its own, so the reuse of a
+        // v2 header's nonce exposes nothing.
+        Mode::Rewrap => (
+            Work::Rewrap {
+                from: opening,
+                to: Rewrapping {
+                    new_keys: Some(Keys::Loaded(new.clone())),
+                    keep: KeepPolicy::default(),
+                    expected_keys: None,
+                    reencrypt_signed: None,
+                    copy_above: u64::MAX,
+                    header_nonce: HeaderNonce::AllowReuse,
+                },
+                output: output("out"),
+            },
+            "encrypted",
+        ),
+        Mode::Verify => (Work::Verify { from: opening }, "encrypted"),
+    };
+    Job {
+        work,
+        source: Source::Location(local(source)),
+        filter: ObjectFilter::default(),
+        concurrency,
+        dry_run: false,
+        fail_fast: false,
+        s3: None,
+    }
+}
+
+/// Runs `config`: writes the tree, copies it once (the limit), then runs each mode,
+/// `progress` told of each mode's live statistics. Everything below `config.dir` that
+/// the run made is removed at the end.
+pub async fn run_workload(
+    config: &WorkloadConfig,
+    progress: impl Fn(Mode, Arc<Stats>),
+) -> Result<WorkloadResult, Error> {
+    let sizes = config.mix.sizes();
+    let bytes: u64 = sizes.iter().sum();
+    let dir = config
+        .dir
+        .join(format!("sealpipe-bench-{}", std::process::id()));
+    let result = measure(config, &dir, &sizes, bytes, progress).await;
+    let cleanup = dir.clone();
+    let _ = bridge::blocking("removing the benchmark's files", move || {
+        std::fs::remove_dir_all(cleanup)
+    })
+    .await;
+    result
+}
+
+async fn measure(
+    config: &WorkloadConfig,
+    dir: &Path,
+    sizes: &[u64],
+    bytes: u64,
+    progress: impl Fn(Mode, Arc<Stats>),
+) -> Result<WorkloadResult, Error> {
+    let (root, tree, copy) = (dir.to_path_buf(), dir.join("tree"), dir.join("copy"));
+    let owned = sizes.to_vec();
+    bridge::blocking("writing the benchmark's tree", move || {
+        std::fs::create_dir_all(&root)?;
+        write_tree(&tree, &owned)?;
+        std::fs::create_dir_all(&copy)?;
+        Ok::<_, Error>(())
+    })
+    .await??;
+    let (from, to) = (dir.join("tree"), dir.join("copy"));
+    let started = Instant::now();
+    bridge::blocking("copying the benchmark's tree", move || {
+        copy_tree(&from, &to)
+    })
+    .await??;
+    let copy_seconds = started.elapsed().as_secs_f64();
+    remove(dir.join("copy")).await;
+    let keys = (fresh_keyring("old")?, fresh_keyring("new")?);
+    let mut modes = config.modes.clone();
+    modes.retain(|m| *m != Mode::Encrypt);
+    modes.insert(0, Mode::Encrypt);
+    let mut results = Vec::new();
+    for mode in modes {
+        let job = job(mode, dir, (&keys.0, &keys.1), config.concurrency);
+        let stats = Arc::new(Stats::default());
+        progress(mode, stats.clone());
+        let cpu_before = cpu_seconds();
+        let report = Box::pin(pipeline::run(job, stats, Cancel::default())).await?;
+        let cpu_after = cpu_seconds();
+        if report.objects.ok != sizes.len() as u64 {
+            return Err(Error::Internal(format!(
+                "the benchmark's {mode:?} processed {} of {} objects ({} failed)",
+                report.objects.ok,
+                sizes.len(),
+                report.objects.failed
+            )));
+        }
+        results.push(mode_result(
+            mode,
+            &report,
+            (cpu_before, cpu_after),
+            copy_seconds,
+        ));
+        if mode != Mode::Encrypt {
+            remove(dir.join("out")).await;
+        }
+    }
+    Ok(WorkloadResult {
+        mix: config.mix.to_string(),
+        objects: sizes.len() as u64,
+        bytes,
+        copy_seconds,
+        copy_mb_per_s: bytes as f64 / 1e6 / copy_seconds.max(1e-9),
+        modes: results,
+        peak_rss_bytes: peak_rss(),
+    })
+}
+
+fn mode_result(
+    mode: Mode,
+    report: &Report,
+    (before, after): ((f64, f64), (f64, f64)),
+    copy_seconds: f64,
+) -> ModeResult {
+    let seconds = report.elapsed_s.max(1e-9);
+    let (user, sys) = (after.0 - before.0, after.1 - before.1);
+    let latency = report.latency.as_ref();
+    let asked = report.cache.hits + report.cache.misses;
+    ModeResult {
+        mode,
+        objects: report.objects.ok,
+        bytes: report.bytes_in,
+        seconds,
+        mb_per_s: report.bytes_in as f64 / 1e6 / seconds,
+        objects_per_s: report.objects.ok as f64 / seconds,
+        p50_ms: latency.map_or(0.0, |l| l.p50_ms),
+        p99_ms: latency.map_or(0.0, |l| l.p99_ms),
+        cpu_user_s: user,
+        cpu_sys_s: sys,
+        cpu_s_per_gb: (user + sys) / (report.bytes_in as f64 / 1e9).max(1e-9),
+        data_keys: report.data_keys,
+        pool_hit_rate: if asked == 0 {
+            1.0
+        } else {
+            report.cache.hits as f64 / asked as f64
+        },
+        of_copy: copy_seconds / seconds,
+    }
+}
+
+async fn remove(path: PathBuf) {
+    let _ = bridge::blocking("removing benchmark outputs", move || {
+        std::fs::remove_dir_all(path)
+    })
+    .await;
+}
+
+/// The process's peak resident memory (Linux).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+impl std::fmt::Display for WorkloadResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "workload: {}: {} objects, {:.1} MB; plain copy (read + write): {:.3} s, {:.0} MB/s",
+            self.mix,
+            self.objects,
+            self.bytes as f64 / 1e6,
+            self.copy_seconds,
+            self.copy_mb_per_s
+        )?;
+        writeln!(
+            f,
+            "{:<10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>13} {:>9} {:>9} {:>8}",
+            "mode",
+            "seconds",
+            "MB/s",
+            "objects/s",
+            "p50 ms",
+            "p99 ms",
+            "CPU s usr/sys",
+            "CPU s/GB",
+            "data keys",
+            "of copy"
+        )?;
+        for m in &self.modes {
+            writeln!(
+                f,
+                "{:<10} {:>9.3} {:>9.0} {:>10.0} {:>9.2} {:>9.2} {:>6.2}/{:<6.2} {:>9.2} {:>9} {:>7.2}x",
+                format!("{:?}", m.mode).to_lowercase(),
+                m.seconds,
+                m.mb_per_s,
+                m.objects_per_s,
+                m.p50_ms,
+                m.p99_ms,
+                m.cpu_user_s,
+                m.cpu_sys_s,
+                m.cpu_s_per_gb,
+                m.data_keys,
+                m.of_copy
+            )?;
+        }
+        if let Some(rss) = self.peak_rss_bytes {
+            write!(f, "peak RSS: {:.0} MiB", rss as f64 / (1u64 << 20) as f64)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixes_have_the_sizes_they_say() {
+        assert_eq!(Mix::Small.sizes(), vec![4096; 10_000]);
+        assert_eq!(Mix::Large.sizes().iter().sum::<u64>(), 2 << 30);
+        let mixed = Mix::Mixed.sizes();
+        assert_eq!(mixed, Mix::Mixed.sizes(), "the same sizes every run");
+        let mut sorted = mixed.clone();
+        sorted.sort_unstable();
+        let median = sorted[sorted.len() / 2];
+        assert!((32 << 10..=128 << 10).contains(&median), "median {median}");
+        assert!(sorted.iter().all(|&s| (1..=256 << 20).contains(&s)));
+        let custom = Mix::Sizes {
+            objects: 500,
+            min: 100,
+            max: 1_000_000,
+        }
+        .sizes();
+        assert_eq!(custom.len(), 500);
+        assert!(custom.iter().all(|&s| (100..=1_000_000).contains(&s)));
+    }
+}
