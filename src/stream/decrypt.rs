@@ -28,6 +28,10 @@ use crate::keys::DecryptionMaterials;
 /// busy.
 const OPEN_BATCH_BYTES: usize = 256 * 1024;
 
+/// Batches smaller than this are opened on the reading thread, not handed to the pool:
+/// below two tasks' worth of frames the pool would open them on one thread anyway.
+const INLINE_BATCH_BYTES: usize = 2 * super::MIN_BYTES_PER_TASK;
+
 /// Reads and parses a message header from `reader`.
 ///
 /// Returns the header and any bytes read past it (the start of the body); chain them in
@@ -245,17 +249,28 @@ impl MessageDecryptor {
             let mut opened = Ok(());
             let mut wrote = Ok(0);
             let mut read = Ok(());
-            rayon::in_place_scope(|scope| {
-                let (cur, opened) = (&mut cur, &mut opened);
-                let message_id = &message_id;
-                scope.spawn(move |_| {
-                    *opened = cur.open(key, message_id, frame_length);
-                });
+            if cur.frames * stride < INLINE_BATCH_BYTES {
+                // Too little to open for a pool thread to be worth waking: small messages
+                // (most have no regular frame at all) would each pay a hand-off and a
+                // wake-up for nothing.
+                opened = cur.open(key, &message_id, frame_length);
                 wrote = done.write_contents(out, stride, l);
                 if !cur_last && wrote.is_ok() {
                     read = frames.read_batch(body, &mut next, &mut self.verifier);
                 }
-            });
+            } else {
+                rayon::in_place_scope(|scope| {
+                    let (cur, opened) = (&mut cur, &mut opened);
+                    let message_id = &message_id;
+                    scope.spawn(move |_| {
+                        *opened = cur.open(key, message_id, frame_length);
+                    });
+                    wrote = done.write_contents(out, stride, l);
+                    if !cur_last && wrote.is_ok() {
+                        read = frames.read_batch(body, &mut next, &mut self.verifier);
+                    }
+                });
+            }
             opened?;
             written += wrote?;
             read?;
