@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use super::encrypt::Sealer;
 use super::marker::{self, Marker};
 use super::reencrypt::{Opened, seal_opened};
-use super::{Failed, MakeSink, Opener, Outcome, header};
+use super::{Failed, MakeSink, Opener, Outcome, header, run_through};
 use crate::Error;
 use crate::bridge::Cancel;
 use crate::format::{EncryptedDataKey, EncryptionContext, HeaderBody, RESERVED_PREFIX};
@@ -197,19 +197,42 @@ pub async fn rewrap(
         .make(meta, Payload::Message, size)
         .await
         .map_err(|e| Failed::new("write", e))?;
-    let moved = move_body(
-        sink.as_mut(),
-        (new_header, rest, body),
-        copy,
-        (&info.etag, body_start, info.size),
-        cancel,
-    )
-    .await;
-    if let Err(e) = moved {
-        sink.abort().await;
-        return Err(e);
-    }
-    let bytes_out = sink.commit().await.map_err(|e| Failed::new("write", e))?;
+    let bytes_out = match copy {
+        // Through sealpipe: the header, then the body's bytes, on the codec's side of
+        // the bridge (a local file is read and written on one thread); committed only
+        // once the whole body was copied.
+        BodyCopy::Stream => {
+            let work: super::Work<u64> = Box::new(move |reader, writer| {
+                writer.write_all(&new_header)?;
+                copy_all(reader, writer)
+            });
+            let accept = |copied: &u64| match *copied == body_len {
+                true => Ok(()),
+                false => Err(Failed::with_code(
+                    "LengthMismatch",
+                    format!("read: the body held {copied} bytes, {body_len} were expected"),
+                )),
+            };
+            run_through("rewrap", (body, rest, cancel), sink, work, accept)
+                .await?
+                .1
+        }
+        BodyCopy::Copy { from, first_part } => {
+            let moved = copy_body(
+                sink.as_mut(),
+                (new_header, rest, body),
+                (from, *first_part),
+                (&info.etag, body_start, info.size),
+                cancel,
+            )
+            .await;
+            if let Err(e) = moved {
+                sink.abort().await;
+                return Err(e);
+            }
+            sink.commit().await.map_err(|e| Failed::new("write", e))?
+        }
+    };
     if bytes_out != size {
         // Committed already: say so rather than leave a wrong output unreported.
         return Err(Failed::with_code(
@@ -245,81 +268,68 @@ pub fn wrapped_as_wanted(header: &HeaderBody, keep: &KeepPolicy, new: &[String])
     })
 }
 
-/// Writes the new header, then the body: what came with the header (`rest`), the rest
-/// of `body`, or a first part and a copied range. `at` is the source's ETag, where its
-/// body starts, and its size.
-async fn move_body(
+/// Writes the new header and the body's first bytes (`first_part` in all, what S3 wants
+/// before a copied part), then has the store copy the rest of the body from `from`.
+/// `at` is the source's ETag, where its body starts, and its size.
+async fn copy_body(
     sink: &mut dyn Sink,
     (new_header, rest, mut body): (Vec<u8>, Bytes, Box<dyn Body>),
-    copy: &BodyCopy,
+    (from, first_part): (&ObjectId, u64),
     (etag, body_start, size): (&str, u64, u64),
     cancel: &Cancel,
 ) -> Result<(), Failed> {
     let write = |e: Error| Failed::new("write", e);
-    let read = |e: Error| Failed::new("read", e);
-    match copy {
-        BodyCopy::Copy { from, first_part } => {
-            // The first part: the header, then as much of the body as S3 wants before a
-            // copied part. The rest of the body is copied from the source.
-            let want = (*first_part as usize).saturating_sub(new_header.len());
-            let mut first = BytesMut::with_capacity(new_header.len() + want);
-            first.extend_from_slice(&new_header);
-            let mut taken = 0u64;
-            let mut pending = Some(rest);
-            while taken < want as u64 {
-                let chunk = match pending.take() {
-                    Some(chunk) => chunk,
-                    None => match body.next_chunk().await.map_err(read)? {
-                        Some(chunk) => chunk,
-                        None => break,
-                    },
-                };
-                let n = chunk.len().min(want - taken as usize);
-                first.extend_from_slice(&chunk[..n]);
-                taken += n as u64;
-            }
-            drop(body);
-            sink.put(first).await.map_err(write)?;
-            stopped(cancel)?;
-            let copied_from = body_start + taken;
-            if copied_from < size {
-                sink.copy_range(from, etag, copied_from..size)
-                    .await
-                    .map_err(write)?;
-            }
-            Ok(())
-        }
-        BodyCopy::Stream => {
-            let mut buf = sink.lend().await.map_err(write)?;
-            let mut chunk = Bytes::from(new_header);
-            let mut next_rest = Some(rest);
-            loop {
-                while !chunk.is_empty() {
-                    let room = buf.capacity() - buf.len();
-                    if room == 0 {
-                        sink.put(buf).await.map_err(write)?;
-                        stopped(cancel)?;
-                        buf = sink.lend().await.map_err(write)?;
-                        continue;
-                    }
-                    let n = room.min(chunk.len());
-                    buf.extend_from_slice(&chunk.split_to(n));
-                }
-                chunk = match next_rest.take() {
-                    Some(rest) => rest,
-                    None => match body.next_chunk().await.map_err(read)? {
-                        Some(chunk) => chunk,
-                        None => break,
-                    },
-                };
-            }
-            if !buf.is_empty() {
-                sink.put(buf).await.map_err(write)?;
-            }
-            Ok(())
-        }
+    let want = (first_part as usize).saturating_sub(new_header.len());
+    let mut first = BytesMut::with_capacity(new_header.len() + want);
+    first.extend_from_slice(&new_header);
+    let mut taken = 0u64;
+    let mut pending = Some(rest);
+    while taken < want as u64 {
+        let chunk = match pending.take() {
+            Some(chunk) => chunk,
+            None => match body
+                .next_chunk()
+                .await
+                .map_err(|e| Failed::new("read", e))?
+            {
+                Some(chunk) => chunk,
+                None => break,
+            },
+        };
+        let n = chunk.len().min(want - taken as usize);
+        first.extend_from_slice(&chunk[..n]);
+        taken += n as u64;
+    }
+    drop(body);
+    sink.put(first).await.map_err(write)?;
+    stopped(cancel)?;
+    let copied_from = body_start + taken;
+    if copied_from < size {
+        sink.copy_range(from, etag, copied_from..size)
+            .await
+            .map_err(write)?;
+    }
+    Ok(())
+}
+
+/// Copies what is left of `reader` to `writer`; returns the bytes copied.
+fn copy_all(reader: &mut dyn std::io::Read, writer: &mut dyn std::io::Write) -> Result<u64, Error> {
+    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut copied = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(copied),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        writer.write_all(&buf[..n])?;
+        copied += n as u64;
     }
 }
+
+/// Bytes per read and write of a body copied through sealpipe.
+const COPY_BUFFER: usize = 256 * 1024;
 
 /// Fails when the job was cancelled: a long body stops between buffers.
 fn stopped(cancel: &Cancel) -> Result<(), Failed> {

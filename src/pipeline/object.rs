@@ -339,15 +339,21 @@ fn copies_on_s3(listed: &Listed, target: &Target, copy_above: u64) -> bool {
         && listed.size.is_none_or(|size| size > copy_above)
 }
 
+/// Local files larger than this have the kernel copy their body; smaller ones are
+/// copied on one thread with the header, which costs fewer hand-offs than the copy saves.
+const LOCAL_COPY_ABOVE: u64 = 1 << 20;
+
 /// How a rewrap moves the body of the object `info` describes from `source` to
 /// `target`: S3 copies it from the version that was read when both are on S3 and it is
-/// large; the kernel copies local files; anything else streams through.
+/// large; the kernel copies large local files; anything else streams through.
 fn body_copy(source: &ObjectId, target: &Target, info: &SourceInfo, copy_above: u64) -> BodyCopy {
     match (source, target) {
         (ObjectId::S3 { bucket, key, .. }, Target::S3 { .. }) if info.size > copy_above => {
             BodyCopy::s3(ObjectId::s3(bucket, key, info.version.clone()))
         }
-        (ObjectId::Local(path), Target::Local(_)) => BodyCopy::local(ObjectId::Local(path.clone())),
+        (ObjectId::Local(path), Target::Local(_)) if info.size > LOCAL_COPY_ABOVE => {
+            BodyCopy::local(ObjectId::Local(path.clone()))
+        }
         _ => BodyCopy::Stream,
     }
 }

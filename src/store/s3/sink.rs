@@ -83,6 +83,8 @@ impl S3Sink {
         if let Some((mut buf, held)) = self.pending.take() {
             buf.reserve(part.saturating_sub(buf.len()));
             self.lent_budget = held;
+            // Lent again with its bytes in it: they come back counted with the rest.
+            self.written -= buf.len() as u64;
             return Ok(buf);
         }
         if !std::mem::replace(&mut self.lent_first, true) {
