@@ -293,11 +293,13 @@ fn pooled_and_cli_messages_rewrap_with_one_kms_call_pair_per_data_key() {
     ]);
     enc.assert_exit(0);
     enc.assert_objects(POOLED as u64, POOLED as u64, 0, 0, 0);
-    let data_keys = enc.num("data_keys");
-    assert_eq!(
-        data_keys,
-        POOLED.div_ceil(PER_DATA_KEY) as u64,
-        "data keys of {POOLED} objects at {PER_DATA_KEY} per key\n{}",
+    // Each data key serves exactly PER_DATA_KEY messages; a successor fetched ahead may
+    // go unused at the end, so the pool may have fetched one more than the messages use.
+    let data_keys = POOLED.div_ceil(PER_DATA_KEY) as u64;
+    let fetched = enc.num("data_keys");
+    assert!(
+        (data_keys..=data_keys + 1).contains(&fetched),
+        "{fetched} data keys fetched for {POOLED} objects at {PER_DATA_KEY} per key\n{}",
         enc.context()
     );
 
@@ -1220,8 +1222,10 @@ fn local_trees_rewrap_with_raw_aes_keys() {
         &["--cache-max-messages", "10", "--report", "e.json", "-q"],
     );
     assert!(o.status.success(), "{}", common::cli::stderr(&o));
-    let data_keys = ws.report("e.json")["data_keys"].as_u64().unwrap();
-    assert_eq!(data_keys, n.div_ceil(10));
+    // Ten messages a data key; one successor fetched ahead may go unused.
+    let data_keys = n.div_ceil(10);
+    let fetched = ws.report("e.json")["data_keys"].as_u64().unwrap();
+    assert!((data_keys..=data_keys + 1).contains(&fetched), "{fetched}");
     let enc = read_tree(&ws.path("enc"));
     assert_eq!(enc.len() as u64, n);
 
