@@ -62,7 +62,11 @@ impl Esdk {
                 .wrapping_alg(AesWrappingAlg::AlgAes256GcmIv12Tag16)
                 .send(),
         )??;
-        Ok(Self { client, keyring, frame_len })
+        Ok(Self {
+            client,
+            keyring,
+            frame_len,
+        })
     }
 
     async fn encrypt(&self, plaintext: Blob) -> Result<Blob> {
@@ -87,7 +91,9 @@ impl Esdk {
             .send()
             .await?;
         if out.algorithm_suite_id != Some(SUITE) {
-            return Err(format!("decrypted a message of suite {:?}", out.algorithm_suite_id).into());
+            return Err(
+                format!("decrypted a message of suite {:?}", out.algorithm_suite_id).into(),
+            );
         }
         Ok(out.plaintext.ok_or("decrypt returned no plaintext")?)
     }
@@ -96,7 +102,9 @@ impl Esdk {
 /// Runs a future to completion on a fresh single-threaded runtime (the ESDK's futures
 /// do not wait on I/O with a raw AES keyring).
 fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
-    Ok(tokio::runtime::Builder::new_current_thread().build()?.block_on(f))
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .build()?
+        .block_on(f))
 }
 
 #[derive(Clone, Copy)]
@@ -165,7 +173,12 @@ fn round(workers: &mut [Worker], op: Op, count: usize, check: bool) -> Result<Du
 }
 
 /// Median round time of `op` over at least `MIN_ROUNDS` rounds and `seconds`.
-fn measure(workers: &mut [Worker], op: Op, count: usize, seconds: f64) -> Result<(Duration, usize)> {
+fn measure(
+    workers: &mut [Worker],
+    op: Op,
+    count: usize,
+    seconds: f64,
+) -> Result<(Duration, usize)> {
     let start = Instant::now();
     let mut times = Vec::new();
     while times.len() < MIN_ROUNDS || start.elapsed().as_secs_f64() < seconds {
@@ -216,7 +229,11 @@ fn bench_threads(args: &Args, threads: usize) -> Result<Figure> {
     round(&mut workers, Op::Decrypt, args.count, true)?;
     let encrypt = measure(&mut workers, Op::Encrypt, args.count, args.seconds)?;
     let decrypt = measure(&mut workers, Op::Decrypt, args.count, args.seconds)?;
-    Ok(Figure { threads, encrypt, decrypt })
+    Ok(Figure {
+        threads,
+        encrypt,
+        decrypt,
+    })
 }
 
 fn rates(args: &Args, threads: usize, (median, _): (Duration, usize)) -> (f64, f64) {
@@ -309,7 +326,9 @@ fn file_command(op: &str, rest: &[String]) -> Result<()> {
         }
     }
     let [input, output] = &paths[..] else {
-        return Err(format!("usage: esdk-rust-bench {op} IN OUT --key raw-aes:NS:NAME:PATH").into());
+        return Err(
+            format!("usage: esdk-rust-bench {op} IN OUT --key raw-aes:NS:NAME:PATH").into(),
+        );
     };
     let (ns, name, key) = parse_key(&key.ok_or("--key is required")?)?;
     let esdk = Esdk::new(&ns, &name, key, frame_len)?;
@@ -322,7 +341,8 @@ fn file_command(op: &str, rest: &[String]) -> Result<()> {
     Ok(())
 }
 
-const USAGE: &str = "usage: esdk-rust-bench --size BYTES --count N --threads T [--frame-len BYTES] \
+const USAGE: &str =
+    "usage: esdk-rust-bench --size BYTES --count N --threads T [--frame-len BYTES] \
 [--seconds S] [--shared-client] [--json]
        esdk-rust-bench encrypt|decrypt IN OUT --key raw-aes:NAMESPACE:NAME:PATH [--frame-len BYTES]
   --count is messages per thread per round; figures are for 1 thread and for T threads.";
@@ -343,7 +363,10 @@ fn main() -> Result<()> {
     };
     let mut it = argv.iter();
     while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value\n{USAGE}"));
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))
+        };
         match a.as_str() {
             "--size" => args.size = value()?.parse()?,
             "--count" => args.count = value()?.parse()?,
