@@ -92,7 +92,9 @@ have_esdk=1 have_sealpipe=1
 
 log "building the Rust ESDK driver (log: $OUT_DIR/esdk-build.log)"
 build_start=$SECONDS
-if cargo build --release --locked --manifest-path "$MANIFEST" >"$OUT_DIR/esdk-build.log" 2>&1 &&
+# `env -u OUT_DIR`: with our OUT_DIR (the results directory) in its environment, cargo
+# found ring's fingerprint changed and rebuilt it and every crate above it (aws-esdk).
+if env -u OUT_DIR cargo build --release --locked --manifest-path "$MANIFEST" >"$OUT_DIR/esdk-build.log" 2>&1 &&
 	[[ -x $ESDK_BIN ]]; then
 	log "driver built in $((SECONDS - build_start)) s"
 else
@@ -146,13 +148,27 @@ if ((have_esdk && have_sealpipe)); then
 	log "interop: $INTEROP"
 fi
 
-# Other processes on the machine take cores from both peers: say so, with the load
-# (after the build, which is itself load; it still shows in the 5 and 15 min figures).
+# Other processes on the machine take cores from both peers. To show it, every workload
+# also reports the CPU time the whole machine was busy (/proc/stat) and how much of it
+# was this script's children (bash `times`), and the time the hypervisor stole.
+HZ=$(getconf CLK_TCK)
+machine_cpu() { # -> "BUSY_SECONDS STEAL_SECONDS" since boot
+	awk -v hz="$HZ" '/^cpu / { printf "%.2f %.2f\n", ($2 + $3 + $4 + $7 + $8) / hz, $9 / hz }' /proc/stat
+}
+children_cpu() { # CHILD_CPU= user+sys seconds of this script's finished children
+	# Not in $(...): `times` in a subshell counts only the subshell's children.
+	times >"$SCRATCH/times"
+	CHILD_CPU=$(awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); t += a[1] * 60 + a[2] }
+		printf "%.2f\n", t }' "$SCRATCH/times")
+}
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 LOAD_START=$(loadavg)
 if awk -v l="${LOAD_START%% *}" 'BEGIN { exit !(l > 0.5) }'; then
-	log "warning: 1-minute load average is ${LOAD_START%% *}: other processes may lower the figures"
+	log "warning: 1-minute load average is ${LOAD_START%% *} (the build counts too): other" \
+		"processes may lower the figures"
 fi
+cpu_table="| workload | wall s | CPU-s of these runs | CPU-s of other processes | stolen s |
+| --- | --- | --- | --- | --- |"
 
 # --- measurements --------------------------------------------------------------------
 workload_params() { # NAME -> "SIZE COUNT_PER_THREAD"
@@ -191,6 +207,9 @@ table="| workload | op | Rust ESDK $ESDK_VERSION, 1 thread | Rust ESDK, $THREADS
 IFS=, read -r -a names <<<"$WORKLOADS"
 for name in "${names[@]}"; do
 	read -r size count <<<"$(workload_params "$name")"
+	read -r busy0 steal0 <<<"$(machine_cpu)"
+	children_cpu
+	own0=$CHILD_CPU wall0=$EPOCHREALTIME
 	esdk_json=$OUT_DIR/esdk-$name.json
 	if ((have_esdk)); then
 		log "$name: Rust ESDK (1 and $THREADS threads)"
@@ -213,6 +232,13 @@ $OUT_DIR/sealpipe-$name-$t.err.")
 			fi
 		fi
 	done
+	read -r busy1 steal1 <<<"$(machine_cpu)"
+	children_cpu
+	own1=$CHILD_CPU wall1=$EPOCHREALTIME
+	cpu_table+=$'\n'$(awk -v n="$name" -v w0="$wall0" -v w1="$wall1" -v b0="$busy0" -v b1="$busy1" \
+		-v o0="$own0" -v o1="$own1" -v s0="$steal0" -v s1="$steal1" 'BEGIN {
+		other = (b1 - b0) - (o1 - o0); if (other < 0) other = 0
+		printf "| %s | %.0f | %.1f | %.1f | %.1f |", n, w1 - w0, o1 - o0, other, s1 - s0 }')
 	for op in encrypt decrypt; do
 		sp_field=$([[ $op == encrypt ]] && echo seal_bytes_per_sec || echo open_bytes_per_sec)
 		row="| $name | $op"
@@ -247,7 +273,11 @@ done
 	echo
 	echo "Interop: $INTEROP."
 	echo
-	echo "Load average (1, 5, 15 min) at start: $LOAD_START; at end: $(loadavg)."
+	echo "Load average (1, 5, 15 min) at start: $LOAD_START; at end: $(loadavg). CPU time"
+	echo "while each workload ran ($(nproc) cores; other processes' time is taken from both"
+	echo "peers' figures):"
+	echo
+	echo "$cpu_table"
 	echo
 	echo "Both: suite 0x0478, 64 KiB frames, raw AES-256 key, plaintext in memory, medians"
 	echo "of at least 5 rounds and ${SECONDS_PER_FIGURE} s per figure after a warm-up."
