@@ -410,7 +410,7 @@ async fn measure(
         copy_seconds,
         copy_mb_per_s: bytes as f64 / 1e6 / copy_seconds.max(1e-9),
         modes: results,
-        peak_rss_bytes: peak_rss(),
+        peak_rss_bytes: pipeline::peak_rss(),
     })
 }
 
@@ -451,14 +451,6 @@ async fn remove(path: PathBuf) {
         std::fs::remove_dir_all(path)
     })
     .await;
-}
-
-/// The process's peak resident memory (Linux).
-fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 impl std::fmt::Display for WorkloadResult {

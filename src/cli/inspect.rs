@@ -48,7 +48,7 @@ pub fn run(path: &Path) -> anyhow::Result<Outcome> {
         "content_type": match body.content_type { ContentType::Framed => "framed", ContentType::NonFramed => "non-framed" },
         "frame_length": body.frame_length,
         "commitment": (!body.suite_data.is_empty()).then(|| hex::encode(&body.suite_data)),
-        "header_length": header.to_bytes().len(),
+        "header_length": header.len(),
     });
     super::output::stdout_line(&super::json::to_string_pretty(&doc)?)?;
     Ok(Outcome::Success)

@@ -406,6 +406,21 @@ impl Header {
         start..start + 2 + keys
     }
 
+    /// Length of the complete serialized header: the body as received and the
+    /// authentication field (an IV in v1, then the tag).
+    pub fn len(&self) -> usize {
+        let iv = match self.body.suite.version {
+            MessageVersion::V1 => IV_LEN,
+            MessageVersion::V2 => 0,
+        };
+        self.body_bytes.len() + iv + TAG_LEN
+    }
+
+    /// Never true: a header has at least its fixed fields.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
     /// The complete serialized header (body and authentication field) as received.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = self.body_bytes.clone();
@@ -457,6 +472,7 @@ mod tests {
                 (None, "UNKNOWN")
             );
             assert_eq!(header.to_bytes(), bytes);
+            assert_eq!(header.len(), bytes.len());
         }
     }
 

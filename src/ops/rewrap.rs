@@ -109,10 +109,7 @@ pub async fn rewrap(
         stream::check_policy(&header, keys.options).map_err(|e| Failed::new("rewrap", e))?;
     if suite.signature.is_some() {
         return match signed {
-            Signed::Refuse => Err(Failed::with_code(
-                "SignedMessage",
-                format!("rewrap: {}", Error::SignedMessage { suite }),
-            )),
+            Signed::Refuse => Err(Failed::new("rewrap", Error::SignedMessage { suite })),
             Signed::Reencrypt(opener, sealer) => {
                 // The new message keeps the old one's context (reproduced pairs become
                 // stored ones), less the reserved signing key of the old suite.
@@ -176,7 +173,7 @@ pub async fn rewrap(
     )
     .map_err(|e| Failed::new("rewrap", e))?;
     drop(rewrapped);
-    let body_start = header.to_bytes().len() as u64;
+    let body_start = header.len() as u64;
     let body_len = info.size.checked_sub(body_start).ok_or_else(|| {
         Failed::with_code(
             "NotAValidMessage",

@@ -285,7 +285,7 @@ fn keep(list: &Mutex<Vec<Failure>>, max: usize, id: &ObjectId, message: impl FnO
 }
 
 /// The process's peak resident memory (Linux), for reports.
-fn peak_rss() -> Option<u64> {
+pub(crate) fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
