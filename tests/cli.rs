@@ -654,9 +654,9 @@ fn bench_runs_a_workload_through_every_mode_and_leaves_nothing_behind() {
         "bench",
         "--objects",
         "40",
-        "--object-size",
+        "--size",
         "1KiB..256KiB",
-        "--dir",
+        "--target",
         "scratch",
         "--json",
     ]);
@@ -675,12 +675,27 @@ fn bench_runs_a_workload_through_every_mode_and_leaves_nothing_behind() {
     );
     for m in result["modes"].as_array().unwrap() {
         assert_eq!(m["objects"], 40, "{m}");
-        for field in ["seconds", "mb_per_s", "p50_ms", "p99_ms", "of_copy"] {
+        for field in [
+            "seconds",
+            "mb_per_s",
+            "p50_ms",
+            "p99_ms",
+            "of_copy",
+            "of_aead",
+            "of_memory_copy",
+        ] {
             assert!(m[field].as_f64().unwrap() > 0.0, "{field}: {m}");
         }
         assert!(m["p50_ms"].as_f64() <= m["p99_ms"].as_f64(), "{m}");
     }
     assert!(result["copy_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(result["copy"], "cp -r");
+    assert!(
+        result["limits"]["aead_all_cores_mb_per_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
     assert_eq!(
         std::fs::read_dir(ws.path("scratch")).unwrap().count(),
         0,
@@ -689,10 +704,57 @@ fn bench_runs_a_workload_through_every_mode_and_leaves_nothing_behind() {
     // Asked for nonsense, it says so.
     for bad in [
         &["bench", "--workload", "huge"][..],
-        &["bench", "--objects", "5", "--object-size", "9KiB..1KiB"],
+        &["bench", "--objects", "5", "--size", "9KiB..1KiB"],
         &["bench", "--workload", "small", "--modes", "encrypt,shred"],
+        &["bench", "--workload", "small", "--size", "4KiB"],
+        &["bench", "--workload", "small", "--target", "no/such/dir"],
+        &["bench", "--target", "scratch"],
+        &["bench", "--size", "0"],
+        &["bench", "--size", "2GiB"],
     ] {
         let o = ws.run(bad);
         assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
     }
+}
+
+/// `--target memory` runs the workload on the tmpfs at /dev/shm, and says so plainly
+/// where there is none.
+#[test]
+fn bench_runs_a_workload_in_memory() {
+    let ws = Workspace::new();
+    let child = ws
+        .command(&[
+            "bench",
+            "--objects",
+            "20",
+            "--size",
+            "1KiB..64KiB",
+            "--target",
+            "memory",
+            "--modes",
+            "verify",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let o = child.wait_with_output().unwrap();
+    let shm_is_tmpfs = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/dev/shm") && l.contains(" tmpfs "));
+    if !shm_is_tmpfs {
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("not a tmpfs"), "{}", stderr(&o));
+        return;
+    }
+    assert!(o.status.success(), "{}", stderr(&o));
+    let result: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(result["target"], "/dev/shm", "{result}");
+    assert_eq!(result["modes"][1]["mode"], "verify", "{result}");
+    assert_eq!(result["modes"][1]["objects"], 20, "{result}");
+    let own = std::path::Path::new("/dev/shm").join(format!("sealpipe-bench-{pid}"));
+    assert!(!own.exists(), "{} is removed", own.display());
 }

@@ -1421,3 +1421,86 @@ fn sources_are_never_written_without_in_place() {
         );
     }
 }
+
+/// `sealpipe bench --target s3://`: the workload's objects are made below a prefix of
+/// the run's own, moved by the plain GET+PUT copy and by every mode through the same
+/// client, counted, and removed at the end; nothing outside that prefix is touched.
+#[test]
+fn bench_runs_a_workload_on_s3_and_removes_only_its_own_objects() {
+    let s3 = World::start("bench");
+    s3.create_bucket("scratch");
+    let neighbours = [
+        Obj::plain("keep/me.txt", &b"not the benchmark's"[..]),
+        Obj::plain("run-other/o", &b"a prefix that only starts alike"[..]),
+    ];
+    for o in &neighbours {
+        s3.put("scratch", o);
+    }
+    let before = s3.keys("scratch");
+    let out = s3
+        .command(&s3.moto.endpoint())
+        .args([
+            "bench",
+            "--objects",
+            "12",
+            // One object above the 8 MiB part size: the copy and every mode then
+            // also go through a multipart upload.
+            "--size",
+            "1KiB..9MiB",
+            "--target",
+            "s3://scratch/run",
+            "--modes",
+            "decrypt,rewrap,verify",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for phase in ["writing the tree", "plain copy", "decrypt...", "rewrap..."] {
+        assert!(stderr.contains(phase), "progress names {phase:?}: {stderr}");
+    }
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["objects"], 12, "{result}");
+    assert_eq!(result["copy"], "GET+PUT", "{result}");
+    assert!(
+        result["target"]
+            .as_str()
+            .unwrap()
+            .starts_with("s3://scratch/run/")
+    );
+    // At least a GET and a PUT per object, plus the listing.
+    assert!(
+        result["copy_s3_requests"].as_u64().unwrap() > 24,
+        "{result}"
+    );
+    for limit in [
+        "aead_one_core_mb_per_s",
+        "aead_all_cores_mb_per_s",
+        "memory_copy_mb_per_s",
+    ] {
+        assert!(
+            result["limits"][limit].as_f64().unwrap() > 0.0,
+            "{limit}: {result}"
+        );
+    }
+    let modes: Vec<&str> = result["modes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["encrypt", "decrypt", "rewrap", "verify"]);
+    for m in result["modes"].as_array().unwrap() {
+        assert_eq!(m["objects"], 12, "{m}");
+        assert!(m["s3_requests"].as_u64().unwrap() > 12, "{m}");
+        for field in ["mb_per_s", "of_copy", "of_aead", "of_memory_copy", "p99_ms"] {
+            assert!(m[field].as_f64().unwrap() > 0.0, "{field}: {m}");
+        }
+    }
+    assert_eq!(
+        s3.keys("scratch"),
+        before,
+        "only the run's own objects are removed"
+    );
+}

@@ -26,9 +26,11 @@
 //! such a neighbour does not change: `seal_cpu_ratio` compares that with one core's
 //! ceiling, and equals `seal_ratio` on an idle machine where the threads scale.
 
+mod target;
 mod workload;
 
-pub use workload::{Mix, ModeResult, WorkloadConfig, WorkloadResult, run_workload};
+pub use target::{S3Target, Target, is_in_memory};
+pub use workload::{Mix, ModeResult, Phase, WorkloadConfig, WorkloadResult, run_workload};
 
 use std::fmt;
 use std::future::Future;
@@ -386,29 +388,14 @@ pub fn seal_throughput(config: &BenchConfig) -> Result<BenchResult, Error> {
         return Err(Error::Internal("the benchmark's round trip differs".into()));
     }
 
-    // Non-zero, so that every page is really mapped before the timed copies.
-    let mut copies: Vec<Vec<u8>> = vec![vec![1u8; config.message_size]; per_round];
-    let mut copy_round = || {
-        pool.install(|| {
-            copies
-                .par_iter_mut()
-                .zip(plaintexts.par_iter())
-                .for_each(|(c, p)| {
-                    c.par_chunks_mut(1 << 20)
-                        .zip(p.par_chunks(1 << 20))
-                        .for_each(|(d, s)| d.copy_from_slice(s))
-                })
-        })
-    };
-    copy_round();
-    let copy = measure(config.min_time / 2, copy_round);
+    let copy_rate = copy_bandwidth(&pool, &plaintexts, config.min_time / 2);
 
     // The tight loops are steady: half the time gives the same figure.
     let single = aead_ceiling(config.aead, config.frame_length, config.min_time / 2);
     let parallel = parallel_ceiling(&pool, config.aead, config.frame_length, config.min_time / 2);
     let ceiling = single * threads as f64;
     let rate = |r: &Rounds| round_bytes / r.median.as_secs_f64();
-    let (seal_rate, open_rate, copy_rate) = (rate(&seal), rate(&open), rate(&copy));
+    let (seal_rate, open_rate) = (rate(&seal), rate(&open));
     let cpu_rate = |r: &Rounds| {
         r.cpu
             .map(|t| r.count as f64 * round_bytes / t.as_secs_f64())
@@ -436,6 +423,72 @@ pub fn seal_throughput(config: &BenchConfig) -> Result<BenchResult, Error> {
         messages_per_round: per_round,
         seal_iterations: seal.count * per_round as u64,
     })
+}
+
+/// Bytes per second all threads of `pool` copy from `sources` into buffers of the same
+/// sizes, in 1 MiB pieces: the memory-bound limit of anything that writes every byte
+/// once.
+fn copy_bandwidth(pool: &rayon::ThreadPool, sources: &[Vec<u8>], min_time: Duration) -> f64 {
+    use rayon::prelude::*;
+
+    // Non-zero, so that every page is really mapped before the timed copies.
+    let mut copies: Vec<Vec<u8>> = sources.iter().map(|s| vec![1u8; s.len()]).collect();
+    let mut copy_round = || {
+        pool.install(|| {
+            copies
+                .par_iter_mut()
+                .zip(sources.par_iter())
+                .for_each(|(c, p)| {
+                    c.par_chunks_mut(1 << 20)
+                        .zip(p.par_chunks(1 << 20))
+                        .for_each(|(d, s)| d.copy_from_slice(s))
+                })
+        })
+    };
+    copy_round();
+    let copy = measure(min_time, copy_round);
+    let bytes: usize = sources.iter().map(Vec::len).sum();
+    bytes as f64 / copy.median.as_secs_f64()
+}
+
+/// The limits a workload is compared with, besides its plain copy: the AES-GCM ceiling
+/// (one core sealing 64 KiB frames in a tight loop, times the cores) and the memory
+/// copy bandwidth of all cores, each measured for about `min_time`.
+pub fn machine_limits(min_time: Duration) -> Result<MachineLimits, Error> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .build()
+        .map_err(|e| Error::Resource {
+            what: "the benchmark's thread pool",
+            reason: e.to_string(),
+        })?;
+    let cores = pool.current_num_threads();
+    let one_core = aead_ceiling(
+        AeadBackend::default(),
+        stream::DEFAULT_FRAME_LENGTH,
+        min_time,
+    );
+    let sources: Vec<Vec<u8>> = (0..cores * 2)
+        .map(|i| vec![(i as u8) | 0x5A; 32 << 20])
+        .collect();
+    Ok(MachineLimits {
+        cores,
+        aead_one_core_mb_per_s: one_core / 1e6,
+        aead_all_cores_mb_per_s: one_core * cores as f64 / 1e6,
+        memory_copy_mb_per_s: copy_bandwidth(&pool, &sources, min_time) / 1e6,
+    })
+}
+
+/// What the machine can do at most, whatever is sealed: see [`machine_limits`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MachineLimits {
+    /// Threads of the pool the ceilings ran on: one per core.
+    pub cores: usize,
+    /// One core sealing 64 KiB frames with the default backend, MB (10^6) per second.
+    pub aead_one_core_mb_per_s: f64,
+    /// That times `cores`.
+    pub aead_all_cores_mb_per_s: f64,
+    /// All cores copying 32 MiB buffers, MB per second.
+    pub memory_copy_mb_per_s: f64,
 }
 
 /// Timed rounds of one operation.

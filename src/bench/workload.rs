@@ -1,23 +1,23 @@
-//! Workloads: a tree of objects drawn from a size distribution, written to a local
-//! directory, then processed by the real pipeline in each mode (encrypt, decrypt,
-//! reencrypt, rewrap, verify), beside the plain copy of the same tree, the limit a
-//! local job is measured against. Keys are Raw AES keys made for the run: KMS is not
-//! what is measured (its calls per data key are in every job's report).
+//! Workloads: a tree of objects drawn from a size distribution, written to a target (a
+//! local directory, memory, or an S3 prefix), then processed by the real pipeline in
+//! each mode (encrypt, decrypt, reencrypt, rewrap, verify), beside the limits measured
+//! in the same run: the plain copy of the same objects on the same target, the AES-GCM
+//! ceiling and the memory copy bandwidth. Keys are Raw AES keys made for the run unless
+//! the caller brings a keyring (KMS), so KMS is only measured when asked for.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::target::{Area, Target};
+use super::{MachineLimits, machine_limits};
 use crate::Error;
-use crate::bridge;
-use crate::crypto::{DataKey, random_bytes};
+use crate::crypto::DataKey;
 use crate::format::{AlgorithmSuite, EncryptionContext};
 use crate::keys::{KeepPolicy, Keyring, PoolLimits, RawAesKeyring};
 use crate::pipeline::{
     self, Cancel, Job, Keys, Mode, ObjectFilter, Opening, Output, Report, Rewrapping, Sealing,
     Source, Stats, Work,
 };
-use crate::store::Location;
 use crate::stream::{DecryptOptions, EncryptOptions, HeaderNonce};
 
 /// The objects of a workload.
@@ -123,12 +123,48 @@ impl SplitMix {
 pub struct WorkloadConfig {
     /// The objects.
     pub mix: Mix,
-    /// A scratch directory: the tree and every output are made below it, and removed.
-    pub dir: PathBuf,
+    /// Where the tree and every output are made (below a prefix or directory of the
+    /// run's own, removed at the end).
+    pub target: Target,
     /// The modes, in order; each reads what encrypt wrote (encrypt always runs first).
     pub modes: Vec<Mode>,
-    /// Objects at once.
+    /// Objects at once, in every phase (the plain copy on S3 included).
     pub concurrency: usize,
+    /// Keyrings to encrypt with and to re-encrypt or rewrap to (KMS keys, say), in
+    /// place of two Raw AES keys made for the run; with the KMS counters they feed.
+    pub keys: Option<BenchKeys>,
+}
+
+/// Keyrings a workload uses instead of its own Raw AES keys.
+#[derive(Clone)]
+pub struct BenchKeys {
+    /// Encrypt wraps with these; decrypt and verify unwrap with them.
+    pub first: Arc<dyn Keyring>,
+    /// Reencrypt and rewrap move messages to these.
+    pub second: Arc<dyn Keyring>,
+    /// Reads the KMS calls made so far (all actions), if the keyrings call KMS.
+    pub kms_calls: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
+}
+
+impl std::fmt::Debug for BenchKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BenchKeys")
+            .field("first", &self.first.describe())
+            .field("second", &self.second.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a workload is doing, for progress.
+pub enum Phase {
+    /// Writing the tree of random objects (not measured).
+    Tree,
+    /// Measuring the AES-GCM ceiling and the memory copy bandwidth.
+    Limits,
+    /// The plain copy of the tree.
+    Copy,
+    /// A mode, with the job's live counters.
+    Mode(Mode, Arc<Stats>),
 }
 
 /// One mode over the workload.
@@ -158,10 +194,18 @@ pub struct ModeResult {
     pub cpu_s_per_gb: f64,
     /// Data keys obtained from the keyring.
     pub data_keys: u64,
+    /// KMS requests of this mode (0 with the run's own Raw AES keys).
+    pub kms_calls: u64,
     /// Messages served by a pooled or cached data key, of all that asked for one.
     pub pool_hit_rate: f64,
+    /// S3 requests of this mode, retries included (S3 targets).
+    pub s3_requests: Option<u64>,
     /// The plain copy's time divided by this mode's: 1.0 is as fast as copying.
     pub of_copy: f64,
+    /// This mode's MB/s over the AES-GCM ceiling of all cores.
+    pub of_aead: f64,
+    /// This mode's MB/s over the memory copy bandwidth.
+    pub of_memory_copy: f64,
 }
 
 /// A workload's results.
@@ -169,15 +213,23 @@ pub struct ModeResult {
 pub struct WorkloadResult {
     /// What was run.
     pub mix: String,
+    /// Where.
+    pub target: String,
     /// Objects in the tree.
     pub objects: u64,
     /// Bytes in the tree.
     pub bytes: u64,
-    /// The plain copy of the tree (read and write, one file after the other, as
-    /// `cp -r` does): wall seconds.
+    /// What the plain copy is: `cp -r` (read + write, one file after the other) or
+    /// `GET+PUT` (every object through the same S3 client, settings and concurrency).
+    pub copy: &'static str,
+    /// The plain copy's wall seconds.
     pub copy_seconds: f64,
     /// Megabytes per second of that copy.
     pub copy_mb_per_s: f64,
+    /// S3 requests of the plain copy (S3 targets).
+    pub copy_s3_requests: Option<u64>,
+    /// The AES-GCM ceiling and memory copy bandwidth, measured in the same run.
+    pub limits: MachineLimits,
     /// Each mode.
     pub modes: Vec<ModeResult>,
     /// The process's peak resident memory, bytes.
@@ -208,42 +260,6 @@ fn cpu_seconds() -> (f64, f64) {
     (ticks(11) / USER_HZ, ticks(12) / USER_HZ)
 }
 
-/// Writes the tree: `sizes.len()` files of random bytes below `root`, 100 per
-/// directory.
-fn write_tree(root: &Path, sizes: &[u64]) -> Result<(), Error> {
-    let mut buf = vec![0u8; 1 << 20];
-    for (i, &size) in sizes.iter().enumerate() {
-        let dir = root.join(format!("d{:04}", i / 100));
-        std::fs::create_dir_all(&dir)?;
-        let mut file =
-            std::io::BufWriter::new(std::fs::File::create(dir.join(format!("o{i:06}")))?);
-        let mut left = size;
-        while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
-            random_bytes(&mut buf[..n])?;
-            std::io::Write::write_all(&mut file, &buf[..n])?;
-            left -= n as u64;
-        }
-        std::io::Write::flush(&mut file)?;
-    }
-    Ok(())
-}
-
-/// Copies the tree `from` to `to`, one file after the other.
-fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            std::fs::create_dir_all(&target)?;
-            copy_tree(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
-}
-
 /// A Raw AES keyring with a fresh random key, for the run only.
 fn fresh_keyring(name: &str) -> Result<Arc<dyn Keyring>, Error> {
     let key = DataKey::random(32)?;
@@ -252,15 +268,14 @@ fn fresh_keyring(name: &str) -> Result<Arc<dyn Keyring>, Error> {
     Ok(Arc::new(keyring))
 }
 
-/// The job of `mode` over the workload in `dir`: encrypt reads the tree, every other
+/// The job of `mode` over the workload in `area`: encrypt reads the tree, every other
 /// mode the encrypted one.
 fn job(
     mode: Mode,
-    dir: &Path,
+    area: &Area,
     (old, new): (&Arc<dyn Keyring>, &Arc<dyn Keyring>),
     concurrency: usize,
 ) -> Job {
-    let local = |name: &str| Location::Local(dir.join(name));
     let sealing = |keys: &Arc<dyn Keyring>| Sealing {
         keys: Keys::Loaded(keys.clone()),
         suite: AlgorithmSuite::AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
@@ -274,7 +289,7 @@ fn job(
         reproduced_context: EncryptionContext::new(),
         cache_max_age: PoolLimits::default().max_age,
     };
-    let output = |name: &str| Output::To(local(name));
+    let output = |name: &str| Output::To(area.location(name));
     let (work, source) = match mode {
         Mode::Encrypt => (
             Work::Encrypt {
@@ -319,96 +334,104 @@ fn job(
     };
     Job {
         work,
-        source: Source::Location(local(source)),
+        source: Source::Location(area.location(source)),
         filter: ObjectFilter::default(),
         concurrency,
         dry_run: false,
         fail_fast: false,
-        s3: None,
+        s3: area.store(),
     }
 }
 
-/// Runs `config`: writes the tree, copies it once (the limit), then runs each mode,
-/// `progress` told of each mode's live statistics. Everything below `config.dir` that
-/// the run made is removed at the end.
+/// Runs `config`: writes the tree, measures the limits and the plain copy, then runs
+/// each mode, `progress` told of each phase as it starts. Everything the run made is
+/// removed at the end, whether it succeeded or not.
 pub async fn run_workload(
     config: &WorkloadConfig,
-    progress: impl Fn(Mode, Arc<Stats>),
+    mut progress: impl FnMut(Phase),
 ) -> Result<WorkloadResult, Error> {
-    let sizes = config.mix.sizes();
-    let bytes: u64 = sizes.iter().sum();
-    let dir = config
-        .dir
-        .join(format!("sealpipe-bench-{}", std::process::id()));
-    let result = measure(config, &dir, &sizes, bytes, progress).await;
-    let cleanup = dir.clone();
-    let _ = bridge::blocking("removing the benchmark's files", move || {
-        std::fs::remove_dir_all(cleanup)
-    })
-    .await;
+    let area = Area::new(
+        &config.target,
+        &format!("sealpipe-bench-{}", std::process::id()),
+    );
+    let result = measure(config, &area, &mut progress).await;
+    area.remove_all().await;
     result
 }
 
 async fn measure(
     config: &WorkloadConfig,
-    dir: &Path,
-    sizes: &[u64],
-    bytes: u64,
-    progress: impl Fn(Mode, Arc<Stats>),
+    area: &Area,
+    progress: &mut impl FnMut(Phase),
 ) -> Result<WorkloadResult, Error> {
-    let (root, tree, copy) = (dir.to_path_buf(), dir.join("tree"), dir.join("copy"));
-    let owned = sizes.to_vec();
-    bridge::blocking("writing the benchmark's tree", move || {
-        std::fs::create_dir_all(&root)?;
-        write_tree(&tree, &owned)?;
-        std::fs::create_dir_all(&copy)?;
-        Ok::<_, Error>(())
+    let sizes = config.mix.sizes();
+    let bytes: u64 = sizes.iter().sum();
+    progress(Phase::Tree);
+    area.write_tree(&sizes, config.concurrency).await?;
+    progress(Phase::Limits);
+    let limits = crate::bridge::blocking("measuring the machine's limits", || {
+        machine_limits(Duration::from_millis(500))
     })
     .await??;
-    let (from, to) = (dir.join("tree"), dir.join("copy"));
+    progress(Phase::Copy);
     let started = Instant::now();
-    bridge::blocking("copying the benchmark's tree", move || {
-        copy_tree(&from, &to)
-    })
-    .await??;
+    let copy_requests = area.plain_copy("tree", "copy", config.concurrency).await?;
     let copy_seconds = started.elapsed().as_secs_f64();
-    remove(dir.join("copy")).await;
-    let keys = (fresh_keyring("old")?, fresh_keyring("new")?);
+    area.remove("copy").await;
+    let (keys, kms_calls) = match &config.keys {
+        Some(k) => ((k.first.clone(), k.second.clone()), k.kms_calls.clone()),
+        None => ((fresh_keyring("old")?, fresh_keyring("new")?), None),
+    };
+    let kms_now = || kms_calls.as_ref().map_or(0, |f| f());
     let mut modes = config.modes.clone();
     modes.retain(|m| *m != Mode::Encrypt);
     modes.insert(0, Mode::Encrypt);
     let mut results = Vec::new();
     for mode in modes {
-        let job = job(mode, dir, (&keys.0, &keys.1), config.concurrency);
+        let job = job(mode, area, (&keys.0, &keys.1), config.concurrency);
         let stats = Arc::new(Stats::default());
-        progress(mode, stats.clone());
-        let cpu_before = cpu_seconds();
+        progress(Phase::Mode(mode, stats.clone()));
+        let (cpu_before, kms_before) = (cpu_seconds(), kms_now());
         let report = Box::pin(pipeline::run(job, stats, Cancel::default())).await?;
-        let cpu_after = cpu_seconds();
+        let (cpu_after, kms_after) = (cpu_seconds(), kms_now());
         if report.objects.ok != sizes.len() as u64 {
+            let first = report
+                .failures
+                .first()
+                .map_or(String::new(), |f| format!(": {}: {}", f.path, f.error));
             return Err(Error::Internal(format!(
-                "the benchmark's {mode:?} processed {} of {} objects ({} failed)",
+                "the benchmark's {mode:?} processed {} of {} objects ({} failed){first}",
                 report.objects.ok,
                 sizes.len(),
                 report.objects.failed
             )));
         }
-        results.push(mode_result(
+        let mut result = mode_result(
             mode,
             &report,
             (cpu_before, cpu_after),
             copy_seconds,
-        ));
+            &limits,
+        );
+        result.kms_calls = kms_after - kms_before;
+        results.push(result);
         if mode != Mode::Encrypt {
-            remove(dir.join("out")).await;
+            area.remove("out").await;
         }
     }
     Ok(WorkloadResult {
         mix: config.mix.to_string(),
+        target: config.target.to_string(),
         objects: sizes.len() as u64,
         bytes,
+        copy: match config.target {
+            Target::Local(_) => "cp -r",
+            Target::S3(_) => "GET+PUT",
+        },
         copy_seconds,
         copy_mb_per_s: bytes as f64 / 1e6 / copy_seconds.max(1e-9),
+        copy_s3_requests: matches!(config.target, Target::S3(_)).then_some(copy_requests),
+        limits,
         modes: results,
         peak_rss_bytes: pipeline::peak_rss(),
     })
@@ -419,17 +442,19 @@ fn mode_result(
     report: &Report,
     (before, after): ((f64, f64), (f64, f64)),
     copy_seconds: f64,
+    limits: &MachineLimits,
 ) -> ModeResult {
     let seconds = report.elapsed_s.max(1e-9);
     let (user, sys) = (after.0 - before.0, after.1 - before.1);
     let latency = report.latency.as_ref();
     let asked = report.cache.hits + report.cache.misses;
+    let mb_per_s = report.bytes_in as f64 / 1e6 / seconds;
     ModeResult {
         mode,
         objects: report.objects.ok,
         bytes: report.bytes_in,
         seconds,
-        mb_per_s: report.bytes_in as f64 / 1e6 / seconds,
+        mb_per_s,
         objects_per_s: report.objects.ok as f64 / seconds,
         p50_ms: latency.map_or(0.0, |l| l.p50_ms),
         p99_ms: latency.map_or(0.0, |l| l.p99_ms),
@@ -437,36 +462,45 @@ fn mode_result(
         cpu_sys_s: sys,
         cpu_s_per_gb: (user + sys) / (report.bytes_in as f64 / 1e9).max(1e-9),
         data_keys: report.data_keys,
+        kms_calls: 0,
         pool_hit_rate: if asked == 0 {
             1.0
         } else {
             report.cache.hits as f64 / asked as f64
         },
+        s3_requests: report.s3.as_ref().map(|s| s.requests),
         of_copy: copy_seconds / seconds,
+        of_aead: mb_per_s / limits.aead_all_cores_mb_per_s.max(1e-9),
+        of_memory_copy: mb_per_s / limits.memory_copy_mb_per_s.max(1e-9),
     }
-}
-
-async fn remove(path: PathBuf) {
-    let _ = bridge::blocking("removing benchmark outputs", move || {
-        std::fs::remove_dir_all(path)
-    })
-    .await;
 }
 
 impl std::fmt::Display for WorkloadResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "workload: {}: {} objects, {:.1} MB; plain copy (read + write): {:.3} s, {:.0} MB/s",
+            "workload: {}: {} objects, {:.1} MB, on {}",
             self.mix,
             self.objects,
             self.bytes as f64 / 1e6,
+            self.target,
+        )?;
+        let l = &self.limits;
+        writeln!(
+            f,
+            "limits:   plain copy ({}): {:.3} s, {:.0} MB/s; AES-GCM ceiling: {:.0} MB/s \
+             ({} cores x {:.0}); memory copy: {:.0} MB/s",
+            self.copy,
             self.copy_seconds,
-            self.copy_mb_per_s
+            self.copy_mb_per_s,
+            l.aead_all_cores_mb_per_s,
+            l.cores,
+            l.aead_one_core_mb_per_s,
+            l.memory_copy_mb_per_s
         )?;
         writeln!(
             f,
-            "{:<10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>13} {:>9} {:>9} {:>8}",
+            "{:<10} {:>8} {:>8} {:>9} {:>8} {:>8} {:>13} {:>8} {:>5} {:>4} {:>5} {:>7} {:>7} {:>7}",
             "mode",
             "seconds",
             "MB/s",
@@ -475,13 +509,17 @@ impl std::fmt::Display for WorkloadResult {
             "p99 ms",
             "CPU s usr/sys",
             "CPU s/GB",
-            "data keys",
-            "of copy"
+            "keys",
+            "KMS",
+            "hits",
+            "of copy",
+            "of AES",
+            "of mem",
         )?;
         for m in &self.modes {
             writeln!(
                 f,
-                "{:<10} {:>9.3} {:>9.0} {:>10.0} {:>9.2} {:>9.2} {:>6.2}/{:<6.2} {:>9.2} {:>9} {:>7.2}x",
+                "{:<10} {:>8.3} {:>8.0} {:>9.0} {:>8.2} {:>8.2} {:>6.2}/{:<6.2} {:>8.2} {:>5} {:>4} {:>4.0}% {:>6.2}x {:>6.2}x {:>6.2}x",
                 format!("{:?}", m.mode).to_lowercase(),
                 m.seconds,
                 m.mb_per_s,
@@ -492,7 +530,11 @@ impl std::fmt::Display for WorkloadResult {
                 m.cpu_sys_s,
                 m.cpu_s_per_gb,
                 m.data_keys,
-                m.of_copy
+                m.kms_calls,
+                m.pool_hit_rate * 100.0,
+                m.of_copy,
+                m.of_aead,
+                m.of_memory_copy,
             )?;
         }
         if let Some(rss) = self.peak_rss_bytes {

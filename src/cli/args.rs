@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use super::values::{
-    Age, BenchFrameLength, BenchObjects, BenchSeconds, BenchSize, BenchThreads, CacheBytes,
-    CacheMessages, Concurrency, CopyThreshold, Delay, FrameLength, HeaderSize, InFlight, KmsRate,
-    MaxDataKeys, PartSize,
+    Age, BenchFrameLength, BenchObjects, BenchSeconds, BenchThreads, CacheBytes, CacheMessages,
+    Concurrency, CopyThreshold, Delay, FrameLength, HeaderSize, InFlight, KmsRate, MaxDataKeys,
+    PartSize,
 };
 
 /// Bulk envelope encryption of S3 objects and local files in the AWS Encryption SDK
@@ -196,7 +196,26 @@ authenticated before anything is written; the body is copied, not read, so run
     Inspect(InspectArgs),
     /// Run the job described by the config file (./config.toml by default).
     Run(RunArgs),
-    /// Measure seal/open throughput in memory against the AES-GCM ceiling.
+    /// Measure throughput: messages in memory against the AES-GCM ceiling, or a
+    /// workload of objects (a directory, memory, S3) in every mode against the plain
+    /// copy of the same objects.
+    #[command(after_help = "\
+Examples:
+  sealpipe bench                                   # 64 MiB messages in memory
+  sealpipe bench --size 4KiB --threads 1           # small messages, one core
+  sealpipe bench --workload medium                 # 1,000 x 1 MiB files in $TMPDIR
+  sealpipe bench --workload small --target memory  # 10,000 x 4 KiB files on /dev/shm
+  sealpipe bench --objects 500 --size 4KiB..64MiB --target /mnt/nvme/scratch
+  sealpipe bench --workload medium --target s3://scratch-bucket/bench \\
+      --s3-endpoint http://127.0.0.1:8014 --modes decrypt,rewrap --json
+
+A workload writes its tree of random objects (not timed), measures the limits (the
+AES-GCM ceiling of all cores, memory copy bandwidth, and the plain copy of the same
+objects: cp -r for a directory, GET+PUT through the same client and concurrency for
+S3), then runs encrypt and each mode through the real pipeline. Each mode reports MB/s,
+objects/s, p50/p99 latency per object, CPU seconds (user/sys) and per GB, data keys,
+KMS calls, pool hit rate, S3 requests, and each ratio to its limit. Everything the run
+made is removed, also when it fails. Keys are Raw AES keys made for the run.")]
     Bench(BenchArgs),
 }
 
@@ -419,10 +438,11 @@ pub struct RunArgs {
 /// `bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Message size in bytes, 1 to 1073741824 [default: 67108864]. Memory used is about
-    /// four times the larger of this and 64MiB.
-    #[arg(long, value_name = "BYTES")]
-    pub size: Option<BenchSize>,
+    /// In memory: the message size in bytes, 1 to 1073741824 [default: 67108864];
+    /// memory used is about four times the larger of this and 64MiB. With --objects:
+    /// the objects' sizes, SIZE or MIN..MAX (log-uniform), e.g. 4KiB..1GiB.
+    #[arg(long, alias = "object-size", value_name = "SIZE[..MAX]")]
+    pub size: Option<String>,
     /// Frame length, 1 to 67108864 [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub frame_len: Option<BenchFrameLength>,
@@ -435,33 +455,25 @@ pub struct BenchArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Instead of messages in memory, a tree of objects on local disk through the
-    /// pipeline in each mode, beside the plain copy of the same tree: small (10,000 x
-    /// 4 KiB), medium (1,000 x 1 MiB), large (2 x 1 GiB) or mixed (2,000, log-normal
-    /// around 64 KiB).
+    /// Instead of messages in memory, a tree of objects through the pipeline in each
+    /// mode, beside the plain copy of the same objects: small (10,000 x 4 KiB), medium
+    /// (1,000 x 1 MiB), large (2 x 1 GiB) or mixed (2,000, log-normal around 64 KiB).
     #[arg(long, value_name = "MIX", help_heading = "Workloads")]
     pub workload: Option<String>,
-    /// A workload of N objects (with --object-size) instead of a named one.
-    #[arg(
-        long,
-        value_name = "N",
-        requires = "object_size",
-        help_heading = "Workloads"
-    )]
+    /// A workload of N objects (sizes from --size) instead of a named one.
+    #[arg(long, value_name = "N", requires = "size", help_heading = "Workloads")]
     pub objects: Option<BenchObjects>,
-    /// Object sizes of a --objects workload: SIZE, or MIN..MAX (log-uniform), e.g.
-    /// 4KiB..1GiB.
+    /// Where the workload runs: a directory (its files are made below it, and
+    /// removed), `memory` (the tmpfs at /dev/shm), or s3://BUCKET[/PREFIX] (objects
+    /// below the prefix, removed; --s3-endpoint and the other S3 flags apply)
+    /// [default: the system's temporary directory].
     #[arg(
         long,
-        value_name = "SIZE[..MAX]",
-        requires = "objects",
+        alias = "dir",
+        value_name = "DIR|memory|s3://BUCKET/PREFIX",
         help_heading = "Workloads"
     )]
-    pub object_size: Option<String>,
-    /// Where the workload's tree and outputs are made (and removed) [default: the
-    /// system's temporary directory].
-    #[arg(long, value_name = "DIR", help_heading = "Workloads")]
-    pub dir: Option<PathBuf>,
+    pub target: Option<String>,
     /// Modes to run after encrypt, comma-separated: decrypt, reencrypt, rewrap, verify
     /// [default: all].
     #[arg(

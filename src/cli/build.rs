@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::bail;
-use sealpipe::aws::AwsSettings;
+use sealpipe::aws::{AwsSettings, S3Client};
+use sealpipe::bench::{S3Target, Target, WorkloadConfig};
 use sealpipe::format::DecodeLimits;
 use sealpipe::keys::{DiscoveryFilter, KeepPolicy, Keyring, KmsDiscoveryKeyring, PoolLimits};
 use sealpipe::pipeline::{
@@ -15,7 +16,9 @@ use sealpipe::store::{ByteBudget, S3Settings, S3Store};
 use sealpipe::stream::{DecryptOptions, EncryptOptions, HeaderNonce};
 
 use super::keyref::{self, KmsSource};
-use super::settings::{Aws, JobSettings, KeyRefs, Reading, S3Transfer, Task, Writing};
+use super::settings::{
+    Aws, BenchTarget, BenchWorkload, JobSettings, KeyRefs, Reading, S3Transfer, Task, Writing,
+};
 
 /// The KMS context's settings; clients are built on first use.
 pub fn kms_source(aws: &Aws) -> KmsSource {
@@ -236,6 +239,12 @@ async fn unwrapping(
 
 /// The S3 client and store.
 async fn s3_store(aws: &Aws, s3: &S3Transfer) -> S3Store {
+    let (client, settings) = s3_client(aws, s3).await;
+    S3Store::new(client, settings, ByteBudget::new(s3.max_in_flight.value))
+}
+
+/// The S3 client, and the store's settings.
+async fn s3_client(aws: &Aws, s3: &S3Transfer) -> (S3Client, S3Settings) {
     let settings = AwsSettings {
         region: aws.region.value.clone(),
         profile: aws.profile.value.clone(),
@@ -244,15 +253,40 @@ async fn s3_store(aws: &Aws, s3: &S3Transfer) -> S3Store {
         s3_path_style: s3.path_style.value,
     };
     let client = sealpipe::aws::s3_client(&settings).await;
-    S3Store::new(
-        client,
-        S3Settings {
-            part_size: s3.part_size.value,
-            storage_class: s3.storage_class.value.clone(),
-            server_side_encryption: s3.sse.value.clone(),
-            sse_kms_key_id: s3.sse_kms_key_id.value.clone(),
-            ..S3Settings::default()
-        },
-        ByteBudget::new(s3.max_in_flight.value),
-    )
+    let settings = S3Settings {
+        part_size: s3.part_size.value,
+        storage_class: s3.storage_class.value.clone(),
+        server_side_encryption: s3.sse.value.clone(),
+        sse_kms_key_id: s3.sse_kms_key_id.value.clone(),
+        ..S3Settings::default()
+    };
+    (client, settings)
+}
+
+/// The library's workload from the resolved one: builds the S3 client of an S3 target.
+pub async fn bench_workload(aws: &Aws, w: &BenchWorkload) -> WorkloadConfig {
+    let target = match &w.target {
+        BenchTarget::Local(dir) => Target::Local(dir.clone()),
+        BenchTarget::S3 {
+            bucket,
+            prefix,
+            transfer,
+        } => {
+            let (client, settings) = s3_client(aws, transfer).await;
+            Target::S3(S3Target {
+                client,
+                settings,
+                max_in_flight: transfer.max_in_flight.value,
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+            })
+        }
+    };
+    WorkloadConfig {
+        mix: w.mix.clone(),
+        target,
+        modes: w.modes.clone(),
+        concurrency: w.concurrency,
+        keys: None,
+    }
 }

@@ -183,10 +183,12 @@ fn same_contents(a: &Path, b: &Path) -> anyhow::Result<bool> {
     }
 }
 
-/// `sealpipe bench`: in-memory seal/open throughput against the AES-GCM ceiling.
-pub async fn bench(bench: &BenchSettings, quiet: bool) -> anyhow::Result<Outcome> {
+/// `sealpipe bench`: in-memory seal/open throughput against the AES-GCM ceiling, or a
+/// workload.
+pub async fn bench(bench: &BenchSettings, aws: &Aws, quiet: bool) -> anyhow::Result<Outcome> {
     if let Some(workload) = &bench.workload {
-        return bench_workload(workload, bench.json, quiet).await;
+        let workload = super::build::bench_workload(aws, workload).await;
+        return bench_workload(&workload, bench.json, quiet).await;
     }
     let config = &bench.config;
     if !bench.json && !quiet {
@@ -204,28 +206,46 @@ pub async fn bench(bench: &BenchSettings, quiet: bool) -> anyhow::Result<Outcome
     Ok(Outcome::Success)
 }
 
-/// `sealpipe bench --workload`: the tree through every mode, with a line per mode while
-/// it runs (on stderr, unless quiet or JSON), then the table or the JSON.
+/// `sealpipe bench --workload`: the tree through every mode, with a line per phase and a
+/// progress bar per mode while it runs (on stderr, unless quiet), then the table or the
+/// JSON.
 async fn bench_workload(
     workload: &sealpipe::bench::WorkloadConfig,
     json: bool,
     quiet: bool,
 ) -> anyhow::Result<Outcome> {
-    let chatty = !json && !quiet;
-    if chatty {
+    use sealpipe::bench::Phase;
+
+    if !quiet {
         say!(
-            "workload {}: writing the tree under {}, then a plain copy and {} modes",
+            "workload {} on {}: the tree (untimed), the limits, the plain copy, then {} modes",
             workload.mix,
-            sealpipe::escape::path(&workload.dir),
+            workload.target,
             workload.modes.len()
         );
     }
-    let result = sealpipe::bench::run_workload(workload, |mode, _| {
-        if chatty {
-            say!("running {}...", format!("{mode:?}").to_lowercase());
+    let mut bar: Option<super::progress::Progress> = None;
+    let result = sealpipe::bench::run_workload(workload, |phase| {
+        // The previous mode's bar stops when dropped.
+        bar = None;
+        if quiet {
+            return;
+        }
+        match phase {
+            Phase::Tree => say!("writing the tree of random objects..."),
+            Phase::Limits => say!("measuring the AES-GCM ceiling and memory copy bandwidth..."),
+            Phase::Copy => say!("plain copy of the tree..."),
+            Phase::Mode(mode, stats) => {
+                say!("{}...", format!("{mode:?}").to_lowercase());
+                bar = Some(super::progress::Progress::start(stats, None, false));
+            }
         }
     })
-    .await?;
+    .await;
+    if let Some(bar) = bar.take() {
+        bar.finish().await;
+    }
+    let result = result?;
     if json {
         stdout_line(&super::json::to_string_pretty(&result)?)?;
     } else {

@@ -14,7 +14,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use sealpipe::bench::{BenchConfig, Mix, WorkloadConfig};
+use sealpipe::bench::{BenchConfig, Mix};
 use sealpipe::crypto::AeadBackend;
 use sealpipe::format::{AlgorithmSuite, DecodeLimits, EncryptionContext};
 use sealpipe::keys::PoolLimits;
@@ -27,7 +27,7 @@ use super::args::{
     Cli, Command, GlobalArgs, KeyChange, ReadArgs, RewrapArgs, TransferArgs, WriteArgs,
 };
 use super::config::Config;
-use super::values::{Concurrency, KmsRate};
+use super::values::{BenchSize, Concurrency, KmsRate};
 
 /// Objects processed at once unless configured: local jobs are bound by disks and
 /// cores, S3 jobs by request latency.
@@ -394,7 +394,27 @@ pub struct BenchSettings {
     pub config: BenchConfig,
     pub json: bool,
     /// `--workload` or `--objects`: a tree through the pipeline instead of memory.
-    pub workload: Option<WorkloadConfig>,
+    pub workload: Option<BenchWorkload>,
+}
+
+/// A workload to run; its S3 client is built when it runs.
+#[derive(Debug)]
+pub struct BenchWorkload {
+    pub mix: Mix,
+    pub target: BenchTarget,
+    pub modes: Vec<Mode>,
+    pub concurrency: usize,
+}
+
+/// Where a workload runs.
+#[derive(Debug)]
+pub enum BenchTarget {
+    Local(PathBuf),
+    S3 {
+        bucket: String,
+        prefix: String,
+        transfer: S3Transfer,
+    },
 }
 
 /// Resolves the command line: loads the config file (`--config`, `SEALPIPE_CONFIG`,
@@ -459,7 +479,12 @@ fn resolve_with(
             let mut b = BenchConfig::default();
             // Every value is in range already (values::Bench*), so the benchmark's
             // buffers are allocatable and its durations representable.
-            b.message_size = a.size.map_or(b.message_size, |s| s.0);
+            if let (Some(size), None) = (&a.size, a.objects) {
+                let bytes = super::values::parse_size(size).map_err(|e| anyhow!("--size: {e}"))?;
+                b.message_size = BenchSize::from_str(&bytes.to_string())
+                    .map_err(|e| anyhow!("--size: {e}"))?
+                    .0;
+            }
             b.frame_length = a.frame_len.map_or(b.frame_length, |l| l.0);
             b.threads = a.threads.map_or(b.threads, |t| t.0);
             b.min_time = a.seconds.map_or(b.min_time, |s| s.duration());
@@ -468,7 +493,7 @@ fn resolve_with(
             Resolved::Bench(BenchSettings {
                 config: b,
                 json: a.json,
-                workload: bench_workload(a, globals.concurrency.value)?,
+                workload: bench_workload(a, globals.concurrency.value, &layers, g, config)?,
             })
         }
     };
@@ -883,21 +908,32 @@ fn old_reading(
 fn bench_workload(
     a: &super::args::BenchArgs,
     concurrency: Option<usize>,
-) -> anyhow::Result<Option<WorkloadConfig>> {
-    let mix = match (&a.workload, a.objects, &a.object_size) {
-        (None, None, _) => return Ok(None),
+    layers: &Layers,
+    g: &GlobalArgs,
+    config: &Config,
+) -> anyhow::Result<Option<BenchWorkload>> {
+    let mix = match (&a.workload, a.objects, &a.size) {
+        (None, None, _) => {
+            if a.target.is_some() || !a.modes.is_empty() {
+                bail!("--target and --modes are for workloads: add --workload or --objects");
+            }
+            return Ok(None);
+        }
         (Some(_), Some(_), _) => bail!("give --workload or --objects, not both"),
-        (Some(name), None, _) => Mix::named(name)
+        (Some(_), None, Some(_)) => bail!(
+            "--size is the message size in memory, or with --objects the objects' sizes; \
+             a named --workload has its own sizes"
+        ),
+        (Some(name), None, None) => Mix::named(name)
             .ok_or_else(|| anyhow!("unknown workload {name:?} (small, medium, large or mixed)"))?,
         (None, Some(objects), size) => {
             let size = size.as_deref().unwrap_or_default();
             let (min, max) = size.split_once("..").unwrap_or((size, size));
-            let parse = |s: &str| {
-                super::values::parse_size(s).map_err(|e| anyhow!("--object-size {size:?}: {e}"))
-            };
+            let parse =
+                |s: &str| super::values::parse_size(s).map_err(|e| anyhow!("--size {size:?}: {e}"));
             let (min, max) = (parse(min)?, parse(max)?);
             if min > max || max > 1 << 40 {
-                bail!("--object-size {size:?}: MIN must not exceed MAX, and MAX at most 1TiB");
+                bail!("--size {size:?}: MIN must not exceed MAX, and MAX at most 1TiB");
             }
             Mix::Sizes {
                 objects: objects.0,
@@ -924,11 +960,52 @@ fn bench_workload(
             ),
         });
     }
-    Ok(Some(WorkloadConfig {
+    let target = match a.target.as_deref() {
+        None => BenchTarget::Local(std::env::temp_dir()),
+        Some("memory") => {
+            let shm = PathBuf::from("/dev/shm");
+            if !sealpipe::bench::is_in_memory(&shm) {
+                bail!(
+                    "--target memory: /dev/shm is not a tmpfs on this machine; give a \
+                     directory on one (mount -t tmpfs tmpfs DIR) as --target DIR"
+                );
+            }
+            BenchTarget::Local(shm)
+        }
+        Some(t) => match Location::parse(t).map_err(|e| anyhow!("--target: {e}"))? {
+            Location::Local(dir) => {
+                if !dir.is_dir() {
+                    bail!(
+                        "--target {}: not a directory (the benchmark makes its files below \
+                         one)",
+                        sealpipe::escape::path(&dir)
+                    );
+                }
+                BenchTarget::Local(dir)
+            }
+            Location::S3 { bucket, prefix } => {
+                let prefix = if prefix.is_empty() || prefix.ends_with('/') {
+                    prefix
+                } else {
+                    format!("{prefix}/")
+                };
+                BenchTarget::S3 {
+                    bucket,
+                    prefix,
+                    transfer: s3_transfer(layers, g, config)?,
+                }
+            }
+        },
+    };
+    let default_concurrency = match target {
+        BenchTarget::S3 { .. } => DEFAULT_CONCURRENCY_S3,
+        BenchTarget::Local(_) => DEFAULT_CONCURRENCY,
+    };
+    Ok(Some(BenchWorkload {
         mix,
-        dir: a.dir.clone().unwrap_or_else(std::env::temp_dir),
+        target,
         modes,
-        concurrency: concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+        concurrency: concurrency.unwrap_or(default_concurrency),
     }))
 }
 

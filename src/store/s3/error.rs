@@ -61,6 +61,7 @@ fn permission(action: &str) -> &'static str {
         "GetObjectTagging" => "s3:GetObjectTagging",
         "ListMultipartUploads" => "s3:ListBucketMultipartUploads",
         "AbortMultipartUpload" => "s3:AbortMultipartUpload",
+        "DeleteObjects" => "s3:DeleteObject",
         _ => "s3:PutObject (s3:PutObjectTagging with tags)",
     }
 }

@@ -9,8 +9,9 @@
 //! the source's shape); `request` sends and retries requests; `error` names their
 //! failures; `listing` streams ListObjectsV2; `reader` reads an object as ranges;
 //! `sink` writes one with PutObject or a multipart upload; `meta` carries metadata
-//! and tags across.
+//! and tags across; `delete` removes the objects a benchmark made.
 
+mod delete;
 mod error;
 mod listing;
 mod meta;
