@@ -26,7 +26,7 @@ pub enum Target {
     /// A directory: the run's files are made in a new directory below it.
     Local(PathBuf),
     /// A bucket and prefix: the run's objects are made below a new prefix in it.
-    S3(S3Target),
+    S3(Box<S3Target>),
 }
 
 /// An S3 bucket and prefix, and the client that reaches it.
@@ -62,7 +62,10 @@ impl std::fmt::Display for Target {
 /// plain copy, and the outputs of each mode are made (and removed) below it.
 pub(super) enum Area {
     Local(PathBuf),
-    S3 { target: S3Target, prefix: String },
+    S3 {
+        target: Box<S3Target>,
+        prefix: String,
+    },
 }
 
 impl Area {

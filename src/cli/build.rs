@@ -273,13 +273,13 @@ pub async fn bench_workload(aws: &Aws, w: &BenchWorkload) -> WorkloadConfig {
             transfer,
         } => {
             let (client, settings) = s3_client(aws, transfer).await;
-            Target::S3(S3Target {
+            Target::S3(Box::new(S3Target {
                 client,
                 settings,
                 max_in_flight: transfer.max_in_flight.value,
                 bucket: bucket.clone(),
                 prefix: prefix.clone(),
-            })
+            }))
         }
     };
     WorkloadConfig {

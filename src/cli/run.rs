@@ -225,7 +225,9 @@ async fn bench_workload(
         );
     }
     let mut bar: Option<super::progress::Progress> = None;
-    let result = sealpipe::bench::run_workload(workload, |phase| {
+    // Boxed: the workload's future holds whole pipeline runs, deep enough to overflow
+    // the compiler's query depth when laid out inline (as `run_job` boxes its own).
+    let result = Box::pin(sealpipe::bench::run_workload(workload, |phase| {
         // The previous mode's bar stops when dropped.
         bar = None;
         if quiet {
@@ -240,7 +242,7 @@ async fn bench_workload(
                 bar = Some(super::progress::Progress::start(stats, None, false));
             }
         }
-    })
+    }))
     .await;
     if let Some(bar) = bar.take() {
         bar.finish().await;

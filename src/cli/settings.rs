@@ -226,7 +226,7 @@ pub enum Resolved {
     Job(Box<JobSettings>),
     Run(Box<RunSettings>),
     Inspect(PathBuf),
-    Bench(BenchSettings),
+    Bench(Box<BenchSettings>),
 }
 
 /// AWS and KMS settings, shared by KMS keys and S3 clients.
@@ -413,7 +413,7 @@ pub enum BenchTarget {
     S3 {
         bucket: String,
         prefix: String,
-        transfer: S3Transfer,
+        transfer: Box<S3Transfer>,
     },
 }
 
@@ -490,11 +490,11 @@ fn resolve_with(
             b.min_time = a.seconds.map_or(b.min_time, |s| s.duration());
             // The config file's `[runtime] aead` is for jobs; the benchmark never read it.
             b.aead = backend(layers.pick(g.aead.clone(), Some(&AEAD), None)?)?.value;
-            Resolved::Bench(BenchSettings {
+            Resolved::Bench(Box::new(BenchSettings {
                 config: b,
                 json: a.json,
                 workload: bench_workload(a, globals.concurrency.value, &layers, g, config)?,
-            })
+            }))
         }
     };
     Ok(Settings {
@@ -992,7 +992,7 @@ fn bench_workload(
                 BenchTarget::S3 {
                     bucket,
                     prefix,
-                    transfer: s3_transfer(layers, g, config)?,
+                    transfer: Box::new(s3_transfer(layers, g, config)?),
                 }
             }
         },
