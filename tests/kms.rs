@@ -619,3 +619,50 @@ fn a_multi_region_replica_is_matched_and_called_in_its_region() {
         stderr(&o)
     );
 }
+
+/// `sealpipe bench --key` with KMS keys: each mode's KMS calls are counted, and they
+/// follow data keys, not objects.
+#[test]
+fn bench_counts_the_kms_calls_of_each_mode() {
+    let kms = Kms::start();
+    let (first, second) = (kms.create_key("us-east-1"), kms.create_key("us-east-1"));
+    std::fs::create_dir_all(kms.path("scratch")).unwrap();
+    let o = kms.sealpipe(&[
+        "bench",
+        "--objects",
+        "200",
+        "--size",
+        "100..4KiB",
+        "--target",
+        "scratch",
+        "--key",
+        &first,
+        "--new-key",
+        &second,
+        "--json",
+    ]);
+    ok(&o);
+    let result: Value = serde_json::from_slice(&o.stdout).unwrap();
+    for m in result["modes"].as_array().unwrap() {
+        let (mode, calls, keys) = (
+            m["mode"].as_str().unwrap(),
+            m["kms_calls"].as_u64().unwrap(),
+            m["data_keys"].as_u64().unwrap(),
+        );
+        assert_eq!(m["objects"], 200, "{m}");
+        assert!(calls >= 1 && calls <= 4, "{mode}: {calls} KMS calls for 200 objects: {m}");
+        match mode {
+            // One GenerateDataKey per data key the pool made.
+            "encrypt" => assert_eq!(calls, keys, "{m}"),
+            // A Decrypt of the data key, and for the new key a GenerateDataKey
+            // (reencrypt) or an Encrypt of the same data key (rewrap).
+            "reencrypt" | "rewrap" => assert!(calls >= 2, "{m}"),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(kms.path("scratch")).unwrap().count(),
+        0,
+        "the benchmark's files are removed"
+    );
+}

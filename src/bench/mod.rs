@@ -30,7 +30,9 @@ mod target;
 mod workload;
 
 pub use target::{S3Target, Target, is_in_memory};
-pub use workload::{Mix, ModeResult, Phase, WorkloadConfig, WorkloadResult, run_workload};
+pub use workload::{
+    BenchKeys, Mix, ModeResult, Phase, WorkloadConfig, WorkloadResult, run_workload,
+};
 
 use std::fmt;
 use std::future::Future;

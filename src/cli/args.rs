@@ -215,7 +215,8 @@ objects: cp -r for a directory, GET+PUT through the same client and concurrency 
 S3), then runs encrypt and each mode through the real pipeline. Each mode reports MB/s,
 objects/s, p50/p99 latency per object, CPU seconds (user/sys) and per GB, data keys,
 KMS calls, pool hit rate, S3 requests, and each ratio to its limit. Everything the run
-made is removed, also when it fails. Keys are Raw AES keys made for the run.")]
+made is removed, also when it fails. Keys are Raw AES keys made for the run unless
+--key names others (KMS keys: their calls are counted per mode).")]
     Bench(BenchArgs),
 }
 
@@ -483,4 +484,17 @@ pub struct BenchArgs {
         help_heading = "Workloads"
     )]
     pub modes: Vec<String>,
+    /// Wrapping key of the workload, repeatable, as `encrypt --key` takes it (a KMS
+    /// key, to count its calls) [default: a Raw AES key made for the run].
+    #[arg(
+        long = "key",
+        short = 'k',
+        value_name = "KEYREF",
+        help_heading = "Workloads"
+    )]
+    pub keys: Vec<String>,
+    /// Key that reencrypt and rewrap move the messages to, repeatable [default: --key,
+    /// or a second Raw AES key made for the run].
+    #[arg(long = "new-key", value_name = "KEYREF", help_heading = "Workloads")]
+    pub new_keys: Vec<String>,
 }

@@ -2,10 +2,11 @@
 //! resolved [`settings`](super::settings) alone.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use anyhow::bail;
 use sealpipe::aws::{AwsSettings, S3Client};
-use sealpipe::bench::{S3Target, Target, WorkloadConfig};
+use sealpipe::bench::{BenchKeys, S3Target, Target, WorkloadConfig};
 use sealpipe::format::DecodeLimits;
 use sealpipe::keys::{DiscoveryFilter, KeepPolicy, Keyring, KmsDiscoveryKeyring, PoolLimits};
 use sealpipe::pipeline::{
@@ -263,8 +264,33 @@ async fn s3_client(aws: &Aws, s3: &S3Transfer) -> (S3Client, S3Settings) {
     (client, settings)
 }
 
-/// The library's workload from the resolved one: builds the S3 client of an S3 target.
-pub async fn bench_workload(aws: &Aws, w: &BenchWorkload) -> WorkloadConfig {
+/// The library's workload from the resolved one: builds the S3 client of an S3 target,
+/// and the keyrings of `--key` and `--new-key`.
+pub async fn bench_workload(
+    aws: &Aws,
+    w: &BenchWorkload,
+    kms: &KmsSource,
+) -> anyhow::Result<WorkloadConfig> {
+    let keys = match &w.keys {
+        None => None,
+        Some((first, second)) => {
+            let first = wrapping(first, kms, false).await?;
+            let second = wrapping(second, kms, false).await?;
+            let kms_calls = kms.used().map(|context| {
+                let stats = context.stats.clone();
+                Arc::new(move || {
+                    stats.generate_data_key.load(Relaxed)
+                        + stats.encrypt.load(Relaxed)
+                        + stats.decrypt.load(Relaxed)
+                }) as Arc<dyn Fn() -> u64 + Send + Sync>
+            });
+            first.zip(second).map(|(first, second)| BenchKeys {
+                first,
+                second,
+                kms_calls,
+            })
+        }
+    };
     let target = match &w.target {
         BenchTarget::Local(dir) => Target::Local(dir.clone()),
         BenchTarget::S3 {
@@ -282,11 +308,11 @@ pub async fn bench_workload(aws: &Aws, w: &BenchWorkload) -> WorkloadConfig {
             }))
         }
     };
-    WorkloadConfig {
+    Ok(WorkloadConfig {
         mix: w.mix.clone(),
         target,
         modes: w.modes.clone(),
         concurrency: w.concurrency,
-        keys: None,
-    }
+        keys,
+    })
 }

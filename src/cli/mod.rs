@@ -43,7 +43,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<Outcome> {
         Resolved::Job(job) => execute(job, &settings.aws, quiet, &kms).await,
         Resolved::Run(run) => run::run(run, &settings.aws, quiet, &kms).await,
         Resolved::Inspect(file) => inspect::run(file),
-        Resolved::Bench(bench) => run::bench(bench, &settings.aws, quiet).await,
+        Resolved::Bench(bench) => run::bench(bench, &settings.aws, &kms, quiet).await,
     }
 }
 

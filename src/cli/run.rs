@@ -185,9 +185,14 @@ fn same_contents(a: &Path, b: &Path) -> anyhow::Result<bool> {
 
 /// `sealpipe bench`: in-memory seal/open throughput against the AES-GCM ceiling, or a
 /// workload.
-pub async fn bench(bench: &BenchSettings, aws: &Aws, quiet: bool) -> anyhow::Result<Outcome> {
+pub async fn bench(
+    bench: &BenchSettings,
+    aws: &Aws,
+    kms: &super::keyref::KmsSource,
+    quiet: bool,
+) -> anyhow::Result<Outcome> {
     if let Some(workload) = &bench.workload {
-        let workload = super::build::bench_workload(aws, workload).await;
+        let workload = super::build::bench_workload(aws, workload, kms).await?;
         return bench_workload(&workload, bench.json, quiet).await;
     }
     let config = &bench.config;

@@ -397,13 +397,15 @@ pub struct BenchSettings {
     pub workload: Option<BenchWorkload>,
 }
 
-/// A workload to run; its S3 client is built when it runs.
+/// A workload to run; its S3 client and keyrings are built when it runs.
 #[derive(Debug)]
 pub struct BenchWorkload {
     pub mix: Mix,
     pub target: BenchTarget,
     pub modes: Vec<Mode>,
     pub concurrency: usize,
+    /// `--key` and `--new-key` (the new ones default to the first), if given.
+    pub keys: Option<(KeyRefs, KeyRefs)>,
 }
 
 /// Where a workload runs.
@@ -1001,11 +1003,35 @@ fn bench_workload(
         BenchTarget::S3 { .. } => DEFAULT_CONCURRENCY_S3,
         BenchTarget::Local(_) => DEFAULT_CONCURRENCY,
     };
+    if a.keys.is_empty() && !a.new_keys.is_empty() {
+        bail!("--new-key needs --key: the workload's messages are first sealed with --key");
+    }
+    let refs = |refs: &[String]| -> anyhow::Result<KeyRefs> {
+        super::keyref::check_refs(refs, false)?;
+        Ok(KeyRefs {
+            refs: Sourced {
+                value: refs.to_vec(),
+                origin: Origin::Flag,
+            },
+            base: PathBuf::from("."),
+        })
+    };
+    let keys = if a.keys.is_empty() {
+        None
+    } else {
+        let new = if a.new_keys.is_empty() {
+            &a.keys
+        } else {
+            &a.new_keys
+        };
+        Some((refs(&a.keys)?, refs(new)?))
+    };
     Ok(Some(BenchWorkload {
         mix,
         target,
         modes,
         concurrency: concurrency.unwrap_or(default_concurrency),
+        keys,
     }))
 }
 
