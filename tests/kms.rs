@@ -650,7 +650,10 @@ fn bench_counts_the_kms_calls_of_each_mode() {
             m["data_keys"].as_u64().unwrap(),
         );
         assert_eq!(m["objects"], 200, "{m}");
-        assert!(calls >= 1 && calls <= 4, "{mode}: {calls} KMS calls for 200 objects: {m}");
+        assert!(
+            (1..=4).contains(&calls),
+            "{mode}: {calls} KMS calls for 200 objects: {m}"
+        );
         match mode {
             // One GenerateDataKey per data key the pool made.
             "encrypt" => assert_eq!(calls, keys, "{m}"),
