@@ -1504,3 +1504,71 @@ fn bench_runs_a_workload_on_s3_and_removes_only_its_own_objects() {
         "only the run's own objects are removed"
     );
 }
+
+/// A job that resumes reads the destination's listing alongside the source's, so an
+/// output that is not there costs no HEAD: a first run into an empty prefix takes a
+/// GET and a PUT per object, and a re-run asks only about the outputs that exist.
+/// Outputs removed in between are made again; the others are skipped by their marker.
+#[test]
+fn resume_asks_only_about_outputs_the_destination_listing_has() {
+    let s3 = World::start("presence");
+    s3.create_bucket("src");
+    s3.create_bucket("dst");
+    let n = 300u64;
+    let objects: Vec<Obj> = (0..n)
+        .map(|i| Obj::plain(&format!("data/{i:04}"), common::pseudo_random(4096, i)))
+        .collect();
+    s3.put_all("src", &objects);
+    // Keys of someone else's that sort among the outputs, and one past them all.
+    for key in ["out/0100-foreign", "out/zzz"] {
+        s3.put("dst", &Obj::plain(key, &b"not sealpipe's"[..]));
+    }
+    let encrypt = [
+        "encrypt",
+        "s3://src/data/",
+        "s3://dst/out",
+        "--key",
+        &s3.key,
+        "-q",
+    ];
+
+    let first = s3.run(&encrypt);
+    first.assert_exit(0);
+    first.assert_objects(n, n, 0, 0, 0);
+    // A GET and a PUT per object; besides, a listing of each side and a HeadBucket of
+    // each bucket (for its region).
+    let setup = 4;
+    assert_eq!(first.s3("requests"), 2 * n + setup, "{}", first.context());
+
+    // Every third output removed: those are made again, the rest are finished work.
+    let removed: Vec<String> = (0..n).step_by(3).map(|i| format!("out/{i:04}")).collect();
+    s3.rt.block_on(async {
+        for key in &removed {
+            s3.client
+                .delete_object()
+                .bucket("dst")
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let redo = removed.len() as u64;
+    let second = s3.run(&encrypt);
+    second.assert_exit(0);
+    second.assert_objects(n, redo, 0, 0, n - redo);
+    // A HEAD for each output that exists, a GET and a PUT for each one that does not.
+    assert_eq!(
+        second.s3("requests"),
+        (n - redo) + 2 * redo + setup,
+        "{}",
+        second.context()
+    );
+    let keys = s3.keys("dst");
+    for i in 0..n {
+        assert!(keys.contains(&format!("out/{i:04}")), "out/{i:04}");
+    }
+    assert!(keys.contains("out/0100-foreign") && keys.contains("out/zzz"));
+    s3.run(&["verify", "s3://dst/out/0", "--key", &s3.key, "-q"])
+        .assert_exit(0);
+}
