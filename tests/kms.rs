@@ -621,16 +621,19 @@ fn a_multi_region_replica_is_matched_and_called_in_its_region() {
 }
 
 /// `sealpipe bench --key` with KMS keys: each mode's KMS calls are counted, and they
-/// follow data keys, not objects.
+/// follow data keys, not objects: with at most 50 messages a data key, 200 objects take
+/// at least 4 data keys and at most 4 plus one per worker (each may hold a key it
+/// cannot finish), and every later mode a Decrypt per data key.
 #[test]
 fn bench_counts_the_kms_calls_of_each_mode() {
     let kms = Kms::start();
     let (first, second) = (kms.create_key("us-east-1"), kms.create_key("us-east-1"));
     std::fs::create_dir_all(kms.path("scratch")).unwrap();
+    let (objects, per_key, workers) = (200u64, 50u64, 8u64);
     let o = kms.sealpipe(&[
         "bench",
         "--objects",
-        "200",
+        &objects.to_string(),
         "--size",
         "100..4KiB",
         "--target",
@@ -639,29 +642,49 @@ fn bench_counts_the_kms_calls_of_each_mode() {
         &first,
         "--new-key",
         &second,
+        "--cache-max-messages",
+        &per_key.to_string(),
+        "--concurrency",
+        &workers.to_string(),
         "--json",
     ]);
     ok(&o);
     let result: Value = serde_json::from_slice(&o.stdout).unwrap();
-    for m in result["modes"].as_array().unwrap() {
-        let (mode, calls, keys) = (
+    let least = objects.div_ceil(per_key);
+    let modes = result["modes"].as_array().unwrap();
+    let sealed_keys = modes[0]["data_keys"].as_u64().unwrap();
+    assert!(
+        (least..=least + workers).contains(&sealed_keys),
+        "{sealed_keys} data keys: {}",
+        modes[0]
+    );
+    // The data keys messages were sealed under: a key fetched ahead may go unused.
+    let by_mode = |name: &str| modes.iter().find(|m| m["mode"] == name).unwrap();
+    let read = by_mode("decrypt")["kms_calls"].as_u64().unwrap();
+    assert!((least..=sealed_keys).contains(&read), "{read}: {result}");
+    for m in modes {
+        let (mode, calls) = (
             m["mode"].as_str().unwrap(),
             m["kms_calls"].as_u64().unwrap(),
-            m["data_keys"].as_u64().unwrap(),
         );
-        assert_eq!(m["objects"], 200, "{m}");
-        assert!(
-            (1..=4).contains(&calls),
-            "{mode}: {calls} KMS calls for 200 objects: {m}"
-        );
-        match mode {
-            // One GenerateDataKey per data key the pool made.
-            "encrypt" => assert_eq!(calls, keys, "{m}"),
-            // A Decrypt of the data key, and for the new key a GenerateDataKey
-            // (reencrypt) or an Encrypt of the same data key (rewrap).
-            "reencrypt" | "rewrap" => assert!(calls >= 2, "{m}"),
-            _ => {}
-        }
+        assert_eq!(m["objects"], objects, "{m}");
+        let expected = match mode {
+            // One GenerateDataKey per data key.
+            "encrypt" => sealed_keys,
+            // A Decrypt per data key read.
+            "decrypt" | "verify" => read,
+            // A Decrypt per data key read and a GenerateDataKey per new one (its data
+            // keys count both).
+            "reencrypt" => {
+                let new = m["data_keys"].as_u64().unwrap() - read;
+                assert!((least..=least + workers).contains(&new), "{m}");
+                read + new
+            }
+            // A Decrypt of each data key, and an Encrypt of it under the new KMS key.
+            "rewrap" => 2 * read,
+            other => panic!("mode {other}"),
+        };
+        assert_eq!(calls, expected, "{mode}: {m}");
     }
     assert_eq!(
         std::fs::read_dir(kms.path("scratch")).unwrap().count(),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::target::{Area, Target};
 use super::{MachineLimits, machine_limits};
 use crate::Error;
-use crate::crypto::DataKey;
+use crate::crypto::{AeadBackend, DataKey};
 use crate::format::{AlgorithmSuite, EncryptionContext};
 use crate::keys::{KeepPolicy, Keyring, PoolLimits, RawAesKeyring};
 use crate::pipeline::{
@@ -133,6 +133,10 @@ pub struct WorkloadConfig {
     /// Keyrings to encrypt with and to re-encrypt or rewrap to (KMS keys, say), in
     /// place of two Raw AES keys made for the run; with the KMS counters they feed.
     pub keys: Option<BenchKeys>,
+    /// The data-key pool's limits, as a job's.
+    pub pool_limits: PoolLimits,
+    /// The AES-GCM backend of every mode (the limits use the default one).
+    pub aead: AeadBackend,
 }
 
 /// Keyrings a workload uses instead of its own Raw AES keys.
@@ -274,20 +278,26 @@ fn job(
     mode: Mode,
     area: &Area,
     (old, new): (&Arc<dyn Keyring>, &Arc<dyn Keyring>),
-    concurrency: usize,
+    config: &WorkloadConfig,
 ) -> Job {
     let sealing = |keys: &Arc<dyn Keyring>| Sealing {
         keys: Keys::Loaded(keys.clone()),
         suite: AlgorithmSuite::AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
         context: EncryptionContext::new(),
-        options: EncryptOptions::default(),
-        pool_limits: PoolLimits::default(),
+        options: EncryptOptions {
+            aead: config.aead,
+            ..EncryptOptions::default()
+        },
+        pool_limits: config.pool_limits.clone(),
     };
     let opening = Opening {
         keys: Keys::Loaded(old.clone()),
-        options: DecryptOptions::default(),
+        options: DecryptOptions {
+            aead: config.aead,
+            ..DecryptOptions::default()
+        },
         reproduced_context: EncryptionContext::new(),
-        cache_max_age: PoolLimits::default().max_age,
+        cache_max_age: config.pool_limits.max_age,
     };
     let output = |name: &str| Output::To(area.location(name));
     let (work, source) = match mode {
@@ -336,7 +346,7 @@ fn job(
         work,
         source: Source::Location(area.location(source)),
         filter: ObjectFilter::default(),
-        concurrency,
+        concurrency: config.concurrency,
         dry_run: false,
         fail_fast: false,
         s3: area.store(),
@@ -388,7 +398,7 @@ async fn measure(
     modes.insert(0, Mode::Encrypt);
     let mut results = Vec::new();
     for mode in modes {
-        let job = job(mode, area, (&keys.0, &keys.1), config.concurrency);
+        let job = job(mode, area, (&keys.0, &keys.1), config);
         let stats = Arc::new(Stats::default());
         progress(Phase::Mode(mode, stats.clone()));
         let (cpu_before, kms_before) = (cpu_seconds(), kms_now());

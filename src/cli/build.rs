@@ -314,5 +314,7 @@ pub async fn bench_workload(
         modes: w.modes.clone(),
         concurrency: w.concurrency,
         keys,
+        pool_limits: w.pool_limits.clone(),
+        aead: w.aead,
     })
 }

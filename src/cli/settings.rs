@@ -406,6 +406,8 @@ pub struct BenchWorkload {
     pub concurrency: usize,
     /// `--key` and `--new-key` (the new ones default to the first), if given.
     pub keys: Option<(KeyRefs, KeyRefs)>,
+    pub pool_limits: PoolLimits,
+    pub aead: AeadBackend,
 }
 
 /// Where a workload runs.
@@ -492,10 +494,11 @@ fn resolve_with(
             b.min_time = a.seconds.map_or(b.min_time, |s| s.duration());
             // The config file's `[runtime] aead` is for jobs; the benchmark never read it.
             b.aead = backend(layers.pick(g.aead.clone(), Some(&AEAD), None)?)?.value;
+            let aead = b.aead;
             Resolved::Bench(Box::new(BenchSettings {
                 config: b,
                 json: a.json,
-                workload: bench_workload(a, globals.concurrency.value, &layers, g, config)?,
+                workload: bench_workload(a, (globals.concurrency.value, aead), &layers, g, config)?,
             }))
         }
     };
@@ -909,7 +912,7 @@ fn old_reading(
 /// The workload of `bench --workload` or `--objects`, if one is asked for.
 fn bench_workload(
     a: &super::args::BenchArgs,
-    concurrency: Option<usize>,
+    (concurrency, aead): (Option<usize>, AeadBackend),
     layers: &Layers,
     g: &GlobalArgs,
     config: &Config,
@@ -1026,12 +1029,25 @@ fn bench_workload(
         };
         Some((refs(&a.keys)?, refs(new)?))
     };
+    // The data-key pool's limits, as a job takes them (values in range already).
+    let (flags, cache, pool) = (&g.aws, &config.cache, PoolLimits::default());
+    let max_age = layers.pick(flags.cache_max_age, None, cache.max_age_seconds)?;
+    let max_messages = layers.pick(flags.cache_max_messages, None, cache.max_messages)?;
+    let max_bytes = layers.pick(flags.cache_max_bytes, None, cache.max_bytes)?;
+    let pool_limits = PoolLimits {
+        max_age: max_age.value.map_or(pool.max_age, |s| s.duration()),
+        max_messages: max_messages.value.map_or(pool.max_messages, |m| m.0),
+        max_bytes: max_bytes.value.map_or(pool.max_bytes, |b| b.0),
+        ..pool
+    };
     Ok(Some(BenchWorkload {
         mix,
         target,
         modes,
         concurrency: concurrency.unwrap_or(default_concurrency),
         keys,
+        pool_limits,
+        aead,
     }))
 }
 
