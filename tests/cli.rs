@@ -687,6 +687,12 @@ fn bench_runs_a_workload_through_every_mode_and_leaves_nothing_behind() {
             assert!(m[field].as_f64().unwrap() > 0.0, "{field}: {m}");
         }
         assert!(m["p50_ms"].as_f64() <= m["p99_ms"].as_f64(), "{m}");
+        // Linux starts the peak over for each mode: far below the limits' buffers.
+        let rss = m["peak_rss_bytes"].as_u64().unwrap();
+        assert!(
+            rss > 0 && rss <= result["peak_rss_bytes"].as_u64().unwrap(),
+            "{m}"
+        );
     }
     assert!(result["copy_seconds"].as_f64().unwrap() > 0.0);
     assert_eq!(result["copy"], "cp -r");

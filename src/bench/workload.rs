@@ -210,6 +210,9 @@ pub struct ModeResult {
     pub of_aead: f64,
     /// This mode's MB/s over the memory copy bandwidth.
     pub of_memory_copy: f64,
+    /// The process's peak resident memory during this mode, bytes (during the whole
+    /// run where the system cannot start the peak over).
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// A workload's results.
@@ -236,7 +239,8 @@ pub struct WorkloadResult {
     pub limits: MachineLimits,
     /// Each mode.
     pub modes: Vec<ModeResult>,
-    /// The process's peak resident memory, bytes.
+    /// The highest of the modes' peak resident memory, bytes: the tree's writing and
+    /// the limits' buffers left out where the system can start the peak over.
     pub peak_rss_bytes: Option<u64>,
 }
 
@@ -397,10 +401,12 @@ async fn measure(
     modes.retain(|m| *m != Mode::Encrypt);
     modes.insert(0, Mode::Encrypt);
     let mut results = Vec::new();
+    let mut peak_rss: Option<u64> = None;
     for mode in modes {
         let job = job(mode, area, (&keys.0, &keys.1), config);
         let stats = Arc::new(Stats::default());
         progress(Phase::Mode(mode, stats.clone()));
+        let per_mode_peak = pipeline::reset_peak_rss();
         let (cpu_before, kms_before) = (cpu_seconds(), kms_now());
         let report = Box::pin(pipeline::run(job, stats, Cancel::default())).await?;
         let (cpu_after, kms_after) = (cpu_seconds(), kms_now());
@@ -424,6 +430,11 @@ async fn measure(
             &limits,
         );
         result.kms_calls = kms_after - kms_before;
+        result.peak_rss_bytes = report.peak_rss_bytes;
+        peak_rss = match (peak_rss, report.peak_rss_bytes) {
+            (Some(a), Some(b)) if per_mode_peak => Some(a.max(b)),
+            (_, b) => b,
+        };
         results.push(result);
         if mode != Mode::Encrypt {
             area.remove("out").await;
@@ -443,7 +454,7 @@ async fn measure(
         copy_s3_requests: matches!(config.target, Target::S3(_)).then_some(copy_requests),
         limits,
         modes: results,
-        peak_rss_bytes: pipeline::peak_rss(),
+        peak_rss_bytes: peak_rss,
     })
 }
 
@@ -482,6 +493,7 @@ fn mode_result(
         of_copy: copy_seconds / seconds,
         of_aead: mb_per_s / limits.aead_all_cores_mb_per_s.max(1e-9),
         of_memory_copy: mb_per_s / limits.memory_copy_mb_per_s.max(1e-9),
+        peak_rss_bytes: None,
     }
 }
 
@@ -510,7 +522,7 @@ impl std::fmt::Display for WorkloadResult {
         )?;
         writeln!(
             f,
-            "{:<10} {:>8} {:>8} {:>9} {:>8} {:>8} {:>13} {:>8} {:>5} {:>4} {:>5} {:>7} {:>7} {:>7}",
+            "{:<10} {:>8} {:>8} {:>9} {:>8} {:>8} {:>13} {:>8} {:>5} {:>4} {:>5} {:>7} {:>7} {:>7} {:>7}",
             "mode",
             "seconds",
             "MB/s",
@@ -522,6 +534,7 @@ impl std::fmt::Display for WorkloadResult {
             "keys",
             "KMS",
             "hits",
+            "RSS MiB",
             "of copy",
             "of AES",
             "of mem",
@@ -529,7 +542,7 @@ impl std::fmt::Display for WorkloadResult {
         for m in &self.modes {
             writeln!(
                 f,
-                "{:<10} {:>8.3} {:>8.0} {:>9.0} {:>8.2} {:>8.2} {:>6.2}/{:<6.2} {:>8.2} {:>5} {:>4} {:>4.0}% {:>6.2}x {:>6.2}x {:>6.2}x",
+                "{:<10} {:>8.3} {:>8.0} {:>9.0} {:>8.2} {:>8.2} {:>6.2}/{:<6.2} {:>8.2} {:>5} {:>4} {:>4.0}% {:>7} {:>6.2}x {:>6.2}x {:>6.2}x",
                 format!("{:?}", m.mode).to_lowercase(),
                 m.seconds,
                 m.mb_per_s,
@@ -542,6 +555,8 @@ impl std::fmt::Display for WorkloadResult {
                 m.data_keys,
                 m.kms_calls,
                 m.pool_hit_rate * 100.0,
+                m.peak_rss_bytes
+                    .map_or("-".to_string(), |b| (b >> 20).to_string()),
                 m.of_copy,
                 m.of_aead,
                 m.of_memory_copy,

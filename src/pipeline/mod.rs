@@ -25,7 +25,7 @@ pub use crate::bridge::Cancel;
 pub use filter::ObjectFilter;
 pub use job::{Job, Keys, Mode, Opening, Output, Rewrapping, Sealing, Source, Work};
 pub use latency::LatencyHistogram;
-pub(crate) use stats::peak_rss;
+pub(crate) use stats::reset_peak_rss;
 pub use stats::{
     CacheCounts, Failure, Latency, ObjectCounts, PartialCounts, Report, S3Counts, Stats,
 };

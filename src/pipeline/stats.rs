@@ -286,6 +286,17 @@ fn keep(list: &Mutex<Vec<Failure>>, max: usize, id: &ObjectId, message: impl FnO
 
 /// The process's peak resident memory (Linux), for reports.
 pub(crate) fn peak_rss() -> Option<u64> {
+    peak_rss_since_reset()
+}
+
+/// Starts [`peak_rss`] over from the resident memory now (Linux: `/proc/self/clear_refs`,
+/// value 5), so a benchmark can give each phase its own peak. Whether it worked is in
+/// the return value; where it did not, `peak_rss` stays the process's lifetime peak.
+pub(crate) fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn peak_rss_since_reset() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
