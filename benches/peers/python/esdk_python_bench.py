@@ -26,7 +26,9 @@ API needs the separate aws-cryptographic-material-providers package, which the p
 CLI does not allow. Every encrypt call generates and wraps a fresh data key (no
 caching materials manager), every decrypt call unwraps one, as in esdk-rust-bench.
 The round trip (decrypted == plaintext, suite 0x0478) is checked on the warm-up
-round, untimed.
+round, untimed. Each figure also has the workers' CPU time (user + system, from
+time.process_time() in each worker) over its timed rounds divided by their number:
+`cpu_sec_per_round`, beside `median_round_sec`.
 """
 
 import argparse
@@ -92,16 +94,20 @@ class Worker:
         self.ciphertexts = []
 
     def round(self, op, count, check):
+        """Runs one round; returns the CPU seconds this process spent on it."""
+        cpu0 = time.process_time()
         if op == "encrypt":
             self.ciphertexts = [self.esdk.encrypt(self.plaintext) for _ in range(count)]
         else:
             out = [self.esdk.decrypt(c) for c in self.ciphertexts]
             if check and (len(out) != count or any(p != self.plaintext for p in out)):
                 raise RuntimeError("round trip failed: decrypted != plaintext")
+        return time.process_time() - cpu0
 
 
 def serve(conn, size, frame_len):
-    """A worker process: runs the rounds its pipe asks for, answers "ok" or an error."""
+    """A worker process: runs the rounds its pipe asks for, answers with the round's
+    CPU seconds, or with an error."""
     try:
         worker = Worker(size, frame_len)
         conn.send("ready")
@@ -109,8 +115,7 @@ def serve(conn, size, frame_len):
             msg = conn.recv()
             if msg is None:
                 return
-            worker.round(*msg)
-            conn.send("ok")
+            conn.send(worker.round(*msg))
     except Exception as e:  # reported to the parent, which fails loudly
         conn.send(f"error: {e!r}")
 
@@ -131,20 +136,26 @@ class Pool:
             self._collect()
 
     def _collect(self):
+        """Every worker's answer; returns the sum of their CPU seconds."""
+        cpu = 0.0
         for _, conn in self.procs:
             answer = conn.recv()
-            if answer not in ("ready", "ok"):
+            if isinstance(answer, float):
+                cpu += answer
+            elif answer != "ready":
                 raise RuntimeError(f"worker failed: {answer}")
+        return cpu
 
     def round(self, op, count, check=False):
+        """One round on every worker at once: (wall seconds, CPU seconds)."""
         start = time.perf_counter()
         if self.local is not None:
-            self.local.round(op, count, check)
+            cpu = self.local.round(op, count, check)
         else:
             for _, conn in self.procs:
                 conn.send((op, count, check))
-            self._collect()
-        return time.perf_counter() - start
+            cpu = self._collect()
+        return time.perf_counter() - start, cpu
 
     def close(self):
         for p, conn in self.procs:
@@ -155,10 +166,12 @@ class Pool:
 def measure(pool, op, count, seconds):
     """Median round time of `op` over at least MIN_ROUNDS rounds and `seconds`."""
     start = time.perf_counter()
-    times = []
+    times, cpu = [], 0.0
     while len(times) < MIN_ROUNDS or time.perf_counter() - start < seconds:
-        times.append(pool.round(op, count))
-    return statistics.median_low(times), len(times)
+        wall, round_cpu = pool.round(op, count)
+        times.append(wall)
+        cpu += round_cpu
+    return statistics.median_low(times), len(times), cpu / len(times)
 
 
 def bench_workers(args, workers):
@@ -175,8 +188,8 @@ def bench_workers(args, workers):
         pool.close()
 
 
-def op_json(args, workers, median_rounds):
-    median, rounds = median_rounds
+def op_json(args, workers, figure):
+    median, rounds, cpu = figure
     messages = workers * args.count / median
     b = messages * args.size
     return {
@@ -186,6 +199,7 @@ def op_json(args, workers, median_rounds):
         "messages_per_sec": round(messages, 1),
         "median_round_sec": round(median, 6),
         "rounds": rounds,
+        "cpu_sec_per_round": round(cpu, 4),
     }
 
 
