@@ -12,8 +12,10 @@
 #
 # Run `bench-peers.sh --help` for usage.
 
-set -euo pipefail
+set -Eeuo pipefail
 export LC_ALL=C
+# Never a silent stop: name the command that ended the script.
+trap 'echo "bench-peers.sh: line $LINENO: \`$BASH_COMMAND\` failed (exit $?)" >&2' ERR
 
 usage() {
 	cat <<'EOF'
@@ -608,17 +610,25 @@ driver_rows() {
 		--argjson size "$size" --argjson count "$count" '.results[] | . as $f |
 		("encrypt", "decrypt") as $op | $f[$op] as $m |
 		{workload: $wl, category: "memory", tool: $tool,
-		 label: "\($name), \($f.threads) \($unit)\(if $f.threads > 1 then "s" else "" end)",
+		 label: "\($name), \($f.threads) \($unit)\(if $f.threads == 1 then ""
+			elif $unit == "process" then "es" else "s" end)",
 		 op: $op, threads: $f.threads, seconds: $m.median_round_sec, mb_per_s: $m.mb_per_sec,
 		 objects_per_s: $m.messages_per_sec, cpu_s: $m.cpu_sec_per_round,
 		 objects: ($f.threads * $count), bytes: ($f.threads * $count * $size),
 		 rounds: $m.rounds, status: "ok"}' "$json" >>"$ROWS"
 }
+THREAD_COUNTS=(1)
+if ((THREADS > 1)); then THREAD_COUNTS+=("$THREADS"); fi
+plural() { # COUNT [UNIT]: the ending of UNIT's plural for COUNT
+	if (($1 > 1)); then
+		if [[ ${2:-} == process ]]; then echo es; else echo s; fi
+	fi
+}
 mem_missing() { # WORKLOAD TOOL NAME UNIT
 	local t
-	for t in 1 "$THREADS"; do
+	for t in "${THREAD_COUNTS[@]}"; do
 		for op in encrypt decrypt; do
-			missing "$1" memory "$2" "$3, $t $4$( ((t > 1)) && echo s)" "$op" "$t"
+			missing "$1" memory "$2" "$3, $t $4$(plural "$t" "$4")" "$op" "$t"
 		done
 	done
 }
@@ -654,24 +664,23 @@ for name in 100MiB 1MiB 4KiB; do
 	else
 		mem_missing "$name" python-esdk "Python ESDK ${PY_VERSION:-3}" process
 	fi
-	for t in 1 "$THREADS"; do
-		label="sealpipe, $t thread$( ((t > 1)) && echo s)"
+	for t in "${THREAD_COUNTS[@]}"; do
+		label="sealpipe, $t thread$(plural "$t")"
 		json=$OUT_DIR/sealpipe-$name-$t.json
 		if ((!have_sealpipe)); then
 			missing "$name" memory sealpipe "$label" encrypt "$t"
 			missing "$name" memory sealpipe "$label" decrypt "$t"
 			continue
 		fi
-		[[ -s $json ]] && continue # THREADS=1
 		log "$name: sealpipe bench, $t thread(s)"
 		if "$SEALPIPE_BIN" bench --json --size "$size" --frame-len $FRAME_LEN --threads "$t" \
 			--seconds "$SECONDS_PER_FIGURE" >"$json" 2>"$OUT_DIR/sealpipe-$name-$t.err"; then
 			# Seconds and CPU seconds for the bytes of one of the drivers' rounds.
-			jq -c --arg wl "$name" --arg label "$label" --argjson t "$t" --argjson size "$size" \
-				--argjson count "$count" '. as $b | ($t * $count) as $n | ($n * $size) as $bytes |
+			jq -c --arg wl "$name" --arg lab "$label" --argjson t "$t" --argjson size "$size" \
+				--argjson count "$count" '($t * $count) as $n | ($n * $size) as $bytes |
 				({op: "encrypt", r: .seal_bytes_per_sec, c: .seal_bytes_per_cpu_sec},
 				 {op: "decrypt", r: .open_bytes_per_sec, c: .open_bytes_per_cpu_sec}) |
-				{workload: $wl, category: "memory", tool: "sealpipe", label: $label, op: .op,
+				{workload: $wl, category: "memory", tool: "sealpipe", label: $lab, op: .op,
 				 threads: $t, seconds: ($bytes / .r), mb_per_s: (.r / 1e6),
 				 objects_per_s: (.r / $size), cpu_s: ($bytes / .c), objects: $n, bytes: $bytes,
 				 status: "ok"}' "$json" >>"$ROWS"
@@ -1013,4 +1022,7 @@ elif [[ -n $UPDATE_DOCS ]]; then
 	log "UPDATE_DOCS: no chart was drawn, docs/bench left alone"
 fi
 
-((${#NOTES[@]} == 0))
+if ((${#NOTES[@]})); then
+	log "${#NOTES[@]} note(s) above: a peer or tool was not measured or failed; exit status 1"
+	exit 1
+fi
