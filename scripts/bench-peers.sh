@@ -464,7 +464,13 @@ workload_end() { # NAME
 		printf "| %s | %.0f | %.1f | %.1f | %.1f | %.1f |", n, w1 - w0, o1 - o0, v1 - v0, other, s1 - s0 }')
 }
 
+# The busiest processes over one second (top's second sample), for the docs.
+busiest() {
+	top -bn2 -d 1 -w 200 2>/dev/null | awk '/^top -/ { n++ } n == 2' | sed -n '8,12p' |
+		awk '$9 + 0 >= 1 { printf "%s%s %s%%", (n++ ? ", " : ""), $12, $9 }'
+}
 LOAD_START=$(loadavg)
+BUSY_START=$(busiest || true)
 if awk -v l="${LOAD_START%% *}" 'BEGIN { exit !(l > 0.5) }'; then
 	log "warning: 1-minute load average is ${LOAD_START%% *} (the builds count too): other" \
 		"processes may lower the figures"
@@ -736,7 +742,7 @@ for name in local-small local-large; do
 		check_tree "$WORK/out" "$count" "$bytes" "$src"
 	}
 	figure run_cp "$name" files cp "cp -r" copy 1 "$count" "$bytes" ""
-	for tool in sealpipe cli; do
+	for tool in sealpipe aws-encryption-cli; do
 		if [[ $tool == sealpipe ]]; then
 			label=sealpipe conc=$LOCAL_CONCURRENCY ok=$have_sealpipe_kms
 		else
@@ -1012,7 +1018,9 @@ if [[ -n $UPDATE_DOCS && -s $OUT_DIR/throughput.svg ]]; then
 		echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 		echo "- commit: $commit${dirty:+ (with uncommitted changes)}; sealpipe: \`$("$SEALPIPE_BIN" --version 2>/dev/null || echo unknown)\`"
 		echo "- command: \`$COMMAND_LINE\`"
-		echo "- load average at start: $LOAD_START; at end: $(loadavg)"
+		echo "- load average at start: $LOAD_START; at end: $(loadavg); busiest processes at"
+		echo "  start (CPU over 1 s, one core = 100%): ${BUSY_START:-none above 1%}; at end:"
+		echo "  $(busiest || true)"
 		echo
 		sed 's/^## /## Results: /' "$OUT_DIR/summary.md"
 	} >"$ROOT/docs/bench/peers.md"

@@ -36,27 +36,68 @@ struct Group {
     bars: Vec<Bar>,
 }
 
-/// A colour-blind-safe palette (Okabe and Ito), then greys.
-const PALETTE: [RGBColor; 10] = [
-    RGBColor(0, 114, 178),
-    RGBColor(86, 180, 233),
-    RGBColor(213, 94, 0),
-    RGBColor(230, 159, 0),
-    RGBColor(0, 158, 115),
-    RGBColor(106, 200, 160),
-    RGBColor(204, 121, 167),
-    RGBColor(240, 228, 66),
-    RGBColor(90, 90, 90),
-    RGBColor(170, 170, 170),
+/// One series: a tool at one thread count, as the chart's legend names it.
+struct Series {
+    label: String,
+    family: usize,
+    threads: f64,
+}
+
+/// Families of tools, in legend order, each with its shades (darkest first): sealpipe
+/// in blues, the limits (plain copies) in greys, then the peers.
+const FAMILIES: [(&[&str], [RGBColor; 3]); 5] = [
+    (
+        &["sealpipe"],
+        [RGBColor(8, 69, 148), RGBColor(49, 130, 189), RGBColor(107, 174, 214)],
+    ),
+    (
+        &["cp", "rclone", "awscli"],
+        [RGBColor(60, 60, 60), RGBColor(120, 120, 120), RGBColor(180, 180, 180)],
+    ),
+    (
+        &["rust-esdk"],
+        [RGBColor(166, 54, 3), RGBColor(230, 85, 13), RGBColor(253, 141, 60)],
+    ),
+    (
+        &["python-esdk"],
+        [RGBColor(0, 109, 44), RGBColor(49, 163, 84), RGBColor(116, 196, 118)],
+    ),
+    (
+        &["aws-encryption-cli"],
+        [RGBColor(84, 39, 143), RGBColor(117, 107, 177), RGBColor(158, 154, 200)],
+    ),
 ];
+
+fn family_of(tool: &str) -> usize {
+    FAMILIES
+        .iter()
+        .position(|(tools, _)| tools.contains(&tool))
+        .unwrap_or(FAMILIES.len())
+}
+
+/// The colour of every series: its family's shades in order, grey for unknown tools.
+fn colors(series: &[Series]) -> Vec<RGBColor> {
+    let mut used = vec![0usize; FAMILIES.len() + 1];
+    series
+        .iter()
+        .map(|s| {
+            let shade = used[s.family];
+            used[s.family] += 1;
+            match FAMILIES.get(s.family) {
+                Some((_, shades)) => shades[shade % shades.len()],
+                None => RGBColor(200, 200, 200),
+            }
+        })
+        .collect()
+}
 
 fn text<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(serde_json::Value::as_str)
 }
 
 /// Groups and series labels from the rows of results.json.
-fn groups(rows: &[serde_json::Value]) -> Result<(Vec<Group>, Vec<String>)> {
-    let mut series: Vec<String> = Vec::new();
+fn groups(rows: &[serde_json::Value]) -> Result<(Vec<Group>, Vec<Series>)> {
+    let mut series: Vec<Series> = Vec::new();
     let mut groups: Vec<Group> = Vec::new();
     let mut limits: BTreeMap<String, Vec<Bar>> = BTreeMap::new();
     for row in rows {
@@ -72,10 +113,17 @@ fn groups(rows: &[serde_json::Value]) -> Result<(Vec<Group>, Vec<String>)> {
         if mb_per_s <= 0.0 {
             continue;
         }
-        let index = match series.iter().position(|s| s == label) {
+        let index = match series.iter().position(|s| s.label == label) {
             Some(i) => i,
             None => {
-                series.push(label.to_owned());
+                series.push(Series {
+                    label: label.to_owned(),
+                    family: family_of(text(row, "tool").unwrap_or(label)),
+                    threads: row
+                        .get("threads")
+                        .and_then(serde_json::Value::as_f64)
+                        .unwrap_or(0.0),
+                });
                 series.len() - 1
             }
         };
@@ -117,9 +165,26 @@ fn groups(rows: &[serde_json::Value]) -> Result<(Vec<Group>, Vec<String>)> {
             });
         }
     }
+    // Series in legend order: by family, then thread count; bars follow it.
+    let mut order: Vec<usize> = (0..series.len()).collect();
+    order.sort_by(|&a, &b| {
+        (series[a].family, series[a].threads)
+            .partial_cmp(&(series[b].family, series[b].threads))
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(&b))
+    });
+    let mut rank = vec![0; series.len()];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i] = r;
+    }
     for g in &mut groups {
+        for b in &mut g.bars {
+            b.series = rank[b.series];
+        }
         g.bars.sort_by_key(|b| b.series);
     }
+    let mut slots: Vec<Option<Series>> = series.into_iter().map(Some).collect();
+    let series = order.iter().map(|&i| slots[i].take().expect("a permutation")).collect();
     Ok((groups, series))
 }
 
@@ -133,7 +198,8 @@ fn value_label(v: f64) -> String {
     }
 }
 
-fn draw(groups: &[Group], series: &[String], out: &str, title: &str) -> Result<()> {
+fn draw(groups: &[Group], series: &[Series], out: &str, title: &str) -> Result<()> {
+    let palette = colors(series);
     let max_bars = groups.iter().map(|g| g.bars.len()).max().unwrap_or(1).max(1);
     let width = (groups.len() as u32 * (max_bars as u32 * 18 + 30)).max(900) + 120;
     let height = 640;
@@ -172,7 +238,7 @@ fn draw(groups: &[Group], series: &[String], out: &str, title: &str) -> Result<(
         for (bi, bar) in g.bars.iter().enumerate() {
             let x0 = start + slot * bi as f64;
             let x1 = x0 + slot * 0.9;
-            let color = PALETTE[bar.series % PALETTE.len()];
+            let color = palette[bar.series];
             chart.draw_series(std::iter::once(Rectangle::new(
                 [(x0, y_lo), (x1, bar.mb_per_s)],
                 color.filled(),
@@ -202,13 +268,13 @@ fn draw(groups: &[Group], series: &[String], out: &str, title: &str) -> Result<(
     // The legend: one swatch per series, in rows.
     let columns = 4;
     let col_width = (width as i32 - 100) / columns;
-    for (i, name) in series.iter().enumerate() {
+    for (i, s) in series.iter().enumerate() {
         let x = 80 + (i as i32 % columns) * col_width;
         let y = 10 + (i as i32 / columns) * 22;
-        let color = PALETTE[i % PALETTE.len()];
+        let color = palette[i];
         legend.draw(&Rectangle::new([(x, y), (x + 14, y + 14)], color.filled()))?;
         legend.draw(&Text::new(
-            name.clone(),
+            s.label.clone(),
             (x + 20, y + 7),
             TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center)),
         ))?;
