@@ -1016,7 +1016,13 @@ if [[ -n $UPDATE_DOCS && -s $OUT_DIR/throughput.svg ]]; then
 		echo
 		echo "- machine: $(lscpu | awk -F: '/^Model name/ { gsub(/^ +/, "", $2); print $2; exit }'), $(nproc) cores"
 		echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-		echo "- commit: $commit${dirty:+ (with uncommitted changes)}; sealpipe: \`$("$SEALPIPE_BIN" --version 2>/dev/null || echo unknown)\`"
+		# The binary's repository (when it sits in one, e.g. its target/release) and its HEAD
+		# now: the commit the binary was most likely built from, with its build time.
+		sp_repo=$(git -C "$(dirname "$SEALPIPE_BIN")" rev-parse --show-toplevel 2>/dev/null || true)
+		sp_head=${sp_repo:+$(git -C "$sp_repo" rev-parse --short HEAD 2>/dev/null || true)}
+		echo "- scripts and drivers: commit $commit${dirty:+ (with uncommitted changes)}"
+		echo "- sealpipe: \`$SEALPIPE_BIN\` ($("$SEALPIPE_BIN" --version 2>/dev/null || echo unknown), built \
+$(date -u -r "$SEALPIPE_BIN" '+%Y-%m-%d %H:%M UTC')${sp_head:+; HEAD of $sp_repo: $sp_head})"
 		echo "- command: \`$COMMAND_LINE\`"
 		echo "- load average at start: $LOAD_START; at end: $(loadavg); busiest processes at"
 		echo "  start (CPU over 1 s, one core = 100%): ${BUSY_START:-none above 1%}; at end:"
