@@ -207,9 +207,16 @@ note() { NOTES+=("$1"); }
 # ---------------------------------------------------------------- peers and tools
 
 have_sealpipe=1
+# Measure a copy: a rebuild of SEALPIPE_BIN during the run changes nothing here.
+SEALPIPE_ORIGIN=$SEALPIPE_BIN SEALPIPE_BUILT=
+if [[ -x $SEALPIPE_BIN && -f $SEALPIPE_BIN ]]; then
+	SEALPIPE_BUILT=$(stat -c %Y "$SEALPIPE_BIN")
+	cp "$SEALPIPE_BIN" "$WORK/sealpipe"
+	SEALPIPE_BIN=$WORK/sealpipe
+fi
 if [[ ! -x $SEALPIPE_BIN ]] || ! "$SEALPIPE_BIN" bench --help >/dev/null 2>&1; then
 	have_sealpipe=0
-	note "**sealpipe not measured**: \`$SEALPIPE_BIN\` is not a sealpipe binary with \`bench\`; \
+	note "**sealpipe not measured**: \`$SEALPIPE_ORIGIN\` is not a sealpipe binary with \`bench\`; \
 build one with \`cargo build --release\` and pass its path."
 fi
 
@@ -490,9 +497,10 @@ free_port() {
 	done
 	return 1
 }
-# wait_port PORT PID: until PORT accepts connections (30 s), or PID is gone.
+# wait_port PORT PID: until PORT accepts connections (60 s: moto starts slowly on a busy
+# machine), or PID is gone.
 wait_port() {
-	for _ in $(seq 300); do
+	for _ in $(seq 600); do
 		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
 		kill -0 "$2" 2>/dev/null || return 1
 		sleep 0.1
@@ -1016,13 +1024,17 @@ if [[ -n $UPDATE_DOCS && -s $OUT_DIR/throughput.svg ]]; then
 		echo
 		echo "- machine: $(lscpu | awk -F: '/^Model name/ { gsub(/^ +/, "", $2); print $2; exit }'), $(nproc) cores"
 		echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-		# The binary's repository (when it sits in one, e.g. its target/release) and its HEAD
-		# now: the commit the binary was most likely built from, with its build time.
-		sp_repo=$(git -C "$(dirname "$SEALPIPE_BIN")" rev-parse --show-toplevel 2>/dev/null || true)
-		sp_head=${sp_repo:+$(git -C "$sp_repo" rev-parse --short HEAD 2>/dev/null || true)}
+		# The binary's repository (when it sits in one, e.g. its target/release) and the
+		# newest commit there older than the binary: most likely what it was built from.
+		sp_repo=$(git -C "$(dirname "$SEALPIPE_ORIGIN")" rev-parse --show-toplevel 2>/dev/null || true)
+		sp_commit=
+		if [[ -n $sp_repo && -n $SEALPIPE_BUILT ]]; then
+			sp_commit=$(git -C "$sp_repo" log -1 --format=%h --before="@$SEALPIPE_BUILT" 2>/dev/null || true)
+		fi
 		echo "- scripts and drivers: commit $commit${dirty:+ (with uncommitted changes)}"
-		echo "- sealpipe: \`$SEALPIPE_BIN\` ($("$SEALPIPE_BIN" --version 2>/dev/null || echo unknown), built \
-$(date -u -r "$SEALPIPE_BIN" '+%Y-%m-%d %H:%M UTC')${sp_head:+; HEAD of $sp_repo: $sp_head})"
+		echo "- sealpipe: \`$SEALPIPE_ORIGIN\` ($("$SEALPIPE_BIN" --version 2>/dev/null || echo unknown), built \
+$(date -u -d "@${SEALPIPE_BUILT:-0}" '+%Y-%m-%d %H:%M UTC')${sp_commit:+; the newest commit of $sp_repo \
+before that: $sp_commit})"
 		echo "- command: \`$COMMAND_LINE\`"
 		echo "- load average at start: $LOAD_START; at end: $(loadavg); busiest processes at"
 		echo "  start (CPU over 1 s, one core = 100%): ${BUSY_START:-none above 1%}; at end:"
