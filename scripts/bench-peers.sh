@@ -76,7 +76,7 @@ Environment (defaults in brackets):
   COUNT_SCALE=1           multiply file and object counts by this (at least 1)
   SIZE_SCALE=1            multiply file and object sizes by this (at least 1 byte);
                           e.g. COUNT_SCALE=0.05 SIZE_SCALE=0.05 for a quick check
-  RUNS=1                  runs of every file and S3 figure; the median run is kept
+  RUNS=3                  runs of every file and S3 figure; the median run is kept
   S3_CONCURRENCY=64       requests at once of every S3 tool (sealpipe's default)
   LOCAL_CONCURRENCY=8     sealpipe --concurrency on local trees (its default)
   OUT_DIR=./bench-peers-out-YYYYmmdd-HHMMSS   results.json, summary.md, throughput.svg,
@@ -140,7 +140,7 @@ SECONDS_PER_FIGURE=${SECONDS_PER_FIGURE:-2}
 WORKLOADS=${WORKLOADS:-100MiB,1MiB,4KiB,local-small,local-large,s3-medium,s3-small}
 COUNT_SCALE=${COUNT_SCALE:-1}
 SIZE_SCALE=${SIZE_SCALE:-1}
-RUNS=${RUNS:-1}
+RUNS=${RUNS:-3}
 S3_CONCURRENCY=${S3_CONCURRENCY:-64}
 LOCAL_CONCURRENCY=${LOCAL_CONCURRENCY:-8}
 BENCH_TOOLS=${BENCH_TOOLS:-$ROOT/target/bench-tools}

@@ -207,8 +207,9 @@ fn draw(groups: &[Group], series: &[Series], out: &str, title: &str) -> Result<(
         .iter()
         .flat_map(|g| g.bars.iter().map(|b| b.mb_per_s))
         .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    // Whole decades around the data, with room above the tallest bar for its label.
-    let y_lo = 10f64.powf(lo.log10().floor());
+    // Whole decades around the data, with room above the tallest bar for its label and
+    // at least a factor of 2 under the shortest, so that every bar shows.
+    let y_lo = 10f64.powf((lo / 2.0).log10().floor());
     let y_hi = 10f64.powf((hi * 3.0).log10().ceil());
 
     let root = SVGBackend::new(out, (width, height)).into_drawing_area();
