@@ -21,6 +21,10 @@
 //! copies are made before the clock starts, and outputs are dropped after it stops.
 //! The round trip (decrypted == plaintext, suite 0x0478) is checked on the warm-up
 //! round of every configuration, untimed.
+//!
+//! Each figure also has the process's CPU time (user + system, all threads, from
+//! `/proc/self/stat` in 1/100 s ticks) over its timed rounds, divided by their number:
+//! `cpu_sec_per_round`, to set beside `median_round_sec`.
 
 use std::time::{Duration, Instant};
 
@@ -172,20 +176,34 @@ fn round(workers: &mut [Worker], op: Op, count: usize, check: bool) -> Result<Du
     Ok(elapsed)
 }
 
+/// User + system CPU seconds of this process so far, all threads (Linux: fields 14
+/// and 15 of /proc/self/stat, in USER_HZ = 100 ticks per second).
+fn process_cpu_secs() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').ok_or("unreadable /proc/self/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> {
+        Ok(fields.get(i).ok_or("short /proc/self/stat")?.parse::<f64>()?)
+    };
+    // `rest` starts at field 3, so utime (14) and stime (15) are at 11 and 12.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// A figure: median round time, number of timed rounds, CPU seconds per round.
+type Measured = (Duration, usize, f64);
+
 /// Median round time of `op` over at least `MIN_ROUNDS` rounds and `seconds`.
-fn measure(
-    workers: &mut [Worker],
-    op: Op,
-    count: usize,
-    seconds: f64,
-) -> Result<(Duration, usize)> {
+fn measure(workers: &mut [Worker], op: Op, count: usize, seconds: f64) -> Result<Measured> {
     let start = Instant::now();
+    let cpu0 = process_cpu_secs()?;
     let mut times = Vec::new();
     while times.len() < MIN_ROUNDS || start.elapsed().as_secs_f64() < seconds {
         times.push(round(workers, op, count, false)?);
     }
+    let cpu = (process_cpu_secs()? - cpu0) / times.len() as f64;
     times.sort_unstable();
-    Ok((times[times.len() / 2], times.len()))
+    Ok((times[times.len() / 2], times.len(), cpu))
 }
 
 struct Args {
@@ -200,8 +218,8 @@ struct Args {
 
 struct Figure {
     threads: usize,
-    encrypt: (Duration, usize),
-    decrypt: (Duration, usize),
+    encrypt: Measured,
+    decrypt: Measured,
 }
 
 fn bench_threads(args: &Args, threads: usize) -> Result<Figure> {
@@ -236,7 +254,7 @@ fn bench_threads(args: &Args, threads: usize) -> Result<Figure> {
     })
 }
 
-fn rates(args: &Args, threads: usize, (median, _): (Duration, usize)) -> (f64, f64) {
+fn rates(args: &Args, threads: usize, (median, _, _): Measured) -> (f64, f64) {
     let messages = (threads * args.count) as f64 / median.as_secs_f64();
     (messages * args.size as f64, messages)
 }
@@ -244,15 +262,17 @@ fn rates(args: &Args, threads: usize, (median, _): (Duration, usize)) -> (f64, f
 fn report(args: &Args, figures: &[Figure]) {
     let clients = if args.shared { "shared" } else { "per-thread" };
     if args.json {
-        let op = |f: &Figure, m: (Duration, usize)| {
+        let op = |f: &Figure, m: Measured| {
             let (bytes, messages) = rates(args, f.threads, m);
             format!(
                 "{{\"bytes_per_sec\": {bytes:.0}, \"mb_per_sec\": {:.2}, \"mib_per_sec\": {:.2}, \
-                 \"messages_per_sec\": {messages:.1}, \"median_round_sec\": {:.6}, \"rounds\": {}}}",
+                 \"messages_per_sec\": {messages:.1}, \"median_round_sec\": {:.6}, \"rounds\": {}, \
+                 \"cpu_sec_per_round\": {:.4}}}",
                 bytes / 1e6,
                 bytes / 1048576.0,
                 m.0.as_secs_f64(),
-                m.1
+                m.1,
+                m.2
             )
         };
         let results: Vec<String> = figures
@@ -287,12 +307,14 @@ fn report(args: &Args, figures: &[Figure]) {
             for (name, m) in [("encrypt", f.encrypt), ("decrypt", f.decrypt)] {
                 let (bytes, messages) = rates(args, f.threads, m);
                 println!(
-                    "  {} thread(s) {name}: {:8.1} MB/s {:8.1} MiB/s {:10.1} messages/s ({} rounds)",
+                    "  {} thread(s) {name}: {:8.1} MB/s {:8.1} MiB/s {:10.1} messages/s ({} rounds, \
+                     {:.3} CPU-s per round)",
                     f.threads,
                     bytes / 1e6,
                     bytes / 1048576.0,
                     messages,
-                    m.1
+                    m.1,
+                    m.2
                 );
             }
         }
