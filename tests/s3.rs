@@ -1572,3 +1572,43 @@ fn resume_asks_only_about_outputs_the_destination_listing_has() {
     s3.run(&["verify", "s3://dst/out/0", "--key", &s3.key, "-q"])
         .assert_exit(0);
 }
+
+/// A server that ignores Range and answers every GET with the whole object: an object
+/// larger than a part fails at once with the reason, and leaves no output (no object,
+/// no multipart upload); an object within one part is whole in that answer and is
+/// encrypted.
+#[test]
+fn a_server_that_ignores_ranges_fails_large_objects_cleanly() {
+    let s3 = World::start("ignore-range");
+    s3.create_bucket("src");
+    s3.create_bucket("dst");
+    s3.put("src", &Obj::plain("small", common::pseudo_random(1000, 1)));
+    s3.put(
+        "src",
+        &Obj::plain("large", common::pseudo_random(12 * MIB, 2)),
+    );
+    let proxy = s3.proxy(&["--ignore-range"]);
+    let run = s3.run_via(
+        &proxy.endpoint,
+        &["encrypt", "s3://src", "s3://dst", "--key", &s3.key, "-q"],
+    );
+    run.assert_exit(1);
+    run.assert_objects(2, 1, 1, 0, 0);
+    let failures = run.failures();
+    let error = failures[0]["error"].as_str().unwrap();
+    assert!(error.contains("s3://src/large"), "{error}");
+    assert!(
+        error.contains("longer than the 8388608 bytes asked for"),
+        "{error}"
+    );
+    // Not retried: one GET of the large object.
+    assert_eq!(run.s3("retries"), 0, "{}", run.context());
+    assert_eq!(
+        s3.keys("dst").into_iter().collect::<Vec<_>>(),
+        ["small"],
+        "{}",
+        run.context()
+    );
+    assert!(s3.uploads("dst").is_empty(), "{:?}", s3.uploads("dst"));
+    drop(proxy);
+}

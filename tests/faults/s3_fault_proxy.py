@@ -50,6 +50,10 @@ across all connections and threads:
                     a mid-body stall. A smaller body is sent after the stall. A
                     request may be both delayed and stalled. 0 = never.
 
+--ignore-range      GET requests are forwarded without their Range header, so the
+                    upstream answers with the whole object: a server that ignores
+                    ranges.
+
 Request bodies: Content-Length bodies (aws-chunked ones included) are streamed to the
 upstream byte for byte. A "Transfer-Encoding: chunked" body is de-chunked (HTTP
 trailers are dropped) and sent with a Content-Length instead. "Expect: 100-continue"
@@ -119,6 +123,7 @@ def main():
     p.add_argument("--delay-seconds", type=float, default=0.0, metavar="S")
     p.add_argument("--stall-every", type=int, default=0, metavar="N")
     p.add_argument("--stall-seconds", type=float, default=0.0, metavar="S")
+    p.add_argument("--ignore-range", action="store_true", help="forward GETs without their Range header")
     p.add_argument("--timeout", type=float, default=300.0, help="upstream socket timeout, seconds")
     p.add_argument("--verbose", action="store_true", help="log each request and errors to stderr")
     args = p.parse_args()
@@ -285,6 +290,8 @@ def main():
             for k, v in self.headers.items():
                 lk = k.lower()
                 if lk in HOP_BY_HOP or (chunked and lk == "content-length"):
+                    continue
+                if args.ignore_range and self.command == "GET" and lk == "range":
                     continue
                 has_host |= lk == "host"
                 conn.putheader(k, v)
