@@ -16,6 +16,8 @@ use crate::store::{Body, BoxFuture, ObjectId, ObjectMeta, Reservation, SourceInf
 
 /// Bytes of a body's start kept in [`SourceObject::head`].
 const HEAD_BYTES: usize = 4096;
+/// The largest chunk a body hands on (slices of the range's buffer, not copies).
+const CHUNK: usize = 1 << 20;
 
 /// One GET's result.
 struct Got {
@@ -76,11 +78,18 @@ impl Segments {
         bytes
     }
 
-    /// Takes the first segment.
+    /// Takes the next chunk: the first segment, at most [`CHUNK`] bytes of it. A range
+    /// arrives as one buffer; handed on whole, the few chunks a body may have queued
+    /// toward the codec would each be a part, outside the budget.
     fn pop(&mut self) -> Option<Bytes> {
-        let front = self.parts.pop_front()?;
-        self.len -= front.len();
-        Some(front)
+        let front = self.parts.front_mut()?;
+        let chunk = if front.len() > CHUNK {
+            front.split_to(CHUNK)
+        } else {
+            self.parts.pop_front()?
+        };
+        self.len -= chunk.len();
+        Some(chunk)
     }
 }
 
