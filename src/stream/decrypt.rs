@@ -30,7 +30,7 @@ const OPEN_BATCH_BYTES: usize = 256 * 1024;
 
 /// Batches smaller than this are opened on the reading thread, not handed to the pool:
 /// below two tasks' worth of frames the pool would open them on one thread anyway.
-const INLINE_BATCH_BYTES: usize = 2 * super::MIN_BYTES_PER_TASK;
+const INLINE_BATCH_BYTES: usize = super::INLINE_BYTES;
 
 /// Reads and parses a message header from `reader`.
 ///

@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 
 use rayon::prelude::*;
 
-use super::{EncryptOptions, min_frames_per_task};
+use super::{EncryptOptions, INLINE_BYTES, min_frames_per_task};
 use crate::Error;
 use crate::crypto::{AeadKey, MessageHasher, SigningKey, derive_message_keys, random_bytes};
 use crate::format::{
@@ -112,19 +112,28 @@ impl FrameSealer {
             return Err(Error::TooLarge("a message holds at most 2^32 - 1 frames"));
         }
         let (key, message_id) = (&self.key, &self.message_id[..]);
-        out.par_chunks_mut(l + REGULAR_FRAME_OVERHEAD)
-            .zip(plaintext.par_chunks(l))
-            .with_min_len(min_frames_per_task(l))
-            .enumerate()
-            .for_each(|(i, (slot, pt))| {
-                let seq = (first + i as u64) as u32;
-                let (head, rest) = slot.split_at_mut(4 + IV_LEN);
-                FrameHeader::encode_regular(seq, head.try_into().expect("4 + IV bytes"));
-                let (content, tag) = rest.split_at_mut(l);
-                content.copy_from_slice(pt);
-                let aad = BodyAad::new(message_id, ContentKind::Frame, seq, l as u64);
-                tag.copy_from_slice(&key.seal_in_place(&frame_iv(seq), aad.as_bytes(), content));
-            });
+        let seal = |i: usize, (slot, pt): (&mut [u8], &[u8])| {
+            let seq = (first + i as u64) as u32;
+            let (head, rest) = slot.split_at_mut(4 + IV_LEN);
+            FrameHeader::encode_regular(seq, head.try_into().expect("4 + IV bytes"));
+            let (content, tag) = rest.split_at_mut(l);
+            content.copy_from_slice(pt);
+            let aad = BodyAad::new(message_id, ContentKind::Frame, seq, l as u64);
+            tag.copy_from_slice(&key.seal_in_place(&frame_iv(seq), aad.as_bytes(), content));
+        };
+        if plaintext.len() < INLINE_BYTES {
+            // Never the pool: see `INLINE_BYTES`.
+            out.chunks_mut(l + REGULAR_FRAME_OVERHEAD)
+                .zip(plaintext.chunks(l))
+                .enumerate()
+                .for_each(|(i, frame)| seal(i, frame));
+        } else {
+            out.par_chunks_mut(l + REGULAR_FRAME_OVERHEAD)
+                .zip(plaintext.par_chunks(l))
+                .with_min_len(min_frames_per_task(l))
+                .enumerate()
+                .for_each(|(i, frame)| seal(i, frame));
+        }
         self.next_seq += frames as u64;
         if let Some((_, hasher)) = &mut self.signer {
             hasher.update(out);

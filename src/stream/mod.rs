@@ -143,6 +143,13 @@ pub struct DecryptOptions {
 /// Work below this many bytes per rayon task is not worth splitting further.
 const MIN_BYTES_PER_TASK: usize = 64 * 1024;
 
+/// Messages with less plaintext than this are sealed ([`encrypt_to_vec`]) and, with
+/// less message than this, opened ([`MessageDecryptor::decrypt`]) on the calling
+/// thread alone, without the rayon pool: below two tasks' worth of frames the pool
+/// would do the work on one thread anyway, after a hand-off and a wake-up that cost
+/// more than the work. So they may run on any thread, a runtime's included.
+pub const INLINE_BYTES: usize = 2 * MIN_BYTES_PER_TASK;
+
 fn min_frames_per_task(frame_length: usize) -> usize {
     (MIN_BYTES_PER_TASK / frame_length.max(1)).max(1)
 }
