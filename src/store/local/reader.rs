@@ -41,7 +41,7 @@ pub async fn open_local(path: &Path) -> Result<SourceObject, crate::Error> {
         let body = if meta.len() <= READ_WHOLE {
             LocalBody {
                 file: None,
-                whole: Some(file.read_chunk()?),
+                whole: Some(file.read_whole()?),
             }
         } else {
             LocalBody {
@@ -88,9 +88,18 @@ impl UnchangedFile {
     /// Reads into `buf`; fails with [`SourceChanged`] when the file turns out longer or
     /// shorter than when it was opened, or modified (checked where it ends).
     fn read_into(&mut self, buf: &mut [u8]) -> Result<usize, crate::Error> {
+        self.read_into_vectored(&mut [io::IoSliceMut::new(buf)])
+    }
+
+    /// [`read_into`](Self::read_into) over several buffers, in one system call.
+    fn read_into_vectored(
+        &mut self,
+        bufs: &mut [io::IoSliceMut<'_>],
+    ) -> Result<usize, crate::Error> {
         let changed = |what: String| crate::Error::SourceChanged(SourceChanged { what });
+        let room: usize = bufs.iter().map(|b| b.len()).sum();
         let n = loop {
-            match self.file.read(buf) {
+            match self.file.read_vectored(bufs) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 other => break other?,
             }
@@ -102,7 +111,7 @@ impl UnchangedFile {
                 self.size
             )));
         }
-        if n == 0 && !buf.is_empty() {
+        if n == 0 && room > 0 {
             if self.read != self.size {
                 return Err(changed(format!(
                     "it had {} bytes when opened, {} when reading ended",
@@ -116,6 +125,35 @@ impl UnchangedFile {
             }
         }
         Ok(n)
+    }
+
+    /// The whole (small) file, with the same checks as [`read_into`](Self::read_into):
+    /// read into spare capacity, so its bytes are not zeroed first.
+    fn read_whole(&mut self) -> Result<bytes::Bytes, crate::Error> {
+        let changed = |what: String| crate::Error::SourceChanged(SourceChanged { what });
+        let size = usize::try_from(self.size)
+            .map_err(|_| crate::Error::Internal("a small file's size overflows".into()))?;
+        // One byte more than it had, so growth shows without another call.
+        let mut buf = Vec::with_capacity(size + 1);
+        (&mut self.file).take(self.size + 1).read_to_end(&mut buf)?;
+        self.read = buf.len() as u64;
+        if self.read > self.size {
+            return Err(changed(format!(
+                "it had {} bytes when opened and grew past that",
+                self.size
+            )));
+        }
+        if self.read != self.size {
+            return Err(changed(format!(
+                "it had {} bytes when opened, {} when reading ended",
+                self.size, self.read
+            )));
+        }
+        let now = self.file.metadata()?;
+        if now.len() != self.size || now.modified().ok() != self.modified {
+            return Err(changed("it was modified while it was read".into()));
+        }
+        Ok(buf.into())
     }
 
     /// The next chunk, empty at the end.
@@ -143,13 +181,21 @@ struct FileReader {
     failure: Option<crate::Error>,
 }
 
+impl FileReader {
+    fn fail(&mut self, e: crate::Error) -> io::Error {
+        let message = e.to_string();
+        self.failure = Some(e);
+        io::Error::other(message)
+    }
+}
+
 impl Read for FileReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.file.read_into(buf).map_err(|e| {
-            let message = e.to_string();
-            self.failure = Some(e);
-            io::Error::other(message)
-        })
+        self.file.read_into(buf).map_err(|e| self.fail(e))
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        self.file.read_into_vectored(bufs).map_err(|e| self.fail(e))
     }
 }
 
@@ -165,6 +211,10 @@ struct MemoryReader(io::Cursor<bytes::Bytes>);
 impl Read for MemoryReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.0.read(buf)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        self.0.read_vectored(bufs)
     }
 }
 
