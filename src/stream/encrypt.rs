@@ -144,7 +144,7 @@ impl FrameSealer {
     /// Seals the regular frames laid out in `out` (a whole number of slots of
     /// `frame_length + 32` bytes), whose content is in place already: writes their
     /// headers and tags, encrypts the content where it is.
-    fn seal_slots(&mut self, out: &mut [u8]) -> Result<(), Error> {
+    fn seal_slots(&mut self, out: &mut [u8], pool: bool) -> Result<(), Error> {
         let l = self.frame_length;
         let stride = l + REGULAR_FRAME_OVERHEAD;
         let frames = out.len() / stride;
@@ -162,8 +162,8 @@ impl FrameSealer {
             let aad = BodyAad::new(message_id, ContentKind::Frame, seq, l as u64);
             tag.copy_from_slice(&key.seal_in_place(&frame_iv(seq), aad.as_bytes(), content));
         };
-        if frames * l < INLINE_BYTES {
-            // Never the pool: see `INLINE_BYTES`.
+        if frames * l < INLINE_BYTES || !pool {
+            // Never the pool: see `INLINE_BYTES`, `pool_is_worth_it`.
             out.chunks_mut(stride)
                 .enumerate()
                 .for_each(|(i, slot)| seal(i, slot));
@@ -299,6 +299,8 @@ pub struct EncryptingWriter<W: Write> {
     out: Vec<u8>,
     bytes_in: u64,
     bytes_out: u64,
+    /// Counted among the messages written or read in batches.
+    _batching: super::Batching,
 }
 
 impl<W: Write> EncryptingWriter<W> {
@@ -330,6 +332,7 @@ impl<W: Write> EncryptingWriter<W> {
             out: Vec::new(),
             bytes_in: 0,
             bytes_out: header.len() as u64,
+            _batching: super::Batching::start(),
         })
     }
 
@@ -372,7 +375,9 @@ impl<W: Write> EncryptingWriter<W> {
                 self.filled = got;
                 return Ok(total);
             }
-            sealer.seal_slots(&mut self.out).map_err(io::Error::other)?;
+            sealer
+                .seal_slots(&mut self.out, super::pool_is_worth_it())
+                .map_err(io::Error::other)?;
             self.inner.write_all(&self.out)?;
             self.bytes_out += self.out.len() as u64;
         }
