@@ -261,3 +261,87 @@ fn copy_file_range(
     }
     Ok(copied)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn buffer(bytes: &[u8]) -> BytesMut {
+        BytesMut::from(bytes)
+    }
+
+    #[tokio::test]
+    async fn outputs_appear_whole_and_failures_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("sub/out");
+
+        // One buffer: nothing on disk until the commit, which makes the whole file.
+        let mut sink = Box::new(LocalSink::new(&out, Some(0o100640), 5));
+        sink.put(buffer(b"hello")).await.unwrap();
+        assert!(names(dir.path()).is_empty(), "nothing before the commit");
+        assert_eq!(sink.commit().await.unwrap(), 5);
+        assert_eq!(std::fs::read(&out).unwrap(), b"hello");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, output_mode(Some(0o640)));
+        }
+
+        // Nothing put: an empty file.
+        let empty = dir.path().join("sub/empty");
+        let sink = Box::new(LocalSink::new(&empty, None, 0));
+        assert_eq!(sink.commit().await.unwrap(), 0);
+        assert_eq!(std::fs::read(&empty).unwrap(), b"");
+
+        // Several buffers, written while the next fills: all of them, in order.
+        let mut sink = Box::new(LocalSink::new(&out, None, 0));
+        for part in [&b"one,"[..], b"two,", b"three"] {
+            sink.put(buffer(part)).await.unwrap();
+        }
+        assert_eq!(sink.commit().await.unwrap(), 13);
+        assert_eq!(std::fs::read(&out).unwrap(), b"one,two,three");
+
+        // Aborted after one buffer (never created) or after several (staged): nothing.
+        for parts in [1, 3] {
+            let gone = dir.path().join("sub/gone");
+            let mut sink = Box::new(LocalSink::new(&gone, None, 0));
+            for _ in 0..parts {
+                sink.put(buffer(b"data")).await.unwrap();
+            }
+            sink.abort().await;
+            assert_eq!(names(&dir.path().join("sub")), ["empty", "out"], "{parts}");
+        }
+
+        // A destination that is a directory fails at the commit, leaving nothing.
+        let taken = dir.path().join("sub/taken");
+        std::fs::create_dir(&taken).unwrap();
+        let mut sink = Box::new(LocalSink::new(&taken, None, 0));
+        sink.put(buffer(b"data")).await.unwrap();
+        assert!(sink.commit().await.is_err());
+        assert_eq!(names(&dir.path().join("sub")), ["empty", "out", "taken"]);
+        assert!(names(&taken).is_empty());
+    }
+
+    #[tokio::test]
+    async fn writes_on_the_codec_thread_go_in_after_what_was_put() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let mut sink = Box::new(LocalSink::new(&out, None, 0));
+        sink.put(buffer(b"head:")).await.unwrap();
+        let writer = sink.blocking_writer().unwrap();
+        // As the codec's thread does (blocking this test's runtime is harmless).
+        writer.write_all(b"body").unwrap();
+        assert_eq!(sink.commit().await.unwrap(), 9);
+        assert_eq!(std::fs::read(&out).unwrap(), b"head:body");
+    }
+}
