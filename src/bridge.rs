@@ -122,6 +122,22 @@ impl Read for Prefixed {
         }
         self.inner.read(buf)
     }
+
+    /// Vectored once the prefix is used up, so a local file fills many frames with one
+    /// system call.
+    fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        if !self.prefix.is_empty() {
+            return match bufs.iter_mut().find(|b| !b.is_empty()) {
+                Some(buf) => self.read(buf),
+                None => Ok(0),
+            };
+        }
+        if self.cancel.is_cancelled() {
+            self.cancelled = true;
+            return Err(io::Error::other(Error::Cancelled.to_string()));
+        }
+        self.inner.read_vectored(bufs)
+    }
 }
 
 impl BlockingRead for Prefixed {

@@ -43,9 +43,50 @@ fn seal_with_threads(
             assert_eq!(summary.message_bytes, streamed.len() as u64);
             outputs.push(whole);
             outputs.push(streamed);
+            // Read into the frames' places: whole vectored reads (a cursor fills every
+            // buffer it is given) and jagged ones that stop anywhere inside a frame.
+            for step in [usize::MAX, 1000, 65_537] {
+                let mut w =
+                    EncryptingWriter::with_message_id(Vec::new(), materials, &options, Some(id))
+                        .unwrap();
+                let mut reader = Jagged {
+                    data: plaintext,
+                    step,
+                };
+                w.copy_from(&mut reader).unwrap();
+                let (copied, summary) = w.finish().unwrap();
+                assert_eq!(summary.plaintext_bytes, plaintext.len() as u64);
+                outputs.push(copied);
+            }
         });
     }
     outputs
+}
+
+/// A reader whose vectored reads return at most `step` bytes, spread over the buffers.
+struct Jagged<'a> {
+    data: &'a [u8],
+    step: usize,
+}
+
+impl std::io::Read for Jagged<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.read_vectored(&mut [std::io::IoSliceMut::new(buf)])
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [std::io::IoSliceMut<'_>]) -> std::io::Result<usize> {
+        let mut n = 0;
+        for buf in bufs {
+            let take = buf.len().min(self.data.len()).min(self.step - n);
+            buf[..take].copy_from_slice(&self.data[..take]);
+            self.data = &self.data[take..];
+            n += take;
+            if n == self.step || self.data.is_empty() {
+                break;
+            }
+        }
+        Ok(n)
+    }
 }
 
 #[test]

@@ -12,7 +12,7 @@ use crate::bridge::Cancel;
 use crate::format::EncryptionContext;
 use crate::keys::{DataKeyPool, EncryptionMaterials};
 use crate::store::{ObjectMeta, Payload, SourceInfo, SourceObject};
-use crate::stream::{EncryptOptions, EncryptingWriter, encrypt_to_vec};
+use crate::stream::{EncryptOptions, EncryptingWriter, INLINE_BYTES, encrypt_to_vec};
 
 /// What writing a message needs: where data keys come from, the context bound to each
 /// message, and how messages are laid out.
@@ -56,6 +56,8 @@ impl Sealer<'_> {
         out: &dyn MakeSink,
     ) -> Result<u64, Failed> {
         let hint = self.message_size_hint(plaintext.as_ref().len() as u64);
+        // Signing takes an ECDSA signature, about a millisecond: not on a runtime thread.
+        let small = plaintext.as_ref().len() < INLINE_BYTES && materials.signing_key.is_none();
         let mut sink = out
             .make(meta, Payload::Message, hint)
             .await
@@ -68,12 +70,18 @@ impl Sealer<'_> {
             }
         };
         let options = self.options.clone();
-        let sealed = in_memory_work("encrypt", move || {
+        let seal = move || {
             let mut message = lent;
             encrypt_to_vec(&materials, &options, None, plaintext.as_ref(), &mut message)?;
             Ok(message)
-        })
-        .await;
+        };
+        let sealed = if small {
+            // Sealed right here, without the pool (`INLINE_BYTES`): microseconds, less
+            // than a hand-off to a blocking thread would cost.
+            seal().map_err(|e| Failed::new("encrypt", e))
+        } else {
+            in_memory_work("encrypt", seal).await
+        };
         match sealed {
             Ok(message) => write_whole(sink, message).await,
             Err(failed) => {

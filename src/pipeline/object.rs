@@ -397,7 +397,7 @@ impl MakeSink for Output<'_> {
     ) -> BoxFuture<'_, Result<Box<dyn Sink>, Error>> {
         Box::pin(async move {
             let sink: Box<dyn Sink> = match (self.target, self.s3) {
-                (Target::Local(path), _) => Box::new(LocalSink::create(path, meta.mode).await?),
+                (Target::Local(path), _) => Box::new(LocalSink::new(path, meta.mode, size_hint)),
                 (Target::S3 { bucket, key }, Some(s3)) => Box::new(s3.sink(
                     bucket,
                     key,

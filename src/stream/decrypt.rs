@@ -30,7 +30,7 @@ const OPEN_BATCH_BYTES: usize = 256 * 1024;
 
 /// Batches smaller than this are opened on the reading thread, not handed to the pool:
 /// below two tasks' worth of frames the pool would open them on one thread anyway.
-const INLINE_BATCH_BYTES: usize = 2 * super::MIN_BYTES_PER_TASK;
+const INLINE_BATCH_BYTES: usize = super::INLINE_BYTES;
 
 /// Reads and parses a message header from `reader`.
 ///
@@ -240,6 +240,7 @@ impl MessageDecryptor {
         // Both stay off the pool: `body` and `out` may wait on the network (a source's
         // chunks still arriving, a sink's buffer still uploading), and a pool thread
         // blocked on I/O is a core that opens nothing, for every message in flight.
+        let _batching = super::Batching::start();
         let (mut done, mut cur, mut next) = (Batch::default(), Batch::default(), Batch::default());
         frames.read_batch(body, &mut cur, &mut self.verifier)?;
         let mut written = 0u64;
@@ -249,10 +250,11 @@ impl MessageDecryptor {
             let mut opened = Ok(());
             let mut wrote = Ok(0);
             let mut read = Ok(());
-            if cur.frames * stride < INLINE_BATCH_BYTES {
+            if cur.frames * stride < INLINE_BATCH_BYTES || !super::pool_is_worth_it() {
                 // Too little to open for a pool thread to be worth waking: small messages
                 // (most have no regular frame at all) would each pay a hand-off and a
-                // wake-up for nothing.
+                // wake-up for nothing. Likewise when other messages keep every core busy
+                // (`pool_is_worth_it`).
                 opened = cur.open(key, &message_id, frame_length);
                 wrote = done.write_contents(out, stride, l);
                 if !cur_last && wrote.is_ok() {

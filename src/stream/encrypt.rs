@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 
 use rayon::prelude::*;
 
-use super::{EncryptOptions, min_frames_per_task};
+use super::{EncryptOptions, INLINE_BYTES, min_frames_per_task};
 use crate::Error;
 use crate::crypto::{AeadKey, MessageHasher, SigningKey, derive_message_keys, random_bytes};
 use crate::format::{
@@ -112,22 +112,100 @@ impl FrameSealer {
             return Err(Error::TooLarge("a message holds at most 2^32 - 1 frames"));
         }
         let (key, message_id) = (&self.key, &self.message_id[..]);
-        out.par_chunks_mut(l + REGULAR_FRAME_OVERHEAD)
-            .zip(plaintext.par_chunks(l))
-            .with_min_len(min_frames_per_task(l))
-            .enumerate()
-            .for_each(|(i, (slot, pt))| {
-                let seq = (first + i as u64) as u32;
-                let (head, rest) = slot.split_at_mut(4 + IV_LEN);
-                FrameHeader::encode_regular(seq, head.try_into().expect("4 + IV bytes"));
-                let (content, tag) = rest.split_at_mut(l);
-                content.copy_from_slice(pt);
-                let aad = BodyAad::new(message_id, ContentKind::Frame, seq, l as u64);
-                tag.copy_from_slice(&key.seal_in_place(&frame_iv(seq), aad.as_bytes(), content));
-            });
+        let seal = |i: usize, (slot, pt): (&mut [u8], &[u8])| {
+            let seq = (first + i as u64) as u32;
+            let (head, rest) = slot.split_at_mut(4 + IV_LEN);
+            FrameHeader::encode_regular(seq, head.try_into().expect("4 + IV bytes"));
+            let (content, tag) = rest.split_at_mut(l);
+            content.copy_from_slice(pt);
+            let aad = BodyAad::new(message_id, ContentKind::Frame, seq, l as u64);
+            tag.copy_from_slice(&key.seal_in_place(&frame_iv(seq), aad.as_bytes(), content));
+        };
+        if plaintext.len() < INLINE_BYTES {
+            // Never the pool: see `INLINE_BYTES`.
+            out.chunks_mut(l + REGULAR_FRAME_OVERHEAD)
+                .zip(plaintext.chunks(l))
+                .enumerate()
+                .for_each(|(i, frame)| seal(i, frame));
+        } else {
+            out.par_chunks_mut(l + REGULAR_FRAME_OVERHEAD)
+                .zip(plaintext.par_chunks(l))
+                .with_min_len(min_frames_per_task(l))
+                .enumerate()
+                .for_each(|(i, frame)| seal(i, frame));
+        }
         self.next_seq += frames as u64;
         if let Some((_, hasher)) = &mut self.signer {
             hasher.update(out);
+        }
+        Ok(())
+    }
+
+    /// Seals the regular frames laid out in `out` (a whole number of slots of
+    /// `frame_length + 32` bytes), whose content is in place already: writes their
+    /// headers and tags, encrypts the content where it is.
+    fn seal_slots(&mut self, out: &mut [u8], pool: bool) -> Result<(), Error> {
+        let l = self.frame_length;
+        let stride = l + REGULAR_FRAME_OVERHEAD;
+        let frames = out.len() / stride;
+        debug_assert_eq!(out.len() % stride, 0);
+        let first = self.next_seq;
+        if first + frames as u64 > MAX_REGULAR_SEQ + 1 {
+            return Err(Error::TooLarge("a message holds at most 2^32 - 1 frames"));
+        }
+        let (key, message_id) = (&self.key, &self.message_id[..]);
+        let seal = |i: usize, slot: &mut [u8]| {
+            let seq = (first + i as u64) as u32;
+            let (head, rest) = slot.split_at_mut(4 + IV_LEN);
+            FrameHeader::encode_regular(seq, head.try_into().expect("4 + IV bytes"));
+            let (content, tag) = rest.split_at_mut(l);
+            let aad = BodyAad::new(message_id, ContentKind::Frame, seq, l as u64);
+            tag.copy_from_slice(&key.seal_in_place(&frame_iv(seq), aad.as_bytes(), content));
+        };
+        if frames * l < INLINE_BYTES || !pool {
+            // Never the pool: see `INLINE_BYTES`, `pool_is_worth_it`.
+            out.chunks_mut(stride)
+                .enumerate()
+                .for_each(|(i, slot)| seal(i, slot));
+        } else {
+            out.par_chunks_mut(stride)
+                .with_min_len(min_frames_per_task(l))
+                .enumerate()
+                .for_each(|(i, slot)| seal(i, slot));
+        }
+        self.next_seq += frames as u64;
+        if let Some((_, hasher)) = &mut self.signer {
+            hasher.update(out);
+        }
+        Ok(())
+    }
+
+    /// Appends `plaintext` (a whole number of frames, less than [`INLINE_BYTES`]) to
+    /// `out` as regular frames, sealed on this thread: nothing is zeroed first.
+    fn append_regular(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        debug_assert!(plaintext.len() < INLINE_BYTES);
+        let l = self.frame_length;
+        let frames = plaintext.len() / l;
+        if self.next_seq + frames as u64 > MAX_REGULAR_SEQ + 1 {
+            return Err(Error::TooLarge("a message holds at most 2^32 - 1 frames"));
+        }
+        let start = out.len();
+        for pt in plaintext.chunks_exact(l) {
+            let seq = self.next_seq as u32;
+            let mut head = [0u8; 4 + IV_LEN];
+            FrameHeader::encode_regular(seq, &mut head);
+            out.extend_from_slice(&head);
+            let content = out.len();
+            out.extend_from_slice(pt);
+            let aad = BodyAad::new(&self.message_id, ContentKind::Frame, seq, l as u64);
+            let tag = self
+                .key
+                .seal_in_place(&frame_iv(seq), aad.as_bytes(), &mut out[content..]);
+            out.extend_from_slice(&tag);
+            self.next_seq += 1;
+        }
+        if let Some((_, hasher)) = &mut self.signer {
+            hasher.update(&out[start..]);
         }
         Ok(())
     }
@@ -181,6 +259,14 @@ pub fn encrypt_to_vec(
     let (body, last) = plaintext.split_at(regular * l);
     let frames_len = regular * (l + REGULAR_FRAME_OVERHEAD);
     let total = header.len() + frames_len + FINAL_FRAME_OVERHEAD + last.len();
+    if plaintext.len() < INLINE_BYTES {
+        // Small: appended frame by frame on this thread, never the pool.
+        out.clear();
+        out.reserve(total);
+        out.extend_from_slice(&header);
+        sealer.append_regular(body, out)?;
+        return sealer.seal_final(last, out);
+    }
     if out.len() < total {
         if out.capacity() >= total {
             // A reused buffer: its pages are mapped already, so zeroing it costs less
@@ -213,6 +299,8 @@ pub struct EncryptingWriter<W: Write> {
     out: Vec<u8>,
     bytes_in: u64,
     bytes_out: u64,
+    /// Counted among the messages written or read in batches.
+    _batching: super::Batching,
 }
 
 impl<W: Write> EncryptingWriter<W> {
@@ -244,12 +332,60 @@ impl<W: Write> EncryptingWriter<W> {
             out: Vec::new(),
             bytes_in: 0,
             bytes_out: header.len() as u64,
+            _batching: super::Batching::start(),
         })
     }
 
     /// Reads `reader` to its end, encrypting as it goes. Reads go straight into the
-    /// batch buffer, with no intermediate copy.
+    /// frames' places in the batch being sealed (one vectored read fills many), so the
+    /// plaintext is never copied within this process: it is sealed where it was read.
     pub fn copy_from<R: Read>(&mut self, reader: &mut R) -> io::Result<u64> {
+        if self.filled > 0 {
+            // Plaintext written before is pending: it goes first, the ordinary way.
+            return self.copy_through_pending(reader);
+        }
+        let sealer = self.sealer.as_mut().expect("not finished");
+        let l = sealer.frame_length;
+        let stride = l + REGULAR_FRAME_OVERHEAD;
+        let frames = self.batch_len / l;
+        self.out.resize(frames * stride, 0);
+        let mut total = 0u64;
+        loop {
+            let mut got = 0;
+            while got < self.batch_len {
+                match read_into_slots(reader, &mut self.out, got, l) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            total += got as u64;
+            self.bytes_in += got as u64;
+            if got < self.batch_len {
+                // The input ended: what was read goes to `finish`, which seals the last
+                // frames, from the pending buffer.
+                if self.pending.len() < got {
+                    self.pending.resize(got, 0);
+                }
+                for (i, pt) in self.pending[..got].chunks_mut(l).enumerate() {
+                    let at = i * stride + 4 + IV_LEN;
+                    pt.copy_from_slice(&self.out[at..at + pt.len()]);
+                }
+                self.filled = got;
+                return Ok(total);
+            }
+            sealer
+                .seal_slots(&mut self.out, super::pool_is_worth_it())
+                .map_err(io::Error::other)?;
+            self.inner.write_all(&self.out)?;
+            self.bytes_out += self.out.len() as u64;
+        }
+    }
+
+    /// [`copy_from`](Self::copy_from) behind pending plaintext: read into the pending
+    /// buffer, sealed from there.
+    fn copy_through_pending<R: Read>(&mut self, reader: &mut R) -> io::Result<u64> {
         let mut total = 0u64;
         loop {
             self.reserve_pending();
@@ -340,6 +476,28 @@ impl<W: Write> Write for EncryptingWriter<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// Reads into the content places of the regular frames laid out in `out` (slots of
+/// `l + 32` bytes), continuing at plaintext byte `at` of the batch: one vectored read
+/// over every place left. Returns the bytes read.
+fn read_into_slots<R: Read>(
+    reader: &mut R,
+    out: &mut [u8],
+    at: usize,
+    l: usize,
+) -> io::Result<usize> {
+    let stride = l + REGULAR_FRAME_OVERHEAD;
+    let (first, offset) = (at / l, at % l);
+    let mut places: Vec<io::IoSliceMut<'_>> = out[first * stride..]
+        .chunks_mut(stride)
+        .enumerate()
+        .map(|(i, slot)| {
+            let skip = if i == 0 { offset } else { 0 };
+            io::IoSliceMut::new(&mut slot[4 + IV_LEN + skip..4 + IV_LEN + l])
+        })
+        .collect();
+    reader.read_vectored(&mut places)
 }
 
 /// Sizes of one written message.

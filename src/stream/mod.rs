@@ -143,6 +143,42 @@ pub struct DecryptOptions {
 /// Work below this many bytes per rayon task is not worth splitting further.
 const MIN_BYTES_PER_TASK: usize = 64 * 1024;
 
+/// Messages with less plaintext than this are sealed ([`encrypt_to_vec`]) and, with
+/// less message than this, opened ([`MessageDecryptor::decrypt`]) on the calling
+/// thread alone, without the rayon pool: below two tasks' worth of frames the pool
+/// would do the work on one thread anyway, after a hand-off and a wake-up that cost
+/// more than the work. So they may run on any thread, a runtime's included.
+pub const INLINE_BYTES: usize = 2 * MIN_BYTES_PER_TASK;
+
+/// Messages being written or read in batches right now, in this process.
+static BATCHED_MESSAGES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts a message in [`BATCHED_MESSAGES`] while it lives.
+struct Batching;
+
+impl Batching {
+    fn start() -> Self {
+        BATCHED_MESSAGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self
+    }
+}
+
+impl Drop for Batching {
+    fn drop(&mut self) {
+        BATCHED_MESSAGES.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Whether a batch should go to the pool: not when at least as many messages as the
+/// pool has threads are being written or read at once. Then each thread that drives a
+/// message (reading, sealing or opening, writing) keeps a core busy on its own, and
+/// handing every batch to the pool would only add wake-ups and waits (futex and
+/// `sched_yield` time) for no extra parallelism. A message alone, or one of few, still
+/// spreads over every core.
+fn pool_is_worth_it() -> bool {
+    BATCHED_MESSAGES.load(std::sync::atomic::Ordering::Relaxed) < rayon::current_num_threads()
+}
+
 fn min_frames_per_task(frame_length: usize) -> usize {
     (MIN_BYTES_PER_TASK / frame_length.max(1)).max(1)
 }

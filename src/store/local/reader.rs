@@ -14,6 +14,13 @@ use crate::store::{Body, BoxFuture, ObjectMeta, SourceInfo, SourceObject};
 /// worth making, small enough that the chunks a body holds ahead stay small.
 const READ_CHUNK: usize = 512 * 1024;
 
+/// Files up to this size are read whole when opened, on the same blocking thread: their
+/// body is then in memory ([`Body::take_if_in_memory`]), so a small file costs one
+/// hand-off to a blocking thread for opening and reading instead of one for each, and
+/// is sealed or opened without streaming it through the bridge. Smaller than a chunk,
+/// so a file read whole is read exactly as a body's first chunk would have been.
+const READ_WHOLE: u64 = 256 * 1024;
+
 /// Opens a file to read. Its body fails with [`SourceChanged`] if the file does not end
 /// exactly where it ended when opened, or was modified meanwhile.
 pub async fn open_local(path: &Path) -> Result<SourceObject, crate::Error> {
@@ -24,13 +31,23 @@ pub async fn open_local(path: &Path) -> Result<SourceObject, crate::Error> {
         if !meta.is_file() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file").into());
         }
-        let body = LocalBody {
-            file: Some(UnchangedFile {
-                file,
-                size: meta.len(),
-                modified: meta.modified().ok(),
-                read: 0,
-            }),
+        let mut file = UnchangedFile {
+            file,
+            size: meta.len(),
+            modified: meta.modified().ok(),
+            read: 0,
+        };
+        // Read to its end, with the checks there: the file as it was when opened.
+        let body = if meta.len() <= READ_WHOLE {
+            LocalBody {
+                file: None,
+                whole: Some(file.read_whole()?),
+            }
+        } else {
+            LocalBody {
+                file: Some(file),
+                whole: None,
+            }
         };
         Ok(SourceObject {
             info: SourceInfo {
@@ -71,9 +88,18 @@ impl UnchangedFile {
     /// Reads into `buf`; fails with [`SourceChanged`] when the file turns out longer or
     /// shorter than when it was opened, or modified (checked where it ends).
     fn read_into(&mut self, buf: &mut [u8]) -> Result<usize, crate::Error> {
+        self.read_into_vectored(&mut [io::IoSliceMut::new(buf)])
+    }
+
+    /// [`read_into`](Self::read_into) over several buffers, in one system call.
+    fn read_into_vectored(
+        &mut self,
+        bufs: &mut [io::IoSliceMut<'_>],
+    ) -> Result<usize, crate::Error> {
         let changed = |what: String| crate::Error::SourceChanged(SourceChanged { what });
+        let room: usize = bufs.iter().map(|b| b.len()).sum();
         let n = loop {
-            match self.file.read(buf) {
+            match self.file.read_vectored(bufs) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 other => break other?,
             }
@@ -85,7 +111,7 @@ impl UnchangedFile {
                 self.size
             )));
         }
-        if n == 0 && !buf.is_empty() {
+        if n == 0 && room > 0 {
             if self.read != self.size {
                 return Err(changed(format!(
                     "it had {} bytes when opened, {} when reading ended",
@@ -99,6 +125,35 @@ impl UnchangedFile {
             }
         }
         Ok(n)
+    }
+
+    /// The whole (small) file, with the same checks as [`read_into`](Self::read_into):
+    /// read into spare capacity, so its bytes are not zeroed first.
+    fn read_whole(&mut self) -> Result<bytes::Bytes, crate::Error> {
+        let changed = |what: String| crate::Error::SourceChanged(SourceChanged { what });
+        let size = usize::try_from(self.size)
+            .map_err(|_| crate::Error::Internal("a small file's size overflows".into()))?;
+        // One byte more than it had, so growth shows without another call.
+        let mut buf = Vec::with_capacity(size + 1);
+        (&mut self.file).take(self.size + 1).read_to_end(&mut buf)?;
+        self.read = buf.len() as u64;
+        if self.read > self.size {
+            return Err(changed(format!(
+                "it had {} bytes when opened and grew past that",
+                self.size
+            )));
+        }
+        if self.read != self.size {
+            return Err(changed(format!(
+                "it had {} bytes when opened, {} when reading ended",
+                self.size, self.read
+            )));
+        }
+        let now = self.file.metadata()?;
+        if now.len() != self.size || now.modified().ok() != self.modified {
+            return Err(changed("it was modified while it was read".into()));
+        }
+        Ok(buf.into())
     }
 
     /// The next chunk, empty at the end.
@@ -126,13 +181,21 @@ struct FileReader {
     failure: Option<crate::Error>,
 }
 
+impl FileReader {
+    fn fail(&mut self, e: crate::Error) -> io::Error {
+        let message = e.to_string();
+        self.failure = Some(e);
+        io::Error::other(message)
+    }
+}
+
 impl Read for FileReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.file.read_into(buf).map_err(|e| {
-            let message = e.to_string();
-            self.failure = Some(e);
-            io::Error::other(message)
-        })
+        self.file.read_into(buf).map_err(|e| self.fail(e))
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        self.file.read_into_vectored(bufs).map_err(|e| self.fail(e))
     }
 }
 
@@ -142,15 +205,40 @@ impl BlockingRead for FileReader {
     }
 }
 
-/// A local file's body: chunks read on a blocking thread, one at a time.
+/// A small file read whole when opened, as a reader for the codec's thread.
+struct MemoryReader(io::Cursor<bytes::Bytes>);
+
+impl Read for MemoryReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        self.0.read_vectored(bufs)
+    }
+}
+
+impl BlockingRead for MemoryReader {
+    fn take_failure(&mut self) -> Option<crate::Error> {
+        None
+    }
+}
+
+/// A local file's body: chunks read on a blocking thread, one at a time, or a small
+/// file read whole when it was opened.
 struct LocalBody {
-    /// `None` once the end was reached (or the file failed).
+    /// `None` once the end was reached (or the file failed), and for files read whole.
     file: Option<UnchangedFile>,
+    /// A file read whole when opened, until it is taken.
+    whole: Option<bytes::Bytes>,
 }
 
 impl Body for LocalBody {
     fn next_chunk(&mut self) -> BoxFuture<'_, Result<Option<bytes::Bytes>, crate::Error>> {
         Box::pin(async move {
+            if let Some(whole) = self.whole.take() {
+                return Ok((!whole.is_empty()).then_some(whole));
+            }
             let Some(mut file) = self.file.take() else {
                 return Ok(None);
             };
@@ -168,13 +256,30 @@ impl Body for LocalBody {
         })
     }
 
+    /// A file read whole when opened is in memory until its bytes are taken, as
+    /// chunks or here; one read in chunks never is.
+    fn take_if_in_memory(&mut self, limit: usize) -> Option<bytes::Bytes> {
+        if self.file.is_some() {
+            return None;
+        }
+        match self.whole.take() {
+            Some(whole) if whole.len() > limit => {
+                self.whole = Some(whole);
+                None
+            }
+            whole => Some(whole.unwrap_or_default()),
+        }
+    }
+
     fn into_blocking(self: Box<Self>) -> Result<Box<dyn BlockingRead>, Box<dyn Body>> {
-        match self.file {
-            Some(file) => Ok(Box::new(FileReader {
+        match (self.file, self.whole) {
+            (Some(file), _) => Ok(Box::new(FileReader {
                 file,
                 failure: None,
             })),
-            None => Err(self),
+            (None, whole) => Ok(Box::new(MemoryReader(io::Cursor::new(
+                whole.unwrap_or_default(),
+            )))),
         }
     }
 }
@@ -214,7 +319,8 @@ mod tests {
         assert!(err.to_string().contains("when reading ended"), "{err}");
         assert!(changed(err));
 
-        fs::write(&path, vec![7u8; 1000]).unwrap();
+        // Larger than what is read whole when opened, so growth shows while reading.
+        fs::write(&path, vec![7u8; READ_WHOLE as usize + 1000]).unwrap();
         let growing = open_local(&path).await.unwrap();
         File::options()
             .append(true)
@@ -234,5 +340,31 @@ mod tests {
             assert_eq!(steady.info.size, len as u64);
             assert_eq!(read_all(steady).await.unwrap(), data, "{len} bytes");
         }
+    }
+
+    #[tokio::test]
+    async fn small_files_are_read_whole_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        for len in [0, 100, READ_WHOLE as usize] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            fs::write(&path, &data).unwrap();
+            let mut opened = open_local(&path).await.unwrap();
+            // What happens to the file after it was opened no longer matters.
+            fs::write(&path, b"changed").unwrap();
+            let whole = opened.body.take_if_in_memory(usize::MAX).unwrap();
+            assert_eq!(&whole[..], &data[..], "{len} bytes");
+            assert_eq!(opened.body.take_if_in_memory(usize::MAX).unwrap().len(), 0);
+            let again = open_local(&path).await.unwrap();
+            assert_eq!(read_all(again).await.unwrap(), b"changed");
+        }
+        // Larger files stream, and are never taken for in memory.
+        fs::write(&path, vec![1u8; READ_WHOLE as usize + 1]).unwrap();
+        let mut large = open_local(&path).await.unwrap();
+        assert!(large.body.take_if_in_memory(usize::MAX).is_none());
+        assert_eq!(
+            read_all(large).await.unwrap().len(),
+            READ_WHOLE as usize + 1
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
 
@@ -19,14 +19,71 @@ const WRITE_BUFFER: usize = 1 << 20;
 
 /// A local destination file, committed atomically. Each buffer is written on a blocking
 /// thread while the next one fills.
+///
+/// Nothing touches the file system before there is something to write that cannot
+/// wait: the staged file is created with the second buffer, a range copy, the first
+/// write on the codec's thread, or the commit. A small output (one buffer) therefore
+/// costs a single hand-off to a blocking thread, its commit: create, write, set the
+/// mode and rename, together.
 pub struct LocalSink {
-    staged: StagedFile,
-    /// The file, while no write holds it.
-    file: Option<File>,
-    /// The write in flight: it returns the file and the buffer.
-    writing: Option<tokio::task::JoinHandle<(File, BytesMut, io::Result<()>)>>,
+    /// The output, while no write holds it.
+    out: Option<Output>,
+    /// The write in flight: it returns the output and the buffer.
+    writing: Option<tokio::task::JoinHandle<(Output, BytesMut, io::Result<()>)>>,
     spare: Option<BytesMut>,
+    /// Capacity of lent buffers: the expected size, up to [`WRITE_BUFFER`].
+    buffer: usize,
+}
+
+/// The output itself: its staged file once created, and the first buffer until then.
+/// Its [`Write`] blocks (it creates and writes files): only the codec's thread and
+/// blocking tasks use it.
+struct Output {
+    destination: PathBuf,
     mode: u32,
+    staged: Option<StagedFile>,
+    /// The first buffer put, held until the staged file exists.
+    held: Option<BytesMut>,
+    /// Bytes in the staged file.
+    written: u64,
+}
+
+impl Output {
+    /// The staged file, created (with what was held) if it was not yet.
+    fn file(&mut self) -> io::Result<&mut File> {
+        let staged = match &mut self.staged {
+            Some(staged) => staged,
+            none => none.insert(StagedFile::create(&self.destination)?),
+        };
+        if let Some(held) = self.held.take() {
+            staged.file().write_all(&held)?;
+            self.written += held.len() as u64;
+        }
+        Ok(staged.file())
+    }
+
+    /// Writes everything held and commits: returns the output's size.
+    fn commit(mut self) -> io::Result<u64> {
+        self.file()?;
+        let written = self.written;
+        match self.staged {
+            Some(staged) => staged.commit(self.mode)?,
+            None => return Err(io::Error::other("a local output lost its file")),
+        }
+        Ok(written)
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.file()?.write(data)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl LocalSink {
@@ -36,19 +93,28 @@ impl LocalSink {
         destination: &Path,
         source_mode: Option<u32>,
     ) -> Result<Self, crate::Error> {
-        let destination = destination.to_path_buf();
-        bridge::blocking("creating a file", move || {
-            let mut staged = StagedFile::create(&destination)?;
-            let file = staged.file().try_clone()?;
-            Ok(Self {
-                staged,
-                file: Some(file),
-                writing: None,
-                spare: None,
+        Ok(Self::new(destination, source_mode, 0))
+    }
+
+    /// Starts the output for `destination`, of about `size_hint` bytes (0: unknown),
+    /// touching nothing yet; on commit it gets [`output_mode`]`(source_mode)`.
+    pub fn new(destination: &Path, source_mode: Option<u32>, size_hint: u64) -> Self {
+        let buffer = match usize::try_from(size_hint) {
+            Ok(0) | Err(_) => WRITE_BUFFER,
+            Ok(n) => n.min(WRITE_BUFFER),
+        };
+        Self {
+            out: Some(Output {
+                destination: destination.to_path_buf(),
                 mode: output_mode(source_mode),
-            })
-        })
-        .await?
+                staged: None,
+                held: None,
+                written: 0,
+            }),
+            writing: None,
+            spare: None,
+            buffer,
+        }
     }
 
     /// Waits for the write in flight, if any.
@@ -56,13 +122,21 @@ impl LocalSink {
         let Some(writing) = self.writing.take() else {
             return Ok(());
         };
-        let (file, mut buf, result) = writing
+        let (out, mut buf, result) = writing
             .await
             .map_err(|e| crate::Error::Internal(format!("a file write panicked: {e}")))?;
-        self.file = Some(file);
+        self.out = Some(out);
         buf.clear();
         self.spare = Some(buf);
         Ok(result?)
+    }
+
+    /// The output, once no write holds it.
+    async fn output(&mut self) -> Result<Output, crate::Error> {
+        self.settle().await?;
+        self.out
+            .take()
+            .ok_or_else(|| crate::Error::Internal("a local output lost its file".into()))
     }
 }
 
@@ -71,20 +145,22 @@ impl Sink for LocalSink {
         let buf = self
             .spare
             .take()
-            .unwrap_or_else(|| BytesMut::with_capacity(WRITE_BUFFER));
+            .unwrap_or_else(|| BytesMut::with_capacity(self.buffer));
         Box::pin(async move { Ok(buf) })
     }
 
     fn put(&mut self, filled: BytesMut) -> BoxFuture<'_, Result<(), crate::Error>> {
         Box::pin(async move {
-            self.settle().await?;
-            let mut file = self
-                .file
-                .take()
-                .ok_or_else(|| crate::Error::Internal("a local output lost its file".into()))?;
+            let mut out = self.output().await?;
+            if out.staged.is_none() && out.held.is_none() {
+                // Perhaps the whole output: written with the commit.
+                out.held = Some(filled);
+                self.out = Some(out);
+                return Ok(());
+            }
             self.writing = Some(tokio::task::spawn_blocking(move || {
-                let result = file.write_all(&filled);
-                (file, filled, result)
+                let result = out.write_all(&filled);
+                (out, filled, result)
             }));
             Ok(())
         })
@@ -102,18 +178,20 @@ impl Sink for LocalSink {
                     "a local output copies ranges only from local files".into(),
                 ));
             };
-            self.settle().await?;
-            let mut file = self
-                .file
-                .take()
-                .ok_or_else(|| crate::Error::Internal("a local output lost its file".into()))?;
+            let mut out = self.output().await?;
             let (path, etag) = (path.clone(), etag.to_string());
-            let (file, copied) = bridge::blocking("copying a file range", move || {
-                let copied = copy_file_range(&path, &etag, range, &mut file);
-                (file, copied)
+            let (out, copied) = bridge::blocking("copying a file range", move || {
+                let copied = out
+                    .file()
+                    .map_err(crate::Error::from)
+                    .and_then(|file| copy_file_range(&path, &etag, range, file));
+                if let Ok(n) = copied {
+                    out.written += n;
+                }
+                (out, copied)
             })
             .await?;
-            self.file = Some(file);
+            self.out = Some(out);
             copied?;
             Ok(())
         })
@@ -123,32 +201,28 @@ impl Sink for LocalSink {
         if self.writing.is_some() {
             return None;
         }
-        self.file.as_mut().map(|f| f as &mut (dyn Write + Send))
+        self.out.as_mut().map(|f| f as &mut (dyn Write + Send))
     }
 
     fn commit(mut self: Box<Self>) -> BoxFuture<'static, Result<u64, crate::Error>> {
         Box::pin(async move {
-            self.settle().await?;
-            let (mut staged, mode) = (self.staged, self.mode);
-            drop(self.file);
-            // The file's length counts every way bytes went in: buffers put, ranges
-            // copied, writes on the codec's thread.
-            bridge::blocking("committing a file", move || {
-                let size = staged.file().metadata()?.len();
-                staged.commit(mode)?;
-                Ok::<_, io::Error>(size)
-            })
-            .await?
-            .map_err(crate::Error::from)
+            let out = self.output().await?;
+            // Everything goes in at once: the staged file (if nothing was written yet),
+            // the held buffer, the mode, the rename.
+            bridge::blocking("committing a file", move || out.commit())
+                .await?
+                .map_err(crate::Error::from)
         })
     }
 
     fn abort(mut self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             let _ = self.settle().await;
-            // Dropping the staged file removes it.
-            let staged = self.staged;
-            let _ = bridge::blocking("removing a partial file", move || drop(staged)).await;
+            // Dropping the staged file removes it; an output that never created one
+            // has nothing to remove.
+            if let Some(staged) = self.out.take().and_then(|out| out.staged) {
+                let _ = bridge::blocking("removing a partial file", move || drop(staged)).await;
+            }
         })
     }
 }
@@ -186,4 +260,88 @@ fn copy_file_range(
         }));
     }
     Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn buffer(bytes: &[u8]) -> BytesMut {
+        BytesMut::from(bytes)
+    }
+
+    #[tokio::test]
+    async fn outputs_appear_whole_and_failures_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("sub/out");
+
+        // One buffer: nothing on disk until the commit, which makes the whole file.
+        let mut sink = Box::new(LocalSink::new(&out, Some(0o100640), 5));
+        sink.put(buffer(b"hello")).await.unwrap();
+        assert!(names(dir.path()).is_empty(), "nothing before the commit");
+        assert_eq!(sink.commit().await.unwrap(), 5);
+        assert_eq!(std::fs::read(&out).unwrap(), b"hello");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, output_mode(Some(0o640)));
+        }
+
+        // Nothing put: an empty file.
+        let empty = dir.path().join("sub/empty");
+        let sink = Box::new(LocalSink::new(&empty, None, 0));
+        assert_eq!(sink.commit().await.unwrap(), 0);
+        assert_eq!(std::fs::read(&empty).unwrap(), b"");
+
+        // Several buffers, written while the next fills: all of them, in order.
+        let mut sink = Box::new(LocalSink::new(&out, None, 0));
+        for part in [&b"one,"[..], b"two,", b"three"] {
+            sink.put(buffer(part)).await.unwrap();
+        }
+        assert_eq!(sink.commit().await.unwrap(), 13);
+        assert_eq!(std::fs::read(&out).unwrap(), b"one,two,three");
+
+        // Aborted after one buffer (never created) or after several (staged): nothing.
+        for parts in [1, 3] {
+            let gone = dir.path().join("sub/gone");
+            let mut sink = Box::new(LocalSink::new(&gone, None, 0));
+            for _ in 0..parts {
+                sink.put(buffer(b"data")).await.unwrap();
+            }
+            sink.abort().await;
+            assert_eq!(names(&dir.path().join("sub")), ["empty", "out"], "{parts}");
+        }
+
+        // A destination that is a directory fails at the commit, leaving nothing.
+        let taken = dir.path().join("sub/taken");
+        std::fs::create_dir(&taken).unwrap();
+        let mut sink = Box::new(LocalSink::new(&taken, None, 0));
+        sink.put(buffer(b"data")).await.unwrap();
+        assert!(sink.commit().await.is_err());
+        assert_eq!(names(&dir.path().join("sub")), ["empty", "out", "taken"]);
+        assert!(names(&taken).is_empty());
+    }
+
+    #[tokio::test]
+    async fn writes_on_the_codec_thread_go_in_after_what_was_put() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let mut sink = Box::new(LocalSink::new(&out, None, 0));
+        sink.put(buffer(b"head:")).await.unwrap();
+        let writer = sink.blocking_writer().unwrap();
+        // As the codec's thread does (blocking this test's runtime is harmless).
+        writer.write_all(b"body").unwrap();
+        assert_eq!(sink.commit().await.unwrap(), 9);
+        assert_eq!(std::fs::read(&out).unwrap(), b"head:body");
+    }
 }

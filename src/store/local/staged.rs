@@ -38,12 +38,23 @@ impl StagedFile {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        fs::create_dir_all(parent)?;
+        let mut created_parent = false;
         loop {
-            let temp = tempfile::Builder::new()
+            let temp = match tempfile::Builder::new()
                 .prefix(own_prefix())
                 .suffix(PARTIAL_SUFFIX)
-                .tempfile_in(parent)?;
+                .tempfile_in(parent)
+            {
+                Ok(temp) => temp,
+                // Most outputs go to directories that exist (earlier outputs made
+                // them): looking first would cost a call per output.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !created_parent => {
+                    fs::create_dir_all(parent)?;
+                    created_parent = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             // Some file systems (some FUSE and network ones) have no locks; there the
             // output is written all the same, and cleaners judge its age instead.
             let _ = temp.as_file().lock();
