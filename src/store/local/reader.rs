@@ -76,6 +76,11 @@ pub struct SourceChanged {
     pub(super) what: String,
 }
 
+/// A source that changed while it was read, and how.
+fn changed(what: String) -> crate::Error {
+    crate::Error::SourceChanged(SourceChanged { what })
+}
+
 /// A file read to exactly the end it had when opened.
 struct UnchangedFile {
     file: File,
@@ -96,7 +101,6 @@ impl UnchangedFile {
         &mut self,
         bufs: &mut [io::IoSliceMut<'_>],
     ) -> Result<usize, crate::Error> {
-        let changed = |what: String| crate::Error::SourceChanged(SourceChanged { what });
         let room: usize = bufs.iter().map(|b| b.len()).sum();
         let n = loop {
             match self.file.read_vectored(bufs) {
@@ -105,44 +109,27 @@ impl UnchangedFile {
             }
         };
         self.read += n as u64;
-        if self.read > self.size {
-            return Err(changed(format!(
-                "it had {} bytes when opened and grew past that",
-                self.size
-            )));
-        }
+        self.check_not_grown()?;
         if n == 0 && room > 0 {
-            if self.read != self.size {
-                return Err(changed(format!(
-                    "it had {} bytes when opened, {} when reading ended",
-                    self.size, self.read
-                )));
-            }
-            // Same length, but rewritten in place meanwhile?
-            let now = self.file.metadata()?;
-            if now.len() != self.size || now.modified().ok() != self.modified {
-                return Err(changed("it was modified while it was read".into()));
-            }
+            self.check_complete()?;
         }
         Ok(n)
     }
 
-    /// The whole (small) file, with the same checks as [`read_into`](Self::read_into):
-    /// read into spare capacity, so its bytes are not zeroed first.
-    fn read_whole(&mut self) -> Result<bytes::Bytes, crate::Error> {
-        let changed = |what: String| crate::Error::SourceChanged(SourceChanged { what });
-        let size = usize::try_from(self.size)
-            .map_err(|_| crate::Error::Internal("a small file's size overflows".into()))?;
-        // One byte more than it had, so growth shows without another call.
-        let mut buf = Vec::with_capacity(size + 1);
-        (&mut self.file).take(self.size + 1).read_to_end(&mut buf)?;
-        self.read = buf.len() as u64;
+    /// Fails if more was read than the file had when opened.
+    fn check_not_grown(&self) -> Result<(), crate::Error> {
         if self.read > self.size {
             return Err(changed(format!(
                 "it had {} bytes when opened and grew past that",
                 self.size
             )));
         }
+        Ok(())
+    }
+
+    /// At the end of the file: fails unless exactly what it had when opened was read,
+    /// and it was not rewritten in place meanwhile (same length, new contents).
+    fn check_complete(&self) -> Result<(), crate::Error> {
         if self.read != self.size {
             return Err(changed(format!(
                 "it had {} bytes when opened, {} when reading ended",
@@ -153,6 +140,20 @@ impl UnchangedFile {
         if now.len() != self.size || now.modified().ok() != self.modified {
             return Err(changed("it was modified while it was read".into()));
         }
+        Ok(())
+    }
+
+    /// The whole (small) file, with the same checks as [`read_into`](Self::read_into):
+    /// read into spare capacity, so its bytes are not zeroed first.
+    fn read_whole(&mut self) -> Result<bytes::Bytes, crate::Error> {
+        let size = usize::try_from(self.size)
+            .map_err(|_| crate::Error::Internal("a small file's size overflows".into()))?;
+        // One byte more than it had, so growth shows without another call.
+        let mut buf = Vec::with_capacity(size + 1);
+        (&mut self.file).take(self.size + 1).read_to_end(&mut buf)?;
+        self.read = buf.len() as u64;
+        self.check_not_grown()?;
+        self.check_complete()?;
         Ok(buf.into())
     }
 
