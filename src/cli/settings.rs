@@ -484,8 +484,11 @@ fn resolve_with(
             // Every value is in range already (values::Bench*), so the benchmark's
             // buffers are allocatable and its durations representable.
             if let (Some(size), None) = (&a.size, a.objects) {
-                let bytes = super::values::parse_size(size).map_err(|e| anyhow!("--size: {e}"))?;
-                b.message_size = BenchSize::from_str(&bytes.to_string())
+                // Suffixes allowed (4KiB); whatever does not parse goes to the range
+                // check as given, so the error names the range.
+                let bytes = super::values::parse_size(size)
+                    .map_or_else(|_| size.clone(), |b| b.to_string());
+                b.message_size = BenchSize::from_str(&bytes)
                     .map_err(|e| anyhow!("--size: {e}"))?
                     .0;
             }
