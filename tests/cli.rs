@@ -764,3 +764,49 @@ fn bench_runs_a_workload_in_memory() {
     let own = std::path::Path::new("/dev/shm").join(format!("sealpipe-bench-{pid}"));
     assert!(!own.exists(), "{} is removed", own.display());
 }
+
+/// SIGTERM (or SIGINT) stops a workload as it stops a job: exit 130, and the files the
+/// benchmark made are removed.
+#[test]
+fn an_interrupted_bench_removes_its_files() {
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.path("scratch")).unwrap();
+    let child = ws
+        .command(&[
+            "bench",
+            "--objects",
+            "3000",
+            "--size",
+            "64KiB",
+            "--target",
+            "scratch",
+            "--modes",
+            "decrypt,reencrypt,verify",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Into the modes: the tree is written and the limits measured by then.
+    let started = std::time::Instant::now();
+    let own = ws
+        .path("scratch")
+        .join(format!("sealpipe-bench-{}", child.id()));
+    while !own.join("encrypted").exists() {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the benchmark never got to encrypt"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    common::faults::sigterm(&child);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(stderr(&o).contains("interrupted"), "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "no result for an interrupted run");
+    assert_eq!(
+        std::fs::read_dir(ws.path("scratch")).unwrap().count(),
+        0,
+        "the benchmark's files are removed"
+    );
+}

@@ -360,38 +360,55 @@ fn job(
 /// Runs `config`: writes the tree, measures the limits and the plain copy, then runs
 /// each mode, `progress` told of each phase as it starts. Everything the run made is
 /// removed at the end, whether it succeeded or not.
+///
+/// `cancel` stops it between phases and inside each mode (the job's objects in flight
+/// finish or are abandoned as a job's are); the run then ends with
+/// [`Error::Cancelled`] after removing what it made.
 pub async fn run_workload(
     config: &WorkloadConfig,
+    cancel: &Cancel,
     mut progress: impl FnMut(Phase),
 ) -> Result<WorkloadResult, Error> {
     let area = Area::new(
         &config.target,
         &format!("sealpipe-bench-{}", std::process::id()),
     );
-    let result = measure(config, &area, &mut progress).await;
+    let result = measure(config, &area, cancel, &mut progress).await;
     area.remove_all().await;
     result
+}
+
+/// `Err(Cancelled)` once `cancel` was asked for.
+fn check(cancel: &Cancel) -> Result<(), Error> {
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    Ok(())
 }
 
 async fn measure(
     config: &WorkloadConfig,
     area: &Area,
+    cancel: &Cancel,
     progress: &mut impl FnMut(Phase),
 ) -> Result<WorkloadResult, Error> {
     let sizes = config.mix.sizes();
     let bytes: u64 = sizes.iter().sum();
     progress(Phase::Tree);
     area.write_tree(&sizes, config.concurrency).await?;
+    check(cancel)?;
     progress(Phase::Limits);
     let limits = crate::bridge::blocking("measuring the machine's limits", || {
         machine_limits(Duration::from_millis(500))
     })
     .await??;
+    check(cancel)?;
     progress(Phase::Copy);
     let started = Instant::now();
     let copy_requests = area.plain_copy("tree", "copy", config.concurrency).await?;
     let copy_seconds = started.elapsed().as_secs_f64();
     area.remove("copy").await;
+    check(cancel)?;
     let (keys, kms_calls) = match &config.keys {
         Some(k) => ((k.first.clone(), k.second.clone()), k.kms_calls.clone()),
         None => ((fresh_keyring("old")?, fresh_keyring("new")?), None),
@@ -408,7 +425,8 @@ async fn measure(
         progress(Phase::Mode(mode, stats.clone()));
         let per_mode_peak = pipeline::reset_peak_rss();
         let (cpu_before, kms_before) = (cpu_seconds(), kms_now());
-        let report = Box::pin(pipeline::run(job, stats, Cancel::default())).await?;
+        let report = Box::pin(pipeline::run(job, stats, cancel.clone())).await?;
+        check(cancel)?;
         let (cpu_after, kms_after) = (cpu_seconds(), kms_now());
         if report.objects.ok != sizes.len() as u64 {
             let first = report

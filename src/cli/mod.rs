@@ -141,7 +141,7 @@ async fn run_job(
 
 /// Turns the first SIGINT or SIGTERM into a cooperative stop, so in-flight objects
 /// remove their partial outputs instead of being killed mid-write.
-async fn cancel_on_signal(cancel: Cancel) {
+pub(super) async fn cancel_on_signal(cancel: Cancel) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -230,9 +230,12 @@ async fn bench_workload(
         );
     }
     let mut bar: Option<super::progress::Progress> = None;
+    // SIGINT and SIGTERM stop the run as they stop a job, and its files are removed.
+    let cancel = sealpipe::pipeline::Cancel::default();
+    let signals = tokio::spawn(super::cancel_on_signal(cancel.clone()));
     // Boxed: the workload's future holds whole pipeline runs, deep enough to overflow
     // the compiler's query depth when laid out inline (as `run_job` boxes its own).
-    let result = Box::pin(sealpipe::bench::run_workload(workload, |phase| {
+    let result = Box::pin(sealpipe::bench::run_workload(workload, &cancel, |phase| {
         // The previous mode's bar stops when dropped.
         bar = None;
         if quiet {
@@ -249,8 +252,15 @@ async fn bench_workload(
         }
     }))
     .await;
+    signals.abort();
     if let Some(bar) = bar.take() {
         bar.finish().await;
+    }
+    if cancel.is_cancelled() {
+        if !quiet {
+            say!("benchmark interrupted; the files it made were removed");
+        }
+        return Ok(Outcome::Interrupted);
     }
     let result = result?;
     if json {
