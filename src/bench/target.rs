@@ -44,6 +44,17 @@ pub struct S3Target {
     pub prefix: String,
 }
 
+impl S3Target {
+    /// A store on this target's client, with counters of its own.
+    fn store(&self) -> S3Store {
+        S3Store::new(
+            self.client.clone(),
+            self.settings.clone(),
+            ByteBudget::new(self.max_in_flight),
+        )
+    }
+}
+
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -94,11 +105,7 @@ impl Area {
     pub(super) fn store(&self) -> Option<S3Store> {
         match self {
             Self::Local(_) => None,
-            Self::S3 { target, .. } => Some(S3Store::new(
-                target.client.clone(),
-                target.settings.clone(),
-                ByteBudget::new(target.max_in_flight),
-            )),
+            Self::S3 { target, .. } => Some(target.store()),
         }
     }
 
@@ -113,9 +120,7 @@ impl Area {
                 .await?
             }
             Self::S3 { target, prefix } => {
-                let Some(store) = self.store() else {
-                    return Ok(());
-                };
+                let store = target.store();
                 let mut tasks = JoinSet::new();
                 for (i, &size) in sizes.iter().enumerate() {
                     if tasks.len() >= concurrency.max(1) {
@@ -152,9 +157,7 @@ impl Area {
                 Ok(0)
             }
             Self::S3 { target, prefix } => {
-                let Some(store) = self.store() else {
-                    return Ok(0);
-                };
+                let store = target.store();
                 let (listed_tx, mut listed) = mpsc::channel(1024);
                 let lister = {
                     let (store, bucket, from) = (
@@ -243,9 +246,7 @@ impl Area {
                 Ok(())
             }
             Self::S3 { target, prefix } => {
-                let Some(store) = self.store() else {
-                    return Ok(());
-                };
+                let store = target.store();
                 let below = if name.is_empty() {
                     prefix.clone()
                 } else {
