@@ -11,7 +11,6 @@ mod job;
 mod latency;
 mod object;
 mod plan;
-mod presence;
 mod stats;
 
 use std::io::{self, Read};
@@ -277,7 +276,6 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
         stats: stats.clone(),
         cancel: cancel.clone(),
     });
-    let mut destination = destination_cursor(&ctx.job, &ctx.plan);
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     while let Some(item) = listing.recv().await {
@@ -303,10 +301,6 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
             continue;
         }
         stats.plan(listed.size);
-        let presence = match (&mut destination, ctx.plan.target(&ctx.job, &listed)) {
-            (Some(cursor), Ok(plan::Target::S3 { key, .. })) => cursor.presence(&key).await,
-            _ => presence::Presence::Unknown,
-        };
         let permit = permits
             .clone()
             .acquire_owned()
@@ -320,7 +314,7 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
         let ctx = ctx.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            object::process(&ctx, listed, presence).await;
+            object::process(&ctx, listed).await;
         });
         // Reap finished tasks as we go so the set stays small on huge jobs.
         while let Some(done) = tasks.try_join_next() {
@@ -340,26 +334,6 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
     }
     let stopped = cancel.is_cancelled();
     Ok(stats.report(ctx.job.mode(), started.elapsed(), ctx.job.dry_run, stopped))
-}
-
-/// A cursor over the destination's listing, for jobs that would otherwise ask S3
-/// about each output before writing it: jobs that write messages to an S3 prefix, not
-/// in place (see [`presence`]).
-fn destination_cursor(job: &Job, plan: &plan::Plan) -> Option<presence::DestinationCursor> {
-    let s3 = job.s3.as_ref()?;
-    if !job.mode().writes_messages() || matches!(plan.shape, plan::Shape::Single(_)) {
-        return None;
-    }
-    let Some(Location::S3 { bucket, prefix }) = job.destination() else {
-        return None;
-    };
-    // Outputs are `prefix` + name when it is empty or ends in `/`, else `prefix/name`.
-    let below = if prefix.is_empty() || prefix.ends_with('/') {
-        prefix.clone()
-    } else {
-        format!("{prefix}/")
-    };
-    Some(presence::DestinationCursor::start(s3, bucket, &below))
 }
 
 /// Streams the source's objects: local trees as they are walked, S3 listings page by

@@ -3,7 +3,6 @@
 //! in `crate::ops` that the job's work names, and its outcome in the statistics.
 
 use super::plan::Target;
-use super::presence::Presence;
 use super::{Context, Job, Opening, Rewrapping, Running, Work};
 use crate::Error;
 use crate::keys::data_key_fingerprint;
@@ -19,10 +18,10 @@ use crate::stream;
 /// a re-run pays at most a MiB of transfer for what a HEAD would have told.
 const SMALL_OBJECT: u64 = 1024 * 1024;
 
-pub(super) async fn process(ctx: &Context, listed: Listed, destination: Presence) {
+pub(super) async fn process(ctx: &Context, listed: Listed) {
     let stats = &ctx.stats;
     let started = std::time::Instant::now();
-    match process_object(ctx, &listed, destination).await {
+    match process_object(ctx, &listed).await {
         Ok(Some(Outcome::Done {
             bytes_in,
             bytes_out,
@@ -56,12 +55,7 @@ pub(super) async fn process(ctx: &Context, listed: Listed, destination: Presence
 }
 
 /// Processes one object; `None` is a dry run's "would be processed".
-/// `destination` is what the destination's listing says of the output.
-async fn process_object(
-    ctx: &Context,
-    listed: &Listed,
-    destination: Presence,
-) -> Result<Option<Outcome>, Failed> {
+async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome>, Failed> {
     let job = &ctx.job;
     let target = ctx
         .plan
@@ -103,11 +97,8 @@ async fn process_object(
         }
         _ => resume::KeysWanted::default(),
     };
-    // An output the destination's listing did not have is no earlier run's work.
-    let mut resume_checked = destination == Presence::Absent;
-    if let Some((s3, output)) = &resume_in
-        && !resume_checked
-    {
+    let mut resume_checked = false;
+    if let Some((s3, output)) = &resume_in {
         let known = match (&listed.etag, &listed.id) {
             (Some(etag), id) => Some((etag.clone(), version_of(id).map(str::to_string))),
             (None, ObjectId::S3 { .. }) if listed.size.is_some_and(|n| n <= SMALL_OBJECT) => None,
