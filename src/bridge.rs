@@ -7,6 +7,9 @@
 //! - a sink lends buffers that a [`PartWriter`] fills and hands back to a pump task,
 //!   which gives them to the sink.
 //!
+//! - a [`Lane`] is a blocking thread that drives whole operations on local files itself,
+//!   so blocking work inside them needs no hand-off at all.
+//!
 //! A closed channel means the other side stopped; only an explicit end marker means a
 //! body is complete, so a pump that died can never look like a short object. Errors
 //! travel typed, beside the bytes, never inside an `io::Error`. Nothing outside this
@@ -60,6 +63,10 @@ pub async fn codec<T: Send + 'static>(
     what: &'static str,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Error> {
+    if ON_LANE.get() {
+        // Lanes are few and bounded; each runs one codec at a time.
+        return inline(what, work);
+    }
     let _slot = CODEC_SLOTS
         .acquire()
         .await
@@ -73,9 +80,80 @@ pub async fn blocking<T: Send + 'static>(
     what: &'static str,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Error> {
+    if ON_LANE.get() {
+        return inline(what, work);
+    }
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Error::Internal(format!("{what} panicked: {e}")))
+}
+
+thread_local! {
+    /// Set while a lane runs on this thread: blocking work runs here, handed to no one.
+    static ON_LANE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Blocking work run on a lane's own thread; a panic fails the work, as it would on a
+/// blocking thread, not the lane.
+fn inline<T>(what: &'static str, work: impl FnOnce() -> T) -> Result<T, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Error::Internal(format!("{what} panicked: {message}"))
+    })
+}
+
+/// A blocking thread that drives async operations one at a time, to completion, on
+/// itself. Inside one, [`blocking`] and [`codec`] run their work right there.
+///
+/// Each hand-off between threads is a wake-up and a context switch, tens of
+/// microseconds on a virtual machine: a small local file passed from the runtime to a
+/// blocking thread to open it, to seal it and to commit it cost more in hand-offs than
+/// in work. On a lane it costs none. Only for operations whose bodies and sinks are all
+/// local files: a lane is inside the runtime while it drives one, so it must never wait
+/// on a channel that a task fills ([`ChunkReader`] does).
+pub struct Lane {
+    runtime: tokio::runtime::Handle,
+}
+
+impl Lane {
+    /// Runs `operation` to completion on this lane's thread.
+    pub fn block_on<F: std::future::Future>(&self, operation: F) -> F::Output {
+        self.runtime.block_on(operation)
+    }
+}
+
+/// Runs `count` lanes, each calling `lane` once on a blocking thread of its own (it
+/// loops over work until there is no more), and waits for all of them.
+pub async fn lanes(
+    count: usize,
+    lane: impl Fn(&Lane) + Send + Sync + 'static,
+) -> Result<(), Error> {
+    let lane = Arc::new(lane);
+    let mut running = tokio::task::JoinSet::new();
+    for _ in 0..count.max(1) {
+        let (lane, runtime) = (lane.clone(), tokio::runtime::Handle::current());
+        running.spawn_blocking(move || {
+            // Blocking threads are reused: the mark goes with the lane, even a
+            // panicking one.
+            struct Marked;
+            impl Drop for Marked {
+                fn drop(&mut self) {
+                    ON_LANE.set(false);
+                }
+            }
+            ON_LANE.set(true);
+            let _marked = Marked;
+            lane(&Lane { runtime });
+        });
+    }
+    while let Some(done) = running.join_next().await {
+        done.map_err(|e| Error::Internal(format!("a lane panicked: {e}")))?;
+    }
+    Ok(())
 }
 
 /// A body read on the codec's thread. When a read fails because the source did, the
@@ -387,4 +465,12 @@ pub fn send_blocking<T>(tx: &mpsc::Sender<T>, item: T) -> std::ops::ControlFlow<
         Ok(()) => std::ops::ControlFlow::Continue(()),
         Err(_) => std::ops::ControlFlow::Break(()),
     }
+}
+
+/// Receives the next item from a channel that several lanes share, waiting while it is
+/// empty (never on a runtime thread). `None` once it is closed and drained.
+pub fn recv_shared<T>(rx: &std::sync::Mutex<mpsc::Receiver<T>>) -> Option<T> {
+    rx.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .blocking_recv()
 }

@@ -238,3 +238,52 @@ print(json.dumps({'key': key, 'users': {
     );
     assert!(std::fs::read_dir(w.path("dec")).map_or(0, |d| d.count()) == 0);
 }
+
+/// Without `s3:ListBucket` on the destination, the listing a resuming job reads
+/// alongside the source's is refused; the job then asks about each output with a HEAD
+/// as it would otherwise, and a re-run still finds its finished work.
+#[test]
+fn a_destination_that_cannot_be_listed_falls_back_to_asking_about_each_output() {
+    let w = World::start(
+        "
+s3.create_bucket(Bucket='src')
+s3.create_bucket(Bucket='dst')
+for i in range(5):
+    s3.put_object(Bucket='src', Key=f'in/{i}', Body=b'x' * (100 + i))
+iam.create_user(UserName='nolist')
+policy = {'Version': '2012-10-17', 'Statement': [
+    {'Effect': 'Allow', 'Action': ['s3:GetObject', 's3:PutObject', 's3:GetObjectTagging'],
+     'Resource': '*'},
+    {'Effect': 'Allow', 'Action': ['s3:ListBucket'], 'Resource': 'arn:aws:s3:::src'}]}
+iam.put_user_policy(UserName='nolist', PolicyName='p', PolicyDocument=json.dumps(policy))
+k = iam.create_access_key(UserName='nolist')['AccessKey']
+print(json.dumps({'users': {'nolist': [k['AccessKeyId'], k['SecretAccessKey']]}}))
+",
+    );
+    std::fs::write(w.path("wrapping.key"), [7u8; 32]).unwrap();
+    let raw_key = format!("raw-aes:ns:k1:{}", w.path("wrapping.key").display());
+    let report = w.path("report.json").display().to_string();
+    let encrypt = [
+        "encrypt",
+        "s3://src/in/",
+        "s3://dst/out/",
+        "--key",
+        &raw_key,
+        "--report",
+        &report,
+        "-q",
+    ];
+    let first = w.sealpipe_as("nolist", &encrypt);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let json: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(json["objects"]["ok"], 5, "{json}");
+    // A listing of each side (the destination's refused) and a HeadBucket of each
+    // bucket, then a HEAD, a GET and a PUT per object: with the listing it would be
+    // a GET and a PUT.
+    assert_eq!(json["s3"]["requests"], 4 + 3 * 5, "{json}");
+    let again = w.sealpipe_as("nolist", &encrypt);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let json: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(json["objects"]["skipped"], 5, "{json}");
+    assert_eq!(json["objects"]["ok"], 0, "{json}");
+}

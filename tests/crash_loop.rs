@@ -432,6 +432,15 @@ fn local_tree_survives_twenty_sigkills_and_leaves_no_partials() {
     let dec_args = ["decrypt", "dst", "restored2", "--key", &w.key, "-q"];
     let dec_interrupted = kill_loop(&w, &dec_args, full_dec, 6, &mut rng, &mut problems);
     let stale_dec = world::staging_files(&w.path("restored2"));
+    // On Linux an output is an unnamed file until whole (O_TMPFILE): even SIGKILL
+    // leaves no name behind, so there is nothing for the next run to clean.
+    if cfg!(target_os = "linux") && dec_interrupted > 0 && !stale_dec.is_empty() {
+        problems.push(format!(
+            "{} `.sealpipe-` partial plaintext files were left by {dec_interrupted}              killed decrypts, e.g. {:?}; outputs should be unnamed until committed",
+            stale_dec.len(),
+            stale_dec.iter().take(5).collect::<Vec<_>>()
+        ));
+    }
     let dec2 = w.run(&dec_args);
     if dec2.status.code() != Some(0) || dec2.objects("ok") != n {
         problems.push(format!(

@@ -1544,3 +1544,160 @@ fn a_server_that_ignores_ranges_fails_large_objects_cleanly() {
     assert!(s3.uploads("dst").is_empty(), "{:?}", s3.uploads("dst"));
     drop(proxy);
 }
+
+/// An output that the destination's listing did not have is written only where
+/// nothing is (`If-None-Match: *`): one that appears in between (here a PUT the proxy
+/// makes while the object's source is read) is never written over unseen. The object
+/// is then processed as when nothing is known: the HEAD finds no marker on what
+/// appeared, so it is replaced by the real output. Both writes that can be refused are
+/// covered: a PutObject, and a CompleteMultipartUpload.
+#[test]
+fn an_output_that_appears_after_the_listing_is_never_written_over_unseen() {
+    let s3 = World::start("appears");
+    s3.create_bucket("src");
+    let n = 20u64;
+    let mut objects: Vec<Obj> = (0..n)
+        .map(|i| Obj::plain(&format!("data/{i:04}"), common::pseudo_random(4096, i)))
+        .collect();
+    objects.push(Obj::plain(
+        "data/big",
+        common::pseudo_random(6 * MIB + 5, 77),
+    ));
+    s3.put_all("src", &objects);
+    let encrypt_to = |dst: &str| {
+        [
+            "encrypt".to_string(),
+            "s3://src/data/".into(),
+            format!("s3://{dst}/out"),
+            "--key".into(),
+            s3.key.clone(),
+            "--part-size".into(),
+            "5MiB".into(),
+            "-q".into(),
+        ]
+    };
+    s3.create_bucket("dst-base");
+    let base = s3.run(&encrypt_to("dst-base").each_ref().map(String::as_str));
+    base.assert_exit(0);
+    let base_requests = base.s3("requests");
+    for (dst, appears, extra) in [
+        // The PutObject refused, then a HEAD, the GET again and the PUT.
+        ("dst-put", "0007", Some(3)),
+        ("dst-multipart", "big", None),
+    ] {
+        s3.create_bucket(dst);
+        let proxy = s3.proxy(&[
+            "--overwrite-on-get",
+            &format!("src/data/{appears}"),
+            "--overwrite-target",
+            &format!("{dst}/out/{appears}"),
+            "--overwrite-body",
+            "appeared meanwhile",
+        ]);
+        let run = s3.run_via(
+            &proxy.endpoint,
+            &encrypt_to(dst).each_ref().map(String::as_str),
+        );
+        let counters = proxy.stop();
+        assert_eq!(
+            faults::count(&counters, "overwritten"),
+            1,
+            "{dst}: {counters}"
+        );
+        run.assert_exit(0);
+        run.assert_objects(n + 1, n + 1, 0, 0, 0);
+        match extra {
+            Some(extra) => assert_eq!(
+                run.s3("requests"),
+                base_requests + extra,
+                "{dst}: {}",
+                run.context()
+            ),
+            // The refused upload was aborted and the object processed again.
+            None => assert!(
+                run.s3("requests") > base_requests + 3,
+                "{dst}: {}",
+                run.context()
+            ),
+        }
+        let output = s3.get(dst, &format!("out/{appears}")).body;
+        assert_ne!(&output[..], b"appeared meanwhile", "{dst}");
+        s3.run(&[
+            "verify",
+            &format!("s3://{dst}/out/"),
+            "--key",
+            &s3.key,
+            "-q",
+        ])
+        .assert_exit(0);
+        assert!(s3.uploads(dst).is_empty(), "{dst}: {:?}", s3.uploads(dst));
+    }
+}
+
+/// A job that resumes reads the destination's listing alongside the source's, so an
+/// output that is not there costs no HEAD: a first run into an empty prefix takes a
+/// GET and a PUT per object, and a re-run asks only about the outputs that exist.
+/// Outputs removed in between are made again; the others are skipped by their marker.
+#[test]
+fn resume_asks_only_about_outputs_the_destination_listing_has() {
+    let s3 = World::start("presence");
+    s3.create_bucket("src");
+    s3.create_bucket("dst");
+    let n = 300u64;
+    let objects: Vec<Obj> = (0..n)
+        .map(|i| Obj::plain(&format!("data/{i:04}"), common::pseudo_random(4096, i)))
+        .collect();
+    s3.put_all("src", &objects);
+    // Keys of someone else's that sort among the outputs, and one past them all.
+    for key in ["out/0100-foreign", "out/zzz"] {
+        s3.put("dst", &Obj::plain(key, &b"not sealpipe's"[..]));
+    }
+    let encrypt = [
+        "encrypt",
+        "s3://src/data/",
+        "s3://dst/out",
+        "--key",
+        &s3.key,
+        "-q",
+    ];
+
+    let first = s3.run(&encrypt);
+    first.assert_exit(0);
+    first.assert_objects(n, n, 0, 0, 0);
+    // A GET and a PUT per object; besides, a listing of each side and a HeadBucket of
+    // each bucket (for its region).
+    let setup = 4;
+    assert_eq!(first.s3("requests"), 2 * n + setup, "{}", first.context());
+
+    // Every third output removed: those are made again, the rest are finished work.
+    let removed: Vec<String> = (0..n).step_by(3).map(|i| format!("out/{i:04}")).collect();
+    s3.rt.block_on(async {
+        for key in &removed {
+            s3.client
+                .delete_object()
+                .bucket("dst")
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let redo = removed.len() as u64;
+    let second = s3.run(&encrypt);
+    second.assert_exit(0);
+    second.assert_objects(n, redo, 0, 0, n - redo);
+    // A HEAD for each output that exists, a GET and a PUT for each one that does not.
+    assert_eq!(
+        second.s3("requests"),
+        (n - redo) + 2 * redo + setup,
+        "{}",
+        second.context()
+    );
+    let keys = s3.keys("dst");
+    for i in 0..n {
+        assert!(keys.contains(&format!("out/{i:04}")), "out/{i:04}");
+    }
+    assert!(keys.contains("out/0100-foreign") && keys.contains("out/zzz"));
+    s3.run(&["verify", "s3://dst/out/0", "--key", &s3.key, "-q"])
+        .assert_exit(0);
+}

@@ -224,6 +224,25 @@ pub struct DataKeyPool {
     /// How long the keyring took to answer lately, in nanoseconds: the slowest of the
     /// last answer and a decaying memory of earlier ones.
     keyring_latency: Arc<AtomicU64>,
+    /// Prefetches running in the background, for [`settle`](Self::settle).
+    prefetching: Arc<Prefetching>,
+}
+
+/// Counts background prefetches and wakes whoever waits for them to end.
+#[derive(Default)]
+struct Prefetching {
+    running: std::sync::atomic::AtomicUsize,
+    ended: tokio::sync::Notify,
+}
+
+/// Held by a prefetch task while it runs.
+struct PrefetchRunning(Arc<Prefetching>);
+
+impl Drop for PrefetchRunning {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Relaxed);
+        self.0.ended.notify_waiters();
+    }
 }
 
 impl DataKeyPool {
@@ -240,6 +259,22 @@ impl DataKeyPool {
                 .build(),
             stats: Arc::new(PoolStats::default()),
             keyring_latency: Arc::default(),
+            prefetching: Arc::default(),
+        }
+    }
+
+    /// Waits for the prefetches running in the background, so a job that ends leaves
+    /// no keyring call behind it and its counts include every call it caused.
+    pub async fn settle(&self) {
+        loop {
+            let ended = self.prefetching.ended.notified();
+            tokio::pin!(ended);
+            // Registered before looking, so an end between the two is not missed.
+            ended.as_mut().enable();
+            if self.prefetching.running.load(Relaxed) == 0 {
+                return;
+            }
+            ended.await;
         }
     }
 
@@ -340,7 +375,10 @@ impl DataKeyPool {
     /// Fetches the successor of `current` without making anyone wait.
     fn prefetch(&self, slot: Arc<Slot>, context: EncryptionContext, current: Arc<Generation>) {
         let pool = self.clone();
+        self.prefetching.running.fetch_add(1, Relaxed);
+        let running = PrefetchRunning(self.prefetching.clone());
         tokio::spawn(async move {
+            let _running = running;
             let _fetching = slot.fetching.lock().await;
             // A caller that found `current` used up before this task ran has fetched
             // its successor itself: a second one would be a wasted keyring call.

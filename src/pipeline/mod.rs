@@ -11,6 +11,7 @@ mod job;
 mod latency;
 mod object;
 mod plan;
+mod presence;
 mod stats;
 
 use std::io::{self, Read};
@@ -126,6 +127,21 @@ enum Running {
     Verify(Opened),
     Reencrypt(Opened, Sealed),
     Rewrap(Box<Rewrapped>),
+}
+
+impl Running {
+    /// Waits for data keys still being fetched ahead, so the job's counts are final.
+    async fn settle(&self) {
+        let pool = match self {
+            Running::Encrypt(sealed) | Running::Reencrypt(_, sealed) => &sealed.pool,
+            Running::Rewrap(r) => match &r.signed {
+                Some((_, sealed)) => &sealed.pool,
+                None => return,
+            },
+            Running::DryRun | Running::Decrypt(_) | Running::Verify(_) => return,
+        };
+        pool.settle().await;
+    }
 }
 
 /// Everything a worker needs, shared by all workers of a job.
@@ -276,56 +292,14 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
         stats: stats.clone(),
         cancel: cancel.clone(),
     });
-    let permits = Arc::new(Semaphore::new(concurrency));
-    let mut tasks = tokio::task::JoinSet::new();
-    while let Some(item) = listing.recv().await {
-        if cancel.is_cancelled() {
-            break;
-        }
-        let listed = match item {
-            ListItem::Object(listed) => listed,
-            ListItem::Skipped { id, reason } => {
-                stats.plan(None);
-                stats.skip(&id, &reason);
-                continue;
-            }
-            ListItem::Invalid { id, code, error } => {
-                // Counted like an object, so the totals add up: what could not be
-                // listed is a failure, never a silent gap.
-                stats.plan(None);
-                stats.fail(&id, code, error);
-                continue;
-            }
-        };
-        if !ctx.job.filter.accepts(listed.relative.as_path()) {
-            continue;
-        }
-        stats.plan(listed.size);
-        let permit = permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Internal("the worker semaphore closed".into()))?;
-        // Checked once a worker is free, so a failure that finished meanwhile counts.
-        // Fail fast starts nothing new but lets objects in flight finish cleanly.
-        if cancel.is_cancelled() || (ctx.job.fail_fast && stats.objects_unsuccessful() > 0) {
-            break;
-        }
-        let ctx = ctx.clone();
-        tasks.spawn(async move {
-            let _permit = permit;
-            object::process(&ctx, listed).await;
-        });
-        // Reap finished tasks as we go so the set stays small on huge jobs.
-        while let Some(done) = tasks.try_join_next() {
-            done.map_err(|e| Error::Internal(format!("a worker panicked: {e}")))?;
-        }
+    if on_lanes(&ctx.job) {
+        run_on_lanes(ctx.clone(), listing, concurrency).await?;
+    } else {
+        run_as_tasks(&ctx, &mut listing, concurrency).await?;
+        drop(listing);
     }
-    drop(listing);
     stats.listing_done.store(true, Ordering::Relaxed);
-    while let Some(done) = tasks.join_next().await {
-        done.map_err(|e| Error::Internal(format!("a worker panicked: {e}")))?;
-    }
+    ctx.running.settle().await;
     if let Some(cleanup) = cleanup {
         let found = cleanup
             .await
@@ -334,6 +308,140 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
     }
     let stopped = cancel.is_cancelled();
     Ok(stats.report(ctx.job.mode(), started.elapsed(), ctx.job.dry_run, stopped))
+}
+
+/// Lanes (threads that each run whole operations) at most: a job's concurrency beyond
+/// this runs on as many lanes, each waiting for files in turn.
+const MAX_LANES: usize = 128;
+
+/// Whether `job` runs on lanes ([`bridge::Lane`]): every body and sink is a local file,
+/// so nothing an operation waits on is filled by a runtime task.
+fn on_lanes(job: &Job) -> bool {
+    job.s3.is_none()
+        && matches!(job.source, Source::Location(Location::Local(_)))
+        && matches!(job.destination(), None | Some(Location::Local(_)))
+}
+
+/// The listed object `item` names, if it is to be processed; skipped, invalid and
+/// filtered items are accounted for here.
+fn admit(ctx: &Context, item: ListItem) -> Option<Listed> {
+    let stats = &ctx.stats;
+    let listed = match item {
+        ListItem::Object(listed) => listed,
+        ListItem::Skipped { id, reason } => {
+            stats.plan(None);
+            stats.skip(&id, &reason);
+            return None;
+        }
+        ListItem::Invalid { id, code, error } => {
+            // Counted like an object, so the totals add up: what could not be
+            // listed is a failure, never a silent gap.
+            stats.plan(None);
+            stats.fail(&id, code, error);
+            return None;
+        }
+    };
+    if !ctx.job.filter.accepts(listed.relative.as_path()) {
+        return None;
+    }
+    stats.plan(listed.size);
+    Some(listed)
+}
+
+/// Whether to start no more objects: the job was stopped, or fails fast and an object
+/// failed. Checked once a worker is free, so a failure that finished meanwhile counts;
+/// objects in flight finish cleanly.
+fn stopping(ctx: &Context) -> bool {
+    ctx.cancel.is_cancelled() || (ctx.job.fail_fast && ctx.stats.objects_unsuccessful() > 0)
+}
+
+/// Processes the listing's objects as tasks, at most `concurrency` at once.
+async fn run_as_tasks(
+    ctx: &Arc<Context>,
+    listing: &mut mpsc::Receiver<ListItem>,
+    concurrency: usize,
+) -> Result<(), Error> {
+    let mut destination = destination_cursor(&ctx.job, &ctx.plan);
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    while let Some(item) = listing.recv().await {
+        if ctx.cancel.is_cancelled() {
+            break;
+        }
+        let Some(listed) = admit(ctx, item) else {
+            continue;
+        };
+        let presence = match (&mut destination, ctx.plan.target(&ctx.job, &listed)) {
+            (Some(cursor), Ok(plan::Target::S3 { key, .. })) => cursor.presence(&key).await,
+            _ => presence::Presence::Unknown,
+        };
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Internal("the worker semaphore closed".into()))?;
+        if stopping(ctx) {
+            break;
+        }
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            object::process(&ctx, listed, presence).await;
+        });
+        // Reap finished tasks as we go so the set stays small on huge jobs.
+        while let Some(done) = tasks.try_join_next() {
+            done.map_err(|e| Error::Internal(format!("a worker panicked: {e}")))?;
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.map_err(|e| Error::Internal(format!("a worker panicked: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Processes the listing's objects on `concurrency` lanes (at most [`MAX_LANES`]), each
+/// taking the next listed object once it finished the last.
+async fn run_on_lanes(
+    ctx: Arc<Context>,
+    listing: mpsc::Receiver<ListItem>,
+    concurrency: usize,
+) -> Result<(), Error> {
+    let listing = std::sync::Mutex::new(listing);
+    bridge::lanes(concurrency.min(MAX_LANES), move |lane| {
+        while let Some(item) = bridge::recv_shared(&listing) {
+            if ctx.cancel.is_cancelled() {
+                break;
+            }
+            let Some(listed) = admit(&ctx, item) else {
+                continue;
+            };
+            if stopping(&ctx) {
+                break;
+            }
+            lane.block_on(object::process(&ctx, listed, presence::Presence::Unknown));
+        }
+    })
+    .await
+}
+
+/// A cursor over the destination's listing, for jobs that would otherwise ask S3
+/// about each output before writing it: jobs that write messages to an S3 prefix, not
+/// in place (see [`presence`]).
+fn destination_cursor(job: &Job, plan: &plan::Plan) -> Option<presence::DestinationCursor> {
+    let s3 = job.s3.as_ref()?;
+    if !job.mode().writes_messages() || matches!(plan.shape, plan::Shape::Single(_)) {
+        return None;
+    }
+    let Some(Location::S3 { bucket, prefix }) = job.destination() else {
+        return None;
+    };
+    // Outputs are `prefix` + name when it is empty or ends in `/`, else `prefix/name`.
+    let below = if prefix.is_empty() || prefix.ends_with('/') {
+        prefix.clone()
+    } else {
+        format!("{prefix}/")
+    };
+    Some(presence::DestinationCursor::start(s3, bucket, &below))
 }
 
 /// Streams the source's objects: local trees as they are walked, S3 listings page by

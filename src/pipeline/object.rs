@@ -3,6 +3,7 @@
 //! in `crate::ops` that the job's work names, and its outcome in the statistics.
 
 use super::plan::Target;
+use super::presence::Presence;
 use super::{Context, Job, Opening, Rewrapping, Running, Work};
 use crate::Error;
 use crate::keys::data_key_fingerprint;
@@ -18,10 +19,10 @@ use crate::stream;
 /// a re-run pays at most a MiB of transfer for what a HEAD would have told.
 const SMALL_OBJECT: u64 = 1024 * 1024;
 
-pub(super) async fn process(ctx: &Context, listed: Listed) {
+pub(super) async fn process(ctx: &Context, listed: Listed, destination: Presence) {
     let stats = &ctx.stats;
     let started = std::time::Instant::now();
-    match process_object(ctx, &listed).await {
+    match process_object(ctx, &listed, destination).await {
         Ok(Some(Outcome::Done {
             bytes_in,
             bytes_out,
@@ -54,8 +55,33 @@ pub(super) async fn process(ctx: &Context, listed: Listed) {
     }
 }
 
-/// Processes one object; `None` is a dry run's "would be processed".
-async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome>, Failed> {
+/// Processes one object; `None` is a dry run's "would be processed". `destination` is
+/// what the destination's listing said of the output.
+///
+/// An output the listing did not have is written only where nothing is (S3's
+/// `If-None-Match: *`), and needs no HEAD first. Refused, it appeared after the
+/// listing (a killed run's upload that completed late, another worker): the object is
+/// then processed as when nothing is known, so the HEAD decides whether that output is
+/// finished work.
+async fn process_object(
+    ctx: &Context,
+    listed: &Listed,
+    destination: Presence,
+) -> Result<Option<Outcome>, Failed> {
+    match attempt(ctx, listed, destination).await {
+        Err(f) if f.conflict && destination == Presence::Absent => {
+            attempt(ctx, listed, Presence::Unknown).await
+        }
+        done => done,
+    }
+}
+
+/// One attempt at [`process_object`].
+async fn attempt(
+    ctx: &Context,
+    listed: &Listed,
+    destination: Presence,
+) -> Result<Option<Outcome>, Failed> {
     let job = &ctx.job;
     let target = ctx
         .plan
@@ -97,8 +123,12 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
         }
         _ => resume::KeysWanted::default(),
     };
-    let mut resume_checked = false;
-    if let Some((s3, output)) = &resume_in {
+    // An output the destination's listing did not have is no earlier run's work.
+    let absent = resume_in.is_some() && destination == Presence::Absent;
+    let mut resume_checked = absent;
+    if let Some((s3, output)) = &resume_in
+        && !resume_checked
+    {
         let known = match (&listed.etag, &listed.id) {
             (Some(etag), id) => Some((etag.clone(), version_of(id).map(str::to_string))),
             (None, ObjectId::S3 { .. }) if listed.size.is_some_and(|n| n <= SMALL_OBJECT) => None,
@@ -158,6 +188,8 @@ async fn process_object(ctx: &Context, listed: &Listed) -> Result<Option<Outcome
         s3: job.s3.as_ref(),
         precondition: if job.in_place() {
             Precondition::IfMatch(source.info.etag.clone())
+        } else if absent {
+            Precondition::IfAbsent
         } else {
             Precondition::None
         },

@@ -16,6 +16,10 @@ pub enum Precondition {
     /// Replace only the object with this ETag (in-place jobs: never overwrite a
     /// concurrent writer).
     IfMatch(String),
+    /// Write only where no object is (`If-None-Match: *`): for outputs the
+    /// destination's listing did not have, so one that appeared since (a killed run's
+    /// late upload, another worker) is never written over unseen.
+    IfAbsent,
 }
 
 /// What an output holds, for how it is protected in transit.

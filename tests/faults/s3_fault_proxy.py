@@ -36,6 +36,10 @@ across all connections and threads:
                     old response. Happens at most once (a reset GET counts too). The
                     PUT reuses the GET's Authorization/X-Amz-Date/X-Amz-Security-Token
                     (moto checks no signatures but refuses anonymous writes).
+--overwrite-target BUCKET/KEY
+                    with --overwrite-on-get: the PUT goes to /BUCKET/KEY instead of
+                    the GET's own object: another writer creating an output while its
+                    source is read.
 
 --delay-every N with --delay-seconds S
                     every Nth counted request not picked for a SlowDown or a reset
@@ -119,6 +123,7 @@ def main():
     p.add_argument("--reset-every", type=int, default=0, metavar="M")
     p.add_argument("--overwrite-on-get", default="", metavar="BUCKET/KEY")
     p.add_argument("--overwrite-body", default=None, metavar="TEXT")
+    p.add_argument("--overwrite-target", default="", metavar="BUCKET/KEY")
     p.add_argument("--delay-every", type=int, default=0, metavar="N")
     p.add_argument("--delay-seconds", type=float, default=0.0, metavar="S")
     p.add_argument("--stall-every", type=int, default=0, metavar="N")
@@ -137,6 +142,8 @@ def main():
         p.error("--stall-every and --stall-seconds go together")
     if bool(args.overwrite_on_get) != (args.overwrite_body is not None):
         p.error("--overwrite-on-get and --overwrite-body go together")
+    if args.overwrite_target and not args.overwrite_on_get:
+        p.error("--overwrite-target needs --overwrite-on-get")
 
     up = urllib.parse.urlsplit(args.upstream)
     if up.scheme != "http" or not up.hostname:
@@ -147,6 +154,7 @@ def main():
     methods = {m.strip().upper() for m in args.methods.split(",") if m.strip()}
     overwrite_path = "/" + args.overwrite_on_get.lstrip("/") if args.overwrite_on_get else None
     overwrite_body = (args.overwrite_body or "").encode("utf-8")
+    overwrite_target = "/" + args.overwrite_target.lstrip("/") if args.overwrite_target else None
 
     def log(msg):
         if args.verbose:
@@ -451,7 +459,8 @@ def main():
                         with lock:
                             mine = not overwrite_claimed
                             overwrite_claimed = True
-                        if mine and do_overwrite(path.partition("?")[0], self.headers, path.partition("?")[2]):
+                        written = overwrite_target or path.partition("?")[0]
+                        if mine and do_overwrite(written, self.headers, path.partition("?")[2]):
                             with lock:
                                 counts["overwritten"] += 1
                     self.started = True

@@ -95,7 +95,7 @@ mod tests {
         let other_writer = File::open(&other).unwrap();
         other_writer.lock().unwrap();
         // This process's own: live, so passed over and not even counted.
-        let live = StagedFile::create(&dir.path().join("out.bin")).unwrap();
+        let live = StagedFile::create_named(&dir.path().join("out.bin")).unwrap();
 
         let dry = remove_stale_partials(dir.path(), true, true);
         assert_eq!((dry.removed, dry.in_use), (2, 1));

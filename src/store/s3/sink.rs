@@ -410,6 +410,7 @@ impl S3Sink {
             )
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .set_if_match(if_match(&self.precondition))
+            .set_if_none_match(if_none_match(&self.precondition))
             .body(ByteStream::from(body.clone()))
             .customize();
             let request = if self.unsigned {
@@ -452,7 +453,8 @@ impl S3Sink {
                 .key(key)
                 .upload_id(&upload_id)
                 .multipart_upload(parts.clone())
-                .set_if_match(if_match(&self.precondition));
+                .set_if_match(if_match(&self.precondition))
+                .set_if_none_match(if_none_match(&self.precondition));
             send(request.send(), "CompleteMultipartUpload", &self.id)
         })
         .await?;
@@ -475,9 +477,13 @@ impl S3Sink {
 
 fn if_match(p: &Precondition) -> Option<String> {
     match p {
-        Precondition::None => None,
+        Precondition::None | Precondition::IfAbsent => None,
         Precondition::IfMatch(etag) => Some(format!("\"{etag}\"")),
     }
+}
+
+fn if_none_match(p: &Precondition) -> Option<String> {
+    (p == &Precondition::IfAbsent).then(|| "*".to_string())
 }
 
 async fn abort_upload(shared: &Shared, id: &ObjectId, upload_id: &str) -> Result<(), S3Error> {
