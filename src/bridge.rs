@@ -467,10 +467,102 @@ pub fn send_blocking<T>(tx: &mpsc::Sender<T>, item: T) -> std::ops::ControlFlow<
     }
 }
 
-/// Receives the next item from a channel that several lanes share, waiting while it is
-/// empty (never on a runtime thread). `None` once it is closed and drained.
-pub fn recv_shared<T>(rx: &std::sync::Mutex<mpsc::Receiver<T>>) -> Option<T> {
-    rx.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .blocking_recv()
+/// Items that several lanes take one at a time from a channel of batches: a lane waits
+/// on the channel (never on a runtime thread) only when the batch at hand is used up,
+/// and its producer is woken once a batch, not once an item.
+pub struct SharedBatches<T> {
+    inner: std::sync::Mutex<(mpsc::Receiver<Vec<T>>, std::vec::IntoIter<T>)>,
+}
+
+impl<T> SharedBatches<T> {
+    /// Items from `batches`, to share.
+    pub fn new(batches: mpsc::Receiver<Vec<T>>) -> Self {
+        Self {
+            inner: std::sync::Mutex::new((batches, Vec::new().into_iter())),
+        }
+    }
+
+    /// The next item, waiting for the next batch if needed; `None` once the channel is
+    /// closed and drained.
+    pub fn next(&self) -> Option<T> {
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (batches, batch) = &mut *inner;
+        loop {
+            if let Some(item) = batch.next() {
+                return Some(item);
+            }
+            *batch = batches.blocking_recv()?.into_iter();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lanes sharing batches take every item exactly once, and all of them end once
+    /// the channel is closed and drained.
+    #[test]
+    fn shared_batches_hand_out_every_item_once() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let (tx, rx) = mpsc::channel(2);
+        let shared = Arc::new(SharedBatches::new(rx));
+        let producer = runtime.spawn(async move {
+            for start in (0..10_000u32).step_by(97) {
+                let batch: Vec<u32> = (start..(start + 97).min(10_000)).collect();
+                tx.send(batch).await.unwrap();
+            }
+        });
+        let takers: Vec<_> = (0..4)
+            .map(|_| {
+                let shared = shared.clone();
+                std::thread::spawn(move || std::iter::from_fn(|| shared.next()).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut all: Vec<u32> = takers.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        runtime.block_on(producer).unwrap();
+        all.sort_unstable();
+        assert_eq!(all, (0..10_000).collect::<Vec<_>>());
+    }
+
+    /// On a lane, blocking work runs on the lane's own thread, and a panic in it fails
+    /// that work, not the lane.
+    #[test]
+    fn lanes_run_blocking_work_inline_and_contain_its_panics() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = seen.clone();
+        runtime
+            .block_on(lanes(3, move |lane| {
+                let here = std::thread::current().id();
+                let ran_on = lane.block_on(blocking("a test", || std::thread::current().id()));
+                let panicked = lane.block_on(blocking("a test", || -> u8 { panic!("boom") }));
+                recorded
+                    .lock()
+                    .unwrap()
+                    .push((ran_on.unwrap() == here, panicked.unwrap_err().to_string()));
+            }))
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3);
+        for (inline, error) in seen.iter() {
+            assert!(*inline);
+            assert!(error.contains("a test panicked: boom"), "{error}");
+        }
+        // Off a lane, blocking work still goes to a blocking thread.
+        let caller = std::thread::current().id();
+        let ran_on = runtime
+            .block_on(blocking("a test", || std::thread::current().id()))
+            .unwrap();
+        assert_ne!(ran_on, caller);
+    }
 }

@@ -15,6 +15,7 @@ mod presence;
 mod stats;
 
 use std::io::{self, Read};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -283,7 +284,6 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
     }
     let (running, key_stats) = start(&job).await?;
     stats.attach_key_stats(key_stats);
-    let mut listing = list(&job, &plan, &cancel);
     let concurrency = job.concurrency.clamp(1, MAX_CONCURRENCY);
     let ctx = Arc::new(Context {
         job,
@@ -293,8 +293,10 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
         cancel: cancel.clone(),
     });
     if on_lanes(&ctx.job) {
+        let listing = list_in_batches(&ctx.job, &ctx.plan);
         run_on_lanes(ctx.clone(), listing, concurrency).await?;
     } else {
+        let mut listing = list(&ctx.job, &ctx.plan, &cancel);
         run_as_tasks(&ctx, &mut listing, concurrency).await?;
         drop(listing);
     }
@@ -403,12 +405,12 @@ async fn run_as_tasks(
 /// taking the next listed object once it finished the last.
 async fn run_on_lanes(
     ctx: Arc<Context>,
-    listing: mpsc::Receiver<ListItem>,
+    listing: mpsc::Receiver<Vec<ListItem>>,
     concurrency: usize,
 ) -> Result<(), Error> {
-    let listing = std::sync::Mutex::new(listing);
+    let listing = bridge::SharedBatches::new(listing);
     bridge::lanes(concurrency.min(MAX_LANES), move |lane| {
-        while let Some(item) = bridge::recv_shared(&listing) {
+        while let Some(item) = listing.next() {
             if ctx.cancel.is_cancelled() {
                 break;
             }
@@ -458,17 +460,7 @@ fn list(job: &Job, plan: &plan::Plan, cancel: &Cancel) -> mpsc::Receiver<ListIte
         (Source::Location(Location::Local(root)), _) => {
             let root = root.clone();
             tokio::spawn(bridge::blocking("listing a directory", move || {
-                let result = store::list_local(&root, |item| bridge::send_blocking(&tx, item));
-                if let Err(e) = result {
-                    let _ = bridge::send_blocking(
-                        &tx,
-                        ListItem::Invalid {
-                            id: ObjectId::Local(root),
-                            code: "ListingFailed",
-                            error: format!("cannot list the source: {e}"),
-                        },
-                    );
-                }
+                walk_local(root, |item| bridge::send_blocking(&tx, item));
             }));
         }
         (Source::Location(Location::S3 { bucket, .. }), plan::Shape::Prefix(prefix)) => {
@@ -538,6 +530,64 @@ fn list(job: &Job, plan: &plan::Plan, cancel: &Cancel) -> mpsc::Receiver<ListIte
             });
         }
     }
+    rx
+}
+
+/// Walks the local tree at `root`, handing each item to `emit`; a source that cannot be
+/// listed at all is one invalid item.
+fn walk_local(root: std::path::PathBuf, mut emit: impl FnMut(ListItem) -> ControlFlow<()>) {
+    if let Err(e) = store::list_local(&root, &mut emit) {
+        let _ = emit(ListItem::Invalid {
+            id: ObjectId::Local(root),
+            code: "ListingFailed",
+            error: format!("cannot list the source: {e}"),
+        });
+    }
+}
+
+/// Items a lane-run listing sends at once.
+const LISTING_BATCH: usize = 256;
+
+/// The listing of a job that runs on lanes (a local file or tree), in batches of up to
+/// [`LISTING_BATCH`] items.
+fn list_in_batches(job: &Job, plan: &plan::Plan) -> mpsc::Receiver<Vec<ListItem>> {
+    let (tx, rx) = mpsc::channel(8);
+    let root = match (&job.source, &plan.shape) {
+        (_, plan::Shape::Single(listed)) => {
+            let listed = listed.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(vec![ListItem::Object(listed)]).await;
+            });
+            return rx;
+        }
+        (Source::Location(Location::Local(root)), _) => root.clone(),
+        (Source::Location(Location::S3 { .. }) | Source::Manifest(_), _) => {
+            let id = ObjectId::Local(std::path::PathBuf::new());
+            tokio::spawn(async move {
+                let _ = tx
+                    .send(vec![ListItem::Invalid {
+                        id,
+                        code: "ListingFailed",
+                        error: "a job on lanes lists only local sources".into(),
+                    }])
+                    .await;
+            });
+            return rx;
+        }
+    };
+    tokio::spawn(bridge::blocking("listing a directory", move || {
+        let mut batch = Vec::with_capacity(LISTING_BATCH);
+        walk_local(root, |item| {
+            batch.push(item);
+            if batch.len() < LISTING_BATCH {
+                return ControlFlow::Continue(());
+            }
+            bridge::send_blocking(&tx, std::mem::take(&mut batch))
+        });
+        if !batch.is_empty() {
+            let _ = bridge::send_blocking(&tx, batch);
+        }
+    }));
     rx
 }
 
