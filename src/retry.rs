@@ -6,7 +6,7 @@
 //! two layers never multiply: one policy, visible in the report's retry counters.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -20,6 +20,34 @@ pub enum Transience {
     Transient,
     /// Retrying cannot help: access denied, disabled or unknown key, bad request.
     Permanent,
+}
+
+/// Set once the process is stopping: see [`stop_retrying`].
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Stops every retry in this process: from now on a failed call is not retried, and a
+/// wait before a retry ends at once. For a process that is shutting down (the CLI
+/// calls it on SIGINT and SIGTERM): objects in flight then fail at once instead of
+/// each waiting out up to a minute of backoff against a failing service.
+pub fn stop_retrying() {
+    STOPPING.store(true, Relaxed);
+}
+
+fn stopping() -> bool {
+    STOPPING.load(Relaxed)
+}
+
+/// Waits `delay`, or less once the process is stopping.
+async fn backoff_sleep(delay: Duration) {
+    const SLICE: Duration = Duration::from_millis(50);
+    let deadline = tokio::time::Instant::now() + delay;
+    while !stopping() {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return;
+        }
+        tokio::time::sleep((deadline - now).min(SLICE)).await;
+    }
 }
 
 /// Backoff settings.
@@ -76,8 +104,11 @@ impl RetryPolicy {
             .with_max_times(self.max_retries)
             .with_total_delay(Some(self.max_total_delay));
         call.retry(backoff)
-            .sleep(tokio::time::sleep)
+            .sleep(backoff_sleep)
             .when(|e| {
+                if stopping() {
+                    return false;
+                }
                 let kind = classify(e);
                 if kind == Transience::Throttled {
                     stats.throttled.fetch_add(1, Relaxed);

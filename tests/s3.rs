@@ -1545,6 +1545,61 @@ fn a_server_that_ignores_ranges_fails_large_objects_cleanly() {
     drop(proxy);
 }
 
+/// SIGTERM while every request is refused with SlowDown: the objects waiting to retry
+/// fail at once instead of waiting out their backoff (up to a minute each, ten
+/// retries), and the job stops with exit 130.
+#[cfg(unix)]
+#[test]
+fn a_stop_does_not_wait_out_the_backoff() {
+    let s3 = World::start("stop-backoff");
+    s3.create_bucket("src");
+    s3.create_bucket("dst");
+    s3.put_all("src", &plain_objects("data/", 20, 1000, 8));
+    // Every PUT is throttled: the objects are read and sealed, then retry their writes.
+    let proxy = s3.proxy(&["--slowdown-every", "1", "--methods", "PUT"]);
+    let (mut child, err) = s3.spawn_via(
+        &proxy.endpoint,
+        &[
+            "encrypt",
+            "s3://src/data/",
+            "s3://dst/out/",
+            "--key",
+            &s3.key,
+            "-q",
+        ],
+    );
+    // Well into the backoff: the first retries have been waited for.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the job ended by itself"
+    );
+    faults::sigterm(&child);
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        // The retry budget is 60 s per request: far past any prompt stop.
+        assert!(
+            stopped.elapsed() < Duration::from_secs(30),
+            "still running 30 s after SIGTERM: {}",
+            std::fs::read_to_string(&err).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let counters = proxy.stop();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "{}",
+        std::fs::read_to_string(&err).unwrap_or_default()
+    );
+    assert!(faults::count(&counters, "slowdown") > 20, "{counters}");
+    assert!(s3.keys("dst").is_empty(), "{:?}", s3.keys("dst"));
+    assert!(s3.uploads("dst").is_empty(), "{:?}", s3.uploads("dst"));
+}
+
 /// An output that the destination's listing did not have is written only where
 /// nothing is (`If-None-Match: *`): one that appears in between (here a PUT the proxy
 /// makes while the object's source is read) is never written over unseen. The object

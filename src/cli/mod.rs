@@ -162,6 +162,9 @@ pub(super) async fn cancel_on_signal(cancel: Cancel) {
     }
     say!("stopping: finishing no new objects; partial outputs are removed");
     cancel.cancel();
+    // Objects waiting to retry a failed request fail now: a stop never waits out
+    // the backoff against a service that keeps failing.
+    sealpipe::retry::stop_retrying();
 }
 
 fn outcome(report: &Report) -> Outcome {
