@@ -395,6 +395,8 @@ async fn run_as_tasks(
             done.map_err(|e| Error::Internal(format!("a worker panicked: {e}")))?;
         }
     }
+    // Progress can tell the last objects from a listing still under way.
+    ctx.stats.listing_done.store(true, Ordering::Relaxed);
     while let Some(done) = tasks.join_next().await {
         done.map_err(|e| Error::Internal(format!("a worker panicked: {e}")))?;
     }
@@ -410,7 +412,11 @@ async fn run_on_lanes(
 ) -> Result<(), Error> {
     let listing = bridge::SharedBatches::new(listing);
     bridge::lanes(concurrency.min(MAX_LANES), move |lane| {
-        while let Some(item) = listing.next() {
+        loop {
+            let Some(item) = listing.next() else {
+                ctx.stats.listing_done.store(true, Ordering::Relaxed);
+                break;
+            };
             if ctx.cancel.is_cancelled() {
                 break;
             }
