@@ -542,6 +542,24 @@ fn small_edges() {
         b"not a directory"
     );
 
+    // An output whose directory is a file fails alone, naming where it could not be
+    // created; the file is left as it was.
+    ws.write("src2/sub/b.txt", b"bravo");
+    ws.write("src2/c.txt", b"charlie");
+    ws.write("out2/sub", b"a file where a directory goes");
+    let o = ws.run(&["encrypt", "src2", "out2", "--key", KEY]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot create an output in out2/sub"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read(ws.path("out2/sub")).unwrap(),
+        b"a file where a directory goes"
+    );
+    assert!(ws.path("out2/c.txt").exists());
+
     // A report that names something other than a regular file is written through it,
     // never renamed over it: /dev/full stays a device (the write fails, exit 2), a
     // symbolic link stays a link to the file it names.

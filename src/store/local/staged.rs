@@ -82,10 +82,10 @@ impl StagedFile {
                 // Most outputs go to directories that exist (earlier outputs made
                 // them): looking first would cost a call per output.
                 Err(e) if e.kind() == io::ErrorKind::NotFound && !created_parent => {
-                    fs::create_dir_all(parent)?;
+                    fs::create_dir_all(parent).map_err(|e| in_directory(parent, e))?;
                     created_parent = true;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(in_directory(parent, e)),
             }
         }
     }
@@ -120,6 +120,18 @@ impl StagedFile {
             Staged::Unnamed(file) => link_unnamed(file, &self.destination),
         }
     }
+}
+
+/// `e`, saying that the output could not be created in `directory`: the error alone
+/// names neither, and the object it fails is named by its source.
+fn in_directory(directory: &Path, e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!(
+            "cannot create an output in {}: {e}",
+            crate::escape::path(directory)
+        ),
+    )
 }
 
 fn parent_of(destination: &Path) -> &Path {
