@@ -292,8 +292,8 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
         stats: stats.clone(),
         cancel: cancel.clone(),
     });
-    if on_lanes(&ctx.job) {
-        let listing = list_in_batches(&ctx.job, &ctx.plan);
+    if let Some(root) = lane_source(&ctx.job) {
+        let listing = list_in_batches(root.clone(), &ctx.plan);
         run_on_lanes(ctx.clone(), listing, concurrency).await?;
     } else {
         let mut listing = list(&ctx.job, &ctx.plan, &cancel);
@@ -316,12 +316,15 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
 /// this runs on as many lanes, each waiting for files in turn.
 const MAX_LANES: usize = 128;
 
-/// Whether `job` runs on lanes ([`bridge::Lane`]): every body and sink is a local file,
-/// so nothing an operation waits on is filled by a runtime task.
-fn on_lanes(job: &Job) -> bool {
-    job.s3.is_none()
-        && matches!(job.source, Source::Location(Location::Local(_)))
-        && matches!(job.destination(), None | Some(Location::Local(_)))
+/// The local source of a job that runs on lanes ([`bridge::Lane`]): one whose every
+/// body and sink is a local file, so nothing an operation waits on is filled by a
+/// runtime task.
+fn lane_source(job: &Job) -> Option<&std::path::PathBuf> {
+    let Source::Location(Location::Local(root)) = &job.source else {
+        return None;
+    };
+    let local_output = matches!(job.destination(), None | Some(Location::Local(_)));
+    (job.s3.is_none() && local_output).then_some(root)
 }
 
 /// The listed object `item` names, if it is to be processed; skipped, invalid and
@@ -373,9 +376,13 @@ async fn run_as_tasks(
         let Some(listed) = admit(ctx, item) else {
             continue;
         };
-        let presence = match (&mut destination, ctx.plan.target(&ctx.job, &listed)) {
-            (Some(cursor), Ok(plan::Target::S3 { key, .. })) => cursor.presence(&key).await,
-            _ => presence::Presence::Unknown,
+        // Only a job with a cursor needs the output's name here.
+        let presence = match &mut destination {
+            Some(cursor) => match ctx.plan.target(&ctx.job, &listed) {
+                Ok(plan::Target::S3 { key, .. }) => cursor.presence(&key).await,
+                _ => presence::Presence::Unknown,
+            },
+            None => presence::Presence::Unknown,
         };
         let permit = permits
             .clone()
@@ -554,33 +561,17 @@ fn walk_local(root: std::path::PathBuf, mut emit: impl FnMut(ListItem) -> Contro
 /// Items a lane-run listing sends at once.
 const LISTING_BATCH: usize = 256;
 
-/// The listing of a job that runs on lanes (a local file or tree), in batches of up to
-/// [`LISTING_BATCH`] items.
-fn list_in_batches(job: &Job, plan: &plan::Plan) -> mpsc::Receiver<Vec<ListItem>> {
+/// The listing of a job that runs on lanes: the local file or tree at `root`, in
+/// batches of up to [`LISTING_BATCH`] items.
+fn list_in_batches(root: std::path::PathBuf, plan: &plan::Plan) -> mpsc::Receiver<Vec<ListItem>> {
     let (tx, rx) = mpsc::channel(8);
-    let root = match (&job.source, &plan.shape) {
-        (_, plan::Shape::Single(listed)) => {
-            let listed = listed.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(vec![ListItem::Object(listed)]).await;
-            });
-            return rx;
-        }
-        (Source::Location(Location::Local(root)), _) => root.clone(),
-        (Source::Location(Location::S3 { .. }) | Source::Manifest(_), _) => {
-            let id = ObjectId::Local(std::path::PathBuf::new());
-            tokio::spawn(async move {
-                let _ = tx
-                    .send(vec![ListItem::Invalid {
-                        id,
-                        code: "ListingFailed",
-                        error: "a job on lanes lists only local sources".into(),
-                    }])
-                    .await;
-            });
-            return rx;
-        }
-    };
+    if let plan::Shape::Single(listed) = &plan.shape {
+        let listed = listed.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(vec![ListItem::Object(listed)]).await;
+        });
+        return rx;
+    }
     tokio::spawn(bridge::blocking("listing a directory", move || {
         let mut batch = Vec::with_capacity(LISTING_BATCH);
         walk_local(root, |item| {

@@ -151,15 +151,21 @@ impl UnchangedFile {
         let size = usize::try_from(self.size)
             .map_err(|_| crate::Error::Internal("a small file's size overflows".into()))?;
         let mut buf = vec![0; size + 1];
+        let filled = self.fill(&mut buf)?;
+        buf.truncate(filled);
+        Ok(buf.into())
+    }
+
+    /// Reads into `buf` until it is full or the file ends; returns the bytes read.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, crate::Error> {
         let mut filled = 0;
-        loop {
+        while filled < buf.len() {
             match self.read_into(&mut buf[filled..])? {
                 0 => break,
                 n => filled += n,
             }
         }
-        buf.truncate(filled);
-        Ok(buf.into())
+        Ok(filled)
     }
 
     /// The next chunk, empty at the end.
@@ -169,13 +175,7 @@ impl UnchangedFile {
         let want =
             usize::try_from(left.saturating_add(1)).map_or(READ_CHUNK, |n| n.min(READ_CHUNK));
         let mut buf = bytes::BytesMut::zeroed(want);
-        let mut filled = 0;
-        while filled < want {
-            match self.read_into(&mut buf[filled..])? {
-                0 => break,
-                n => filled += n,
-            }
-        }
+        let filled = self.fill(&mut buf)?;
         buf.truncate(filled);
         Ok(buf.freeze())
     }

@@ -61,16 +61,7 @@ impl StagedFile {
         let parent = parent_of(destination);
         let mut created_parent = false;
         loop {
-            let made = if unnamed {
-                create_unnamed(parent).map(|made| made.map(Staged::Unnamed))
-            } else {
-                Ok(None)
-            };
-            let made = match made {
-                Ok(None) => create_named(parent).map(|made| made.map(Staged::Named)),
-                made => made,
-            };
-            match made {
+            match try_create(parent, unnamed) {
                 Ok(Some(staged)) => {
                     return Ok(Self {
                         staged,
@@ -139,6 +130,15 @@ fn parent_of(destination: &Path) -> &Path {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     }
+}
+
+/// A file to write in `parent`: unnamed if asked and possible, else under a temporary
+/// name; `None` if a cleaner removed the named one first.
+fn try_create(parent: &Path, unnamed: bool) -> io::Result<Option<Staged>> {
+    if unnamed && let Some(file) = create_unnamed(parent)? {
+        return Ok(Some(Staged::Unnamed(file)));
+    }
+    Ok(create_named(parent)?.map(Staged::Named))
 }
 
 /// A temporary name in `parent`, locked; `None` if a cleaner removed it first.
