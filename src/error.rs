@@ -27,6 +27,10 @@ pub enum Error {
     /// A local source changed while it was read.
     #[error(transparent)]
     SourceChanged(#[from] crate::store::SourceChanged),
+    /// An output would have replaced its own source (a hard link, a bind mount): it
+    /// was not written.
+    #[error(transparent)]
+    WouldReplaceSource(#[from] crate::store::WouldReplaceSource),
     /// A store cannot do what was asked (copy a range from another kind of store).
     #[error("not supported: {0}")]
     Unsupported(String),
@@ -181,6 +185,13 @@ impl Error {
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
+        // A local commit refuses a replacement of the source as an I/O error (that is
+        // what the file system answers it with): it is its own kind of failure.
+        if e.get_ref()
+            .is_some_and(|inner| inner.is::<crate::store::WouldReplaceSource>())
+        {
+            return Error::WouldReplaceSource(crate::store::WouldReplaceSource);
+        }
         Error::Io(e)
     }
 }

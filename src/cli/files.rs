@@ -116,7 +116,7 @@ impl ReportFile {
             });
         }
         parent_dir(path).with_context(|| format!("cannot write report {shown}"))?;
-        let staged = sealpipe::store::StagedFile::create(path)
+        let staged = sealpipe::store::StagedFile::create(path, sealpipe::store::output_mode(None))
             .with_context(|| format!("cannot write report {shown}"))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -142,7 +142,7 @@ impl ReportFile {
                 let file = staged.file();
                 file.write_all(text.as_bytes())
                     .and_then(|()| file.sync_all())
-                    .and_then(|()| staged.commit(sealpipe::store::output_mode(None)))
+                    .and_then(|()| staged.commit())
                     .with_context(|| format!("cannot write report {shown}"))
             }
         }

@@ -62,6 +62,7 @@ impl Failed {
         let code = match root {
             Error::S3(s3) => s3.code.clone(),
             Error::SourceChanged(_) => "SourceChanged".into(),
+            Error::WouldReplaceSource(_) => "WouldReplaceSource".into(),
             Error::Cancelled => "Cancelled".into(),
             Error::SignedMessage { .. } => "SignedMessage".into(),
             Error::NoKeyLeft(_) => "NoKeyLeft".into(),

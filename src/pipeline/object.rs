@@ -185,6 +185,7 @@ async fn attempt(
     }
     let out = Output {
         target: &target,
+        source: &listed.id,
         s3: job.s3.as_ref(),
         precondition: if job.in_place() {
             Precondition::IfMatch(source.info.etag.clone())
@@ -332,23 +333,20 @@ fn expected_keys(job: &Job) -> Option<&[String]> {
 /// Bytes of a plan's first GET: enough for nearly every header.
 const PLAN_FIRST_GET: u64 = 64 * 1024;
 
-/// Why writing `target` would replace the source object itself, if it would. The plan
-/// refuses such layouts up front where it can; this is the last line, for what only
-/// shows per object: manifests naming objects under the destination, hard links, bind
-/// mounts, directories swapped for symbolic links mid-run.
+/// Why writing `target` would replace the S3 source object itself, if it would. The
+/// plan refuses such layouts up front where it can; this is the last line, for what
+/// only shows per object: manifests naming objects under the destination. A local
+/// output is checked by its commit instead ([`LocalSink::sparing`]), only where its
+/// name is taken (hard links, bind mounts, directories swapped for symbolic links
+/// mid-run): a look per object here would cost every new output a lookup.
 fn replaces_source(source: &ObjectId, target: &Target) -> Option<String> {
     let same = match (source, target) {
-        (ObjectId::Local(src), Target::Local(out)) => store::same_file(src, out),
         (ObjectId::S3 { bucket, key, .. }, Target::S3 { bucket: b, key: k }) => {
             bucket == b && key == k
         }
         _ => false,
     };
-    same.then(|| {
-        "its output would replace the source itself; nothing was written (only \
-         --in-place replaces sources, and only on S3)"
-            .to_string()
-    })
+    same.then(|| store::WouldReplaceSource.to_string())
 }
 
 fn version_of(id: &ObjectId) -> Option<&str> {
@@ -407,6 +405,8 @@ async fn open(
 /// Where one object's output goes, and under which condition.
 struct Output<'a> {
     target: &'a Target,
+    /// The object's source, which a local output must never replace.
+    source: &'a ObjectId,
     s3: Option<&'a S3Store>,
     precondition: Precondition,
 }
@@ -420,7 +420,13 @@ impl MakeSink for Output<'_> {
     ) -> BoxFuture<'_, Result<Box<dyn Sink>, Error>> {
         Box::pin(async move {
             let sink: Box<dyn Sink> = match (self.target, self.s3) {
-                (Target::Local(path), _) => Box::new(LocalSink::new(path, meta.mode, size_hint)),
+                (Target::Local(path), _) => {
+                    let sink = LocalSink::new(path, meta.mode, size_hint);
+                    match self.source {
+                        ObjectId::Local(source) => Box::new(sink.sparing(source)),
+                        ObjectId::S3 { .. } => Box::new(sink),
+                    }
+                }
                 (Target::S3 { bucket, key }, Some(s3)) => Box::new(s3.sink(
                     bucket,
                     key,

@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 pub use budget::{ByteBudget, Reservation};
 pub use buffers::BufferPool;
 pub use local::{
-    LocalSink, PartialCleanup, SourceChanged, StagedFile, is_partial_name, list_local, open_local,
-    output_mode, remove_stale_partials, same_file,
+    LocalSink, PartialCleanup, SourceChanged, StagedFile, WouldReplaceSource, is_partial_name,
+    list_local, open_local, output_mode, remove_stale_partials, same_file,
 };
 pub use manifest::{ManifestEntry, read_manifest};
 pub use s3::{

@@ -95,7 +95,7 @@ mod tests {
         let other_writer = File::open(&other).unwrap();
         other_writer.lock().unwrap();
         // This process's own: live, so passed over and not even counted.
-        let live = StagedFile::create_named(&dir.path().join("out.bin")).unwrap();
+        let live = StagedFile::create_named(&dir.path().join("out.bin"), 0o600).unwrap();
 
         let dry = remove_stale_partials(dir.path(), true, true);
         assert_eq!((dry.removed, dry.in_use), (2, 1));
@@ -109,7 +109,7 @@ mod tests {
         assert!(!nested.join(".sealpipe-dead01.partial").exists());
         assert!(dir.path().join("kept.txt").exists());
 
-        live.commit(0o600).unwrap();
+        live.commit().unwrap();
         assert!(dir.path().join("out.bin").exists());
         drop(other_writer);
         let after = remove_stale_partials(dir.path(), true, false);

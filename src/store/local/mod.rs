@@ -37,7 +37,7 @@ pub use listing::list_local;
 pub use mode::{output_mode, same_file};
 pub use reader::{SourceChanged, open_local};
 pub use sink::LocalSink;
-pub use staged::StagedFile;
+pub use staged::{StagedFile, WouldReplaceSource};
 
 #[cfg(doc)]
 use super::Sink;

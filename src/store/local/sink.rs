@@ -40,6 +40,8 @@ pub struct LocalSink {
 /// blocking tasks use it.
 struct Output {
     destination: PathBuf,
+    /// A local source the commit must not replace (see [`LocalSink::sparing`]).
+    source: Option<PathBuf>,
     mode: u32,
     staged: Option<StagedFile>,
     /// The first buffer put, held until the staged file exists.
@@ -53,7 +55,7 @@ impl Output {
     fn file(&mut self) -> io::Result<&mut File> {
         let staged = match &mut self.staged {
             Some(staged) => staged,
-            none => none.insert(StagedFile::create(&self.destination)?),
+            none => none.insert(StagedFile::create(&self.destination, self.mode)?),
         };
         if let Some(held) = self.held.take() {
             staged.file().write_all(&held)?;
@@ -67,7 +69,7 @@ impl Output {
         self.file()?;
         let written = self.written;
         match self.staged {
-            Some(staged) => staged.commit(self.mode)?,
+            Some(staged) => staged.commit_sparing(self.source.as_deref())?,
             None => return Err(io::Error::other("a local output lost its file")),
         }
         Ok(written)
@@ -106,6 +108,7 @@ impl LocalSink {
         Self {
             out: Some(Output {
                 destination: destination.to_path_buf(),
+                source: None,
                 mode: output_mode(source_mode),
                 staged: None,
                 held: None,
@@ -115,6 +118,16 @@ impl LocalSink {
             spare: None,
             buffer,
         }
+    }
+
+    /// Makes the commit refuse to replace the file `source` is, under any name (a hard
+    /// link, a bind mount, another spelling of its path): see
+    /// [`StagedFile::commit_sparing`].
+    pub fn sparing(mut self, source: &Path) -> Self {
+        if let Some(out) = &mut self.out {
+            out.source = Some(source.to_path_buf());
+        }
+        self
     }
 
     /// Waits for the write in flight, if any.
@@ -330,6 +343,40 @@ mod tests {
         assert!(sink.commit().await.is_err());
         assert_eq!(names(&dir.path().join("sub")), ["empty", "out", "taken"]);
         assert!(names(&taken).is_empty());
+    }
+
+    /// A sink sparing its source refuses to replace it under any name (here a hard
+    /// link and the path itself), leaving it as it was, and commits anywhere else.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_sink_never_replaces_the_source_it_spares() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        std::fs::write(&source, b"original").unwrap();
+        let linked = dir.path().join("linked");
+        std::fs::hard_link(&source, &linked).unwrap();
+        for destination in [&linked, &source] {
+            let mut sink = Box::new(LocalSink::new(destination, None, 0).sparing(&source));
+            sink.put(buffer(b"sealed")).await.unwrap();
+            let refused = sink.commit().await.unwrap_err();
+            assert!(
+                matches!(refused, crate::Error::WouldReplaceSource(_)),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(std::fs::read(&source).unwrap(), b"original");
+        assert_eq!(names(dir.path()), ["linked", "source"]);
+
+        // An existing, unrelated file is replaced; a new name is simply created.
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"old").unwrap();
+        for destination in [&other, &dir.path().join("new")] {
+            let mut sink = Box::new(LocalSink::new(destination, None, 0).sparing(&source));
+            sink.put(buffer(b"sealed")).await.unwrap();
+            assert_eq!(sink.commit().await.unwrap(), 6);
+            assert_eq!(std::fs::read(destination).unwrap(), b"sealed");
+        }
+        assert_eq!(names(dir.path()), ["linked", "new", "other", "source"]);
     }
 
     #[tokio::test]
