@@ -53,7 +53,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "BACKEND")]
     pub aead: Option<String>,
     /// Objects processed at once, 1 to 65536 [default: 8 for local jobs, 64 with S3]
-    /// [env: SEALPIPE_CONCURRENCY].
+    /// [env: SEALPIPE_CONCURRENCY]. Jobs between local files run at most 128 at once
+    /// (one thread each); more helps only S3, where objects mostly wait on the network.
     #[arg(long, global = true, value_name = "N")]
     pub concurrency: Option<Concurrency>,
     /// Write a JSON report of the job to FILE. Checked before the job starts; written
