@@ -350,6 +350,7 @@ fn job(
         work,
         source: Source::Location(area.location(source)),
         filter: ObjectFilter::default(),
+        shard: None,
         concurrency: config.concurrency,
         dry_run: false,
         fail_fast: false,

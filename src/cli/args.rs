@@ -254,6 +254,17 @@ pub struct TransferArgs {
     /// Stop starting new objects after the first failure.
     #[arg(long)]
     pub fail_fast: bool,
+    /// Process only share INDEX of COUNT (from 0), so COUNT workers running the same
+    /// job cover every object exactly once: an object's share is a SHA-256 of its bucket
+    /// and key (README: "Splitting a job") [env: SEALPIPE_SHARD]. Read from
+    /// JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs, with --shards) or
+    /// AWS_BATCH_JOB_ARRAY_INDEX and _SIZE (AWS Batch array jobs) when not given.
+    #[arg(long, value_name = "INDEX/COUNT")]
+    pub shard: Option<sealpipe::pipeline::Shard>,
+    /// How many shards the job is split into, for a shard index taken from the
+    /// environment (JOB_COMPLETION_INDEX) [env: SEALPIPE_SHARDS].
+    #[arg(long, value_name = "COUNT")]
+    pub shards: Option<u64>,
     /// Write a CSV line per object, as S3 Batch Operations do:
     /// bucket,key,version_id,status,error_code,message.
     #[arg(long, value_name = "FILE")]

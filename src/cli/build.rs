@@ -189,6 +189,7 @@ pub fn job(settings: &JobSettings, parts: Parts) -> anyhow::Result<Job> {
         work,
         source: settings.source.clone(),
         filter: parts.filter,
+        shard: settings.shard.as_ref().map(|s| s.value),
         concurrency: settings.concurrency.value,
         dry_run: settings.dry_run,
         fail_fast: settings.fail_fast.value,

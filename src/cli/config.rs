@@ -63,6 +63,10 @@ pub struct JobSection {
     /// Globs, as for `--include`.
     #[serde(default)]
     pub include: Vec<String>,
+    /// `INDEX/COUNT`, as for `--shard`.
+    pub shard: Option<String>,
+    /// As for `--shards`.
+    pub shards: Option<u64>,
     /// Globs, as for `--exclude`.
     #[serde(default)]
     pub exclude: Vec<String>,

@@ -219,6 +219,14 @@ fn print_summary(report: &Report, quiet: bool, kms: &keyref::KmsSource) {
             report.objects.skipped
         );
     }
+    if let Some(shard) = report.shard {
+        say!(
+            "shard {shard}: this worker takes the objects whose shard hash is {} modulo {} \
+             (the counts below are its share)",
+            shard.index(),
+            shard.count()
+        );
+    }
     let verb = match report.mode {
         Mode::Encrypt => "encrypted",
         Mode::Decrypt => "decrypted",

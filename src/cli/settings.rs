@@ -18,7 +18,7 @@ use sealpipe::bench::{BenchConfig, Mix};
 use sealpipe::crypto::AeadBackend;
 use sealpipe::format::{AlgorithmSuite, DecodeLimits, EncryptionContext};
 use sealpipe::keys::PoolLimits;
-use sealpipe::pipeline::{Mode, Source};
+use sealpipe::pipeline::{Mode, Shard, Source};
 use sealpipe::retry::RetryPolicy;
 use sealpipe::store::{Location, S3Settings};
 use sealpipe::stream::{CommitmentPolicy, DEFAULT_FRAME_LENGTH};
@@ -26,7 +26,7 @@ use sealpipe::stream::{CommitmentPolicy, DEFAULT_FRAME_LENGTH};
 use super::args::{
     Cli, Command, GlobalArgs, KeyChange, ReadArgs, RewrapArgs, TransferArgs, WriteArgs,
 };
-use super::config::Config;
+use super::config::{Config, JobSection};
 use super::values::{BenchSize, Concurrency, KmsRate};
 
 /// Objects processed at once unless configured: local jobs are bound by disks and
@@ -123,6 +123,19 @@ const QUIET: Var<bool> = Var::new("SEALPIPE_QUIET", "--quiet", boolean);
 const AEAD: Var<String> = Var::new("SEALPIPE_AEAD", "--aead", text);
 const CONCURRENCY: Var<Concurrency> = Var::new("SEALPIPE_CONCURRENCY", "--concurrency", from_str);
 const KMS_RATE: Var<KmsRate> = Var::new("SEALPIPE_KMS_RATE", "--kms-rate", from_str);
+const SHARD: Var<Shard> = Var::new("SEALPIPE_SHARD", "--shard", from_str);
+const SHARDS: Var<u64> = Var::new("SEALPIPE_SHARDS", "--shards", count);
+/// Kubernetes Indexed Jobs: the pod's index, from 0.
+const K8S_INDEX: Var<u64> = Var::new("JOB_COMPLETION_INDEX", "--shard", count);
+/// AWS Batch array jobs: the child's index, from 0, and the array's size.
+const BATCH_INDEX: Var<u64> = Var::new("AWS_BATCH_JOB_ARRAY_INDEX", "--shard", count);
+const BATCH_SIZE: Var<u64> = Var::new("AWS_BATCH_JOB_ARRAY_SIZE", "--shards", count);
+
+fn count(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("expected a whole number, not {s:?}"))
+}
 
 fn from_str<T: FromStr<Err = String>>(s: &str) -> Result<T, String> {
     s.parse()
@@ -251,6 +264,8 @@ pub struct JobSettings {
     pub in_place: bool,
     pub include: Sourced<Vec<String>>,
     pub exclude: Sourced<Vec<String>>,
+    /// This worker's share of the objects, if the job is split.
+    pub shard: Option<Sourced<Shard>>,
     pub concurrency: Sourced<usize>,
     pub dry_run: bool,
     pub fail_fast: Sourced<bool>,
@@ -535,6 +550,8 @@ struct JobFlags<'a> {
     include: &'a [String],
     exclude: &'a [String],
     fail_fast: bool,
+    shard: Option<Shard>,
+    shards: Option<u64>,
     completion_report: Option<PathBuf>,
 }
 
@@ -571,6 +588,8 @@ impl<'a> Globals<'a> {
             include: &t.include,
             exclude: &t.exclude,
             fail_fast: t.fail_fast,
+            shard: t.shard,
+            shards: t.shards,
             completion_report: t.completion_report.clone(),
         };
         let job = self.job_settings(task, objects, flags, layers, config)?;
@@ -705,6 +724,7 @@ impl<'a> Globals<'a> {
             source,
             destination,
             in_place: objects.in_place,
+            shard: shard(layers, flags.shard, flags.shards, j)?,
             include: layers.pick_list(flags.include, &j.include)?,
             exclude: layers.pick_list(flags.exclude, &j.exclude)?,
             concurrency: self.concurrency.clone().or(default_concurrency),
@@ -722,6 +742,105 @@ impl<'a> Globals<'a> {
                 resolved(config, &config.runtime.completion_report),
             )?,
         })
+    }
+}
+
+/// The job's shard: `--shard` (or SEALPIPE_SHARD, or `[job] shard`), else an index from
+/// the engine running the worker, Kubernetes (JOB_COMPLETION_INDEX, with the count from
+/// `--shards`) or AWS Batch (AWS_BATCH_JOB_ARRAY_INDEX and _SIZE). A count without an
+/// index, or an index without a count, is an error rather than the whole job run on
+/// every worker.
+fn shard(
+    layers: &Layers,
+    flag: Option<Shard>,
+    shards: Option<u64>,
+    job: &JobSection,
+) -> anyhow::Result<Option<Sourced<Shard>>> {
+    let config = job
+        .shard
+        .as_deref()
+        .map(|s| s.parse::<Shard>().map_err(|e| anyhow!("[job] shard: {e}")))
+        .transpose()?;
+    let count = layers.pick(shards, Some(&SHARDS), job.shards)?;
+    if let Some(n) = count.value
+        && !(1..=sealpipe::pipeline::MAX_SHARDS).contains(&n)
+    {
+        bail!(
+            "--shards {n}{}: the shard count must be from 1 to {}",
+            origin_note(&count.origin),
+            sealpipe::pipeline::MAX_SHARDS
+        );
+    }
+    let explicit = layers.pick(flag, Some(&SHARD), config)?;
+    if let Some(shard) = explicit.value {
+        if let Some(n) = count.value
+            && n != shard.count()
+        {
+            bail!(
+                "--shard {shard} and --shards {n}{} disagree on the shard count",
+                origin_note(&count.origin)
+            );
+        }
+        return Ok(Some(Sourced {
+            value: shard,
+            origin: explicit.origin,
+        }));
+    }
+    let from_engine = |index: Sourced<Option<u64>>, size: Option<Sourced<Option<u64>>>| {
+        let Some(i) = index.value else {
+            return Ok(None);
+        };
+        let var = match index.origin {
+            Origin::Env(name) => name,
+            _ => "the environment",
+        };
+        let n = match (count.value, size.as_ref().and_then(|s| s.value)) {
+            (Some(n), Some(size)) if n != size => bail!(
+                "--shards {n}{} and AWS_BATCH_JOB_ARRAY_SIZE={size} disagree on the shard \
+                 count",
+                origin_note(&count.origin)
+            ),
+            (Some(n), _) | (None, Some(n)) => n,
+            (None, None) => bail!(
+                "{var}={i} is set, but not how many shards there are: give --shards \
+                 COUNT (or SEALPIPE_SHARDS, or [job] shards), or --shard {i}/COUNT"
+            ),
+        };
+        let shard = Shard::new(i, n).map_err(|e| anyhow!("{var}={i}: {e}"))?;
+        Ok(Some(Sourced {
+            value: shard,
+            origin: index.origin,
+        }))
+    };
+    if let Some(shard) = from_engine(layers.pick(None, Some(&K8S_INDEX), None)?, None)? {
+        return Ok(Some(shard));
+    }
+    let batch_size = layers.pick(None, Some(&BATCH_SIZE), None)?;
+    if let Some(shard) = from_engine(
+        layers.pick(None, Some(&BATCH_INDEX), None)?,
+        Some(batch_size),
+    )? {
+        return Ok(Some(shard));
+    }
+    if let Some(n) = count.value
+        && n > 1
+    {
+        bail!(
+            "--shards {n}{} says the job is split, but not which shard this is: give \
+             --shard INDEX/{n}, or run where JOB_COMPLETION_INDEX or \
+             AWS_BATCH_JOB_ARRAY_INDEX is set",
+            origin_note(&count.origin)
+        );
+    }
+    Ok(None)
+}
+
+/// ` (from VAR)` or ` (from the config file)` after a value that was not a flag.
+fn origin_note(origin: &Origin) -> String {
+    match origin {
+        Origin::Env(name) => format!(" (from {name})"),
+        Origin::Config => " (from the config file)".into(),
+        _ => String::new(),
     }
 }
 
@@ -1193,6 +1312,109 @@ mod tests {
             .copied()
             .chain(extra.iter().copied())
             .collect()
+    }
+
+    /// The shard comes from the flag, its variable or the config; else from a
+    /// Kubernetes or AWS Batch index; each half without the other is refused.
+    #[test]
+    fn the_shard_comes_from_flags_config_or_the_engine_and_never_half() {
+        let shard = |args: &[&str], toml: &str, env: &[(&str, &str)]| {
+            job(&with(args), toml, env)
+                .shard
+                .map(|s| (s.value.to_string(), s.origin))
+        };
+        assert_eq!(shard(&[], "", &[]), None);
+        assert_eq!(
+            shard(&["--shard", "2/5"], "", &[("SEALPIPE_SHARD", "1/5")]),
+            Some(("2/5".into(), Origin::Flag))
+        );
+        assert_eq!(
+            shard(&[], "[job]\nshard = \"0/5\"", &[("SEALPIPE_SHARD", "1/5")]),
+            Some(("1/5".into(), Origin::Env("SEALPIPE_SHARD")))
+        );
+        assert_eq!(
+            shard(&[], "[job]\nshard = \"4/5\"", &[]),
+            Some(("4/5".into(), Origin::Config))
+        );
+        // Kubernetes: the index from the pod, the count from the job's settings.
+        let k8s = [("JOB_COMPLETION_INDEX", "3")];
+        assert_eq!(
+            shard(&["--shards", "8"], "", &k8s),
+            Some(("3/8".into(), Origin::Env("JOB_COMPLETION_INDEX")))
+        );
+        assert_eq!(
+            shard(&[], "[job]\nshards = 4", &k8s),
+            Some(("3/4".into(), Origin::Env("JOB_COMPLETION_INDEX")))
+        );
+        assert_eq!(
+            shard(&[], "", &[("SEALPIPE_SHARDS", "6"), k8s[0]]),
+            Some(("3/6".into(), Origin::Env("JOB_COMPLETION_INDEX")))
+        );
+        // An explicit shard wins over the engine's index.
+        assert_eq!(
+            shard(&["--shard", "0/2"], "", &k8s),
+            Some(("0/2".into(), Origin::Flag))
+        );
+        // AWS Batch: both from the array job.
+        let batch = [
+            ("AWS_BATCH_JOB_ARRAY_INDEX", "9"),
+            ("AWS_BATCH_JOB_ARRAY_SIZE", "10"),
+        ];
+        assert_eq!(
+            shard(&[], "", &batch),
+            Some(("9/10".into(), Origin::Env("AWS_BATCH_JOB_ARRAY_INDEX")))
+        );
+        assert_eq!(
+            shard(&["--shards", "10"], "", &batch),
+            Some(("9/10".into(), Origin::Env("AWS_BATCH_JOB_ARRAY_INDEX")))
+        );
+
+        let refused = |args: &[&str], toml: &str, env: &[(&str, &str)]| {
+            settings(&with(args), toml, env).unwrap_err().to_string()
+        };
+        /// Flags, config file, environment, and what the refusal says.
+        type Case<'a> = (&'a [&'a str], &'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
+            (&[], "", &k8s, "not how many shards"),
+            (
+                &["--shards", "2"],
+                "",
+                &[("JOB_COMPLETION_INDEX", "2")],
+                "not below",
+            ),
+            (&["--shards", "4"], "", &[], "not which shard"),
+            (
+                &[],
+                "",
+                &[("SEALPIPE_SHARDS", "4")],
+                "(from SEALPIPE_SHARDS)",
+            ),
+            (&["--shards", "0"], "", &[], "from 1 to"),
+            (&["--shard", "1/3", "--shards", "4"], "", &[], "disagree"),
+            (&["--shards", "4"], "", &batch, "disagree"),
+            (
+                &[],
+                "",
+                &[("AWS_BATCH_JOB_ARRAY_INDEX", "1")],
+                "not how many",
+            ),
+            (
+                &[],
+                "",
+                &[("JOB_COMPLETION_INDEX", "x")],
+                "JOB_COMPLETION_INDEX",
+            ),
+            (&[], "", &[("SEALPIPE_SHARD", "3")], "INDEX/COUNT"),
+            (&[], "[job]\nshard = \"5/5\"", &[], "[job] shard"),
+        ];
+        for (args, toml, env, want) in cases {
+            let e = refused(args, toml, env);
+            assert!(e.contains(want), "{args:?} {toml:?} {env:?}: {e}");
+        }
+        // A bad --shard is refused by the command line itself.
+        assert!(settings(&with(&["--shard", "4/4"]), "", &[]).is_err());
+        // One shard of one is the whole job; so is --shards 1 with no index.
+        assert_eq!(shard(&["--shards", "1"], "", &[]), None);
     }
 
     #[test]

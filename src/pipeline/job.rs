@@ -211,6 +211,8 @@ pub struct Job {
     pub source: Source,
     /// Which listed objects are processed.
     pub filter: ObjectFilter,
+    /// This worker's share of them, when the job is split among several.
+    pub shard: Option<super::Shard>,
     /// Objects processed at once (1 to [`MAX_CONCURRENCY`](super::MAX_CONCURRENCY)).
     pub concurrency: usize,
     /// Plan only: list, check what is done, count; write nothing, call no keyring.

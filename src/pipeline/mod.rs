@@ -12,6 +12,7 @@ mod latency;
 mod object;
 mod plan;
 mod presence;
+mod shard;
 mod stats;
 
 use std::io::{self, Read};
@@ -26,6 +27,7 @@ pub use crate::bridge::Cancel;
 pub use filter::ObjectFilter;
 pub use job::{Job, Keys, Mode, Opening, Output, Rewrapping, Sealing, Source, Work};
 pub use latency::LatencyHistogram;
+pub use shard::{MAX_SHARDS, Shard};
 pub(crate) use stats::reset_peak_rss;
 pub use stats::{
     CacheCounts, Failure, Latency, ObjectCounts, PartialCounts, Report, S3Counts, Stats,
@@ -309,7 +311,9 @@ pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, 
         stats.cleaned(found);
     }
     let stopped = cancel.is_cancelled();
-    Ok(stats.report(ctx.job.mode(), started.elapsed(), ctx.job.dry_run, stopped))
+    let mut report = stats.report(ctx.job.mode(), started.elapsed(), ctx.job.dry_run, stopped);
+    report.shard = ctx.job.shard;
+    Ok(report)
 }
 
 /// Lanes (threads that each run whole operations) at most: a job's concurrency beyond
@@ -347,6 +351,11 @@ fn admit(ctx: &Context, item: ListItem) -> Option<Listed> {
         }
     };
     if !ctx.job.filter.accepts(listed.relative.as_path()) {
+        return None;
+    }
+    if let Some(shard) = &ctx.job.shard
+        && !shard.owns(&listed.id, &listed.relative)
+    {
         return None;
     }
     stats.plan(listed.size);

@@ -223,6 +223,7 @@ impl Stats {
         let conflicts = self.objects_conflict.load(Relaxed);
         let partials_not_removed = self.partials_not_removed.load(Relaxed);
         Report {
+            shard: None,
             mode,
             dry_run,
             interrupted,
@@ -439,6 +440,10 @@ pub struct Report {
     pub failures_omitted: u64,
     /// Skipped entries and the reasons (the first 1,000).
     pub skipped: Vec<Failure>,
+    /// The share of the listed objects this job took (`--shard`): the counts above are
+    /// of that share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<super::Shard>,
 }
 
 impl Report {

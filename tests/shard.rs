@@ -1,0 +1,263 @@
+//! `--shard I/N`: four worker processes running the same job at once, each given its
+//! shard a different way (the flag, SEALPIPE_SHARD, a Kubernetes Indexed Job's
+//! JOB_COMPLETION_INDEX with --shards, an AWS Batch array job's index and size), cover
+//! every object exactly once: over a local tree, an S3 prefix on moto, and a manifest of
+//! the same objects. Which worker takes which object is checked against the documented
+//! hash, computed by Python's hashlib, not by sealpipe.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+use common::world::{self, Obj, RUN_TIMEOUT, World};
+use serde_json::Value;
+
+const SHARDS: u64 = 4;
+
+/// How worker `i` is told its shard: arguments and environment.
+fn told(i: u64) -> (Vec<String>, Vec<(&'static str, String)>) {
+    match i {
+        0 => (vec!["--shard".into(), format!("0/{SHARDS}")], vec![]),
+        1 => (vec![], vec![("SEALPIPE_SHARD", format!("1/{SHARDS}"))]),
+        2 => (
+            vec!["--shards".into(), SHARDS.to_string()],
+            vec![("JOB_COMPLETION_INDEX", "2".into())],
+        ),
+        _ => (
+            vec![],
+            vec![
+                ("AWS_BATCH_JOB_ARRAY_INDEX", i.to_string()),
+                ("AWS_BATCH_JOB_ARRAY_SIZE", SHARDS.to_string()),
+            ],
+        ),
+    }
+}
+
+/// What one worker did: its JSON report and its completion report's rows.
+struct Worker {
+    report: Value,
+    rows: Vec<Vec<String>>,
+}
+
+/// Runs the `SHARDS` workers of `args` at once and waits for all of them.
+fn run_workers(w: &World, name: &str, args: &[&str]) -> Vec<Worker> {
+    let mut running: Vec<(
+        Child,
+        std::path::PathBuf,
+        std::path::PathBuf,
+        std::path::PathBuf,
+    )> = Vec::new();
+    for i in 0..SHARDS {
+        let (extra, env) = told(i);
+        let report = w.path(&format!("{name}-{i}.json"));
+        let completion = w.path(&format!("{name}-{i}.csv"));
+        let stderr = w.path(&format!("{name}-{i}.stderr"));
+        let mut command = w.command(&w.moto.endpoint());
+        command
+            .args(args)
+            .args(&extra)
+            .arg("--report")
+            .arg(&report)
+            .arg("--completion-report")
+            .arg(&completion)
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        running.push((command.spawn().unwrap(), report, completion, stderr));
+    }
+    running
+        .into_iter()
+        .enumerate()
+        .map(|(i, (mut child, report, completion, stderr))| {
+            let status = common::wait_or_kill(&mut child, RUN_TIMEOUT)
+                .unwrap_or_else(|| panic!("{name} worker {i} still running"));
+            let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+            assert_eq!(status.code(), Some(0), "{name} worker {i}: {err}");
+            assert!(
+                err.contains(&format!("shard {i}/{SHARDS}")),
+                "{name} worker {i} does not say its shard: {err}"
+            );
+            let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+            assert_eq!(report["shard"]["index"], i, "{name} worker {i}");
+            assert_eq!(report["shard"]["count"], SHARDS, "{name} worker {i}");
+            Worker {
+                report,
+                rows: world::completion_rows(&completion),
+            }
+        })
+        .collect()
+}
+
+/// The shard of each name by the documented formula, computed by Python:
+/// SHA-256(bucket NUL key), first 8 bytes big-endian, modulo the count (local files:
+/// an empty bucket and the path below the source).
+fn expected_shards(bucket: &str, names: &BTreeSet<String>) -> BTreeMap<String, u64> {
+    let script = format!(
+        "import hashlib, sys\n\
+         for name in sys.stdin.read().split('\\n'):\n    \
+             if name:\n        \
+                 h = hashlib.sha256(b'{bucket}' + b'\\0' + name.encode()).digest()\n        \
+                 print(int.from_bytes(h[:8], 'big') % {SHARDS})\n"
+    );
+    let mut python = std::process::Command::new(common::venv_tool("python"))
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: Vec<&str> = names.iter().map(String::as_str).collect();
+    std::io::Write::write_all(python.stdin.as_mut().unwrap(), input.join("\n").as_bytes()).unwrap();
+    drop(python.stdin.take());
+    let out = python.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let shards: Vec<u64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(shards.len(), names.len());
+    names.iter().cloned().zip(shards).collect()
+}
+
+/// Every name in exactly one worker's completion report, that worker the one the hash
+/// names, every row a success, and the reports' counts adding up to the whole.
+fn assert_exact_cover(
+    name: &str,
+    workers: &[Worker],
+    expected: &BTreeMap<String, u64>,
+    name_of_row: impl Fn(&[String]) -> String,
+) {
+    let mut owner: BTreeMap<String, u64> = BTreeMap::new();
+    let mut total_ok = 0;
+    for (i, worker) in workers.iter().enumerate() {
+        let i = i as u64;
+        for row in &worker.rows {
+            assert_eq!(row[3], "succeeded", "{name} worker {i}: {row:?}");
+            let object = name_of_row(row);
+            if let Some(other) = owner.insert(object.clone(), i) {
+                panic!("{name}: {object} was processed by workers {other} and {i}");
+            }
+        }
+        let ok = worker.report["objects"]["ok"].as_u64().unwrap();
+        assert_eq!(ok, worker.rows.len() as u64, "{name} worker {i}");
+        assert_eq!(worker.report["objects"]["planned"], ok, "{name} worker {i}");
+        // Four shards of hundreds of objects: none is empty or takes nearly all.
+        assert!(
+            ok > expected.len() as u64 / 8 && ok < expected.len() as u64 / 2,
+            "{name} worker {i} took {ok} of {}",
+            expected.len()
+        );
+        total_ok += ok;
+    }
+    assert_eq!(total_ok, expected.len() as u64, "{name}");
+    let missing: Vec<_> = expected
+        .keys()
+        .filter(|k| !owner.contains_key(*k))
+        .collect();
+    assert!(missing.is_empty(), "{name}: no worker took {missing:?}");
+    let misplaced: Vec<_> = owner
+        .iter()
+        .filter(|(k, i)| expected.get(*k) != Some(i))
+        .take(5)
+        .collect();
+    assert!(
+        misplaced.is_empty(),
+        "{name}: objects not in the shard the documented hash gives: {misplaced:?}"
+    );
+}
+
+#[test]
+fn four_workers_cover_a_local_tree_exactly_once() {
+    let w = World::start("shard-local");
+    let src = w.path("src");
+    let mut names = BTreeSet::new();
+    for n in 0..600u32 {
+        let name = format!("d{}/e{}/file-{n:04}.txt", n % 7, n % 3);
+        let path = src.join(&name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, common::pseudo_random(n as usize * 7, n as u64)).unwrap();
+        names.insert(name);
+    }
+    let workers = run_workers(&w, "local", &["encrypt", "src", "dst", "--key", &w.key]);
+    let expected = expected_shards("", &names);
+    let src_prefix = format!("{}/", src.display());
+    assert_exact_cover("local", &workers, &expected, |row| {
+        row[1]
+            .strip_prefix(&src_prefix)
+            .or_else(|| row[1].strip_prefix("src/"))
+            .unwrap_or(&row[1])
+            .to_string()
+    });
+    // Together the workers wrote the whole tree, and it decrypts to the source.
+    assert_eq!(world::tree_files(&w.path("dst")), names);
+    let back = w.run(&["decrypt", "dst", "back", "--key", &w.key]);
+    back.assert_exit(0);
+    for name in &names {
+        assert_eq!(
+            std::fs::read(w.path("back").join(name)).unwrap(),
+            std::fs::read(src.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn four_workers_cover_an_s3_prefix_and_its_manifest_exactly_once() {
+    let w = World::start("shard-s3");
+    w.create_bucket("src");
+    w.create_bucket("dst");
+    w.create_bucket("dst2");
+    let objects: Vec<Obj> = (0..400u64)
+        .map(|n| {
+            Obj::plain(
+                &format!("logs/{}/{n:05}.json", n % 11),
+                common::pseudo_random(n as usize * 13, n),
+            )
+        })
+        .collect();
+    w.put_all("src", &objects);
+    let keys: BTreeSet<String> = objects.iter().map(|o| o.key.clone()).collect();
+    let expected = expected_shards("src", &keys);
+
+    // The listing: each worker lists the prefix and takes its share.
+    let workers = run_workers(
+        &w,
+        "listing",
+        &[
+            "encrypt",
+            "s3://src/logs/",
+            "s3://dst/sealed/",
+            "--key",
+            &w.key,
+        ],
+    );
+    assert_exact_cover("listing", &workers, &expected, |row| row[1].clone());
+    let written: BTreeSet<String> = w.keys("dst");
+    let want: BTreeSet<String> = keys
+        .iter()
+        .map(|k| format!("sealed/{}", k.strip_prefix("logs/").unwrap()))
+        .collect();
+    assert_eq!(written, want);
+
+    // A manifest of the same objects (no versions named) splits the same way.
+    let manifest: String = keys.iter().map(|k| format!("src,{k}\n")).collect();
+    std::fs::write(w.path("manifest.csv"), manifest).unwrap();
+    let workers = run_workers(
+        &w,
+        "manifest",
+        &[
+            "encrypt",
+            "--manifest",
+            "manifest.csv",
+            "s3://dst2/",
+            "--key",
+            &w.key,
+        ],
+    );
+    assert_exact_cover("manifest", &workers, &expected, |row| row[1].clone());
+    assert_eq!(w.keys("dst2").len(), keys.len());
+    assert!(Path::new(&w.path("manifest.csv")).is_file());
+}
