@@ -3,12 +3,14 @@
 //! JOB_COMPLETION_INDEX with --shards, an AWS Batch array job's index and size), cover
 //! every object exactly once: over a local tree, an S3 prefix on moto, and a manifest of
 //! the same objects. Which worker takes which object is checked against the documented
-//! hash, computed by Python's hashlib, not by sealpipe.
+//! hash, computed by Python's hashlib, not by sealpipe; `sealpipe report merge` of their
+//! reports says the job is complete, and, with one worker killed, which shard is missing
+//! until that shard alone runs again.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
 use common::world::{self, Obj, RUN_TIMEOUT, World};
@@ -41,54 +43,112 @@ struct Worker {
     rows: Vec<Vec<String>>,
 }
 
+/// A worker's files: its JSON report, completion report and stderr.
+struct Files {
+    report: PathBuf,
+    completion: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Files {
+    fn of(w: &World, name: &str, i: u64) -> Self {
+        Self {
+            report: w.path(&format!("{name}-{i}.json")),
+            completion: w.path(&format!("{name}-{i}.csv")),
+            stderr: w.path(&format!("{name}-{i}.stderr")),
+        }
+    }
+}
+
+/// Starts worker `i` of `args`, told its shard the way [`told`] says.
+fn spawn_worker(w: &World, name: &str, args: &[&str], i: u64) -> (Child, Files) {
+    let (extra, env) = told(i);
+    let files = Files::of(w, name, i);
+    let child = w
+        .command(&w.moto.endpoint())
+        .args(args)
+        .args(&extra)
+        .arg("--report")
+        .arg(&files.report)
+        .arg("--completion-report")
+        .arg(&files.completion)
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&files.stderr).unwrap())
+        .spawn()
+        .unwrap();
+    (child, files)
+}
+
+/// Waits for worker `i`, which must succeed and say its shard.
+fn finish_worker(name: &str, i: u64, mut child: Child, files: &Files) -> Worker {
+    let status = common::wait_or_kill(&mut child, RUN_TIMEOUT)
+        .unwrap_or_else(|| panic!("{name} worker {i} still running"));
+    let err = std::fs::read_to_string(&files.stderr).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{name} worker {i}: {err}");
+    assert!(
+        err.contains(&format!("shard {i}/{SHARDS}")),
+        "{name} worker {i} does not say its shard: {err}"
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&files.report).unwrap()).unwrap();
+    assert_eq!(report["shard"]["index"], i, "{name} worker {i}");
+    assert_eq!(report["shard"]["count"], SHARDS, "{name} worker {i}");
+    Worker {
+        report,
+        rows: world::completion_rows(&files.completion),
+    }
+}
+
 /// Runs the `SHARDS` workers of `args` at once and waits for all of them.
 fn run_workers(w: &World, name: &str, args: &[&str]) -> Vec<Worker> {
-    let mut running: Vec<(
-        Child,
-        std::path::PathBuf,
-        std::path::PathBuf,
-        std::path::PathBuf,
-    )> = Vec::new();
-    for i in 0..SHARDS {
-        let (extra, env) = told(i);
-        let report = w.path(&format!("{name}-{i}.json"));
-        let completion = w.path(&format!("{name}-{i}.csv"));
-        let stderr = w.path(&format!("{name}-{i}.stderr"));
-        let mut command = w.command(&w.moto.endpoint());
-        command
-            .args(args)
-            .args(&extra)
-            .arg("--report")
-            .arg(&report)
-            .arg("--completion-report")
-            .arg(&completion)
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap());
-        running.push((command.spawn().unwrap(), report, completion, stderr));
-    }
+    let running: Vec<_> = (0..SHARDS)
+        .map(|i| spawn_worker(w, name, args, i))
+        .collect();
     running
         .into_iter()
-        .enumerate()
-        .map(|(i, (mut child, report, completion, stderr))| {
-            let status = common::wait_or_kill(&mut child, RUN_TIMEOUT)
-                .unwrap_or_else(|| panic!("{name} worker {i} still running"));
-            let err = std::fs::read_to_string(&stderr).unwrap_or_default();
-            assert_eq!(status.code(), Some(0), "{name} worker {i}: {err}");
-            assert!(
-                err.contains(&format!("shard {i}/{SHARDS}")),
-                "{name} worker {i} does not say its shard: {err}"
-            );
-            let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-            assert_eq!(report["shard"]["index"], i, "{name} worker {i}");
-            assert_eq!(report["shard"]["count"], SHARDS, "{name} worker {i}");
-            Worker {
-                report,
-                rows: world::completion_rows(&completion),
-            }
-        })
+        .zip(0..)
+        .map(|((child, files), i)| finish_worker(name, i, child, &files))
         .collect()
+}
+
+/// `sealpipe report merge` over the workers' JSON and CSV reports of `name`.
+fn merge(w: &World, name: &str) -> (Option<i32>, Value, String) {
+    let mut files = Vec::new();
+    for i in 0..SHARDS {
+        let f = Files::of(w, name, i);
+        for path in [f.report, f.completion] {
+            if path.exists() {
+                files.push(path.display().to_string());
+            }
+        }
+    }
+    let out = w
+        .command(&w.moto.endpoint())
+        .args(["report", "merge", "--json"])
+        .args(&files)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let merged = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("report merge printed no JSON ({e}): {stderr}"));
+    (out.status.code(), merged, stderr)
+}
+
+/// The merged report of a complete job: exit 0, every object once, nothing missing.
+fn assert_merged_complete(w: &World, name: &str, objects: usize) {
+    let (code, merged, stderr) = merge(w, name);
+    assert_eq!(code, Some(0), "{name}: {stderr}");
+    assert_eq!(merged["objects"]["ok"], objects, "{name}");
+    assert_eq!(merged["objects"]["planned"], objects, "{name}");
+    assert_eq!(merged["shards"]["missing"], serde_json::json!([]), "{name}");
+    assert_eq!(merged["completion"]["objects"], objects, "{name}");
+    assert_eq!(
+        merged["completion"]["by_status"]["succeeded"], objects,
+        "{name}"
+    );
+    assert_eq!(merged["completion"]["in_two_reports"], 0, "{name}");
+    assert_eq!(merged["problems"], serde_json::json!([]), "{name}");
 }
 
 /// The shard of each name by the documented formula, computed by Python:
@@ -191,6 +251,7 @@ fn four_workers_cover_a_local_tree_exactly_once() {
             .unwrap_or(&row[1])
             .to_string()
     });
+    assert_merged_complete(&w, "local", names.len());
     // Together the workers wrote the whole tree, and it decrypts to the source.
     assert_eq!(world::tree_files(&w.path("dst")), names);
     let back = w.run(&["decrypt", "dst", "back", "--key", &w.key]);
@@ -235,6 +296,7 @@ fn four_workers_cover_an_s3_prefix_and_its_manifest_exactly_once() {
         ],
     );
     assert_exact_cover("listing", &workers, &expected, |row| row[1].clone());
+    assert_merged_complete(&w, "listing", keys.len());
     let written: BTreeSet<String> = w.keys("dst");
     let want: BTreeSet<String> = keys
         .iter()
@@ -259,5 +321,34 @@ fn four_workers_cover_an_s3_prefix_and_its_manifest_exactly_once() {
     );
     assert_exact_cover("manifest", &workers, &expected, |row| row[1].clone());
     assert_eq!(w.keys("dst2").len(), keys.len());
+    assert_merged_complete(&w, "manifest", keys.len());
     assert!(Path::new(&w.path("manifest.csv")).is_file());
+
+    // One worker killed: the merge says which shard is missing and exits 1; that
+    // shard alone run again completes the job.
+    w.create_bucket("dst3");
+    let args = ["encrypt", "s3://src/logs/", "s3://dst3/", "--key", &w.key];
+    let (mut killed, _) = spawn_worker(&w, "killed", &args, 2);
+    let others: Vec<_> = [0, 1, 3]
+        .into_iter()
+        .map(|i| (i, spawn_worker(&w, "killed", &args, i)))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let _ = std::fs::remove_file(Files::of(&w, "killed", 2).report);
+    for (i, (child, files)) in others {
+        finish_worker("killed", i, child, &files);
+    }
+    let (code, merged, stderr) = merge(&w, "killed");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(merged["shards"]["missing"], serde_json::json!([2]));
+    assert!(
+        stderr.contains("1 of 4 shards have no report: 2"),
+        "{stderr}"
+    );
+    let (child, files) = spawn_worker(&w, "killed", &args, 2);
+    finish_worker("killed", 2, child, &files);
+    assert_merged_complete(&w, "killed", keys.len());
+    assert_eq!(w.keys("dst3").len(), keys.len());
 }

@@ -195,6 +195,9 @@ authenticated before anything is written; the body is copied, not read, so run
     Verify(DecryptArgs),
     /// Print a message's header as JSON: suite, message ID, context, data keys.
     Inspect(InspectArgs),
+    /// Work with job reports: `sealpipe report merge` combines a split job's.
+    #[command(subcommand)]
+    Report(ReportCommand),
     /// Run the job described by the config file (./config.toml by default).
     Run(RunArgs),
     /// Measure throughput: messages in memory against the AES-GCM ceiling, or a
@@ -438,6 +441,35 @@ pub struct RewrapArgs {
 pub struct InspectArgs {
     /// A message file.
     pub file: PathBuf,
+}
+
+/// `sealpipe report ...`.
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Combine the JSON reports (--report) of a split job's workers, and their
+    /// completion reports (files ending in .csv), into one summary. Exit 0 when the
+    /// job is complete; 1 when a shard is missing, failed objects or was interrupted,
+    /// or an object is in two workers' completion reports; 2 when the files are not
+    /// the reports of one job.
+    #[command(after_help = "\
+Examples:
+  sealpipe report merge reports/shard-*.json
+  sealpipe report merge reports/*.json reports/*.csv --json -o fleet.json")]
+    Merge(MergeArgs),
+}
+
+/// `report merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Workers' JSON reports, and completion reports ending in .csv.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Print the merged report as JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the merged report (JSON) to this file.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// `run`.

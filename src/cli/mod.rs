@@ -10,6 +10,7 @@ mod json;
 mod keyref;
 pub mod output;
 mod progress;
+mod report;
 mod run;
 mod settings;
 mod values;
@@ -43,6 +44,11 @@ pub async fn main(cli: Cli) -> anyhow::Result<Outcome> {
         Resolved::Job(job) => execute(job, &settings.aws, quiet, &kms).await,
         Resolved::Run(run) => run::run(run, &settings.aws, quiet, &kms).await,
         Resolved::Inspect(file) => inspect::run(file),
+        Resolved::MergeReports {
+            files,
+            json,
+            output,
+        } => report::merge(files, *json, output.as_deref(), quiet),
         Resolved::Bench(bench) => run::bench(bench, &settings.aws, &kms, quiet).await,
     }
 }

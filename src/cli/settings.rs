@@ -239,6 +239,12 @@ pub enum Resolved {
     Job(Box<JobSettings>),
     Run(Box<RunSettings>),
     Inspect(PathBuf),
+    /// `report merge`.
+    MergeReports {
+        files: Vec<PathBuf>,
+        json: bool,
+        output: Option<PathBuf>,
+    },
     Bench(Box<BenchSettings>),
 }
 
@@ -494,6 +500,11 @@ fn resolve_with(
             Resolved::Run(Box::new(globals.run(&layers, config, path, a.dry_run)?))
         }
         Command::Inspect(a) => Resolved::Inspect(a.file.clone()),
+        Command::Report(super::args::ReportCommand::Merge(a)) => Resolved::MergeReports {
+            files: a.files.clone(),
+            json: a.json,
+            output: a.output.clone(),
+        },
         Command::Bench(a) => {
             let mut b = BenchConfig::default();
             // Every value is in range already (values::Bench*), so the benchmark's

@@ -9,6 +9,7 @@
 mod filter;
 mod job;
 mod latency;
+mod merge;
 mod object;
 mod plan;
 mod presence;
@@ -27,6 +28,7 @@ pub use crate::bridge::Cancel;
 pub use filter::ObjectFilter;
 pub use job::{Job, Keys, Mode, Opening, Output, Rewrapping, Sealing, Source, Work};
 pub use latency::LatencyHistogram;
+pub use merge::{CompletionRow, Merged, NotOneJob, merge};
 pub use shard::{MAX_SHARDS, Shard};
 pub(crate) use stats::reset_peak_rss;
 pub use stats::{
