@@ -352,3 +352,140 @@ fn four_workers_cover_an_s3_prefix_and_its_manifest_exactly_once() {
     assert_merged_complete(&w, "killed", keys.len());
     assert_eq!(w.keys("dst3").len(), keys.len());
 }
+
+/// `--shard-by prefix`: each worker lists the level below the source (twice) and then
+/// only the prefixes of its range, never the whole source; together the workers cover
+/// every object once: the prefixes' objects by range, those directly below the source
+/// by hash.
+#[test]
+fn four_workers_divided_by_prefix_list_only_their_part() {
+    let w = World::start("shard-prefix");
+    w.create_bucket("src");
+    w.create_bucket("dst");
+    let mut objects: Vec<Obj> = (0..96u64)
+        .map(|n| {
+            Obj::plain(
+                &format!("p/{}/{n:03}.log", n % 12),
+                common::pseudo_random(n as usize, n),
+            )
+        })
+        .collect();
+    // Directly below the source: divided by hash.
+    objects.extend((0..24u64).map(|n| Obj::plain(&format!("p/top-{n:02}"), vec![n as u8; 9])));
+    // Outside the source: never listed, never processed.
+    objects.push(Obj::plain("q/outside", b"x".to_vec()));
+    w.put_all("src", &objects);
+    let keys: BTreeSet<String> = objects
+        .iter()
+        .map(|o| o.key.clone())
+        .filter(|k| k.starts_with("p/"))
+        .collect();
+    // The expected division, worked out here: S3 lists prefixes in byte order (as a
+    // BTreeSet sorts them), shard i takes prefixes [i*m/4, (i+1)*m/4).
+    let prefixes: Vec<String> = keys
+        .iter()
+        .filter_map(|k| {
+            let rest = k.strip_prefix("p/")?;
+            rest.split_once('/').map(|(dir, _)| format!("p/{dir}/"))
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(prefixes.len(), 12);
+    let top: BTreeSet<String> = keys
+        .iter()
+        .filter(|k| k.starts_with("p/top-"))
+        .cloned()
+        .collect();
+    let by_hash = expected_shards("src", &top);
+    let mut expected: BTreeMap<String, u64> = by_hash;
+    let m = prefixes.len() as u64;
+    let prefix_shard: Vec<u64> = (0..m)
+        .map(|n| {
+            (0..SHARDS)
+                .find(|s| (s * m / SHARDS..(s + 1) * m / SHARDS).contains(&n))
+                .unwrap()
+        })
+        .collect();
+    for (prefix, shard) in prefixes.iter().zip(&prefix_shard) {
+        for key in keys.iter().filter(|k| k.starts_with(prefix.as_str())) {
+            expected.insert(key.clone(), *shard);
+        }
+    }
+    assert_eq!(expected.len(), keys.len());
+
+    // Each worker through its own logging proxy, to see what it lists.
+    let args = [
+        "encrypt",
+        "s3://src/p/",
+        "s3://dst/",
+        "--key",
+        &w.key,
+        "--shard-by",
+        "prefix",
+    ];
+    let mut running = Vec::new();
+    for i in 0..SHARDS {
+        let proxy = w.proxy(&["--verbose"]);
+        let (extra, env) = told(i);
+        let files = Files::of(&w, "prefix", i);
+        let child = w
+            .command(&proxy.endpoint)
+            .args(args)
+            .args(&extra)
+            .arg("--report")
+            .arg(&files.report)
+            .arg("--completion-report")
+            .arg(&files.completion)
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&files.stderr).unwrap())
+            .spawn()
+            .unwrap();
+        running.push((proxy, child, files));
+    }
+    let mut workers = Vec::new();
+    for (i, (proxy, child, files)) in running.into_iter().enumerate() {
+        let i = i as u64;
+        let worker = finish_worker("prefix", i, child, &files);
+        assert_eq!(worker.report["shard"]["by"], "prefix");
+        let log = proxy.stop();
+        // ListObjectsV2 of the source: (prefix, delimiter) of each.
+        let lists: Vec<(String, bool)> = log
+            .lines()
+            .filter(|l| l.starts_with("GET /src") && l.contains("list-type=2"))
+            .map(|l| {
+                let query = l.split_once('?').map_or("", |(_, q)| q);
+                let query = query.split(' ').next().unwrap_or("");
+                let param = |name: &str| {
+                    query
+                        .split('&')
+                        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                        .map(|v| v.replace("%2F", "/"))
+                };
+                (
+                    param("prefix").unwrap_or_default(),
+                    param("delimiter").is_some(),
+                )
+            })
+            .collect();
+        let level = lists.iter().filter(|(p, d)| p == "p/" && *d).count();
+        assert_eq!(level, 2, "worker {i} lists the level twice: {lists:?}");
+        let mine: Vec<&String> = lists.iter().filter(|(_, d)| !d).map(|(p, _)| p).collect();
+        let want: Vec<&String> = prefixes
+            .iter()
+            .zip(&prefix_shard)
+            .filter(|(_, s)| **s == i)
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(
+            mine, want,
+            "worker {i} lists exactly its prefixes, in order"
+        );
+        workers.push(worker);
+    }
+    assert_exact_cover("prefix", &workers, &expected, |row| row[1].clone());
+    assert_merged_complete(&w, "prefix", keys.len());
+    assert_eq!(w.keys("dst").len(), keys.len());
+}

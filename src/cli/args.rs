@@ -268,6 +268,11 @@ pub struct TransferArgs {
     /// environment (JOB_COMPLETION_INDEX) [env: SEALPIPE_SHARDS].
     #[arg(long, value_name = "COUNT")]
     pub shards: Option<u64>,
+    /// How shards divide the objects: hash (of each name; any source) or prefix (S3
+    /// listings: ranges of the prefixes one level below SRC, so each worker lists only
+    /// its part) [default: hash] [env: SEALPIPE_SHARD_BY].
+    #[arg(long, value_name = "HOW")]
+    pub shard_by: Option<sealpipe::pipeline::ShardBy>,
     /// Write a CSV line per object, as S3 Batch Operations do:
     /// bucket,key,version_id,status,error_code,message.
     #[arg(long, value_name = "FILE")]

@@ -67,6 +67,8 @@ pub struct JobSection {
     pub shard: Option<String>,
     /// As for `--shards`.
     pub shards: Option<u64>,
+    /// `hash` or `prefix`, as for `--shard-by`.
+    pub shard_by: Option<String>,
     /// Globs, as for `--exclude`.
     #[serde(default)]
     pub exclude: Vec<String>,

@@ -18,7 +18,7 @@ use sealpipe::bench::{BenchConfig, Mix};
 use sealpipe::crypto::AeadBackend;
 use sealpipe::format::{AlgorithmSuite, DecodeLimits, EncryptionContext};
 use sealpipe::keys::PoolLimits;
-use sealpipe::pipeline::{Mode, Shard, Source};
+use sealpipe::pipeline::{Mode, Shard, ShardBy, Source};
 use sealpipe::retry::RetryPolicy;
 use sealpipe::store::{Location, S3Settings};
 use sealpipe::stream::{CommitmentPolicy, DEFAULT_FRAME_LENGTH};
@@ -125,6 +125,7 @@ const CONCURRENCY: Var<Concurrency> = Var::new("SEALPIPE_CONCURRENCY", "--concur
 const KMS_RATE: Var<KmsRate> = Var::new("SEALPIPE_KMS_RATE", "--kms-rate", from_str);
 const SHARD: Var<Shard> = Var::new("SEALPIPE_SHARD", "--shard", from_str);
 const SHARDS: Var<u64> = Var::new("SEALPIPE_SHARDS", "--shards", count);
+const SHARD_BY: Var<ShardBy> = Var::new("SEALPIPE_SHARD_BY", "--shard-by", from_str);
 /// Kubernetes Indexed Jobs: the pod's index, from 0.
 const K8S_INDEX: Var<u64> = Var::new("JOB_COMPLETION_INDEX", "--shard", count);
 /// AWS Batch array jobs: the child's index, from 0, and the array's size.
@@ -563,6 +564,7 @@ struct JobFlags<'a> {
     fail_fast: bool,
     shard: Option<Shard>,
     shards: Option<u64>,
+    shard_by: Option<ShardBy>,
     completion_report: Option<PathBuf>,
 }
 
@@ -601,6 +603,7 @@ impl<'a> Globals<'a> {
             fail_fast: t.fail_fast,
             shard: t.shard,
             shards: t.shards,
+            shard_by: t.shard_by,
             completion_report: t.completion_report.clone(),
         };
         let job = self.job_settings(task, objects, flags, layers, config)?;
@@ -730,12 +733,19 @@ impl<'a> Globals<'a> {
         let max_key_age = layers.pick(a.cache_max_age, None, c.max_age_seconds)?;
         let max_key_messages = layers.pick(a.cache_max_messages, None, c.max_messages)?;
         let max_key_bytes = layers.pick(a.cache_max_bytes, None, c.max_bytes)?;
+        let shard = divided(
+            layers,
+            shard(layers, flags.shard, flags.shards, j)?,
+            flags.shard_by,
+            j,
+            &source,
+        )?;
         Ok(JobSettings {
             task,
             source,
             destination,
             in_place: objects.in_place,
-            shard: shard(layers, flags.shard, flags.shards, j)?,
+            shard,
             include: layers.pick_list(flags.include, &j.include)?,
             exclude: layers.pick_list(flags.exclude, &j.exclude)?,
             concurrency: self.concurrency.clone().or(default_concurrency),
@@ -844,6 +854,46 @@ fn shard(
         );
     }
     Ok(None)
+}
+
+/// The shard, divided as `--shard-by` (or SEALPIPE_SHARD_BY, or `[job] shard_by`)
+/// says: by prefix only for S3 listings, which is what it divides.
+fn divided(
+    layers: &Layers,
+    shard: Option<Sourced<Shard>>,
+    flag: Option<ShardBy>,
+    job: &JobSection,
+    source: &Source,
+) -> anyhow::Result<Option<Sourced<Shard>>> {
+    let config = job
+        .shard_by
+        .as_deref()
+        .map(|s| {
+            s.parse::<ShardBy>()
+                .map_err(|e| anyhow!("[job] shard_by: {e}"))
+        })
+        .transpose()?;
+    let explicit = flag.is_some();
+    let by = layers.pick(flag, Some(&SHARD_BY), config)?;
+    let Some(mut shard) = shard else {
+        if explicit {
+            bail!(
+                "--shard-by divides a split job, and this one is not split: give --shard \
+                 INDEX/COUNT (or run where JOB_COMPLETION_INDEX or \
+                 AWS_BATCH_JOB_ARRAY_INDEX is set)"
+            );
+        }
+        return Ok(None);
+    };
+    let by = by.value.unwrap_or_default();
+    if by == ShardBy::Prefix && !matches!(source, Source::Location(Location::S3 { .. })) {
+        bail!(
+            "--shard-by prefix divides S3 listings (the prefixes below an s3:// source); \
+             for a manifest or a local tree use --shard-by hash, the default"
+        );
+    }
+    shard.value = shard.value.divided_by(by);
+    Ok(Some(shard))
 }
 
 /// ` (from VAR)` or ` (from the config file)` after a value that was not a flag.
@@ -1426,6 +1476,61 @@ mod tests {
         assert!(settings(&with(&["--shard", "4/4"]), "", &[]).is_err());
         // One shard of one is the whole job; so is --shards 1 with no index.
         assert_eq!(shard(&["--shards", "1"], "", &[]), None);
+
+        // Divided by prefix: S3 listings only; hash by default.
+        let by = |args: &[&str], toml: &str, env: &[(&str, &str)]| {
+            let settings = settings(args, toml, env)?;
+            match settings.command {
+                Resolved::Job(job) => anyhow::Ok(job.shard.map(|s| s.value.by())),
+                _ => panic!("not a job"),
+            }
+        };
+        let s3 = [
+            "encrypt",
+            "s3://b/p/",
+            "s3://c/",
+            "--key",
+            "raw-aes:a:b:k.key",
+            "--shard",
+            "1/2",
+        ];
+        assert_eq!(by(&s3, "", &[]).unwrap(), Some(ShardBy::Hash));
+        assert_eq!(
+            by(&s3, "", &[("SEALPIPE_SHARD_BY", "prefix")]).unwrap(),
+            Some(ShardBy::Prefix)
+        );
+        assert_eq!(
+            by(&s3, "[job]\nshard_by = \"prefix\"", &[]).unwrap(),
+            Some(ShardBy::Prefix)
+        );
+        let manifest = [
+            "encrypt",
+            "--manifest",
+            "m.csv",
+            "s3://c/",
+            "--key",
+            "raw-aes:a:b:k.key",
+            "--shard",
+            "0/2",
+            "--shard-by",
+            "prefix",
+        ];
+        let refusals: [(Vec<&str>, &str); 4] = [
+            (
+                with(&["--shard", "0/2", "--shard-by", "prefix"]),
+                "divides S3 listings",
+            ),
+            (with(&["--shard-by", "prefix"]), "this one is not split"),
+            (manifest.to_vec(), "for a manifest"),
+            (
+                with(&["--shard", "0/2", "--shard-by", "ranges"]),
+                "hash or prefix",
+            ),
+        ];
+        for (args, want) in refusals {
+            let e = by(&args, "", &[]).unwrap_err().to_string();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub fn merge(
     let mut skipped = Vec::new();
     let mut omitted = 0u64;
     let mut shards: Option<(u64, BTreeMap<u64, String>)> = None;
+    let mut divided_by: Option<Value> = None;
     let mut sharded = None;
     for (name, report) in reports {
         let field = |key: &str| {
@@ -79,6 +80,15 @@ pub fn merge(
                         "{name}: a shard without index and count"
                     )));
                 };
+                let by = s.get("by").cloned().unwrap_or(json!("hash"));
+                if let Some(first) = divided_by.replace(by.clone())
+                    && first != by
+                {
+                    return Err(NotOneJob(format!(
+                        "{name} is divided by {by}, the reports before it by {first}: \
+                         workers dividing one job differently do not cover it once"
+                    )));
+                }
                 let (n, seen) = shards.get_or_insert_with(|| (count, BTreeMap::new()));
                 if *n != count {
                     return Err(NotOneJob(format!(
@@ -371,6 +381,8 @@ mod tests {
     fn reports_of_different_jobs_are_refused() {
         let mut decrypt = report(Some((1, 2)), 1, 0);
         decrypt["mode"] = json!("decrypt");
+        let mut by_prefix = report(Some((1, 2)), 1, 0);
+        by_prefix["shard"]["by"] = json!("prefix");
         let cases = [
             (vec![report(Some((0, 2)), 1, 0), decrypt], "mode"),
             (
@@ -390,6 +402,7 @@ mod tests {
                 "not a sealpipe job report",
             ),
             (vec![], "no reports"),
+            (vec![report(Some((0, 2)), 1, 0), by_prefix], "divided by"),
         ];
         for (reports, want) in cases {
             let e = merge(&named(reports), &[]).unwrap_err().to_string();

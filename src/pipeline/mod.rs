@@ -29,7 +29,7 @@ pub use filter::ObjectFilter;
 pub use job::{Job, Keys, Mode, Opening, Output, Rewrapping, Sealing, Source, Work};
 pub use latency::LatencyHistogram;
 pub use merge::{CompletionRow, Merged, NotOneJob, merge};
-pub use shard::{MAX_SHARDS, Shard};
+pub use shard::{MAX_SHARDS, Shard, ShardBy};
 pub(crate) use stats::reset_peak_rss;
 pub use stats::{
     CacheCounts, Failure, Latency, ObjectCounts, PartialCounts, Report, S3Counts, Stats,
@@ -355,7 +355,9 @@ fn admit(ctx: &Context, item: ListItem) -> Option<Listed> {
     if !ctx.job.filter.accepts(listed.relative.as_path()) {
         return None;
     }
+    // Divided by prefix, the listing itself took this shard's share.
     if let Some(shard) = &ctx.job.shard
+        && shard.by() == ShardBy::Hash
         && !shard.owns(&listed.id, &listed.relative)
     {
         return None;
@@ -489,13 +491,17 @@ fn list(job: &Job, plan: &plan::Plan, cancel: &Cancel) -> mpsc::Receiver<ListIte
         }
         (Source::Location(Location::S3 { bucket, .. }), plan::Shape::Prefix(prefix)) => {
             let (s3, bucket, prefix) = (job.s3.clone(), bucket.clone(), prefix.clone());
+            let by_prefix = job.shard.filter(|s| s.by() == ShardBy::Prefix);
             tokio::spawn(async move {
-                let listed = match &s3 {
-                    Some(s3) => s3
+                let listed = match (&s3, by_prefix) {
+                    (Some(s3), None) => s3
                         .list(&bucket, &prefix, &tx)
                         .await
                         .map_err(|e| e.to_string()),
-                    None => Err("no S3 store in the job".to_string()),
+                    (Some(s3), Some(shard)) => list_prefix_range(s3, &bucket, &prefix, shard, &tx)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    (None, _) => Err("no S3 store in the job".to_string()),
                 };
                 if let Err(e) = listed {
                     let _ = tx
@@ -555,6 +561,76 @@ fn list(job: &Job, plan: &plan::Plan, cancel: &Cancel) -> mpsc::Receiver<ListIte
         }
     }
     rx
+}
+
+/// Lists the share of `bucket/root` that `shard` (divided by prefix) takes: the
+/// prefixes one level below `root` are split into `count` contiguous ranges, and this
+/// shard lists only those of its range, whole; objects directly below `root` are
+/// divided by hash. The level is listed twice, once to count its prefixes and once to
+/// go through them in key order, so nothing but the prefixes' names is held.
+async fn list_prefix_range(
+    s3: &S3Store,
+    bucket: &str,
+    root: &str,
+    shard: Shard,
+    out: &mpsc::Sender<ListItem>,
+) -> Result<(), store::S3Error> {
+    let mut prefixes: Vec<String> = Vec::new();
+    {
+        let (tx, mut level) = mpsc::channel(1024);
+        // Owns the sender, so the receiver ends when the listing does.
+        let listing = async move { s3.list_level(bucket, root, root, &tx).await };
+        let collect = async {
+            while let Some(entry) = level.recv().await {
+                if let store::LevelEntry::Prefix(p) = entry {
+                    prefixes.push(p);
+                }
+            }
+        };
+        let (listed, ()) = tokio::join!(listing, collect);
+        listed?;
+    }
+    let mine = &prefixes[shard.range_of(prefixes.len())];
+    let (Some(first), Some(last)) = (mine.first(), mine.last()) else {
+        return list_level_objects(s3, bucket, root, shard, None, out).await;
+    };
+    list_level_objects(s3, bucket, root, shard, Some((first, last)), out).await
+}
+
+/// Goes through the level below `root` in key order: its objects of `shard`'s hash
+/// share, and, for the prefixes from `range.0` to `range.1`, everything below them.
+async fn list_level_objects(
+    s3: &S3Store,
+    bucket: &str,
+    root: &str,
+    shard: Shard,
+    range: Option<(&String, &String)>,
+    out: &mpsc::Sender<ListItem>,
+) -> Result<(), store::S3Error> {
+    let (tx, mut level) = mpsc::channel(1024);
+    let listing = async move { s3.list_level(bucket, root, root, &tx).await };
+    let go_through = async {
+        while let Some(entry) = level.recv().await {
+            match entry {
+                store::LevelEntry::Object(ListItem::Object(listed))
+                    if !shard.owns(&listed.id, &listed.relative) => {}
+                store::LevelEntry::Object(item) => {
+                    if out.send(item).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                store::LevelEntry::Prefix(p) => {
+                    if range.is_some_and(|(first, last)| &p >= first && &p <= last) {
+                        s3.list_under(bucket, root, &p, out).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    };
+    let (listed, walked) = tokio::join!(listing, go_through);
+    walked?;
+    listed
 }
 
 /// Walks the local tree at `root`, handing each item to `emit`; a source that cannot be

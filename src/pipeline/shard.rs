@@ -25,6 +25,35 @@ use crate::store::{ObjectId, RelativeName};
 pub struct Shard {
     index: u64,
     count: u64,
+    by: ShardBy,
+}
+
+/// How objects are divided among shards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShardBy {
+    /// By the hash of each object's name (module docs): every worker lists everything
+    /// and keeps its share. Even shares whatever the names; works for manifests and
+    /// local trees too.
+    #[default]
+    Hash,
+    /// By ranges of the S3 prefixes one level below the source (the key up to its next
+    /// `/`): each worker lists only the prefixes of its range, so a listing of billions
+    /// of objects is not repeated by every worker. Objects directly below the source
+    /// are divided by hash. Shares are even when the prefixes are many and alike.
+    Prefix,
+}
+
+impl std::str::FromStr for ShardBy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "hash" => Ok(Self::Hash),
+            "prefix" => Ok(Self::Prefix),
+            other => Err(format!("expected hash or prefix, not {other:?}")),
+        }
+    }
 }
 
 /// The most shards a job can be split into.
@@ -46,7 +75,31 @@ impl Shard {
                 count - 1
             ));
         }
-        Ok(Self { index, count })
+        Ok(Self {
+            index,
+            count,
+            by: ShardBy::Hash,
+        })
+    }
+
+    /// This shard, divided `by` that way.
+    pub fn divided_by(self, by: ShardBy) -> Self {
+        Self { by, ..self }
+    }
+
+    /// How objects are divided.
+    pub fn by(&self) -> ShardBy {
+        self.by
+    }
+
+    /// The range of `items` (sorted, as a listing's prefixes are) this shard lists
+    /// when divided by prefix: contiguous, and together the shards' ranges cover them
+    /// all, once.
+    pub fn range_of(&self, items: usize) -> std::ops::Range<usize> {
+        let at = |i: u64| {
+            usize::try_from(u128::from(i) * items as u128 / u128::from(self.count)).unwrap_or(items)
+        };
+        at(self.index)..at(self.index + 1)
     }
 
     /// The shard's index, from 0.
@@ -183,6 +236,20 @@ mod tests {
             place(&local, &RelativeName::from("dir/file.txt")),
             0x0c3d_efe7_395e_d92f
         );
+    }
+
+    #[test]
+    fn prefix_ranges_cover_every_item_once() {
+        for (items, count) in [(0, 3), (1, 4), (5, 4), (10, 3), (1000, 7), (3, 3)] {
+            let mut next = 0;
+            for i in 0..count {
+                let range = Shard::new(i, count).unwrap().range_of(items);
+                assert_eq!(range.start, next, "{items} {count}");
+                assert!(range.end - range.start <= items / count as usize + 1);
+                next = range.end;
+            }
+            assert_eq!(next, items);
+        }
     }
 
     /// Every object is in exactly one shard, and the shards are about even.

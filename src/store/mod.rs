@@ -26,7 +26,8 @@ pub use local::{
 };
 pub use manifest::{ManifestEntry, read_manifest};
 pub use s3::{
-    Head, MIN_PART_SIZE, ReadAhead, S3Error, S3Settings, S3Sink, S3Stats, S3Store, SourceShape,
+    Head, LevelEntry, MIN_PART_SIZE, ReadAhead, S3Error, S3Settings, S3Sink, S3Stats, S3Store,
+    SourceShape,
 };
 pub use sink::{Discard, Payload, Precondition, Sink};
 pub use source::{Body, BoxFuture, SourceInfo, SourceObject};

@@ -14,6 +14,7 @@
 mod delete;
 mod error;
 mod listing;
+pub use listing::LevelEntry;
 mod meta;
 mod reader;
 mod regions;
