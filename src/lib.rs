@@ -46,6 +46,7 @@ pub mod bridge;
 pub mod crypto;
 mod error;
 pub mod escape;
+pub mod events;
 pub mod format;
 pub mod keys;
 pub mod ops;

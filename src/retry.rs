@@ -98,6 +98,21 @@ impl RetryPolicy {
     where
         Fut: Future<Output = Result<T, E>>,
     {
+        self.run_telling(stats, classify, |_, _| {}, call).await
+    }
+
+    /// [`run`](Self::run), telling `on_retry` of each failure about to be retried and
+    /// the wait before the retry (for log lines).
+    pub async fn run_telling<T, E, Fut>(
+        &self,
+        stats: &RetryStats,
+        classify: impl Fn(&E) -> Transience,
+        on_retry: impl Fn(&E, Duration),
+        call: impl FnMut() -> Fut,
+    ) -> Result<T, E>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.base_delay)
             .with_max_delay(self.max_delay)
@@ -116,8 +131,9 @@ impl RetryPolicy {
                 kind != Transience::Permanent
             })
             .adjust(|_, ceiling| ceiling.map(full_jitter))
-            .notify(|_, _| {
+            .notify(|e, wait| {
                 stats.retries.fetch_add(1, Relaxed);
+                on_retry(e, wait);
             })
             .await
     }

@@ -61,10 +61,42 @@ pub struct GlobalArgs {
     /// whole or not at all (a temporary file beside FILE, then renamed).
     #[arg(long, global = true, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// How log lines look on stderr: text, or json (one object per line for each
+    /// object's outcome, each retried request, the job's start and its summary; no
+    /// progress bar) [default: text] [env: SEALPIPE_LOG_FORMAT].
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Write the job's metrics to FILE at the end, in the Prometheus text format (for
+    /// node_exporter's textfile collector or a Pushgateway) [env: SEALPIPE_METRICS_FILE].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     #[command(flatten)]
     pub aws: AwsArgs,
     #[command(flatten)]
     pub s3: S3Args,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("expected text or json, not {other:?}")),
+        }
+    }
 }
 
 /// AWS and KMS settings. Credentials come from the standard chain (environment,

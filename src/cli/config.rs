@@ -125,6 +125,8 @@ pub struct RuntimeSection {
     pub completion_report: Option<PathBuf>,
     #[serde(default)]
     pub fail_fast: bool,
+    pub log_format: Option<super::args::LogFormat>,
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// `[aws]`: overrides for the AWS SDK's own configuration.

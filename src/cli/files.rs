@@ -131,8 +131,13 @@ impl ReportFile {
 
     /// Writes `value` and moves it into place.
     pub fn commit(self, value: &serde_json::Value) -> anyhow::Result<()> {
-        let shown = escape::path(&self.path);
         let text = super::json::to_string_pretty(value)?;
+        self.commit_text(&text)
+    }
+
+    /// Writes `text` and moves it into place.
+    pub fn commit_text(self, text: &str) -> anyhow::Result<()> {
+        let shown = escape::path(&self.path);
         match self.target {
             ReportTarget::Through(mut file) => file
                 .write_all(text.as_bytes())

@@ -8,6 +8,7 @@ mod files;
 mod inspect;
 mod json;
 mod keyref;
+mod metrics;
 pub mod output;
 mod progress;
 mod report;
@@ -19,7 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use output::say;
-use sealpipe::pipeline::{self, Cancel, Job, Mode, Report, Stats};
+use sealpipe::pipeline::{self, Cancel, Job, Mode, Report, Source, Stats};
 
 pub use args::Cli;
 use files::ReportFile;
@@ -39,10 +40,32 @@ pub enum Outcome {
 pub async fn main(cli: Cli) -> anyhow::Result<Outcome> {
     let settings = settings::resolve(&cli, &settings::process_env)?;
     let kms = build::kms_source(&settings.aws);
-    let quiet = settings.quiet.value;
+    if settings.log_json {
+        sealpipe::events::log_json_to(Box::new(std::io::stderr()));
+    }
+    // JSON logs are for machines: no progress bar or notes for people among them.
+    let quiet = settings.quiet.value || settings.log_json;
     match &settings.command {
-        Resolved::Job(job) => execute(job, &settings.aws, quiet, &kms).await,
-        Resolved::Run(run) => run::run(run, &settings.aws, quiet, &kms).await,
+        Resolved::Job(job) => {
+            let metrics = settings
+                .metrics_file
+                .as_deref()
+                .map(metrics::prepare)
+                .transpose()?;
+            let (outcome, report) = execute(job, &settings.aws, quiet, &kms).await?;
+            if let Some(file) = metrics {
+                metrics::write(file, &report, &kms)?;
+            }
+            Ok(outcome)
+        }
+        Resolved::Run(run) => {
+            let metrics = settings
+                .metrics_file
+                .as_deref()
+                .map(metrics::prepare)
+                .transpose()?;
+            run::run(run, &settings.aws, quiet, &kms, metrics).await
+        }
         Resolved::Inspect(file) => inspect::run(file),
         Resolved::MergeReports {
             files,
@@ -59,17 +82,56 @@ async fn execute(
     aws: &settings::Aws,
     quiet: bool,
     kms: &keyref::KmsSource,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<(Outcome, Report)> {
     let job = build::job(settings, build::parts(settings, aws, kms).await?)?;
+    log_job_start(settings, &job);
     // Before any object: a report that cannot be written must not cost a whole job.
     let report_file = prepare_report(settings)?;
     let completion = settings.completion_report.value.as_deref();
-    let report = run_job(job, settings.dry_run, quiet, kms, completion).await?;
+    let report = run_job(
+        job,
+        settings.dry_run,
+        quiet,
+        kms,
+        completion,
+        settings.task.key_refs(),
+    )
+    .await?;
     print_summary(&report, quiet, kms);
     if let Some(file) = report_file {
         file.commit(&report_json(&report, kms)?)?;
     }
-    Ok(outcome(&report))
+    Ok((outcome(&report), report))
+}
+
+/// The job's start as a log line (`--log-format json`): what, from where to where,
+/// with which keys.
+fn log_job_start(settings: &JobSettings, job: &Job) {
+    if !sealpipe::events::enabled() {
+        return;
+    }
+    let mut fields = serde_json::Map::new();
+    fields.insert("mode".into(), serde_json::json!(job.mode()));
+    let source = match &settings.source {
+        Source::Location(location) => location.to_string(),
+        Source::Manifest(location) => format!("manifest {location}"),
+    };
+    fields.insert("source".into(), sealpipe::events::untrusted(&source));
+    if let Some(d) = &settings.destination {
+        fields.insert(
+            "destination".into(),
+            sealpipe::events::untrusted(&d.to_string()),
+        );
+    }
+    fields.insert(
+        "wrapping_keys".into(),
+        serde_json::json!(settings.task.key_refs()),
+    );
+    fields.insert("dry_run".into(), settings.dry_run.into());
+    if let Some(shard) = &job.shard {
+        fields.insert("shard".into(), serde_json::json!(shard));
+    }
+    sealpipe::events::emit("job", fields);
 }
 
 /// The JSON report's file (`--report`, else `[runtime] report`), reserved up front.
@@ -117,6 +179,7 @@ async fn run_job(
     quiet: bool,
     kms: &keyref::KmsSource,
     completion_report: Option<&Path>,
+    wrapping_keys: &[String],
 ) -> anyhow::Result<Report> {
     let stats = Arc::new(match completion_report {
         // Unbuffered: the library flushes each line itself, so the file only ever holds
@@ -126,6 +189,7 @@ async fn run_job(
         }
         None => Stats::default(),
     });
+    stats.label_keys(wrapping_keys.to_vec());
     if dry_run && !quiet {
         say!(
             "dry run: key references are checked for syntax only; no key file is read and \
@@ -184,6 +248,13 @@ fn outcome(report: &Report) -> Outcome {
 }
 
 fn print_summary(report: &Report, quiet: bool, kms: &keyref::KmsSource) {
+    // JSON logs carry every failure as its object's line; the summary is one more.
+    if sealpipe::events::enabled() {
+        if let Ok(serde_json::Value::Object(doc)) = report_json(report, kms) {
+            sealpipe::events::emit("summary", doc);
+        }
+        return;
+    }
     for f in &report.failures {
         say!("error: {}: {}", f.path, f.error);
     }

@@ -21,6 +21,7 @@ pub async fn run(
     aws: &Aws,
     quiet: bool,
     kms: &KmsSource,
+    metrics_file: Option<super::files::ReportFile>,
 ) -> anyhow::Result<Outcome> {
     let settings = &run.job;
     // Before anything is written (a development key, any object): a report that cannot
@@ -34,15 +35,20 @@ pub async fn run(
         say!("sealpipe run: {} ({})", run.summary, parts.describe_keys());
     }
     let main_job = build::job(settings, parts)?;
+    super::log_job_start(settings, &main_job);
     let completion = settings.completion_report.value.as_deref();
-    let report = run_job(main_job, settings.dry_run, quiet, kms, completion).await?;
+    let keys = settings.task.key_refs();
+    let report = run_job(main_job, settings.dry_run, quiet, kms, completion, keys).await?;
     print_summary(&report, quiet, kms);
+    if let Some(file) = metrics_file {
+        super::metrics::write(file, &report, kms)?;
+    }
 
     let mut result = outcome(&report);
     let mut verify_doc = None;
     if let Some(verify) = &run.verify {
         let decrypt = build::job(&verify.job, build::parts(&verify.job, aws, kms).await?)?;
-        let check = run_job(decrypt, false, true, kms, None).await?;
+        let check = run_job(decrypt, false, true, kms, None, &[]).await?;
         let identical = compare_trees(&verify.source, &verify.copy)?;
         let ok = check.all_succeeded() && identical.mismatched.is_empty();
         if !quiet {

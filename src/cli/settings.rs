@@ -24,7 +24,7 @@ use sealpipe::store::{Location, S3Settings};
 use sealpipe::stream::{CommitmentPolicy, DEFAULT_FRAME_LENGTH};
 
 use super::args::{
-    Cli, Command, GlobalArgs, KeyChange, ReadArgs, RewrapArgs, TransferArgs, WriteArgs,
+    Cli, Command, GlobalArgs, KeyChange, LogFormat, ReadArgs, RewrapArgs, TransferArgs, WriteArgs,
 };
 use super::config::{Config, JobSection};
 use super::values::{BenchSize, Concurrency, KmsRate};
@@ -120,6 +120,9 @@ impl<T> Var<T> {
 
 const CONFIG: Var<PathBuf> = Var::new("SEALPIPE_CONFIG", "--config", non_empty_path);
 const QUIET: Var<bool> = Var::new("SEALPIPE_QUIET", "--quiet", boolean);
+const LOG_FORMAT: Var<LogFormat> = Var::new("SEALPIPE_LOG_FORMAT", "--log-format", from_str);
+const METRICS_FILE: Var<PathBuf> =
+    Var::new("SEALPIPE_METRICS_FILE", "--metrics-file", non_empty_path);
 const AEAD: Var<String> = Var::new("SEALPIPE_AEAD", "--aead", text);
 const CONCURRENCY: Var<Concurrency> = Var::new("SEALPIPE_CONCURRENCY", "--concurrency", from_str);
 const KMS_RATE: Var<KmsRate> = Var::new("SEALPIPE_KMS_RATE", "--kms-rate", from_str);
@@ -229,6 +232,10 @@ impl Layers<'_> {
 #[derive(Debug)]
 pub struct Settings {
     pub quiet: Sourced<bool>,
+    /// `--log-format json`: log lines as JSON objects.
+    pub log_json: bool,
+    /// Where the job's Prometheus metrics go at its end.
+    pub metrics_file: Option<PathBuf>,
     pub aws: Aws,
     pub command: Resolved,
 }
@@ -312,6 +319,15 @@ pub struct Rewrapping {
 }
 
 impl Task {
+    /// The wrapping keys of the messages the job writes (or reads), as given.
+    pub fn key_refs(&self) -> &[String] {
+        match self {
+            Task::Encrypt(w) | Task::Reencrypt { write: w, .. } => &w.keys.refs.value,
+            Task::Rewrap { rewrap, .. } => &rewrap.write.keys.refs.value,
+            Task::Decrypt(r) | Task::Verify(r) => &r.keys.refs.value,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Task::Encrypt(_) => "encrypt",
@@ -532,8 +548,17 @@ fn resolve_with(
             }))
         }
     };
+    let r = &config.runtime;
+    let log_format = layers.pick(g.log_format, Some(&LOG_FORMAT), r.log_format)?;
+    let metrics_file = layers.pick(
+        g.metrics_file.clone(),
+        Some(&METRICS_FILE),
+        resolved(config, &r.metrics_file),
+    )?;
     Ok(Settings {
         quiet,
+        log_json: log_format.value == Some(LogFormat::Json),
+        metrics_file: metrics_file.value,
         aws,
         command,
     })

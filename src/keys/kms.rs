@@ -170,9 +170,11 @@ pub struct KmsContext {
 }
 
 impl KmsContext {
+    /// Sends `call` (the KMS `action` with the key `key`), rate-limited and retried.
     async fn call<T, E, Fut>(
         &self,
         counter: &AtomicU64,
+        (action, key): (&str, &str),
         call: impl Fn() -> Fut,
     ) -> Result<T, SdkError<E, aws_smithy_runtime_api::http::Response>>
     where
@@ -181,8 +183,35 @@ impl KmsContext {
             >,
         E: ProvideErrorMetadata,
     {
+        let on_retry = |e: &SdkError<E, aws_smithy_runtime_api::http::Response>,
+                        wait: std::time::Duration| {
+            if !crate::events::enabled() {
+                return;
+            }
+            let mut fields = serde_json::Map::new();
+            fields.insert("service".into(), "kms".into());
+            fields.insert("action".into(), action.into());
+            fields.insert("key".into(), crate::events::untrusted(key));
+            // The service's code; else the HTTP status of a response it could not
+            // read (a proxy's 503); else the kind of failure (timeout, connection).
+            let code = match (
+                e.as_service_error().and_then(|s| s.code()),
+                e.raw_response(),
+            ) {
+                (Some(code), _) => code.to_string(),
+                (None, Some(response)) => format!("HTTP {}", response.status().as_u16()),
+                (None, None) => match e {
+                    SdkError::TimeoutError(_) => "Timeout".to_string(),
+                    SdkError::DispatchFailure(_) => "ConnectionError".to_string(),
+                    _ => "ClientError".to_string(),
+                },
+            };
+            fields.insert("code".into(), crate::events::untrusted(&code));
+            fields.insert("wait_ms".into(), (wait.as_millis() as u64).into());
+            crate::events::emit("retry", fields);
+        };
         self.retry
-            .run(&self.stats.retry, transience, || async {
+            .run_telling(&self.stats.retry, transience, on_retry, || async {
                 if let Some(rate) = &self.rate {
                     rate.acquire().await;
                 }
@@ -331,15 +360,19 @@ impl KmsKeyring {
             None => {
                 let result = self
                     .kms
-                    .call(&self.kms.stats.generate_data_key, || {
-                        client
-                            .generate_data_key()
-                            .key_id(&self.key)
-                            .number_of_bytes(m.suite.key_len as i32)
-                            .set_encryption_context(context.clone())
-                            .set_grant_tokens(self.kms.grant_tokens())
-                            .send()
-                    })
+                    .call(
+                        &self.kms.stats.generate_data_key,
+                        ("GenerateDataKey", &self.key),
+                        || {
+                            client
+                                .generate_data_key()
+                                .key_id(&self.key)
+                                .number_of_bytes(m.suite.key_len as i32)
+                                .set_encryption_context(context.clone())
+                                .set_grant_tokens(self.kms.grant_tokens())
+                                .send()
+                        },
+                    )
                     .await;
                 let out = match result {
                     Ok(out) => out,
@@ -369,7 +402,7 @@ impl KmsKeyring {
             Some(data_key) => {
                 let result = self
                     .kms
-                    .call(&self.kms.stats.encrypt, || {
+                    .call(&self.kms.stats.encrypt, ("Encrypt", &self.key), || {
                         client
                             .encrypt()
                             .key_id(&self.key)
@@ -452,7 +485,7 @@ async fn decrypt_first<'a>(
         let key_arn = key.to_string();
         let client = kms.clients.client(Some(&key.region));
         let result = kms
-            .call(&kms.stats.decrypt, || {
+            .call(&kms.stats.decrypt, ("Decrypt", &key_arn), || {
                 client
                     .decrypt()
                     .key_id(&key_arn)

@@ -55,6 +55,8 @@ pub struct Stats {
     failures: Mutex<Vec<Failure>>,
     skipped: Mutex<Vec<Failure>>,
     completion: Mutex<Option<csv::Writer<Box<dyn Write + Send>>>>,
+    /// The job's wrapping keys, for log lines (see [`Stats::label_keys`]).
+    keys_named: OnceLock<Vec<String>>,
 }
 
 /// How one object ended.
@@ -100,6 +102,21 @@ impl Stats {
     }
 
     fn record(&self, id: &ObjectId, status: Status, code: &str, message: &str) {
+        self.record_with(id, status, code, message, None);
+    }
+
+    /// [`record`](Self::record), with the bytes read and written of a success.
+    fn record_with(
+        &self,
+        id: &ObjectId,
+        status: Status,
+        code: &str,
+        message: &str,
+        bytes: Option<(u64, u64)>,
+    ) {
+        if crate::events::enabled() {
+            self.log_outcome(id, status, code, message, bytes);
+        }
         let mut guard = self.completion.lock().expect("not poisoned");
         if let Some(w) = guard.as_mut() {
             let (bucket, key, version) = id.report_fields();
@@ -130,7 +147,57 @@ impl Stats {
         self.bytes_in.fetch_add(bytes_in, Relaxed);
         self.bytes_out.fetch_add(bytes_out, Relaxed);
         self.objects_ok.fetch_add(1, Relaxed);
-        self.record(id, Status::Succeeded, "", "");
+        self.record_with(id, Status::Succeeded, "", "", Some((bytes_in, bytes_out)));
+    }
+
+    /// Names the wrapping keys of the job's messages in each object's log line: the
+    /// key references (`--key`) as given, the first one generating the data keys.
+    pub fn label_keys(&self, keys: Vec<String>) {
+        let _ = self.keys_named.set(keys);
+    }
+
+    /// The object's outcome as a log line: `event` `object`, with its name, status,
+    /// error code, the step and error, bytes, and the job's wrapping keys.
+    fn log_outcome(
+        &self,
+        id: &ObjectId,
+        status: Status,
+        code: &str,
+        message: &str,
+        bytes: Option<(u64, u64)>,
+    ) {
+        use serde_json::{Value, json};
+        let (bucket, key, version) = id.report_fields();
+        let mut fields = serde_json::Map::new();
+        fields.insert("object".into(), Value::String(id.to_string()));
+        if !bucket.is_empty() {
+            fields.insert("bucket".into(), crate::events::untrusted(&bucket));
+            fields.insert("key".into(), crate::events::untrusted(&key));
+        }
+        if !version.is_empty() {
+            fields.insert("version".into(), crate::events::untrusted(&version));
+        }
+        fields.insert("status".into(), json!(status.as_str()));
+        if !code.is_empty() {
+            fields.insert("code".into(), json!(code));
+        }
+        if !message.is_empty() {
+            // Failures' messages start with the step that failed: `read: ...`.
+            if let Some((step, _)) = message.split_once(": ")
+                && !step.contains(' ')
+            {
+                fields.insert("action".into(), crate::events::untrusted(step));
+            }
+            fields.insert("message".into(), crate::events::untrusted(message));
+        }
+        if let Some((bytes_in, bytes_out)) = bytes {
+            fields.insert("bytes_in".into(), json!(bytes_in));
+            fields.insert("bytes_out".into(), json!(bytes_out));
+        }
+        if let Some(keys) = self.keys_named.get() {
+            fields.insert("wrapping_keys".into(), json!(keys));
+        }
+        crate::events::emit("object", fields);
     }
 
     pub(super) fn fail(&self, id: &ObjectId, code: &str, error: String) {

@@ -57,6 +57,24 @@ where
     result
 }
 
+/// A retried request as a log line (`--log-format json`).
+fn log_retry(e: &S3Error, wait: std::time::Duration) {
+    if !crate::events::enabled() {
+        return;
+    }
+    let mut fields = serde_json::Map::new();
+    fields.insert("service".into(), "s3".into());
+    fields.insert("action".into(), e.action.into());
+    fields.insert("object".into(), crate::events::untrusted(&e.object));
+    fields.insert("code".into(), crate::events::untrusted(&e.code));
+    if let Some(status) = e.status {
+        fields.insert("status".into(), status.into());
+    }
+    fields.insert("message".into(), crate::events::untrusted(&e.message));
+    fields.insert("wait_ms".into(), (wait.as_millis() as u64).into());
+    crate::events::emit("retry", fields);
+}
+
 /// [`retried`] without naming the caller, for housekeeping whose failure is counted and
 /// passed over (stale upload cleanup, aborting a failed upload): a run that succeeds
 /// must not send a `GetCallerIdentity` it never reports.
@@ -70,9 +88,10 @@ where
     shared
         .settings
         .retry
-        .run(
+        .run_telling(
             &shared.stats.retry,
             |e: &(Transience, S3Error)| e.0,
+            |(_, e), wait| log_retry(e, wait),
             || {
                 shared.stats.requests.fetch_add(1, Relaxed);
                 call()
