@@ -488,4 +488,26 @@ fn four_workers_divided_by_prefix_list_only_their_part() {
     assert_exact_cover("prefix", &workers, &expected, |row| row[1].clone());
     assert_merged_complete(&w, "prefix", keys.len());
     assert_eq!(w.keys("dst").len(), keys.len());
+
+    // A single object is no listing to divide: it is in the one shard its hash names.
+    let mut planned = 0;
+    for i in 0..SHARDS {
+        let shard = format!("{i}/{SHARDS}");
+        let run = w.run(&[
+            "encrypt",
+            "s3://src/p/top-03",
+            "s3://dst/single",
+            "--key",
+            &w.key,
+            "--shard",
+            &shard,
+            "--shard-by",
+            "prefix",
+            "--dry-run",
+            "-q",
+        ]);
+        run.assert_exit(0);
+        planned += run.objects("planned");
+    }
+    assert_eq!(planned, 1, "exactly one worker takes a single object");
 }

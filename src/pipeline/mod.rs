@@ -355,9 +355,10 @@ fn admit(ctx: &Context, item: ListItem) -> Option<Listed> {
     if !ctx.job.filter.accepts(listed.relative.as_path()) {
         return None;
     }
-    // Divided by prefix, the listing itself took this shard's share.
+    // Divided by prefix, the listing of a prefix took this shard's share itself; a
+    // single object is divided by hash all the same.
     if let Some(shard) = &ctx.job.shard
-        && shard.by() == ShardBy::Hash
+        && !(shard.by() == ShardBy::Prefix && matches!(ctx.plan.shape, plan::Shape::Prefix(_)))
         && !shard.owns(&listed.id, &listed.relative)
     {
         return None;
