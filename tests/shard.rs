@@ -62,10 +62,21 @@ impl Files {
 
 /// Starts worker `i` of `args`, told its shard the way [`told`] says.
 fn spawn_worker(w: &World, name: &str, args: &[&str], i: u64) -> (Child, Files) {
+    spawn_worker_via(w, &w.moto.endpoint(), name, args, i)
+}
+
+/// [`spawn_worker`] with S3 and KMS at `endpoint`.
+fn spawn_worker_via(
+    w: &World,
+    endpoint: &str,
+    name: &str,
+    args: &[&str],
+    i: u64,
+) -> (Child, Files) {
     let (extra, env) = told(i);
     let files = Files::of(w, name, i);
     let child = w
-        .command(&w.moto.endpoint())
+        .command(endpoint)
         .args(args)
         .args(&extra)
         .arg("--report")
@@ -427,22 +438,7 @@ fn four_workers_divided_by_prefix_list_only_their_part() {
     let mut running = Vec::new();
     for i in 0..SHARDS {
         let proxy = w.proxy(&["--verbose"]);
-        let (extra, env) = told(i);
-        let files = Files::of(&w, "prefix", i);
-        let child = w
-            .command(&proxy.endpoint)
-            .args(args)
-            .args(&extra)
-            .arg("--report")
-            .arg(&files.report)
-            .arg("--completion-report")
-            .arg(&files.completion)
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&files.stderr).unwrap())
-            .spawn()
-            .unwrap();
+        let (child, files) = spawn_worker_via(&w, &proxy.endpoint, "prefix", &args, i);
         running.push((proxy, child, files));
     }
     let mut workers = Vec::new();

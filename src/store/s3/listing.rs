@@ -1,6 +1,7 @@
 //! Listing a prefix as a stream: ListObjectsV2 pages, each object sent on as it
 //! arrives.
 
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use tokio::sync::mpsc;
 
 use super::{
@@ -42,30 +43,13 @@ impl S3Store {
         out: &mpsc::Sender<ListItem>,
     ) -> Result<(), S3Error> {
         let what = format!("s3://{bucket}/{within}");
-        let mut token: Option<String> = None;
-        let client = self.shared.client(bucket).await;
-        loop {
-            let page = retried(&self.shared, || {
-                let request = client
-                    .list_objects_v2()
-                    .bucket(bucket)
-                    .prefix(within)
-                    .set_continuation_token(token.clone());
-                let what = &what;
-                send(request.send(), "ListObjectsV2", what)
-            })
-            .await?;
-            for object in page.contents() {
-                let Some(key) = object.key() else { continue };
-                if out.send(item(bucket, root, key, object)).await.is_err() {
-                    return Ok(());
-                }
-            }
-            token = page.next_continuation_token().map(str::to_string);
-            if token.is_none() || page.is_truncated() != Some(true) {
-                return Ok(());
-            }
-        }
+        self.pages(bucket, within, None, &what, out, |page| {
+            page.contents()
+                .iter()
+                .filter_map(|o| Some(item(bucket, root, o.key()?, o)))
+                .collect()
+        })
+        .await
     }
 
     /// Lists one level below `prefix` (delimiter `/`): its objects (named relative to
@@ -78,6 +62,23 @@ impl S3Store {
         out: &mpsc::Sender<LevelEntry>,
     ) -> Result<(), S3Error> {
         let what = format!("s3://{bucket}/{prefix} (one level, delimiter /)");
+        self.pages(bucket, prefix, Some("/"), &what, out, |page| {
+            level_entries(bucket, root, page)
+        })
+        .await
+    }
+
+    /// Sends what `entries` makes of each ListObjectsV2 page of `prefix`, page after
+    /// page, until the last page or until the receiver is gone.
+    async fn pages<T>(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        what: &str,
+        out: &mpsc::Sender<T>,
+        entries: impl Fn(&ListObjectsV2Output) -> Vec<T>,
+    ) -> Result<(), S3Error> {
         let mut token: Option<String> = None;
         let client = self.shared.client(bucket).await;
         loop {
@@ -86,13 +87,12 @@ impl S3Store {
                     .list_objects_v2()
                     .bucket(bucket)
                     .prefix(prefix)
-                    .delimiter("/")
+                    .set_delimiter(delimiter.map(str::to_string))
                     .set_continuation_token(token.clone());
-                let what = &what;
-                send(request.send(), "ListObjectsV2", what)
+                send(request.send(), "ListObjectsV2", &what)
             })
             .await?;
-            for entry in level_entries(bucket, root, &page) {
+            for entry in entries(&page) {
                 if out.send(entry).await.is_err() {
                     return Ok(());
                 }
@@ -107,11 +107,7 @@ impl S3Store {
 
 /// A page's objects and prefixes merged into key order: each is sorted, and together
 /// they cover one key range, so page after page the whole listing comes in order.
-fn level_entries(
-    bucket: &str,
-    root: &str,
-    page: &aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output,
-) -> Vec<LevelEntry> {
+fn level_entries(bucket: &str, root: &str, page: &ListObjectsV2Output) -> Vec<LevelEntry> {
     let objects: Vec<(&str, &aws_sdk_s3::types::Object)> = page
         .contents()
         .iter()
