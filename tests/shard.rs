@@ -1,7 +1,8 @@
 //! `--shard I/N`: four worker processes running the same job at once, each given its
 //! shard a different way (the flag, SEALPIPE_SHARD, a Kubernetes Indexed Job's
 //! JOB_COMPLETION_INDEX with --shards, an AWS Batch array job's index and size), cover
-//! every object exactly once: over a local tree, an S3 prefix on moto, and a manifest of
+//! every object exactly once: over a local tree, an S3 prefix of 10,000 objects on moto
+//! (divided by hash and by prefix), and a manifest of
 //! the same objects. Which worker takes which object is checked against the documented
 //! hash, computed by Python's hashlib, not by sealpipe; `sealpipe report merge` of their
 //! reports says the job is complete, and, with one worker killed, which shard is missing
@@ -17,6 +18,9 @@ use common::world::{self, Obj, RUN_TIMEOUT, World};
 use serde_json::Value;
 
 const SHARDS: u64 = 4;
+
+/// Objects of the S3 fleet test: enough that an uneven or overlapping split shows.
+const S3_OBJECTS: u64 = 10_000;
 
 /// How worker `i` is told its shard: arguments and environment.
 fn told(i: u64) -> (Vec<String>, Vec<(&'static str, String)>) {
@@ -148,18 +152,73 @@ fn merge(w: &World, name: &str) -> (Option<i32>, Value, String) {
 
 /// The merged report of a complete job: exit 0, every object once, nothing missing.
 fn assert_merged_complete(w: &World, name: &str, objects: usize) {
-    let (code, merged, stderr) = merge(w, name);
-    assert_eq!(code, Some(0), "{name}: {stderr}");
+    let merged = assert_merged_done(w, name, objects);
     assert_eq!(merged["objects"]["ok"], objects, "{name}");
-    assert_eq!(merged["objects"]["planned"], objects, "{name}");
-    assert_eq!(merged["shards"]["missing"], serde_json::json!([]), "{name}");
-    assert_eq!(merged["completion"]["objects"], objects, "{name}");
     assert_eq!(
         merged["completion"]["by_status"]["succeeded"], objects,
         "{name}"
     );
+}
+
+/// The merged report of a job whose every object is done, some perhaps by an earlier,
+/// killed run (skipped now as finished work): exit 0, each object in one report.
+fn assert_merged_done(w: &World, name: &str, objects: usize) -> Value {
+    let (code, merged, stderr) = merge(w, name);
+    assert_eq!(code, Some(0), "{name}: {stderr}");
+    let count = |v: &Value| v.as_u64().unwrap_or(0);
+    let o = &merged["objects"];
+    assert_eq!(count(&o["planned"]), objects as u64, "{name}");
+    assert_eq!(
+        count(&o["ok"]) + count(&o["skipped"]),
+        objects as u64,
+        "{name}"
+    );
+    assert_eq!(merged["shards"]["missing"], serde_json::json!([]), "{name}");
+    assert_eq!(merged["completion"]["objects"], objects, "{name}");
     assert_eq!(merged["completion"]["in_two_reports"], 0, "{name}");
     assert_eq!(merged["problems"], serde_json::json!([]), "{name}");
+    merged
+}
+
+/// The division `--shard-by prefix` must make of `keys` below `root`, worked out here:
+/// S3 lists the prefixes one level down in byte order (as a BTreeSet sorts them), shard
+/// i takes prefixes [i*m/N, (i+1)*m/N), and the keys directly below `root` go by the
+/// documented hash. Returns the prefixes, each one's shard, and each key's.
+fn divided_by_prefix(
+    bucket: &str,
+    root: &str,
+    keys: &BTreeSet<String>,
+) -> (Vec<String>, Vec<u64>, BTreeMap<String, u64>) {
+    let prefixes: Vec<String> = keys
+        .iter()
+        .filter_map(|k| {
+            let rest = k.strip_prefix(root)?;
+            rest.split_once('/').map(|(dir, _)| format!("{root}{dir}/"))
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let top: BTreeSet<String> = keys
+        .iter()
+        .filter(|k| k.strip_prefix(root).is_some_and(|rest| !rest.contains('/')))
+        .cloned()
+        .collect();
+    let mut expected = expected_shards(bucket, &top);
+    let m = prefixes.len() as u64;
+    let prefix_shard: Vec<u64> = (0..m)
+        .map(|n| {
+            (0..SHARDS)
+                .find(|s| (s * m / SHARDS..(s + 1) * m / SHARDS).contains(&n))
+                .unwrap()
+        })
+        .collect();
+    for (prefix, shard) in prefixes.iter().zip(&prefix_shard) {
+        for key in keys.iter().filter(|k| k.starts_with(prefix.as_str())) {
+            expected.insert(key.clone(), *shard);
+        }
+    }
+    assert_eq!(expected.len(), keys.len());
+    (prefixes, prefix_shard, expected)
 }
 
 /// The shard of each name by the documented formula, computed by Python:
@@ -201,6 +260,18 @@ fn assert_exact_cover(
     expected: &BTreeMap<String, u64>,
     name_of_row: impl Fn(&[String]) -> String,
 ) {
+    assert_exact_cover_with(name, workers, expected, name_of_row, true);
+}
+
+/// [`assert_exact_cover`]; `even`: also that no share is far from a quarter (hash
+/// shares are; prefix ranges of 11 prefixes are 2, 3, 3 and 3 prefixes).
+fn assert_exact_cover_with(
+    name: &str,
+    workers: &[Worker],
+    expected: &BTreeMap<String, u64>,
+    name_of_row: impl Fn(&[String]) -> String,
+    even: bool,
+) {
     let mut owner: BTreeMap<String, u64> = BTreeMap::new();
     let mut total_ok = 0;
     for (i, worker) in workers.iter().enumerate() {
@@ -217,7 +288,7 @@ fn assert_exact_cover(
         assert_eq!(worker.report["objects"]["planned"], ok, "{name} worker {i}");
         // Four shards of hundreds of objects: none is empty or takes nearly all.
         assert!(
-            ok > expected.len() as u64 / 8 && ok < expected.len() as u64 / 2,
+            !even || (ok > expected.len() as u64 / 8 && ok < expected.len() as u64 / 2),
             "{name} worker {i} took {ok} of {}",
             expected.len()
         );
@@ -282,17 +353,27 @@ fn four_workers_cover_an_s3_prefix_and_its_manifest_exactly_once() {
     w.create_bucket("src");
     w.create_bucket("dst");
     w.create_bucket("dst2");
-    let objects: Vec<Obj> = (0..400u64)
+    let objects: Vec<Obj> = (0..S3_OBJECTS)
         .map(|n| {
             Obj::plain(
                 &format!("logs/{}/{n:05}.json", n % 11),
-                common::pseudo_random(n as usize * 13, n),
+                common::pseudo_random((n % 97) as usize * 13, n),
             )
         })
         .collect();
     w.put_all("src", &objects);
+    w.log(&format!("{} objects in s3://src/logs/", objects.len()));
     let keys: BTreeSet<String> = objects.iter().map(|o| o.key.clone()).collect();
     let expected = expected_shards("src", &keys);
+    // The manifest and the killed worker take a part: every object once is shown by the
+    // whole listing, and a part shows the rest as well for a tenth of the time.
+    let subset = |keep: &dyn Fn(&str) -> bool| -> BTreeMap<String, u64> {
+        expected
+            .iter()
+            .filter(|(k, _)| keep(k))
+            .map(|(k, s)| (k.clone(), *s))
+            .collect()
+    };
 
     // The listing: each worker lists the prefix and takes its share.
     let workers = run_workers(
@@ -315,8 +396,36 @@ fn four_workers_cover_an_s3_prefix_and_its_manifest_exactly_once() {
         .collect();
     assert_eq!(written, want);
 
+    // The same objects divided by prefix: 11 prefixes below logs/, in ranges.
+    w.create_bucket("dst4");
+    let workers = run_workers(
+        &w,
+        "by-prefix",
+        &[
+            "encrypt",
+            "s3://src/logs/",
+            "s3://dst4/",
+            "--key",
+            &w.key,
+            "--shard-by",
+            "prefix",
+        ],
+    );
+    let (prefixes, _, by_prefix) = divided_by_prefix("src", "logs/", &keys);
+    assert_eq!(prefixes.len(), 11);
+    assert_exact_cover_with(
+        "by-prefix",
+        &workers,
+        &by_prefix,
+        |row| row[1].clone(),
+        false,
+    );
+    assert_merged_complete(&w, "by-prefix", keys.len());
+    assert_eq!(w.keys("dst4").len(), keys.len());
+
     // A manifest of the same objects (no versions named) splits the same way.
-    let manifest: String = keys.iter().map(|k| format!("src,{k}\n")).collect();
+    let in_manifest = subset(&|k: &str| k.ends_with("0.json"));
+    let manifest: String = in_manifest.keys().map(|k| format!("src,{k}\n")).collect();
     std::fs::write(w.path("manifest.csv"), manifest).unwrap();
     let workers = run_workers(
         &w,
@@ -330,15 +439,16 @@ fn four_workers_cover_an_s3_prefix_and_its_manifest_exactly_once() {
             &w.key,
         ],
     );
-    assert_exact_cover("manifest", &workers, &expected, |row| row[1].clone());
-    assert_eq!(w.keys("dst2").len(), keys.len());
-    assert_merged_complete(&w, "manifest", keys.len());
+    assert_exact_cover("manifest", &workers, &in_manifest, |row| row[1].clone());
+    assert_eq!(w.keys("dst2").len(), in_manifest.len());
+    assert_merged_complete(&w, "manifest", in_manifest.len());
     assert!(Path::new(&w.path("manifest.csv")).is_file());
 
     // One worker killed: the merge says which shard is missing and exits 1; that
     // shard alone run again completes the job.
     w.create_bucket("dst3");
-    let args = ["encrypt", "s3://src/logs/", "s3://dst3/", "--key", &w.key];
+    let below_3 = subset(&|k: &str| k.starts_with("logs/3/"));
+    let args = ["encrypt", "s3://src/logs/3/", "s3://dst3/", "--key", &w.key];
     let (mut killed, _) = spawn_worker(&w, "killed", &args, 2);
     let others: Vec<_> = [0, 1, 3]
         .into_iter()
@@ -360,8 +470,8 @@ fn four_workers_cover_an_s3_prefix_and_its_manifest_exactly_once() {
     );
     let (child, files) = spawn_worker(&w, "killed", &args, 2);
     finish_worker("killed", 2, child, &files);
-    assert_merged_complete(&w, "killed", keys.len());
-    assert_eq!(w.keys("dst3").len(), keys.len());
+    assert_merged_done(&w, "killed", below_3.len());
+    assert_eq!(w.keys("dst3").len(), below_3.len());
 }
 
 /// `--shard-by prefix`: each worker lists the level below the source (twice) and then
@@ -391,38 +501,8 @@ fn four_workers_divided_by_prefix_list_only_their_part() {
         .map(|o| o.key.clone())
         .filter(|k| k.starts_with("p/"))
         .collect();
-    // The expected division, worked out here: S3 lists prefixes in byte order (as a
-    // BTreeSet sorts them), shard i takes prefixes [i*m/4, (i+1)*m/4).
-    let prefixes: Vec<String> = keys
-        .iter()
-        .filter_map(|k| {
-            let rest = k.strip_prefix("p/")?;
-            rest.split_once('/').map(|(dir, _)| format!("p/{dir}/"))
-        })
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let (prefixes, prefix_shard, expected) = divided_by_prefix("src", "p/", &keys);
     assert_eq!(prefixes.len(), 12);
-    let top: BTreeSet<String> = keys
-        .iter()
-        .filter(|k| k.starts_with("p/top-"))
-        .cloned()
-        .collect();
-    let by_hash = expected_shards("src", &top);
-    let mut expected: BTreeMap<String, u64> = by_hash;
-    let m = prefixes.len() as u64;
-    let prefix_shard: Vec<u64> = (0..m)
-        .map(|n| {
-            (0..SHARDS)
-                .find(|s| (s * m / SHARDS..(s + 1) * m / SHARDS).contains(&n))
-                .unwrap()
-        })
-        .collect();
-    for (prefix, shard) in prefixes.iter().zip(&prefix_shard) {
-        for key in keys.iter().filter(|k| k.starts_with(prefix.as_str())) {
-            expected.insert(key.clone(), *shard);
-        }
-    }
     assert_eq!(expected.len(), keys.len());
 
     // Each worker through its own logging proxy, to see what it lists.
