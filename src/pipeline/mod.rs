@@ -337,9 +337,18 @@ fn lane_source(job: &Job) -> Option<&std::path::PathBuf> {
 /// filtered items are accounted for here.
 fn admit(ctx: &Context, item: ListItem) -> Option<Listed> {
     let stats = &ctx.stats;
+    let divided_by_listing = ctx.job.shard.is_some_and(|s| {
+        s.by() == ShardBy::Prefix && matches!(ctx.plan.shape, plan::Shape::Prefix(_))
+    });
     let listed = match item {
         ListItem::Object(listed) => listed,
         ListItem::Skipped { id, reason } => {
+            // What a listing passes over (folder markers, links) has no share of its
+            // own: the first shard reports it, so merged reports count it once. Under
+            // prefix division the listing already kept only this shard's.
+            if ctx.job.shard.is_some_and(|s| s.index() > 0) && !divided_by_listing {
+                return None;
+            }
             stats.plan(None);
             stats.skip(&id, &reason);
             return None;
@@ -358,7 +367,7 @@ fn admit(ctx: &Context, item: ListItem) -> Option<Listed> {
     // Divided by prefix, the listing of a prefix took this shard's share itself; a
     // single object is divided by hash all the same.
     if let Some(shard) = &ctx.job.shard
-        && !(shard.by() == ShardBy::Prefix && matches!(ctx.plan.shape, plan::Shape::Prefix(_)))
+        && !divided_by_listing
         && !shard.owns(&listed.id, &listed.relative)
     {
         return None;
@@ -615,6 +624,9 @@ async fn list_level_objects(
             match entry {
                 store::LevelEntry::Object(ListItem::Object(listed))
                     if !shard.owns(&listed.id, &listed.relative) => {}
+                // Passed over directly below the root (a folder marker): the first
+                // shard reports it, once.
+                store::LevelEntry::Object(ListItem::Skipped { .. }) if shard.index() > 0 => {}
                 store::LevelEntry::Object(item) => {
                     if out.send(item).await.is_err() {
                         return Ok(());
