@@ -40,6 +40,10 @@
 //! # Ok(()) }
 //! ```
 
+// The pipeline's futures nest deeply (a benchmark's job, its objects, their listings,
+// each page): a clean build computes their layouts past rustc's default query depth.
+#![recursion_limit = "256"]
+
 pub mod aws;
 pub mod bench;
 pub mod bridge;
