@@ -4,6 +4,9 @@
 //! Nothing here writes to stdout or stderr directly: `cli::output` does, so that a
 //! closed stream never panics and no untrusted byte reaches a terminal raw.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+// As in the library: the job's nested futures outgrow rustc's default query depth in a
+// clean build.
+#![recursion_limit = "256"]
 
 mod cli;
 
