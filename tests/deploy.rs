@@ -21,18 +21,9 @@ fn deploy(path: &str) -> PathBuf {
 fn yaml_documents(path: &Path) -> Vec<Value> {
     let script = "import json, sys, yaml\n\
         print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))\n";
-    let out = std::process::Command::new(common::venv_tool("python"))
-        .args(["-c", script])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{} is not valid YAML: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let what = format!("{} is not valid YAML", path.display());
+    let printed = common::venv_python(&what, script, &[path], b"");
+    serde_json::from_str(&printed).unwrap()
 }
 
 fn json_file(path: &Path) -> Value {

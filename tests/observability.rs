@@ -40,19 +40,11 @@ fn parse_metrics(path: &std::path::Path) -> BTreeMap<String, f64> {
             for s in family.samples:\n        \
                 labels = ','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))\n        \
                 print(f'{s.name}{{{labels}}} {s.value}')\n";
-    let out = std::process::Command::new(common::venv_tool("python"))
-        .args(["-c", script])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "prometheus-client refused the metrics file: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
+    let what = format!(
+        "prometheus-client refused the metrics file\n{}",
         std::fs::read_to_string(path).unwrap_or_default()
     );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    common::venv_python(&what, script, &[path], b"")
         .lines()
         .map(|l| {
             let (name, value) = l.rsplit_once(' ').unwrap();

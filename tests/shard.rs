@@ -232,22 +232,9 @@ fn expected_shards(bucket: &str, names: &BTreeSet<String>) -> BTreeMap<String, u
                  h = hashlib.sha256(b'{bucket}' + b'\\0' + name.encode()).digest()\n        \
                  print(int.from_bytes(h[:8], 'big') % {SHARDS})\n"
     );
-    let mut python = std::process::Command::new(common::venv_tool("python"))
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
     let input: Vec<&str> = names.iter().map(String::as_str).collect();
-    std::io::Write::write_all(python.stdin.as_mut().unwrap(), input.join("\n").as_bytes()).unwrap();
-    drop(python.stdin.take());
-    let out = python.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let shards: Vec<u64> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
+    let printed = common::venv_python("the shard hash", &script, &[], input.join("\n").as_bytes());
+    let shards: Vec<u64> = printed.lines().map(|l| l.parse().unwrap()).collect();
     assert_eq!(shards.len(), names.len());
     names.iter().cloned().zip(shards).collect()
 }

@@ -39,12 +39,7 @@ fn exposition(report: &Report, kms: &[u64; 5]) -> String {
     }
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
-        let _ = writeln!(out, "# HELP sealpipe_{name} {help}");
-        let _ = writeln!(out, "# TYPE sealpipe_{name} {kind}");
-        for (extra, value) in samples {
-            let sep = if extra.is_empty() { "" } else { "," };
-            let _ = writeln!(out, "sealpipe_{name}{{{labels}{sep}{extra}}} {value}");
-        }
+        family_into(&mut out, &labels, name, kind, help, samples);
     };
     let o = &report.objects;
     family(
@@ -144,6 +139,7 @@ fn exposition(report: &Report, kms: &[u64; 5]) -> String {
                 ("quantile=\"1\"", latency.max_ms / 1e3),
             ],
         );
+        // The summary's count, part of its family.
         let _ = writeln!(
             out,
             "sealpipe_object_seconds_count{{{labels}}} {}",
@@ -151,9 +147,7 @@ fn exposition(report: &Report, kms: &[u64; 5]) -> String {
         );
     }
     let mut gauge = |name: &str, help: &str, value: f64| {
-        let _ = writeln!(out, "# HELP sealpipe_{name} {help}");
-        let _ = writeln!(out, "# TYPE sealpipe_{name} gauge");
-        let _ = writeln!(out, "sealpipe_{name}{{{labels}}} {value}");
+        family_into(&mut out, &labels, name, "gauge", help, &[("", value)]);
     };
     gauge("elapsed_seconds", "Wall time of the job.", report.elapsed_s);
     gauge(
@@ -169,4 +163,22 @@ fn exposition(report: &Report, kms: &[u64; 5]) -> String {
         );
     }
     out
+}
+
+/// Appends one metric family: its help, its type and its samples, each with the job's
+/// `labels` and its own.
+fn family_into(
+    out: &mut String,
+    labels: &str,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: &[(&str, f64)],
+) {
+    let _ = writeln!(out, "# HELP sealpipe_{name} {help}");
+    let _ = writeln!(out, "# TYPE sealpipe_{name} {kind}");
+    for (extra, value) in samples {
+        let sep = if extra.is_empty() { "" } else { "," };
+        let _ = writeln!(out, "sealpipe_{name}{{{labels}{sep}{extra}}} {value}");
+    }
 }

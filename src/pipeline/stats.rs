@@ -101,12 +101,9 @@ impl Stats {
         self.bytes_planned.fetch_add(size.unwrap_or(0), Relaxed);
     }
 
-    fn record(&self, id: &ObjectId, status: Status, code: &str, message: &str) {
-        self.record_with(id, status, code, message, None);
-    }
-
-    /// [`record`](Self::record), with the bytes read and written of a success.
-    fn record_with(
+    /// Writes the object's completion row (and log line); `bytes`: read and written,
+    /// for a success.
+    fn record(
         &self,
         id: &ObjectId,
         status: Status,
@@ -147,7 +144,7 @@ impl Stats {
         self.bytes_in.fetch_add(bytes_in, Relaxed);
         self.bytes_out.fetch_add(bytes_out, Relaxed);
         self.objects_ok.fetch_add(1, Relaxed);
-        self.record_with(id, Status::Succeeded, "", "", Some((bytes_in, bytes_out)));
+        self.record(id, Status::Succeeded, "", "", Some((bytes_in, bytes_out)));
     }
 
     /// Names the wrapping keys of the job's messages in each object's log line: the
@@ -201,13 +198,13 @@ impl Stats {
     }
 
     pub(super) fn fail(&self, id: &ObjectId, code: &str, error: String) {
-        self.record(id, Status::Failed, code, &error);
+        self.record(id, Status::Failed, code, &error, None);
         self.objects_failed.fetch_add(1, Relaxed);
         keep(&self.failures, MAX_REPORTED_FAILURES, id, || error);
     }
 
     pub(super) fn conflict(&self, id: &ObjectId, error: String) {
-        self.record(id, Status::Conflict, "PreconditionFailed", &error);
+        self.record(id, Status::Conflict, "PreconditionFailed", &error, None);
         self.objects_conflict.fetch_add(1, Relaxed);
         keep(&self.failures, MAX_REPORTED_FAILURES, id, || {
             format!("conflict: {error}")
@@ -215,7 +212,7 @@ impl Stats {
     }
 
     pub(super) fn skip(&self, id: &ObjectId, reason: &str) {
-        self.record(id, Status::Skipped, "", reason);
+        self.record(id, Status::Skipped, "", reason, None);
         self.objects_skipped.fetch_add(1, Relaxed);
         keep(&self.skipped, MAX_REPORTED_SKIPS, id, || reason.to_string());
     }
@@ -232,7 +229,13 @@ impl Stats {
                 "a partial output left by an interrupted run could not be removed: {error}; \
                  it may hold a plaintext prefix, remove it by hand"
             );
-            self.record(&id, Status::Failed, "StalePartialNotRemoved", &message);
+            self.record(
+                &id,
+                Status::Failed,
+                "StalePartialNotRemoved",
+                &message,
+                None,
+            );
             keep(&self.failures, MAX_REPORTED_FAILURES, &id, || message);
         }
     }

@@ -54,6 +54,36 @@ pub fn venv_tool(name: &str) -> PathBuf {
     tool
 }
 
+/// Runs `script` with the test venv's Python and `args`, `stdin` written to it (from
+/// another thread, so neither pipe can fill and stall the other); returns its stdout.
+/// A failure panics with `what` and Python's stderr.
+pub fn venv_python(what: &str, script: &str, args: &[&std::path::Path], stdin: &[u8]) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(venv_tool("python"))
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start Python: {e}"));
+    let mut input = child.stdin.take().expect("stdin is piped");
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("Python printed UTF-8")
+}
+
 /// `program` run in `dir` (also its HOME) with nothing from the caller's environment but
 /// PATH, test credentials, us-east-1, and every AWS endpoint at `endpoint` (a moto
 /// server or a fault proxy in front of one).
