@@ -645,3 +645,40 @@ fn reserved_context_keys_are_refused_wherever_they_are_given() {
     }
     assert!(!ws.path("out").exists());
 }
+
+/// `report merge` is given files a user names: a device, a FIFO (whose opening would
+/// wait for a writer) or an enormous file are refused at once, never read without end.
+#[test]
+fn report_merge_refuses_what_is_not_a_report_file() {
+    let ws = Workspace::new();
+    let fifo = ws.path("fifo.csv");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // Sparse: 300 MiB long, nothing on disk.
+    let huge = std::fs::File::create(ws.path("huge.json")).unwrap();
+    huge.set_len(300 << 20).unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["report", "merge", "/dev/zero"], "not a regular file"),
+        (&["report", "merge", "fifo.csv"], "not a regular file"),
+        (&["report", "merge", "huge.json"], "larger than 256 MiB"),
+        (
+            &["report", "merge", "missing.json"],
+            "cannot read missing.json",
+        ),
+    ];
+    for (args, needle) in cases {
+        let child = ws
+            .command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = wait_or_kill(child, &format!("{args:?}"));
+        assert_eq!(status.code(), Some(2), "{args:?}");
+        let o = ws.run(args);
+        assert_usage_error(&o, needle, &format!("{args:?}"));
+    }
+}

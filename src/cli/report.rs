@@ -38,7 +38,7 @@ pub fn merge(
         {
             completions.push((shown, completion_rows(file)?));
         } else {
-            let bytes = std::fs::read(file).with_context(|| format!("cannot read {shown}"))?;
+            let bytes = read_report(file).with_context(|| format!("cannot read {shown}"))?;
             let report: Value = serde_json::from_slice(&bytes)
                 .with_context(|| format!("{shown} is not a JSON report"))?;
             reports.push((shown, report));
@@ -63,14 +63,35 @@ pub fn merge(
     })
 }
 
+/// A worker's JSON report: a regular file of at most [`MAX_REPORT`] bytes (a report
+/// lists at most 10,000 failures and 1,000 skips), so that `/dev/zero` or a wrong,
+/// huge file is refused instead of read without end.
+fn read_report(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    const MAX_REPORT: u64 = 256 << 20;
+    // Looked at before opening: opening a FIFO waits for a writer.
+    anyhow::ensure!(std::fs::metadata(path)?.is_file(), "not a regular file");
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_REPORT + 1).read_to_end(&mut bytes)?;
+    anyhow::ensure!(
+        bytes.len() as u64 <= MAX_REPORT,
+        "larger than {} MiB, which no sealpipe report is",
+        MAX_REPORT >> 20
+    );
+    Ok(bytes)
+}
+
 /// The rows of a completion report: bucket, key, version, status, code, message.
 fn completion_rows(path: &Path) -> anyhow::Result<Vec<CompletionRow>> {
     let shown = escape::path(path);
+    let regular = std::fs::metadata(path).with_context(|| format!("cannot read {shown}"))?;
+    anyhow::ensure!(regular.is_file(), "cannot read {shown}: not a regular file");
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {shown}"))?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_path(path)
-        .with_context(|| format!("cannot read {shown}"))?;
+        .from_reader(std::io::BufReader::new(file));
     reader
         .records()
         .enumerate()
