@@ -38,7 +38,7 @@ fn stopping() -> bool {
 }
 
 /// Waits `delay`, or less once the process is stopping.
-async fn backoff_sleep(delay: Duration) {
+pub(crate) async fn backoff_sleep(delay: Duration) {
     const SLICE: Duration = Duration::from_millis(50);
     let deadline = tokio::time::Instant::now() + delay;
     while !stopping() {

@@ -89,10 +89,15 @@ pub async fn decrypt(
             bytes_out,
         });
     }
-    let sink = out
+    let mut sink = out
         .make(meta, Payload::Plaintext, hint)
         .await
         .map_err(|e| Failed::new("write", e))?;
+    // The marker's length is checked once every frame verified; a shorter message
+    // fails the output, which is never completed either way.
+    if let Some(len) = marker.as_ref().and_then(|m| m.plaintext_length) {
+        sink.expect_at_least(len);
+    }
     let (_, bytes_out) = run_through(
         "decrypt",
         (body, rest, cancel),

@@ -44,6 +44,15 @@ impl Sealer<'_> {
         plaintext + plaintext.div_ceil(frame) * 32 + 4096
     }
 
+    /// The least a message for `plaintext` bytes can be: each whole frame adds at least
+    /// its sequence number, IV and tag; the header and the final frame only add more.
+    pub(super) fn message_size_floor(&self, plaintext: u64) -> u64 {
+        match u64::from(self.options.frame_length) {
+            0 => plaintext,
+            frame => plaintext + plaintext / frame * 32,
+        }
+    }
+
     /// Seals `plaintext`, held in memory, as one message and writes it whole to the
     /// sink `out` makes for `meta`. Returns the message's size. The message is sealed
     /// into the buffer the sink lends, so its pages are reused from earlier objects
@@ -136,10 +145,12 @@ pub async fn encrypt(
             bytes_out,
         });
     }
-    let sink = out
+    let mut sink = out
         .make(meta, Payload::Message, sealer.message_size_hint(size))
         .await
         .map_err(|e| Failed::new("write", e))?;
+    // The source's size is known (and pinned by its ETag): so is most of the message's.
+    sink.expect_at_least(sealer.message_size_floor(size));
     let options = sealer.options.clone();
     let (plaintext_bytes, bytes_out) = run_through(
         "encrypt",

@@ -52,6 +52,9 @@ pub struct Failed {
     pub message: String,
     /// A conditional request found the object changed (HTTP 412).
     pub conflict: bool,
+    /// A transient failure that only processing the object again from the start can
+    /// retry (a streamed part upload, whose bytes are gone).
+    pub restart: bool,
 }
 
 impl Failed {
@@ -78,6 +81,7 @@ impl Failed {
         };
         Self {
             conflict: matches!(root, Error::S3(s3) if s3.is_precondition_failed()),
+            restart: matches!(root, Error::S3(s3) if s3.restart),
             code,
             message: format!("{step}: {e}"),
         }
@@ -89,6 +93,7 @@ impl Failed {
             code: code.into(),
             message,
             conflict: false,
+            restart: false,
         }
     }
 }

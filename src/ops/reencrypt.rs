@@ -95,10 +95,15 @@ pub(super) async fn seal_opened(
             bytes_out,
         });
     }
-    let sink = out
+    let mut sink = out
         .make(meta, Payload::Message, sealer.message_size_hint(expected))
         .await
         .map_err(|e| Failed::new("write", e))?;
+    // A plaintext length the source's marker records is checked once the message is
+    // opened; until then it bounds the new message from below.
+    if let Some(len) = plaintext_length {
+        sink.expect_at_least(sealer.message_size_floor(len));
+    }
     let options = sealer.options.clone();
     let (_, bytes_out) = run_through(
         "reencrypt",

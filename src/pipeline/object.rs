@@ -2,6 +2,8 @@
 //! whether an earlier run finished it, its share of the byte budget; then the operation
 //! in `crate::ops` that the job's work names, and its outcome in the statistics.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use super::plan::Target;
 use super::presence::Presence;
 use super::{Context, Job, Opening, Rewrapping, Running, Work};
@@ -63,18 +65,41 @@ pub(super) async fn process(ctx: &Context, listed: Listed, destination: Presence
 /// listing (a killed run's upload that completed late, another worker): the object is
 /// then processed as when nothing is known, so the HEAD decides whether that output is
 /// finished work.
+///
+/// A transient failure that the request's own retries could not cover (a streamed
+/// part upload: its bytes are gone once sent) processes the object again from its
+/// start, up to [`RESTARTS`] times; the failed upload was aborted, so nothing of it
+/// remains.
 async fn process_object(
     ctx: &Context,
     listed: &Listed,
     destination: Presence,
 ) -> Result<Option<Outcome>, Failed> {
-    match attempt(ctx, listed, destination).await {
-        Err(f) if f.conflict && destination == Presence::Absent => {
-            attempt(ctx, listed, Presence::Unknown).await
+    let mut restarts = 0;
+    loop {
+        let done = match attempt(ctx, listed, destination).await {
+            Err(f) if f.conflict && destination == Presence::Absent => {
+                attempt(ctx, listed, Presence::Unknown).await
+            }
+            done => done,
+        };
+        match done {
+            Err(f) if f.restart && restarts < RESTARTS && !ctx.cancel.is_cancelled() => {
+                restarts += 1;
+                if let Some(s3) = &ctx.job.s3 {
+                    s3.stats().objects_restarted.fetch_add(1, Relaxed);
+                }
+                crate::retry::backoff_sleep(RESTART_DELAY * restarts).await;
+            }
+            done => return done,
         }
-        done => done,
     }
 }
+
+/// How often one object is processed again after failures only that can retry.
+const RESTARTS: u32 = 2;
+/// The wait before the first of them; the second waits twice as long.
+const RESTART_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One attempt at [`process_object`].
 async fn attempt(

@@ -324,6 +324,7 @@ impl Stats {
                 retries: s.retry.retries.load(Relaxed),
                 slowdowns: s.retry.throttled.load(Relaxed),
                 uploads_aborted: s.uploads_aborted.load(Relaxed),
+                objects_restarted: s.objects_restarted.load(Relaxed),
                 stale_upload_checks_failed: s.stale_upload_checks_failed.load(Relaxed),
                 budget_bytes: self.budget.get().map_or(0, ByteBudget::total),
                 peak_in_flight_bytes: self.budget.get().map_or(0, ByteBudget::peak),
@@ -453,6 +454,9 @@ pub struct S3Counts {
     pub slowdowns: u64,
     /// Multipart uploads aborted (failed objects, stale uploads of killed runs).
     pub uploads_aborted: u64,
+    /// Objects written again from their start after a streamed part upload failed
+    /// (a streamed part cannot be sent twice).
+    pub objects_restarted: u64,
     /// Objects whose stale uploads could not be looked for (no
     /// s3:ListBucketMultipartUploads, or a server without it); written all the same.
     pub stale_upload_checks_failed: u64,

@@ -73,6 +73,11 @@ pub trait Sink: Send {
 
     /// Gives the output up and removes every trace of it.
     fn abort(self: Box<Self>) -> BoxFuture<'static, ()>;
+
+    /// Promises, before the first buffer is lent, that at least `bytes` will be
+    /// written unless writing fails: a sink may then send the output's start before
+    /// it is all made (S3 streams large parts). Committing fewer bytes fails.
+    fn expect_at_least(&mut self, _bytes: u64) {}
 }
 
 /// `verify`'s sink: counts and forgets.

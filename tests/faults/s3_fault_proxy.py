@@ -27,6 +27,8 @@ across all connections and threads:
                     upstream. 0 = never.
                     If one request is picked by both, slowdown wins (and only the
                     slowdown count goes up).
+--max-faults K      at most K SlowDowns and resets in all (0 = no limit): a fault
+                    that passes, for clients that must recover from exactly one.
 --overwrite-on-get BUCKET/KEY with --overwrite-body TEXT
                     the first forwarded GET of exactly /BUCKET/KEY (any query string
                     or Range) that the upstream answers with a 2xx makes the proxy,
@@ -121,6 +123,7 @@ def main():
     p.add_argument("--methods", default="", help="comma list of methods that count (default: all)")
     p.add_argument("--slowdown-every", type=int, default=0, metavar="N")
     p.add_argument("--reset-every", type=int, default=0, metavar="M")
+    p.add_argument("--max-faults", type=int, default=0, metavar="K")
     p.add_argument("--overwrite-on-get", default="", metavar="BUCKET/KEY")
     p.add_argument("--overwrite-body", default=None, metavar="TEXT")
     p.add_argument("--overwrite-target", default="", metavar="BUCKET/KEY")
@@ -413,10 +416,11 @@ def main():
                     if self.command == "GET":
                         counts["gets"] += 1
                     g = counts["gets"]
-                    if args.slowdown_every and n % args.slowdown_every == 0:
+                    room = not args.max_faults or counts["slowdown"] + counts["reset"] < args.max_faults
+                    if room and args.slowdown_every and n % args.slowdown_every == 0:
                         slow = True
                         counts["slowdown"] += 1
-                    elif args.reset_every and n % args.reset_every == 0:
+                    elif room and args.reset_every and n % args.reset_every == 0:
                         rst = True
                         counts["reset"] += 1
                     else:

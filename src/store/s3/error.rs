@@ -20,6 +20,9 @@ pub struct S3Error {
     /// S3's message, or the transport error.
     pub message: String,
     pub(super) hint: String,
+    /// The request failed in a way its own retries could not cover (its body was
+    /// streamed as it was made, and is gone), but processing the object again can.
+    pub restart: bool,
 }
 
 impl S3Error {
@@ -49,6 +52,7 @@ impl S3Error {
             code: code.to_string(),
             message,
             hint: String::new(),
+            restart: false,
         }
     }
 }

@@ -20,6 +20,7 @@ mod reader;
 mod regions;
 mod request;
 mod sink;
+mod streamed;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -41,11 +42,15 @@ const MAX_PARTS: u64 = 10_000;
 /// ...each at least this large, except the last.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 
+/// The largest ranged GET. Reads are not parts: a larger range buys nothing once a
+/// request's overhead is amortized, and each range in flight is held whole.
+pub const MAX_READ_RANGE: u64 = 32 * 1024 * 1024;
+
 /// How objects are transferred and written.
 #[derive(Clone, Debug)]
 pub struct S3Settings {
-    /// Bytes per ranged GET and per uploaded part (at least 5 MiB). Objects that fit
-    /// take one GET and one PUT.
+    /// Bytes per uploaded part (at least 5 MiB), and per ranged GET up to
+    /// [`MAX_READ_RANGE`]. Objects that fit take one GET and one PUT.
     pub part_size: u64,
     /// Ranged GETs in flight ahead of the reader, per object, while the budget allows.
     pub read_ahead: usize,
@@ -60,6 +65,13 @@ pub struct S3Settings {
     pub sse_kms_key_id: Option<String>,
     /// Retries of throttled (503 SlowDown) and failed (5xx, reset) requests.
     pub retry: RetryPolicy,
+}
+
+impl S3Settings {
+    /// Bytes per ranged GET.
+    pub fn read_range(&self) -> u64 {
+        self.part_size.min(MAX_READ_RANGE)
+    }
 }
 
 impl Default for S3Settings {
@@ -90,6 +102,8 @@ pub struct S3Stats {
     pub retry: RetryStats,
     /// Multipart uploads aborted: our own failed ones and stale ones left by a killed run.
     pub uploads_aborted: AtomicU64,
+    /// Objects written again from their start after a streamed part failed.
+    pub objects_restarted: AtomicU64,
     /// Objects whose stale uploads could not be looked for (permission or server
     /// support missing); they were written all the same.
     pub stale_upload_checks_failed: AtomicU64,
@@ -225,12 +239,12 @@ impl S3Store {
     }
 
     /// Waits until the budget holds an object's minimum working set, and holds it for
-    /// as long as the object is processed: one part to read (source on S3) and one to
+    /// as long as the object is processed: one range to read (source on S3) and one to
     /// write (destination on S3), sized down for small objects. Reserving both at once
     /// is what keeps objects from each holding half of what they need.
     pub async fn reserve_object(&self, read: Option<u64>, write: Option<u64>) -> Reservation {
-        let part = self.shared.settings.part_size;
-        let read = read.map_or(0, |size| size.clamp(1, part));
+        let range = self.shared.settings.read_range();
+        let read = read.map_or(0, |size| size.clamp(1, range));
         let write = write.map_or(0, |size| size.clamp(1, self.part_size_for(size)));
         self.shared.budget.reserve(read + write).await
     }

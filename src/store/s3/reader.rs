@@ -137,7 +137,7 @@ async fn get(
     // were cut from: measured, a 4 GiB object read in 64 MiB ranges peaked 180 MiB
     // above the byte budget that way, which this copy (a memcpy per byte) avoids.
     // What was asked bounds what is taken, whatever the server announces or sends.
-    let asked = range.map_or(shared.settings.part_size, |(_, len)| len);
+    let asked = range.map_or(shared.settings.read_range(), |(_, len)| len);
     let limit = usize::try_from(asked).unwrap_or(usize::MAX);
     let announced = out
         .content_length()
@@ -222,7 +222,7 @@ impl S3Body {
             settings.read_ahead.max(1)
         };
         while self.pending.len() < ahead && self.next_offset < self.size {
-            let len = settings.part_size.min(self.size - self.next_offset);
+            let len = settings.read_range().min(self.size - self.next_offset);
             let extra = if self.base_free {
                 self.base_free = false;
                 None
@@ -368,7 +368,7 @@ impl S3Store {
     ) -> Result<SourceObject, S3Error> {
         super::s3_only("GetObject", id)?;
         let shared = &self.shared;
-        let part = shared.settings.part_size;
+        let part = shared.settings.read_range();
         let (first_len, on_demand) = match read_ahead {
             ReadAhead::Parts => (part, false),
             ReadAhead::OnDemand { first } => (first.clamp(1, part), true),

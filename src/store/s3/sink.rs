@@ -1,11 +1,17 @@
 //! Writing an object: one PutObject when the output fits in a part, else a multipart
 //! upload (parts in flight within the byte budget) completed only on commit and aborted
 //! otherwise.
+//!
+//! Parts up to [`STREAM_PARTS_ABOVE`] are filled whole, then uploaded, so each can be
+//! sent again by the request's own retries. Larger parts of an output whose size is
+//! known to reach them are streamed while they are made ([`super::streamed`]): memory
+//! stays a few chunks per object at any part size.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use aws_sdk_s3::config::StalledStreamProtectionConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass,
@@ -16,6 +22,7 @@ use tokio::task::JoinHandle;
 use super::error::{S3Error, classify};
 use super::meta::{http_date, tagging, with_meta};
 use super::request::{retried, retried_quietly, send};
+use super::streamed::{CHUNK, PartBody};
 use super::{MIN_PART_SIZE, S3Settings, S3Store, Shared, s3_parts};
 use crate::store::{BoxFuture, ObjectId, ObjectMeta, Payload, Precondition, Reservation, Sink};
 
@@ -24,6 +31,14 @@ use crate::store::{BoxFuture, ObjectId, ObjectMeta, Payload, Precondition, Reser
 /// are fewer requests, while 64 MiB still spreads a 300 MiB body over five copies that
 /// run at once.
 const COPY_PART_SIZE: u64 = 64 * 1024 * 1024;
+
+/// Parts larger than this are streamed when the output is known to fill them: holding
+/// two of them whole (one uploading, one filling) would take more memory than a whole
+/// job should, while smaller parts keep the retries that only a held body allows.
+pub(super) const STREAM_PARTS_ABOVE: u64 = 16 * 1024 * 1024;
+
+/// How long a streamed part may go without the server taking a byte of it.
+const SERVER_STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// An object being written to S3; see [`S3Store::sink`].
 pub struct S3Sink {
@@ -50,12 +65,23 @@ pub struct S3Sink {
     parts: Vec<CompletedPart>,
     /// A copied part shorter than S3's minimum was the last one: nothing may follow.
     ended_short: bool,
+    /// Output bytes before this offset go out in streamed parts (0: none do).
+    stream_end: u64,
+    /// The streamed part being fed, if one is.
+    streaming: Option<Streaming>,
     /// Committed or aborted: nothing left for `Drop` to clean.
     settled: bool,
 }
 
 /// A part being uploaded: it returns the completed part and its buffer, for reuse.
 type PartUpload = JoinHandle<Result<(CompletedPart, Bytes), S3Error>>;
+
+/// A streamed part still taking bytes.
+struct Streaming {
+    chunks: tokio::sync::mpsc::Sender<Bytes>,
+    /// Bytes it still takes.
+    left: u64,
+}
 
 /// The budget a buffer holds.
 #[derive(Debug)]
@@ -80,6 +106,16 @@ impl S3Sink {
     /// free budget, else the oldest upload's.
     async fn next_buffer(&mut self) -> Result<BytesMut, S3Error> {
         let part = self.part_size as usize;
+        if self.written < self.stream_end {
+            // A chunk of a streamed part, never past the part's end. The object's base
+            // reservation covers the few chunks a streamed part holds.
+            let left = match &self.streaming {
+                Some(s) => s.left,
+                None => self.next_streamed_len(),
+            };
+            self.lent_budget = Held::Unaccounted;
+            return Ok(self.shared.buffers.take(CHUNK.min(left as usize)));
+        }
         if let Some((mut buf, held)) = self.pending.take() {
             buf.reserve(part.saturating_sub(buf.len()));
             self.lent_budget = held;
@@ -115,9 +151,12 @@ impl S3Sink {
         if self.ended_short && !filled.is_empty() {
             return Err(self.refused("nothing can follow a copied part shorter than 5 MiB"));
         }
-        self.written += filled.len() as u64;
-        let mut held = std::mem::replace(&mut self.lent_budget, Held::Unaccounted);
         let mut buf = filled;
+        while self.written < self.stream_end && !buf.is_empty() {
+            self.stream_out(&mut buf).await?;
+        }
+        self.written += buf.len() as u64;
+        let mut held = std::mem::replace(&mut self.lent_budget, Held::Unaccounted);
         let part = self.part_size as usize;
         while buf.len() >= part {
             let rest = buf.split_off(part);
@@ -191,6 +230,137 @@ impl S3Sink {
         });
         self.in_flight.push_back((task, held));
         Ok(())
+    }
+
+    /// The length of the next streamed part: a whole part, or what is left before
+    /// `stream_end` (never under S3's minimum: [`Self::expect_at_least`] sees to it).
+    fn next_streamed_len(&self) -> u64 {
+        self.part_size.min(self.stream_end - self.written)
+    }
+
+    /// Sends the start of `buf` into the streamed part (starting one first if none is
+    /// being fed), as much as the part still takes; leaves the rest in `buf`.
+    async fn stream_out(&mut self, buf: &mut BytesMut) -> Result<(), S3Error> {
+        if self.streaming.is_none() {
+            self.start_streamed_part().await?;
+        }
+        let streaming = self.streaming.as_mut().expect("started above");
+        let take = buf.len().min(streaming.left as usize);
+        let chunk = buf.split_to(take).freeze();
+        streaming.left -= take as u64;
+        let ended = streaming.left == 0;
+        // A full queue for this long is a server that stopped reading: the SDK's own
+        // stall protection is off for streamed parts (it would count the writer's
+        // pauses, a slow source, as the server's).
+        let sent = match tokio::time::timeout(SERVER_STALL, streaming.chunks.send(chunk)).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                self.streaming = None;
+                if let Some((task, _)) = self.in_flight.pop_back() {
+                    task.abort();
+                }
+                let mut e = S3Error::new(
+                    "UploadPart",
+                    &self.id,
+                    "RequestTimeout",
+                    format!(
+                        "the server took no bytes of a streamed part for {} s (the object \
+                         is processed again)",
+                        SERVER_STALL.as_secs()
+                    ),
+                );
+                e.restart = true;
+                return Err(e);
+            }
+        };
+        self.written += take as u64;
+        if ended {
+            // Dropping the sender ends nothing early: the body ends at its length.
+            self.streaming = None;
+        }
+        if !sent {
+            // The upload stopped taking bytes: it failed, and says why.
+            self.streaming = None;
+            return Err(self.streamed_failure().await);
+        }
+        Ok(())
+    }
+
+    /// Starts the next part as a streamed upload of its known length.
+    async fn start_streamed_part(&mut self) -> Result<(), S3Error> {
+        if self.upload_id.is_none() {
+            let id = self.create_upload().await?;
+            self.upload_id = Some(id);
+        }
+        while self.in_flight.len() >= self.shared.settings.uploads_in_flight.max(1) {
+            self.wait_oldest().await?;
+        }
+        let len = self.next_streamed_len();
+        let number = i32::try_from(self.parts.len() + self.in_flight.len() + 1)
+            .expect("part numbers stay below 10,000");
+        let (chunks, body) = PartBody::new(len, self.shared.buffers.clone());
+        let (shared, id) = (self.shared.clone(), self.id.clone());
+        let upload_id = self.upload_id.clone().expect("created above");
+        let task = self.shared.runtime.spawn(async move {
+            let (bucket, key, _) = s3_parts(&id);
+            let client = shared.client(bucket).await;
+            // One attempt: the body is gone once sent. Payload signing needs the whole
+            // body first, so streamed bodies are never signed: only messages, or any
+            // body over TLS, are streamed (see `expect_at_least`).
+            let out = client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .part_number(number)
+                .content_length(len as i64)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                .body(ByteStream::from_body_1_x(body))
+                .customize()
+                .config_override(
+                    aws_sdk_s3::Config::builder().stalled_stream_protection(
+                        StalledStreamProtectionConfig::enabled()
+                            .upload_enabled(false)
+                            .build(),
+                    ),
+                )
+                .disable_payload_signing()
+                .send()
+                .await
+                .map_err(|e| {
+                    let (transience, mut e) = classify("UploadPart", &id, e);
+                    e.restart = transience != crate::retry::Transience::Permanent;
+                    e.message
+                        .push_str(" (a streamed part, sent once: the object is processed again)");
+                    e
+                })?;
+            shared.stats.bytes_sent.fetch_add(len, Relaxed);
+            let part = CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag().map(str::to_string))
+                .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
+                .build();
+            Ok((part, Bytes::new()))
+        });
+        self.in_flight.push_back((task, Held::Unaccounted));
+        self.streaming = Some(Streaming { chunks, left: len });
+        Ok(())
+    }
+
+    /// Why the streamed part being fed stopped: its upload's error.
+    async fn streamed_failure(&mut self) -> S3Error {
+        match self.in_flight.pop_back() {
+            Some((task, _)) => match task.await {
+                Ok(Err(e)) => e,
+                Ok(Ok(_)) => self.refused_upload("the part upload ended before its bytes did"),
+                Err(e) => self.refused_upload(&format!("the upload task stopped: {e}")),
+            },
+            None => self.refused_upload("no upload was taking the part's bytes"),
+        }
+    }
+
+    fn refused_upload(&self, why: &str) -> S3Error {
+        S3Error::new("UploadPart", &self.id, "Internal", why.to_string())
     }
 
     /// Appends `range` of `from` as parts copied by S3 itself (UploadPartCopy),
@@ -430,6 +600,22 @@ impl S3Sink {
     }
 
     async fn complete(&mut self) -> Result<(), S3Error> {
+        if let Some(streaming) = self.streaming.take() {
+            // The writer promised more than it wrote: the streamed part cannot be
+            // completed short, and its upload fails when its body ends early.
+            drop(streaming);
+            let _ = self.streamed_failure().await;
+            return Err(S3Error::new(
+                "UploadPart",
+                &self.id,
+                "IncompleteBody",
+                format!(
+                    "the output ended at {} bytes, before the {} its streamed parts were sent \
+                     as (the source changed while it was read?)",
+                    self.written, self.stream_end
+                ),
+            ));
+        }
         if let Some((buf, held)) = self.pending.take() {
             self.send_part(buf, held).await?;
         }
@@ -464,6 +650,7 @@ impl S3Sink {
     /// Stops uploads in flight and aborts the multipart upload, if one was started.
     async fn abandon(&mut self) {
         self.settled = true;
+        self.streaming = None;
         for (task, _) in self.in_flight.drain(..) {
             task.abort();
         }
@@ -557,6 +744,10 @@ impl Sink for S3Sink {
     fn abort(mut self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async move { self.abandon().await })
     }
+
+    fn expect_at_least(&mut self, bytes: u64) {
+        self.plan_streaming(bytes);
+    }
 }
 
 impl Drop for S3Sink {
@@ -616,7 +807,36 @@ impl S3Store {
             in_flight: VecDeque::new(),
             parts: Vec::new(),
             ended_short: false,
+            stream_end: 0,
+            streaming: None,
             settled: false,
         }
+    }
+}
+
+impl S3Sink {
+    /// Streams the parts that an output of at least `bytes` is sure to fill, when
+    /// parts are large (above [`STREAM_PARTS_ABOVE`]) and the body needs no payload
+    /// signature; the rest (at most the difference, a few KiB for a message whose
+    /// header size was guessed) is held and sent as before.
+    fn plan_streaming(&mut self, bytes: u64) {
+        if self.part_size <= STREAM_PARTS_ABOVE
+            || !self.unsigned
+            || self.written > 0
+            || self.lent_first
+            || bytes < self.part_size
+        {
+            return;
+        }
+        let tail = bytes % self.part_size;
+        self.stream_end = if tail >= MIN_PART_SIZE {
+            bytes
+        } else {
+            bytes - tail
+        };
+        // The base reservation's write share is not lent for streamed parts: the
+        // held remainder may use it.
+        self.lent_first = true;
+        self.base_free = true;
     }
 }
