@@ -211,6 +211,10 @@ struct S3Body {
     on_demand: bool,
 }
 
+/// Bytes of ranges fetched ahead of the reader, per object, at most (whatever
+/// `read_ahead` says): four default 8 MiB ranges, three of the largest.
+const READ_AHEAD_BYTES: u64 = 96 * 1024 * 1024;
+
 impl S3Body {
     /// Starts fetching more ranges while there are ranges left, read-ahead slots, and
     /// budget: the base reservation first, then whatever is free now.
@@ -219,7 +223,9 @@ impl S3Body {
         let ahead = if self.on_demand {
             usize::from(self.current.len() == 0)
         } else {
-            settings.read_ahead.max(1)
+            // Large ranges fetched ahead are memory no one uses yet: a few suffice.
+            let fit = (READ_AHEAD_BYTES / settings.read_range().max(1)).max(1);
+            settings.read_ahead.max(1).min(fit as usize)
         };
         while self.pending.len() < ahead && self.next_offset < self.size {
             let len = settings.read_range().min(self.size - self.next_offset);
