@@ -264,8 +264,8 @@ impl S3Sink {
                     &self.id,
                     "RequestTimeout",
                     format!(
-                        "the server took no bytes of a streamed part for {} s (the object \
-                         is processed again)",
+                        "the server took no bytes of a streamed part for {} s (only \
+                         processing the object again retries it)",
                         SERVER_STALL.as_secs()
                     ),
                 );
@@ -306,7 +306,7 @@ impl S3Sink {
             let client = shared.client(bucket).await;
             // One attempt: the body is gone once sent. Payload signing needs the whole
             // body first, so streamed bodies are never signed: only messages, or any
-            // body over TLS, are streamed (see `expect_at_least`).
+            // body over TLS, are streamed (see `plan_streaming`).
             let out = client
                 .upload_part()
                 .bucket(bucket)
@@ -331,7 +331,7 @@ impl S3Sink {
                     let (transience, mut e) = classify("UploadPart", &id, e);
                     e.restart = transience != crate::retry::Transience::Permanent;
                     e.message
-                        .push_str(" (a streamed part, sent once: the object is processed again)");
+                        .push_str(" (a streamed part, sent once: only processing the object again retries it)");
                     e
                 })?;
             shared.stats.bytes_sent.fetch_add(len, Relaxed);
