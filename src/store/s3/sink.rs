@@ -174,15 +174,25 @@ impl S3Sink {
         Ok(())
     }
 
+    /// Starts the multipart upload, unless it is started.
+    async fn ensure_upload(&mut self) -> Result<(), S3Error> {
+        if self.upload_id.is_none() {
+            self.upload_id = Some(self.create_upload().await?);
+        }
+        Ok(())
+    }
+
+    /// The number of the part to be sent next: parts done, in flight, plus one.
+    fn next_part_number(&self) -> i32 {
+        i32::try_from(self.parts.len() + self.in_flight.len() + 1)
+            .expect("part numbers stay below 10,000")
+    }
+
     /// Sends `body` as the next part (starting the upload first), holding `reservation`
     /// until it is uploaded.
     async fn send_part(&mut self, body: BytesMut, held: Held) -> Result<(), S3Error> {
-        if self.upload_id.is_none() {
-            let id = self.create_upload().await?;
-            self.upload_id = Some(id);
-        }
-        let number = i32::try_from(self.parts.len() + self.in_flight.len() + 1)
-            .expect("part numbers stay below 10,000");
+        self.ensure_upload().await?;
+        let number = self.next_part_number();
         let body = body.freeze();
         let (shared, id, upload_id) = (
             self.shared.clone(),
@@ -274,13 +284,12 @@ impl S3Sink {
             }
         };
         self.written += take as u64;
-        if ended {
+        if ended || !sent {
             // Dropping the sender ends nothing early: the body ends at its length.
             self.streaming = None;
         }
         if !sent {
             // The upload stopped taking bytes: it failed, and says why.
-            self.streaming = None;
             return Err(self.streamed_failure().await);
         }
         Ok(())
@@ -288,16 +297,12 @@ impl S3Sink {
 
     /// Starts the next part as a streamed upload of its known length.
     async fn start_streamed_part(&mut self) -> Result<(), S3Error> {
-        if self.upload_id.is_none() {
-            let id = self.create_upload().await?;
-            self.upload_id = Some(id);
-        }
+        self.ensure_upload().await?;
         while self.in_flight.len() >= self.shared.settings.uploads_in_flight.max(1) {
             self.wait_oldest().await?;
         }
         let len = self.next_streamed_len();
-        let number = i32::try_from(self.parts.len() + self.in_flight.len() + 1)
-            .expect("part numbers stay below 10,000");
+        let number = self.next_part_number();
         let (chunks, body) = PartBody::new(len, self.shared.buffers.clone());
         let (shared, id) = (self.shared.clone(), self.id.clone());
         let upload_id = self.upload_id.clone().expect("created above");
@@ -394,10 +399,7 @@ impl S3Sink {
             }
             self.send_part(buf, held).await?;
         }
-        if self.upload_id.is_none() {
-            let id = self.create_upload().await?;
-            self.upload_id = Some(id);
-        }
+        self.ensure_upload().await?;
         let mut source = format!(
             "{bucket}/{}",
             percent_encoding::utf8_percent_encode(key, COPY_SOURCE_KEY)
@@ -430,8 +432,7 @@ impl S3Sink {
 
     /// Starts copying `len` bytes at `start` of `source` as the next part.
     fn copy_part(&mut self, source: &str, etag: &str, start: u64, len: u64) {
-        let number = i32::try_from(self.parts.len() + self.in_flight.len() + 1)
-            .expect("part numbers stay below 10,000");
+        let number = self.next_part_number();
         let (shared, id) = (self.shared.clone(), self.id.clone());
         let upload_id = self.upload_id.clone().unwrap_or_default();
         let (source, if_match) = (source.to_string(), format!("\"{etag}\""));
@@ -600,10 +601,9 @@ impl S3Sink {
     }
 
     async fn complete(&mut self) -> Result<(), S3Error> {
-        if let Some(streaming) = self.streaming.take() {
+        if self.streaming.take().is_some() {
             // The writer promised more than it wrote: the streamed part cannot be
-            // completed short, and its upload fails when its body ends early.
-            drop(streaming);
+            // completed short, and its upload fails now that its body ended early.
             let _ = self.streamed_failure().await;
             return Err(S3Error::new(
                 "UploadPart",
