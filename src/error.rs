@@ -170,6 +170,18 @@ impl Error {
         }
     }
 
+    /// Whether the same work may succeed later: throttling, timeouts or service faults
+    /// that outlasted the retries, or a process told to stop. What S3 Batch
+    /// Operations retries (`TemporaryFailure`); everything else fails for good.
+    pub fn is_transient(&self) -> bool {
+        match self.root() {
+            Error::S3(e) => e.transient || e.restart,
+            Error::Keyring(e) => e.is_transient(),
+            Error::Cancelled => true,
+            _ => false,
+        }
+    }
+
     /// Whether this error means the message is not authentic (as opposed to unreadable,
     /// unsupported or an I/O problem).
     pub fn is_authentication_failure(&self) -> bool {

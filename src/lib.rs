@@ -45,6 +45,7 @@
 #![recursion_limit = "256"]
 
 pub mod aws;
+pub mod batch_operations;
 pub mod bench;
 pub mod bridge;
 pub mod crypto;

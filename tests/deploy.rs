@@ -328,3 +328,80 @@ fn iam_and_key_policies_grant_what_each_mode_needs() {
         assert!(s["Principal"]["AWS"].is_string(), "{s}");
     }
 }
+
+#[test]
+fn the_batch_operations_function_and_job_are_what_the_services_take() {
+    let template_path = deploy("batch-operations/template.yaml");
+    // cfn-lint (AWS's CloudFormation linter, in the test venv) checks every resource
+    // against the CloudFormation resource specification.
+    let lint = std::process::Command::new(common::venv_tool("cfn-lint"))
+        .arg(&template_path)
+        .output()
+        .unwrap();
+    assert!(
+        lint.status.success(),
+        "cfn-lint: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    let [template] = yaml_documents(&template_path).try_into().unwrap();
+    let resources = &template["Resources"];
+    let function = &resources["Function"]["Properties"];
+    assert_eq!(resources["Function"]["Type"], "AWS::Lambda::Function");
+    assert_eq!(function["PackageType"], "Image");
+    assert!(function["Timeout"].as_u64().unwrap() <= 900);
+    let command = strings(&function["ImageConfig"]["Command"]);
+    assert!(SUBCOMMANDS.contains(&command[0].as_str()), "{command:?}");
+    assert!(
+        command.iter().any(|a| a == "--batch-operations"),
+        "{command:?}"
+    );
+    let role = &resources["BatchOperationsRole"]["Properties"];
+    assert_eq!(
+        role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"],
+        "batchoperations.s3.amazonaws.com"
+    );
+    let grants = role["Policies"][0]["PolicyDocument"]["Statement"].to_string();
+    assert!(grants.contains("lambda:InvokeFunction"), "{grants}");
+
+    let job = json_file(&deploy("batch-operations/create-job.json"));
+    let invoke = &job["Operation"]["LambdaInvoke"];
+    assert_eq!(invoke["InvocationSchemaVersion"], "2.0");
+    assert!(
+        invoke["FunctionArn"]
+            .as_str()
+            .unwrap()
+            .starts_with("arn:aws:lambda:")
+    );
+    assert_eq!(
+        job["Manifest"]["Spec"]["Format"],
+        "S3BatchOperations_CSV_20180820"
+    );
+    assert_eq!(
+        strings(&job["Manifest"]["Spec"]["Fields"]),
+        ["Bucket", "Key"]
+    );
+    assert_eq!(job["Report"]["Format"], "Report_CSV_20180820");
+    assert!(
+        job["RoleArn"]
+            .as_str()
+            .unwrap()
+            .starts_with("arn:aws:iam::")
+    );
+
+    // The function's arguments get through every check of the command line; outside
+    // Lambda it then stops, saying what the Runtime API needs (it cannot dry-run: a
+    // Batch Operations function would answer tasks it never did).
+    let w = world_with_buckets();
+    let out = w
+        .command(&w.moto.endpoint())
+        .args(&command)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("AWS_LAMBDA_RUNTIME_API is not set"),
+        "{stderr}"
+    );
+}

@@ -275,6 +275,14 @@ pub struct TransferArgs {
     /// already encrypted are skipped.
     #[arg(long)]
     pub in_place: bool,
+    /// Serve S3 Batch Operations instead of reading a source: run as an AWS Lambda
+    /// function (from the Lambda Runtime API in AWS_LAMBDA_RUNTIME_API) that processes
+    /// each task's object as a manifest line naming it, answering Succeeded,
+    /// TemporaryFailure or PermanentFailure per task. Give only DST (nothing with
+    /// --in-place or for verify). Keys stay loaded between invocations (README: "S3
+    /// Batch Operations").
+    #[arg(long, conflicts_with_all = ["manifest", "shard", "shards"])]
+    pub batch_operations: bool,
     /// Only objects whose name below SRC matches this glob, repeatable (`*` also
     /// matches `/`).
     #[arg(long, value_name = "GLOB")]

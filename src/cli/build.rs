@@ -93,7 +93,7 @@ pub fn job(settings: &JobSettings, parts: Parts) -> anyhow::Result<Job> {
         (Task::Verify(_), false, Some(_)) => bail!("verify takes no destination"),
         (Task::Verify(_), false, None) => None,
         (_, true, Some(dst)) if Source::Location(dst.clone()) != settings.source => {
-            let (Source::Location(src) | Source::Manifest(src)) = &settings.source;
+            let src = &settings.source;
             bail!(
                 "--in-place replaces each source object; the destination {dst} differs from \
                  the source {src}"

@@ -8,6 +8,7 @@ mod files;
 mod inspect;
 mod json;
 mod keyref;
+mod lambda;
 mod metrics;
 pub mod output;
 mod progress;
@@ -46,6 +47,9 @@ pub async fn main(cli: Cli) -> anyhow::Result<Outcome> {
     // JSON logs are for machines: no progress bar or notes for people among them.
     let quiet = settings.quiet.value || settings.log_json;
     match &settings.command {
+        Resolved::Job(job) if job.source == Source::Tasks => {
+            Box::pin(lambda::serve(job, &settings.aws, &kms)).await
+        }
         Resolved::Job(job) => {
             let metrics = settings
                 .metrics_file
@@ -112,10 +116,7 @@ fn log_job_start(settings: &JobSettings, job: &Job) {
     }
     let mut fields = serde_json::Map::new();
     fields.insert("mode".into(), serde_json::json!(job.mode()));
-    let source = match &settings.source {
-        Source::Location(location) => location.to_string(),
-        Source::Manifest(location) => format!("manifest {location}"),
-    };
+    let source = settings.source.to_string();
     fields.insert("source".into(), sealpipe::events::untrusted(&source));
     if let Some(d) = &settings.destination {
         fields.insert(
@@ -159,7 +160,7 @@ fn report_json(report: &Report, kms: &keyref::KmsSource) -> anyhow::Result<serde
 }
 
 /// GenerateDataKey, Encrypt, Decrypt, throttled, retries.
-fn kms_counters(kms: &keyref::KmsSource) -> [u64; 5] {
+pub(super) fn kms_counters(kms: &keyref::KmsSource) -> [u64; 5] {
     use std::sync::atomic::Ordering::Relaxed;
     kms.used().map_or([0; 5], |k| {
         let s = &k.stats;

@@ -578,6 +578,7 @@ struct Objects<'a> {
     paths: &'a [String],
     manifest: Option<&'a str>,
     in_place: bool,
+    batch_operations: bool,
     dry_run: bool,
 }
 
@@ -620,6 +621,7 @@ impl<'a> Globals<'a> {
             paths: &t.paths,
             manifest: t.manifest.as_deref(),
             in_place: t.in_place,
+            batch_operations: t.batch_operations,
             dry_run: t.dry_run,
         };
         let flags = JobFlags {
@@ -661,6 +663,8 @@ impl<'a> Globals<'a> {
             paths: &paths,
             manifest: manifest.as_deref(),
             in_place: section.in_place,
+            // A standing Lambda function, not a job that runs to its end.
+            batch_operations: false,
             dry_run,
         };
         let mode = section.mode.as_deref().unwrap_or("encrypt");
@@ -691,6 +695,7 @@ impl<'a> Globals<'a> {
                     paths: &paths,
                     manifest: None,
                     in_place: false,
+                    batch_operations: false,
                     dry_run: false,
                 };
                 let task = Task::Decrypt(reading(layers, &[], &section.keys, None, config)?);
@@ -740,7 +745,7 @@ impl<'a> Globals<'a> {
         let (source, destination) = objects.locate(task.name())?;
         let on_s3 = matches!(
             &source,
-            Source::Manifest(_) | Source::Location(Location::S3 { .. })
+            Source::Manifest(_) | Source::Tasks | Source::Location(Location::S3 { .. })
         ) || destination.as_ref().is_some_and(Location::is_s3);
         let s3 = if on_s3 {
             Some(s3_transfer(layers, self.flags, config)?)
@@ -943,6 +948,34 @@ impl Objects<'_> {
         let verify = name == "verify";
         let usage =
             |expected: &str| anyhow!("{name} expects {expected}; got {} path(s)", paths.len());
+        if self.batch_operations {
+            if self.dry_run {
+                bail!(
+                    "--dry-run with --batch-operations would answer every task Succeeded \
+                     without doing it; plan the job from its manifest instead: --manifest \
+                     FILE --dry-run"
+                );
+            }
+            if manifest.is_some() {
+                bail!("--batch-operations takes its objects from the tasks; drop --manifest");
+            }
+            return Ok(match (self.in_place || verify, paths.as_slice()) {
+                (true, []) => (Source::Tasks, None),
+                (false, [dst]) => match dst {
+                    Location::S3 { .. } => (Source::Tasks, Some(dst.clone())),
+                    Location::Local(_) => bail!(
+                        "--batch-operations writes to S3 (a Lambda function keeps no files): \
+                         give DST as s3://BUCKET[/PREFIX]"
+                    ),
+                },
+                _ => {
+                    return Err(usage(
+                        "only DST with --batch-operations (nothing with --in-place, nothing \
+                         for verify)",
+                    ));
+                }
+            });
+        }
         Ok(match (manifest, self.in_place, verify, paths.as_slice()) {
             (Some(m), true, _, []) => (Source::Manifest(m), None),
             (Some(m), _, true, []) => (Source::Manifest(m), None),

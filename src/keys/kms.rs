@@ -275,6 +275,7 @@ async fn kms_failure<E: ProvideErrorMetadata + std::fmt::Debug>(
     err: SdkError<E, aws_smithy_runtime_api::http::Response>,
 ) -> KeyringError {
     let denied = is_access_denied(&err);
+    let transient = transience(&err) != Transience::Permanent;
     let (code, message) = match &err {
         // A body the JSON protocol cannot read (a proxy's, or moto's XML denial)
         // still has a status worth showing.
@@ -316,6 +317,7 @@ async fn kms_failure<E: ProvideErrorMetadata + std::fmt::Debug>(
         key: key.to_string(),
         code,
         message: format!("{message}{hint}"),
+        transient,
     }
 }
 
@@ -442,6 +444,7 @@ impl KmsKeyring {
             key: self.key.clone(),
             code: "InvalidResponse".into(),
             message: format!("KMS returned {what}"),
+            transient: false,
         }
     }
 
@@ -505,6 +508,7 @@ async fn decrypt_first<'a>(
                             key: key_arn,
                             code: "InvalidResponse".into(),
                             message: "KMS returned a data key of the wrong length".into(),
+                            transient: false,
                         })
                     }
                 }
@@ -515,6 +519,7 @@ async fn decrypt_first<'a>(
                     key: key_arn,
                     code: "InvalidResponse".into(),
                     message: format!("KMS answered for another key: {:?}", out.key_id),
+                    transient: false,
                 })
             }
             Err(e) => {

@@ -222,6 +222,7 @@ pub async fn decryption_materials(
             return Err(KeyringError::NoMatchingKey {
                 available: describe_encrypted_data_keys(&header.encrypted_data_keys),
                 tried: String::new(),
+                transient: false,
             }
             .into());
         }
@@ -229,6 +230,7 @@ pub async fn decryption_materials(
             return Err(KeyringError::NoMatchingKey {
                 available: describe_encrypted_data_keys(&header.encrypted_data_keys),
                 tried: format!(" (tried: {e})"),
+                transient: e.is_transient(),
             }
             .into());
         }
@@ -241,6 +243,7 @@ pub async fn decryption_materials(
                 data_key.len(),
                 suite.key_len
             ),
+            transient: false,
         }
         .into());
     }

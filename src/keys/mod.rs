@@ -83,6 +83,8 @@ pub enum KeyringError {
         keyring: String,
         /// Why.
         reason: String,
+        /// Some key failed in a way that may pass (throttled, timed out).
+        transient: bool,
     },
     /// No keyring could recover the data key.
     #[error("no configured key can decrypt this message; it was encrypted for: {available}{tried}")]
@@ -91,6 +93,9 @@ pub enum KeyringError {
         available: String,
         /// Errors from keys that matched but failed, if any.
         tried: String,
+        /// One of those failures may pass (throttled, timed out): the same message
+        /// may decrypt later.
+        transient: bool,
     },
     /// A KMS call failed.
     #[error("KMS {action} with key {key} failed: {code}: {message}")]
@@ -103,10 +108,26 @@ pub enum KeyringError {
         code: String,
         /// KMS's message and what to check.
         message: String,
+        /// Throttling, a timeout or a KMS-side fault that outlasted the retries: the
+        /// same call may succeed later.
+        transient: bool,
     },
     /// The random number generator failed.
     #[error("random number generator failed: {0}")]
     Random(#[from] getrandom::Error),
+}
+
+impl KeyringError {
+    /// Whether the same call may succeed later: a KMS call throttled, timed out or
+    /// failed on the service's side after its retries.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            KeyringError::Kms { transient, .. }
+            | KeyringError::Unwrap { transient, .. }
+            | KeyringError::NoMatchingKey { transient, .. } => *transient,
+            KeyringError::Wrap { .. } | KeyringError::Random(_) => false,
+        }
+    }
 }
 
 /// The key that wrapped an EDK: the KMS key ARN, or `namespace/key-name` for raw AES

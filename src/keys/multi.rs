@@ -53,11 +53,15 @@ impl Keyring for MultiKeyring {
     ) -> KeyringFuture<'a, Option<DataKey>> {
         Box::pin(async move {
             let mut errors = Vec::new();
+            let mut transient = false;
             for keyring in self.all() {
                 match keyring.on_decrypt(request).await {
                     Ok(Some(key)) => return Ok(Some(key)),
                     Ok(None) => {}
-                    Err(e) => errors.push(e.to_string()),
+                    Err(e) => {
+                        transient |= e.is_transient();
+                        errors.push(e.to_string());
+                    }
                 }
             }
             if errors.is_empty() {
@@ -66,6 +70,7 @@ impl Keyring for MultiKeyring {
                 Err(KeyringError::Unwrap {
                     keyring: self.describe(),
                     reason: errors.join("; "),
+                    transient,
                 })
             }
         })

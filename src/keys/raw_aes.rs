@@ -105,6 +105,7 @@ impl RawAesKeyring {
             last_error = Some(KeyringError::Unwrap {
                 keyring: self.describe(),
                 reason: reason.into(),
+                transient: false,
             });
         }
         last_error.map_or(Ok(None), Err)

@@ -55,6 +55,8 @@ pub struct Failed {
     /// A transient failure that only processing the object again from the start can
     /// retry (a streamed part upload, whose bytes are gone).
     pub restart: bool,
+    /// The same work may succeed later ([`Error::is_transient`]).
+    pub transient: bool,
 }
 
 impl Failed {
@@ -82,6 +84,7 @@ impl Failed {
         Self {
             conflict: matches!(root, Error::S3(s3) if s3.is_precondition_failed()),
             restart: matches!(root, Error::S3(s3) if s3.restart),
+            transient: e.is_transient(),
             code,
             message: format!("{step}: {e}"),
         }
@@ -94,6 +97,7 @@ impl Failed {
             message,
             conflict: false,
             restart: false,
+            transient: false,
         }
     }
 }

@@ -200,6 +200,20 @@ pub enum Source {
     Location(Location),
     /// A CSV manifest (local or on S3) of `bucket,key[,version_id]`.
     Manifest(Location),
+    /// S3 objects handed over one at a time, as S3 Batch Operations invokes a Lambda
+    /// function with its tasks: a [`StandingJob`](super::StandingJob) runs them, each as
+    /// a manifest entry would be.
+    Tasks,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Location(location) => write!(f, "{location}"),
+            Source::Manifest(location) => write!(f, "manifest {location}"),
+            Source::Tasks => f.write_str("S3 Batch Operations tasks"),
+        }
+    }
 }
 
 /// A job: what it does, a source, a destination, and how it runs.

@@ -14,6 +14,7 @@ mod object;
 mod plan;
 mod presence;
 mod shard;
+mod standing;
 mod stats;
 
 use std::io::{self, Read};
@@ -29,7 +30,9 @@ pub use filter::ObjectFilter;
 pub use job::{Job, Keys, Mode, Opening, Output, Rewrapping, Sealing, Source, Work};
 pub use latency::LatencyHistogram;
 pub use merge::{CompletionRow, Merged, NotOneJob, merge};
+pub use object::Finished;
 pub use shard::{MAX_SHARDS, Shard, ShardBy};
+pub use standing::StandingJob;
 pub(crate) use stats::reset_peak_rss;
 pub use stats::{
     CacheCounts, Failure, Latency, ObjectCounts, PartialCounts, Report, S3Counts, Stats,
@@ -269,6 +272,11 @@ fn start_rewrap(from: &Opening, to: &Rewrapping) -> Result<(Running, Arc<PoolSta
 /// the source, keys unusable); object failures are in the report.
 pub async fn run(job: Job, stats: Arc<Stats>, cancel: Cancel) -> Result<Report, Error> {
     let started = Instant::now();
+    if job.source == Source::Tasks {
+        return Err(Error::Internal(
+            "a job of tasks handed over one at a time runs as a StandingJob".into(),
+        ));
+    }
     if let Some(sealing) = job.work.sealing() {
         sealing.options.validate()?;
     }
@@ -554,6 +562,8 @@ fn list(job: &Job, plan: &plan::Plan, cancel: &Cancel) -> mpsc::Receiver<ListIte
                 }
             });
         }
+        // Never listed: `run` refuses such jobs.
+        (Source::Tasks, _) => {}
         (
             Source::Location(Location::S3 { bucket, prefix }),
             plan::Shape::Tree | plan::Shape::Manifest,

@@ -21,39 +21,72 @@ use crate::stream;
 /// a re-run pays at most a MiB of transfer for what a HEAD would have told.
 const SMALL_OBJECT: u64 = 1024 * 1024;
 
-pub(super) async fn process(ctx: &Context, listed: Listed, destination: Presence) {
+/// What became of one object, as the statistics recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finished {
+    /// Its output is committed.
+    Succeeded,
+    /// Nothing needed doing, and why (an earlier run finished it, ...).
+    Skipped(String),
+    /// A dry run's "would be processed".
+    WouldProcess,
+    /// It failed: the report's code and message, and whether the same work may
+    /// succeed later ([`crate::Error::is_transient`]).
+    Failed {
+        /// The completion report's error code.
+        code: String,
+        /// What failed, starting with the step.
+        message: String,
+        /// Whether the same work may succeed later.
+        transient: bool,
+    },
+}
+
+pub(super) async fn process(ctx: &Context, listed: Listed, destination: Presence) -> Finished {
     let stats = &ctx.stats;
     let started = std::time::Instant::now();
-    match process_object(ctx, &listed, destination).await {
+    let (code, message, transient) = match process_object(ctx, &listed, destination).await {
         Ok(Some(Outcome::Done {
             bytes_in,
             bytes_out,
         })) => {
             stats.latency.record(started.elapsed());
-            stats.succeed(&listed.id, bytes_in, bytes_out)
+            stats.succeed(&listed.id, bytes_in, bytes_out);
+            return Finished::Succeeded;
         }
-        Ok(Some(Outcome::Skipped(reason))) => stats.skip(&listed.id, &reason),
-        // Dry run: it would be processed.
-        Ok(None) => {}
-        Err(f) if f.conflict && ctx.job.in_place() => stats.conflict(
-            &listed.id,
-            format!(
+        Ok(Some(Outcome::Skipped(reason))) => {
+            stats.skip(&listed.id, &reason);
+            return Finished::Skipped(reason);
+        }
+        Ok(None) => return Finished::WouldProcess,
+        Err(f) if f.conflict && ctx.job.in_place() => {
+            let message = format!(
                 "{}; the object changed while sealpipe worked on it and was left as the \
                  other writer made it",
                 f.message
-            ),
-        ),
+            );
+            stats.conflict(&listed.id, message.clone());
+            ("PreconditionFailed".to_string(), message, false)
+        }
         // Not in place, a failed precondition is a ranged read that found the object
-        // replaced since its first range.
-        Err(f) if f.conflict => stats.fail(
-            &listed.id,
-            &f.code,
-            format!(
+        // replaced since its first range: reading it again takes the new version.
+        Err(f) if f.conflict => {
+            let message = format!(
                 "{}; the object changed while it was read, a re-run takes the new version",
                 f.message
-            ),
-        ),
-        Err(f) => stats.fail(&listed.id, &f.code, f.message),
+            );
+            stats.fail(&listed.id, &f.code, message.clone());
+            (f.code, message, true)
+        }
+        Err(f) => {
+            stats.fail(&listed.id, &f.code, f.message.clone());
+            (f.code, f.message, f.transient)
+        }
+    };
+    Finished::Failed {
+        code,
+        message,
+        transient,
     }
 }
 

@@ -52,7 +52,7 @@ impl Plan {
     pub(super) async fn new(job: &Job) -> Result<Self, Error> {
         check_combination(job)?;
         let shape = match &job.source {
-            Source::Manifest(_) => Shape::Manifest,
+            Source::Manifest(_) | Source::Tasks => Shape::Manifest,
             Source::Location(Location::Local(path)) => {
                 let meta = std::fs::symlink_metadata(path).map_err(|e| {
                     Error::Config(format!(
@@ -302,7 +302,7 @@ pub(super) const NO_UNWRAPPING_KEY: &str = "decrypting needs at least one key to
 fn check_combination(job: &Job) -> Result<(), Error> {
     let source_on_s3 = match &job.source {
         Source::Location(l) => l.is_s3(),
-        Source::Manifest(_) => true,
+        Source::Manifest(_) | Source::Tasks => true,
     };
     if job.s3.is_none() && (source_on_s3 || job.destination().is_some_and(Location::is_s3)) {
         return Err(Error::Config(

@@ -45,12 +45,15 @@ pub fn parse_manifest_line<'a>(
     if bucket.is_empty() || key.is_empty() {
         return Err("expected bucket,key[,version_id]".into());
     }
-    let key = url_decode(key).ok_or_else(|| format!("key {key:?} is not valid URL encoding"))?;
+    let key =
+        url_decode_key(key).ok_or_else(|| format!("key {key:?} is not valid URL encoding"))?;
     let version = fields
         .next()
         .map(str::trim)
         .filter(|v| !v.is_empty())
-        .map(|v| url_decode(v).ok_or_else(|| format!("version {v:?} is not valid URL encoding")))
+        .map(|v| {
+            url_decode_key(v).ok_or_else(|| format!("version {v:?} is not valid URL encoding"))
+        })
         .transpose()?;
     Ok(ManifestEntry {
         bucket: bucket.to_string(),
@@ -59,7 +62,9 @@ pub fn parse_manifest_line<'a>(
     })
 }
 
-fn url_decode(s: &str) -> Option<String> {
+/// An S3 key as manifests and Batch Operations' schema 1.0 carry it: URL-encoded,
+/// `+` for a space. `None` if it decodes to no UTF-8 text.
+pub fn url_decode_key(s: &str) -> Option<String> {
     let plus_as_space = s.replace('+', " ");
     percent_encoding::percent_decode_str(&plus_as_space)
         .decode_utf8()

@@ -24,7 +24,7 @@ pub use local::{
     LocalSink, PartialCleanup, SourceChanged, StagedFile, WouldReplaceSource, is_partial_name,
     list_local, open_local, output_mode, remove_stale_partials, same_file,
 };
-pub use manifest::{ManifestEntry, read_manifest};
+pub use manifest::{ManifestEntry, read_manifest, url_decode_key};
 pub use s3::{
     Head, LevelEntry, MIN_PART_SIZE, ReadAhead, S3Error, S3Settings, S3Sink, S3Stats, S3Store,
     SourceShape,

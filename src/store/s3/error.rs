@@ -23,6 +23,9 @@ pub struct S3Error {
     /// The request failed in a way its own retries could not cover (its body was
     /// streamed as it was made, and is gone), but processing the object again can.
     pub restart: bool,
+    /// Throttling, a timeout or a server fault that outlasted the retries: the same
+    /// request may succeed later.
+    pub transient: bool,
 }
 
 impl S3Error {
@@ -53,6 +56,7 @@ impl S3Error {
             message,
             hint: String::new(),
             restart: false,
+            transient: false,
         }
     }
 }
@@ -98,6 +102,7 @@ pub(super) fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     };
     let mut e = S3Error::new(action, object, &code, message);
     e.status = status;
+    e.transient = transience != Transience::Permanent;
     if e.is_access_denied() {
         // [`retried`] appends the caller: finding it takes a request.
         e.hint = format!(

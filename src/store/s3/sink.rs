@@ -279,7 +279,7 @@ impl S3Sink {
                         SERVER_STALL.as_secs()
                     ),
                 );
-                e.restart = true;
+                (e.restart, e.transient) = (true, true);
                 return Err(e);
             }
         };
