@@ -97,6 +97,21 @@ pub async fn kms_config(settings: &AwsSettings) -> aws_config::SdkConfig {
     loader.load().await
 }
 
+/// Loads the SDK configuration for the other services sealpipe calls (Secrets
+/// Manager, SSM): KMS's timeouts, and endpoints only from the environment
+/// (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`, `AWS_ENDPOINT_URL_SSM`).
+pub async fn service_config(settings: &AwsSettings) -> aws_config::SdkConfig {
+    loader(
+        settings,
+        TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .operation_attempt_timeout(KMS_ATTEMPT_TIMEOUT)
+            .build(),
+    )
+    .load()
+    .await
+}
+
 /// An S3 client and the configuration it was built from. The client cannot hand its
 /// credentials provider back (the SDK's accessor always answers `None`), so naming the
 /// caller of a denied request ([`caller_hint`]) starts from `base`.

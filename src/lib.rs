@@ -57,6 +57,7 @@ pub mod keys;
 pub mod ops;
 pub mod pipeline;
 pub mod retry;
+pub mod serve;
 pub mod store;
 pub mod stream;
 

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use super::values::{
-    Age, BenchFrameLength, BenchObjects, BenchSeconds, BenchThreads, CacheBytes, CacheMessages,
-    Concurrency, CopyThreshold, Delay, FrameLength, HeaderSize, InFlight, KmsRate, MaxDataKeys,
-    PartSize,
+    Age, BenchFrameLength, BenchObjects, BenchSeconds, BenchThreads, BodySize, CacheBytes,
+    CacheMessages, Concurrency, CopyThreshold, Delay, FrameLength, HeaderSize, HeldSize, InFlight,
+    KmsRate, MaxDataKeys, PartSize, Seconds, ServeConcurrency, TokenRate,
 };
 
 /// Bulk envelope encryption of S3 objects and local files in the AWS Encryption SDK
@@ -254,6 +254,113 @@ KMS calls, pool hit rate, S3 requests, and each ratio to its limit. Everything t
 made is removed, also when it fails. Keys are Raw AES keys made for the run unless
 --key names others (KMS keys: their calls are counted per mode).")]
     Bench(BenchArgs),
+    /// Serve encryption over HTTP: POST /v1/encrypt and /v1/decrypt (ESDK messages of
+    /// any size, data keys pooled), /v1/kms/encrypt and /v1/kms/decrypt (one KMS call
+    /// per secret of at most 4 KiB), GET /metrics and /healthz.
+    #[command(after_help = "\
+Examples:
+  sealpipe serve --listen 127.0.0.1:8080 --key alias/app --token-file tokens.txt
+  curl -sS --data-binary @report.pdf -H \"Authorization: Bearer $TOKEN\" \\
+      'http://127.0.0.1:8080/v1/encrypt?context=tenant=acme' > report.pdf.sealed
+  curl -sS --data-binary @report.pdf.sealed -H \"Authorization: Bearer $TOKEN\" \\
+      http://127.0.0.1:8080/v1/decrypt > report.pdf
+
+Tokens: one per line in a token file (TOKEN, or sha256:HEX of it), optionally followed
+by the operations it may call (encrypt,decrypt,kms-encrypt,kms-decrypt,metrics; * for
+all) and keys=REF,... (the --key references it may use). They are also read from
+SEALPIPE_SERVE_TOKENS, a Secrets Manager secret (--token-secret) or an SSM SecureString
+(--token-parameter), and reloaded every --token-reload and on SIGHUP. Every route but
+/healthz needs `Authorization: Bearer TOKEN`.
+
+Plain HTTP is served only on loopback addresses unless --insecure-listen: give
+--tls-cert and --tls-key, or put the server behind a TLS proxy. Refusals are JSON
+{\"error\": {\"code\", \"message\"}} with 400, 401, 403, 408, 413, 429 or 503; a decrypt
+answers with plaintext only once the whole message authenticated.")]
+    Serve(ServeArgs),
+}
+
+/// `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free one (the address is printed)
+    /// [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// A key requests may use, repeatable; the first is the default, others are chosen
+    /// with ?key=KEYREF (as given here).
+    #[arg(long = "key", short = 'k', value_name = "KEYREF")]
+    pub keys: Vec<String>,
+    /// A token file, repeatable.
+    #[arg(long = "token-file", value_name = "FILE", help_heading = "Tokens")]
+    pub token_files: Vec<PathBuf>,
+    /// An AWS Secrets Manager secret whose SecretString is a token file, repeatable.
+    #[arg(
+        long = "token-secret",
+        value_name = "SECRET_ID",
+        help_heading = "Tokens"
+    )]
+    pub token_secrets: Vec<String>,
+    /// An SSM Parameter Store parameter (SecureString) holding a token file, repeatable.
+    #[arg(long = "token-parameter", value_name = "NAME", help_heading = "Tokens")]
+    pub token_parameters: Vec<String>,
+    /// How often every token source is read again, e.g. 60s [default: 60s]; SIGHUP
+    /// reloads at once. A failed reload keeps the tokens in force.
+    #[arg(long, value_name = "DURATION", help_heading = "Tokens")]
+    pub token_reload: Option<Seconds>,
+    /// Serve HTTPS with this PEM certificate chain.
+    #[arg(long, value_name = "PEM", requires = "tls_key", help_heading = "TLS")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert", help_heading = "TLS")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on an address other than loopback (behind a TLS proxy).
+    #[arg(long, help_heading = "TLS")]
+    pub insecure_listen: bool,
+    /// The largest /v1/encrypt or /v1/decrypt body [default: 1GiB].
+    #[arg(long, value_name = "SIZE", help_heading = "Limits")]
+    pub max_body: Option<BodySize>,
+    /// Decrypted plaintext held in memory before it spills to an unnamed temporary
+    /// file [default: 16MiB].
+    #[arg(long, value_name = "SIZE", help_heading = "Limits")]
+    pub max_in_memory: Option<HeldSize>,
+    /// Where plaintext spills [default: the system's temporary directory].
+    #[arg(long, value_name = "DIR", help_heading = "Limits")]
+    pub spill_dir: Option<PathBuf>,
+    /// Refuse (413) a decrypt whose plaintext exceeds --max-in-memory instead.
+    #[arg(long, conflicts_with = "spill_dir", help_heading = "Limits")]
+    pub no_spill: bool,
+    /// The longest a request may take to its response's head [default: 300s].
+    #[arg(long, value_name = "DURATION", help_heading = "Limits")]
+    pub request_timeout: Option<Seconds>,
+    /// The longest a client may take to send a request's head [default: 10s].
+    #[arg(long, value_name = "DURATION", help_heading = "Limits")]
+    pub header_timeout: Option<Seconds>,
+    /// The longest silence while a request body arrives [default: 30s].
+    #[arg(long, value_name = "DURATION", help_heading = "Limits")]
+    pub body_timeout: Option<Seconds>,
+    /// Requests answered at once; more get 503 [default: 256].
+    #[arg(long, value_name = "N", help_heading = "Limits")]
+    pub max_concurrent: Option<ServeConcurrency>,
+    /// Requests per second per token (bursts of one second's worth); more get 429
+    /// [default: unlimited].
+    #[arg(long, value_name = "RATE", help_heading = "Limits")]
+    pub token_rate: Option<TokenRate>,
+    /// Answer as an AWS Lambda function behind API Gateway or a function URL, instead
+    /// of listening (needs the Lambda environment).
+    #[arg(long, conflicts_with_all = ["listen", "tls_cert", "insecure_listen"])]
+    pub lambda: bool,
+    /// Algorithm suite of the messages written: 0478 or 0578 [default: 0478].
+    #[arg(long, value_name = "ID", help_heading = "Keys and messages")]
+    pub suite: Option<String>,
+    /// Plaintext bytes per frame, 1 to 2147483647 [default: 65536].
+    #[arg(long, value_name = "BYTES", help_heading = "Keys and messages")]
+    pub frame_len: Option<FrameLength>,
+    /// require-encrypt-require-decrypt (default) or require-encrypt-allow-decrypt.
+    #[arg(long, value_name = "POLICY", help_heading = "Keys and messages")]
+    pub commitment_policy: Option<String>,
+    /// Refuse messages with more encrypted data keys than this [default: 16].
+    #[arg(long, value_name = "N", help_heading = "Keys and messages")]
+    pub max_encrypted_data_keys: Option<MaxDataKeys>,
 }
 
 /// Where objects come from and where outputs go; shared by the job commands.

@@ -8,8 +8,9 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use super::values::{
-    Age, CacheBytes, CacheMessages, Concurrency, CopyThreshold, Delay, FrameLength, HeaderSize,
-    InFlight, KmsRate, MaxDataKeys, PartSize,
+    Age, BodySize, CacheBytes, CacheMessages, Concurrency, CopyThreshold, Delay, FrameLength,
+    HeaderSize, HeldSize, InFlight, KmsRate, MaxDataKeys, PartSize, Seconds, ServeConcurrency,
+    TokenRate,
 };
 
 /// The whole file. Every section and field is optional.
@@ -32,6 +33,8 @@ pub struct Config {
     pub s3: S3Section,
     #[serde(default)]
     pub rewrap: RewrapSection,
+    #[serde(default)]
+    pub serve: ServeSection,
     /// The directory the file is in; relative paths resolve against it.
     #[serde(skip)]
     pub base: PathBuf,
@@ -153,6 +156,37 @@ pub struct CacheSection {
     pub max_age_seconds: Option<Age>,
     pub max_messages: Option<CacheMessages>,
     pub max_bytes: Option<CacheBytes>,
+}
+
+/// `[serve]`: `sealpipe serve`, as the flags of the same names. Message settings come
+/// from `[encrypt]` and `[decrypt]`, pools from `[cache]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSection {
+    pub listen: Option<String>,
+    #[serde(default)]
+    pub keys: Vec<String>,
+    #[serde(default)]
+    pub token_files: Vec<PathBuf>,
+    #[serde(default)]
+    pub token_secrets: Vec<String>,
+    #[serde(default)]
+    pub token_parameters: Vec<String>,
+    pub token_reload: Option<Seconds>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    #[serde(default)]
+    pub insecure_listen: bool,
+    pub max_body: Option<BodySize>,
+    pub max_in_memory: Option<HeldSize>,
+    pub spill_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub no_spill: bool,
+    pub request_timeout: Option<Seconds>,
+    pub header_timeout: Option<Seconds>,
+    pub body_timeout: Option<Seconds>,
+    pub max_concurrent: Option<ServeConcurrency>,
+    pub token_rate: Option<TokenRate>,
 }
 
 /// `[s3]`: transfer settings, as the flags of the same names.

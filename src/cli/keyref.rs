@@ -169,7 +169,7 @@ pub fn recorded_name(keyref: &str) -> Option<String> {
 }
 
 /// The KMS key identifier in a reference, if it is one.
-fn kms_identifier(keyref: &str) -> Option<&str> {
+pub fn kms_identifier(keyref: &str) -> Option<&str> {
     if let Some(id) = keyref.strip_prefix("kms:") {
         return (!id.is_empty()).then_some(id);
     }

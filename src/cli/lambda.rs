@@ -23,10 +23,13 @@ const RUNTIME_API: &str = "AWS_LAMBDA_RUNTIME_API";
 /// Checks what Lambda sets for a runtime before `lambda_runtime` reads it: that crate
 /// panics on a variable missing or malformed, and a panic (exit 101) is never how
 /// sealpipe reports bad input.
-fn check_lambda_environment(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+pub(super) fn check_lambda_environment(
+    what: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<()> {
     let Some(api) = env(RUNTIME_API) else {
         bail!(
-            "--batch-operations runs as an AWS Lambda function and {RUNTIME_API} is not set: \
+            "{what} runs as an AWS Lambda function and {RUNTIME_API} is not set: \
              Lambda sets it; to run the function elsewhere, start a Runtime API emulator \
              (`cargo lambda watch --only-lambda-apis`, or the AWS Lambda Runtime Interface \
              Emulator) and set {RUNTIME_API} and the variables it names"
@@ -60,7 +63,7 @@ pub async fn serve(
     aws: &Aws,
     kms: &keyref::KmsSource,
 ) -> anyhow::Result<Outcome> {
-    check_lambda_environment(&|name| std::env::var(name).ok())?;
+    check_lambda_environment("--batch-operations", &|name| std::env::var(name).ok())?;
     let job = build::job(settings, build::parts(settings, aws, kms).await?)?;
     log_job_start(settings, &job);
     let stats = Arc::new(Stats::default());
@@ -178,7 +181,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
-            check_lambda_environment(&move |name| {
+            check_lambda_environment("--batch-operations", &move |name| {
                 vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
             })
             .map_err(|e| e.to_string())

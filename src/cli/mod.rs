@@ -14,6 +14,7 @@ pub mod output;
 mod progress;
 mod report;
 mod run;
+mod serve;
 mod settings;
 mod values;
 
@@ -77,6 +78,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<Outcome> {
             output,
         } => report::merge(files, *json, output.as_deref(), quiet),
         Resolved::Bench(bench) => run::bench(bench, &settings.aws, &kms, quiet).await,
+        Resolved::Serve(serve) => Box::pin(serve::run(serve, &settings.aws, &kms)).await,
     }
 }
 

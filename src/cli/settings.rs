@@ -24,7 +24,8 @@ use sealpipe::store::{Location, S3Settings};
 use sealpipe::stream::{CommitmentPolicy, DEFAULT_FRAME_LENGTH};
 
 use super::args::{
-    Cli, Command, GlobalArgs, KeyChange, LogFormat, ReadArgs, RewrapArgs, TransferArgs, WriteArgs,
+    Cli, Command, GlobalArgs, KeyChange, LogFormat, ReadArgs, RewrapArgs, ServeArgs, TransferArgs,
+    WriteArgs,
 };
 use super::config::{Config, JobSection};
 use super::values::{BenchSize, Concurrency, KmsRate};
@@ -254,6 +255,7 @@ pub enum Resolved {
         output: Option<PathBuf>,
     },
     Bench(Box<BenchSettings>),
+    Serve(Box<ServeSettings>),
 }
 
 /// AWS and KMS settings, shared by KMS keys and S3 clients.
@@ -426,6 +428,32 @@ pub struct Verification {
     pub copy: PathBuf,
 }
 
+/// `sealpipe serve`.
+#[derive(Debug)]
+pub struct ServeSettings {
+    /// `--listen`, unparsed: the address is checked when it is bound.
+    pub listen: Sourced<String>,
+    /// `--lambda`: answer Lambda invocations instead of listening.
+    pub lambda: bool,
+    /// The keys (its context is unused: contexts come with each request), suite and
+    /// frame length of the messages written.
+    pub write: Writing,
+    /// Commitment policy and limits of the messages read.
+    pub read: Reading,
+    pub token_files: Vec<PathBuf>,
+    pub token_secrets: Vec<String>,
+    pub token_parameters: Vec<String>,
+    /// `SEALPIPE_SERVE_TOKENS`: a token file's text.
+    pub token_env: Option<String>,
+    pub token_reload: Duration,
+    /// Certificate chain and key, both PEM.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub insecure_listen: bool,
+    pub limits: sealpipe::serve::Limits,
+    pub aead: Sourced<AeadBackend>,
+    pub pool: PoolLimits,
+}
+
 /// `sealpipe bench`.
 #[derive(Debug)]
 pub struct BenchSettings {
@@ -547,6 +575,7 @@ fn resolve_with(
                 workload: bench_workload(a, (globals.concurrency.value, aead), &layers, g, config)?,
             }))
         }
+        Command::Serve(a) => Resolved::Serve(Box::new(serve(&layers, &globals, a, config)?)),
     };
     let r = &config.runtime;
     let log_format = layers.pick(g.log_format, Some(&LOG_FORMAT), r.log_format)?;
@@ -1359,6 +1388,138 @@ fn backend(name: Sourced<Option<String>>) -> anyhow::Result<Sourced<AeadBackend>
 }
 
 /// A path from the config file, resolved against the file's directory.
+/// `serve`: its flags over `[serve]` (and `[encrypt]`, `[decrypt]`, `[cache]` for
+/// messages and pools).
+fn serve(
+    layers: &Layers,
+    globals: &Globals,
+    a: &ServeArgs,
+    config: &Config,
+) -> anyhow::Result<ServeSettings> {
+    let c = &config.serve;
+    let keys = || key_refs(layers, &a.keys, &c.keys, config);
+    let write_flags = WriteArgs {
+        context: Vec::new(),
+        suite: a.suite.clone(),
+        frame_len: a.frame_len,
+    };
+    let mut write = writing(layers, &a.keys, &write_flags, config)?;
+    write.keys = keys()?;
+    if write.keys.refs.value.is_empty() {
+        bail!("serve needs a key: give --key (repeatable) or [serve] keys");
+    }
+    let read_flags = ReadArgs {
+        commitment_policy: a.commitment_policy.clone(),
+        max_encrypted_data_keys: a.max_encrypted_data_keys,
+        ..ReadArgs::default()
+    };
+    let read = reading(layers, &a.keys, &c.keys, Some(&read_flags), config)?;
+    let listed = |flags: &[PathBuf], file: &[PathBuf]| -> Vec<PathBuf> {
+        if flags.is_empty() {
+            file.iter().map(|p| config.resolve(p)).collect()
+        } else {
+            flags.to_vec()
+        }
+    };
+    let token_env = match (layers.env)(SERVE_TOKENS) {
+        Some(raw) => Some(
+            raw.into_string()
+                .map_err(|_| anyhow!("{SERVE_TOKENS} is not valid UTF-8"))?,
+        ),
+        None => None,
+    };
+    let tls_cert = layers.pick(a.tls_cert.clone(), None, resolved(config, &c.tls_cert))?;
+    let tls_key = layers.pick(a.tls_key.clone(), None, resolved(config, &c.tls_key))?;
+    let tls = match (tls_cert.value, tls_key.value) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => bail!("TLS needs both a certificate and its key (--tls-cert and --tls-key)"),
+    };
+    let defaults = sealpipe::serve::Limits::default();
+    let no_spill = layers.pick_switch(a.no_spill, None, c.no_spill)?.value;
+    let spill_dir = layers.pick(a.spill_dir.clone(), None, resolved(config, &c.spill_dir))?;
+    let seconds = |flag: Option<super::values::Seconds>,
+                   file: Option<super::values::Seconds>,
+                   default: Duration|
+     -> anyhow::Result<Duration> {
+        Ok(layers
+            .pick(flag, None, file)?
+            .value
+            .map_or(default, |s| s.duration()))
+    };
+    let limits = sealpipe::serve::Limits {
+        max_body: layers
+            .pick(a.max_body, None, c.max_body)?
+            .value
+            .map_or(defaults.max_body, |b| b.0),
+        max_in_memory: layers
+            .pick(a.max_in_memory, None, c.max_in_memory)?
+            .value
+            .map_or(defaults.max_in_memory, |b| b.0 as usize),
+        spill_dir: match (no_spill, spill_dir.value) {
+            (true, _) => None,
+            (false, Some(dir)) => Some(dir),
+            (false, None) => defaults.spill_dir,
+        },
+        request_timeout: seconds(
+            a.request_timeout,
+            c.request_timeout,
+            defaults.request_timeout,
+        )?,
+        header_timeout: seconds(a.header_timeout, c.header_timeout, defaults.header_timeout)?,
+        body_timeout: seconds(a.body_timeout, c.body_timeout, defaults.body_timeout)?,
+        max_concurrent: layers
+            .pick(a.max_concurrent, None, c.max_concurrent)?
+            .value
+            .map_or(defaults.max_concurrent, |n| n.0),
+        token_rate: layers
+            .pick(a.token_rate, None, c.token_rate)?
+            .value
+            .map(|r| r.get()),
+    };
+    let (f, cache) = (&globals.flags.aws, &config.cache);
+    let pool = PoolLimits::default();
+    let max_age = layers.pick(f.cache_max_age, None, cache.max_age_seconds)?;
+    let max_messages = layers.pick(f.cache_max_messages, None, cache.max_messages)?;
+    let max_bytes = layers.pick(f.cache_max_bytes, None, cache.max_bytes)?;
+    Ok(ServeSettings {
+        listen: layers
+            .pick(a.listen.clone(), None, c.listen.clone())?
+            .or("127.0.0.1:8080".into()),
+        lambda: a.lambda,
+        write,
+        read,
+        token_files: listed(&a.token_files, &c.token_files),
+        token_secrets: if a.token_secrets.is_empty() {
+            c.token_secrets.clone()
+        } else {
+            a.token_secrets.clone()
+        },
+        token_parameters: if a.token_parameters.is_empty() {
+            c.token_parameters.clone()
+        } else {
+            a.token_parameters.clone()
+        },
+        token_env,
+        token_reload: seconds(a.token_reload, c.token_reload, Duration::from_secs(60))?,
+        tls,
+        insecure_listen: layers
+            .pick_switch(a.insecure_listen, None, c.insecure_listen)?
+            .value,
+        limits,
+        aead: backend(globals.aead.clone())?,
+        pool: PoolLimits {
+            max_age: max_age.value.map_or(pool.max_age, |s| s.duration()),
+            max_messages: max_messages.value.map_or(pool.max_messages, |m| m.0),
+            max_bytes: max_bytes.value.map_or(pool.max_bytes, |b| b.0),
+            ..pool
+        },
+    })
+}
+
+/// The environment variable that holds a token file's text for `serve`.
+pub const SERVE_TOKENS: &str = "SEALPIPE_SERVE_TOKENS";
+
 fn resolved(config: &Config, path: &Option<PathBuf>) -> Option<PathBuf> {
     path.as_ref().map(|p| config.resolve(p))
 }

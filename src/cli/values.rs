@@ -470,3 +470,109 @@ mod tests {
         assert!(PartSize::try_from(SizeValue::Bytes(-1)).is_err());
     }
 }
+
+bounded_size!(
+    /// `serve --max-body`, `[serve] max_body`: the largest `/v1/encrypt` or
+    /// `/v1/decrypt` body, 1 byte to 1 TiB.
+    BodySize,
+    "the largest body",
+    1,
+    1 << 40
+);
+
+bounded_size!(
+    /// `serve --max-in-memory`, `[serve] max_in_memory`: decrypted plaintext held in
+    /// memory before it spills to a file, 0 to 4 GiB.
+    HeldSize,
+    "the in-memory plaintext limit",
+    0,
+    4 << 30
+);
+
+bounded_integer!(
+    /// `serve --max-concurrent`, `[serve] max_concurrent`: requests answered at once.
+    ServeConcurrency(usize),
+    "the request cap",
+    1,
+    65_536
+);
+
+bounded_real!(
+    /// `serve --token-rate`, `[serve] token_rate`: requests per second per token.
+    TokenRate,
+    "the token rate",
+    0.01,
+    false,
+    1e6,
+    "requests per second"
+);
+
+impl TokenRate {
+    /// Requests per second.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+/// A timeout or interval of the server: `30` or `30s` (seconds), `500ms`; more than 0
+/// and at most one day. In the config file a number of seconds or such a string.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(try_from = "SecondsValue")]
+pub struct Seconds(f64);
+
+/// What the config file may hold for [`Seconds`].
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SecondsValue {
+    Number(f64),
+    Text(String),
+}
+
+impl Seconds {
+    const MAX: f64 = 86_400.0;
+
+    fn check(v: f64, got: &str) -> Result<Self, String> {
+        if v > 0.0 && v <= Self::MAX {
+            Ok(Self(v))
+        } else {
+            Err(format!(
+                "a duration must be more than 0 and at most {} s (e.g. 30s, 500ms), not {}",
+                Self::MAX,
+                sealpipe::escape::text(got)
+            ))
+        }
+    }
+
+    pub fn duration(self) -> Duration {
+        Duration::from_secs_f64(self.0)
+    }
+}
+
+impl FromStr for Seconds {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let (number, scale) = if let Some(ms) = t.strip_suffix("ms") {
+            (ms, 0.001)
+        } else if let Some(secs) = t.strip_suffix('s') {
+            (secs, 1.0)
+        } else {
+            (t, 1.0)
+        };
+        let v: f64 = number
+            .trim()
+            .parse()
+            .map_err(|_| Self::check(f64::NAN, s).unwrap_err())?;
+        Self::check(v * scale, s)
+    }
+}
+
+impl TryFrom<SecondsValue> for Seconds {
+    type Error = String;
+    fn try_from(v: SecondsValue) -> Result<Self, String> {
+        match v {
+            SecondsValue::Number(n) => Self::check(n, &n.to_string()),
+            SecondsValue::Text(s) => s.parse(),
+        }
+    }
+}

@@ -438,6 +438,89 @@ impl KmsKeyring {
         Ok(m)
     }
 
+    /// The key as given: ARN, key ID, alias name or alias ARN.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// One KMS `Encrypt` of a caller's small secret (at most 4,096 bytes, KMS's own
+    /// limit) under this key, bound to `context`: the direct method, one KMS call per
+    /// secret, whose `CiphertextBlob` any KMS client decrypts. Returns the key ARN KMS
+    /// used and the blob.
+    pub async fn encrypt_secret(
+        &self,
+        plaintext: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<(String, Vec<u8>), KeyringError> {
+        let client = self.client();
+        let pairs = kms_context(context);
+        let result = self
+            .kms
+            .call(&self.kms.stats.encrypt, ("Encrypt", &self.key), || {
+                client
+                    .encrypt()
+                    .key_id(&self.key)
+                    .plaintext(Blob::new(plaintext.to_vec()))
+                    .set_encryption_context(pairs.clone())
+                    .set_grant_tokens(self.kms.grant_tokens())
+                    .send()
+            })
+            .await;
+        let out = match result {
+            Ok(out) => out,
+            Err(e) => {
+                let region = KmsArn::region_of(&self.key);
+                return Err(
+                    kms_failure(&self.kms, region.as_deref(), "Encrypt", &self.key, e).await,
+                );
+            }
+        };
+        let blob = out
+            .ciphertext_blob
+            .map(Blob::into_inner)
+            .ok_or_else(|| self.bad_response("Encrypt", "no ciphertext"))?;
+        Ok((out.key_id.unwrap_or_else(|| self.key.clone()), blob))
+    }
+
+    /// One KMS `Decrypt` of a `CiphertextBlob` (from [`encrypt_secret`](Self::encrypt_secret),
+    /// `aws kms encrypt` or any KMS client), with this key named as the `KeyId`, so a
+    /// blob under any other key is refused by KMS rather than decrypted. Returns the
+    /// key ARN and the plaintext.
+    pub async fn decrypt_secret(
+        &self,
+        blob: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<(String, zeroize::Zeroizing<Vec<u8>>), KeyringError> {
+        let client = self.client();
+        let pairs = kms_context(context);
+        let result = self
+            .kms
+            .call(&self.kms.stats.decrypt, ("Decrypt", &self.key), || {
+                client
+                    .decrypt()
+                    .key_id(&self.key)
+                    .ciphertext_blob(Blob::new(blob.to_vec()))
+                    .set_encryption_context(pairs.clone())
+                    .set_grant_tokens(self.kms.grant_tokens())
+                    .send()
+            })
+            .await;
+        let out = match result {
+            Ok(out) => out,
+            Err(e) => {
+                let region = KmsArn::region_of(&self.key);
+                return Err(
+                    kms_failure(&self.kms, region.as_deref(), "Decrypt", &self.key, e).await,
+                );
+            }
+        };
+        let plaintext = out
+            .plaintext
+            .map(|p| zeroize::Zeroizing::new(p.into_inner()))
+            .ok_or_else(|| self.bad_response("Decrypt", "no plaintext"))?;
+        Ok((out.key_id.unwrap_or_else(|| self.key.clone()), plaintext))
+    }
+
     fn bad_response(&self, action: &'static str, what: &str) -> KeyringError {
         KeyringError::Kms {
             action,

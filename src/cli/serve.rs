@@ -1,0 +1,218 @@
+//! `sealpipe serve`: the service built from its settings, then served on its own
+//! listener or as a Lambda function behind API Gateway.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow, bail};
+use sealpipe::format::EncryptionContext;
+use sealpipe::keys::{DataKeyPool, DecryptCache, KmsArn, KmsKeyring};
+use sealpipe::serve::{
+    SecretClients, ServerKey, Service, Tls, TokenSource, TokenStore, listen, router,
+};
+use sealpipe::stream::{DecryptOptions, EncryptOptions};
+
+use super::Outcome;
+use super::keyref::{self, KmsSource};
+use super::output::say;
+use super::settings::{Aws, SERVE_TOKENS, ServeSettings};
+
+/// Data keys each key's decrypt cache holds: messages of that many distinct data keys
+/// are read with one unwrap each while they stay in it.
+const DECRYPT_CACHE_ENTRIES: u64 = 4096;
+
+/// Builds the service and serves until SIGINT or SIGTERM (or, as a Lambda function,
+/// until Lambda ends the process).
+pub async fn run(s: &ServeSettings, aws: &Aws, kms: &KmsSource) -> anyhow::Result<Outcome> {
+    // Everything that can be refused is refused before a key or a token is read.
+    if s.lambda {
+        super::lambda::check_lambda_environment("serve --lambda", &|name| {
+            std::env::var(name).ok()
+        })?;
+    }
+    let address = if s.lambda {
+        None
+    } else {
+        Some(listen_address(s)?)
+    };
+    let tls = match &s.tls {
+        Some((cert, key)) => Some(Tls::from_pem_files(cert, key).map_err(|e| anyhow!("TLS: {e}"))?),
+        None => None,
+    };
+    let tokens = Arc::new(load_tokens(s, aws).await?);
+    let keys = server_keys(s, kms).await?;
+    let service = Arc::new(Service::new(
+        keys,
+        EncryptOptions {
+            frame_length: s.write.frame_length.value,
+            aead: s.aead.value,
+            ..EncryptOptions::default()
+        },
+        DecryptOptions {
+            commitment_policy: s.read.commitment_policy.value,
+            limits: sealpipe::format::DecodeLimits {
+                max_encrypted_data_keys: s.read.max_encrypted_data_keys.value,
+                max_header_len: s.read.max_header_len.value,
+                max_frame_length: s.read.max_frame_length.value,
+            },
+            aead: s.aead.value,
+        },
+        tokens.clone(),
+        s.limits.clone(),
+        kms.used().map(|c| c.stats.clone()),
+        s.lambda,
+    ));
+    tokens.spawn_reloads(s.token_reload);
+    let app = router(service);
+    let Some(address) = address else {
+        return serve_lambda(app).await;
+    };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    let bound = listener.local_addr().context("the listening address")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    // The first line, always (also with --quiet): scripts and tests read the port here.
+    say!("sealpipe serve: listening on {scheme}://{bound}");
+    let cancel = sealpipe::pipeline::Cancel::default();
+    let stopped = cancel.clone();
+    let stop = async move {
+        super::cancel_on_signal(stopped).await;
+    };
+    listen(listener, tls, app, s.limits.header_timeout, stop)
+        .await
+        .context("the listener failed")?;
+    Ok(if cancel.is_cancelled() {
+        Outcome::Interrupted
+    } else {
+        Outcome::Success
+    })
+}
+
+/// The address to bind: plain HTTP only on loopback unless the operator says so, since
+/// plaintext and tokens would cross the network in clear.
+fn listen_address(s: &ServeSettings) -> anyhow::Result<SocketAddr> {
+    let text = &s.listen.value;
+    let address: SocketAddr = text.parse().map_err(|_| {
+        anyhow!(
+            "--listen {}: not an address (e.g. 127.0.0.1:8080, [::1]:8443, 0.0.0.0:8443)",
+            sealpipe::escape::text(text)
+        )
+    })?;
+    if !address.ip().is_loopback() && s.tls.is_none() && !s.insecure_listen {
+        bail!(
+            "--listen {address} is not a loopback address: plaintext and bearer tokens would \
+             cross the network in clear. Give --tls-cert and --tls-key, or --insecure-listen \
+             if a TLS proxy in front of the server terminates TLS"
+        );
+    }
+    Ok(address)
+}
+
+async fn load_tokens(s: &ServeSettings, aws: &Aws) -> anyhow::Result<TokenStore> {
+    let mut sources: Vec<TokenSource> = s
+        .token_files
+        .iter()
+        .cloned()
+        .map(TokenSource::File)
+        .collect();
+    if let Some(text) = &s.token_env {
+        sources.push(TokenSource::Env {
+            name: SERVE_TOKENS.into(),
+            text: text.clone(),
+        });
+    }
+    sources.extend(s.token_secrets.iter().cloned().map(TokenSource::Secret));
+    sources.extend(
+        s.token_parameters
+            .iter()
+            .cloned()
+            .map(TokenSource::Parameter),
+    );
+    let clients = if s.token_secrets.is_empty() && s.token_parameters.is_empty() {
+        None
+    } else {
+        let config = sealpipe::aws::service_config(&sealpipe::aws::AwsSettings {
+            region: aws.region.value.clone(),
+            profile: aws.profile.value.clone(),
+            ..Default::default()
+        })
+        .await;
+        Some(SecretClients {
+            secrets: aws_sdk_secretsmanager::Client::new(&config),
+            ssm: aws_sdk_ssm::Client::new(&config),
+        })
+    };
+    TokenStore::load(sources, clients)
+        .await
+        .map_err(|e| anyhow!("cannot load the tokens: {e}"))
+}
+
+/// One [`ServerKey`] per `--key`, each with its own pool and cache, each checked now
+/// (a data key is generated), so a key the server cannot use stops it at start.
+async fn server_keys(s: &ServeSettings, kms: &KmsSource) -> anyhow::Result<Vec<ServerKey>> {
+    let refs = &s.write.keys;
+    let mut keys = Vec::new();
+    for name in &refs.refs.value {
+        let keyring = keyref::keyring_from_refs(std::slice::from_ref(name), &refs.base, kms)
+            .await?
+            .remove(0);
+        let kms_key = match keyref::kms_identifier(name) {
+            Some(id) => Some(KmsKeyring::new(id, kms.context().await.clone())),
+            None => None,
+        };
+        let pool = DataKeyPool::new(keyring.clone(), s.write.suite.value, s.pool.clone());
+        pool.warm_up(&EncryptionContext::new())
+            .await
+            .with_context(|| format!("the key {name} cannot make data keys"))?;
+        let cache = DecryptCache::new(DECRYPT_CACHE_ENTRIES, s.pool.max_age, pool.stats().clone());
+        keys.push(ServerKey {
+            recorded_name: wrapping_name(name),
+            name: name.clone(),
+            keyring,
+            pool,
+            cache,
+            kms: kms_key,
+        });
+    }
+    Ok(keys)
+}
+
+/// The wrapping-key name a reference's key writes into messages, when the reference
+/// says it: a KMS key ARN as it is, `NAMESPACE/NAME` for a raw AES key.
+fn wrapping_name(keyref: &str) -> Option<String> {
+    if let Some(id) = keyref::kms_identifier(keyref) {
+        return KmsArn::parse(id)
+            .filter(|arn| arn.resource_type == "key")
+            .map(|arn| arn.to_string());
+    }
+    keyref::split_raw_aes(keyref).map(|r| format!("{}/{}", r.namespace, r.name))
+}
+
+/// Answers API Gateway (REST or HTTP API) and function URL invocations with the same
+/// routes. Lambda hands over whole bodies and takes whole responses.
+async fn serve_lambda(app: axum::Router) -> anyhow::Result<Outcome> {
+    use lambda_http::tower::ServiceExt as _;
+    let handler = lambda_http::tower::service_fn(move |request: lambda_http::Request| {
+        let app = app.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let bytes: Vec<u8> = match body {
+                lambda_http::Body::Empty => Vec::new(),
+                lambda_http::Body::Text(text) => text.into_bytes(),
+                lambda_http::Body::Binary(bytes) => bytes,
+                _ => Vec::new(),
+            };
+            let request = http::Request::from_parts(parts, axum::body::Body::from(bytes));
+            let response = app
+                .oneshot(request)
+                .await
+                .map_err(|never| -> lambda_http::Error { match never {} })?;
+            Ok::<_, lambda_http::Error>(response)
+        }
+    });
+    lambda_http::run(handler)
+        .await
+        .map_err(|e| anyhow!("the Lambda runtime stopped: {e}"))?;
+    Ok(Outcome::Success)
+}
