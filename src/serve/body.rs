@@ -165,10 +165,19 @@ pub struct ChannelWriter {
     tx: mpsc::Sender<io::Result<Bytes>>,
     buf: BytesMut,
     finished: Arc<AtomicBool>,
+    /// The runtime the response is sent from, and how long a client may leave the
+    /// response unread: a client that stops reading must not hold the codec's thread
+    /// (and its slot) forever.
+    runtime: tokio::runtime::Handle,
+    idle: Duration,
 }
 
-/// A response body and the writer that feeds it.
-pub fn channel(counted: Arc<super::metrics::Metrics>) -> (ChannelWriter, ChannelBody) {
+/// A response body and the writer that feeds it, which gives up once the client has
+/// read nothing for `idle`. Call from within the runtime.
+pub fn channel(
+    counted: Arc<super::metrics::Metrics>,
+    idle: Duration,
+) -> (ChannelWriter, ChannelBody) {
     let (tx, rx) = mpsc::channel(4);
     let finished = Arc::new(AtomicBool::new(false));
     (
@@ -176,6 +185,8 @@ pub fn channel(counted: Arc<super::metrics::Metrics>) -> (ChannelWriter, Channel
             tx,
             buf: BytesMut::new(),
             finished: finished.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            idle,
         },
         ChannelBody {
             rx,
@@ -187,12 +198,24 @@ pub fn channel(counted: Arc<super::metrics::Metrics>) -> (ChannelWriter, Channel
 
 impl ChannelWriter {
     fn send(&mut self, item: io::Result<Bytes>) -> io::Result<()> {
-        self.tx.blocking_send(item).map_err(|_| {
-            io::Error::new(
+        let (tx, idle) = (&self.tx, self.idle);
+        match self
+            .runtime
+            .block_on(async { tokio::time::timeout(idle, tx.send(item)).await })
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "the client closed the connection",
-            )
-        })
+            )),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client read nothing of the response for {} s",
+                    idle.as_secs_f64()
+                ),
+            )),
+        }
     }
 
     /// Ends the response cleanly: what is buffered goes out, then the end.
@@ -204,9 +227,9 @@ impl ChannelWriter {
 
     /// Ends the response as failed: the client sees the transfer cut short.
     pub fn abort(self, why: &str) {
-        let _ = self
-            .tx
-            .blocking_send(Err(io::Error::other(why.to_string())));
+        // Dropped unfinished, the body ends with an error anyway; this names why, if
+        // there is room.
+        let _ = self.tx.try_send(Err(io::Error::other(why.to_string())));
     }
 }
 
@@ -287,7 +310,11 @@ impl Write for Held {
 impl Held {
     /// The held plaintext as a response body: memory as it is, a file read back in
     /// chunks on a blocking thread.
-    pub fn into_body(self, counted: Arc<super::metrics::Metrics>) -> axum::body::Body {
+    pub fn into_body(
+        self,
+        counted: Arc<super::metrics::Metrics>,
+        idle: Duration,
+    ) -> axum::body::Body {
         match self {
             Held::Memory(mut v, _, _) => {
                 // Handed to the response as it is: hyper owns it from here.
@@ -298,7 +325,7 @@ impl Held {
                 axum::body::Body::from(v)
             }
             Held::File(mut file, _) => {
-                let (mut writer, body) = channel(counted);
+                let (mut writer, body) = channel(counted, idle);
                 tokio::task::spawn_blocking(move || {
                     let copied = file
                         .seek(io::SeekFrom::Start(0))

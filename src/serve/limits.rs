@@ -20,7 +20,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Receiving a request's head (slow loris).
     pub header_timeout: Duration,
-    /// The longest silence while a request body arrives.
+    /// The longest silence while a request body arrives, or while a response waits
+    /// for the client to read it.
     pub body_timeout: Duration,
     /// Requests answered at once; more get 503.
     pub max_concurrent: usize,

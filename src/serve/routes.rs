@@ -496,7 +496,8 @@ async fn encrypt_request(
         .await
         .map_err(|e| ApiError::from_error(&e))?;
     let reader = ChunkReader::new(Box::new(request_body), Bytes::new(), Cancel::default());
-    let (writer, response_body) = body::channel(service.metrics.clone());
+    let (writer, response_body) =
+        body::channel(service.metrics.clone(), service.limits.body_timeout);
     let options = service.encrypt.clone();
     let metrics = service.metrics.clone();
     tokio::spawn(async move {
@@ -646,7 +647,7 @@ async fn decrypt_request(
         .map_err(|e| ApiError::from_error(&e))?;
         opened.map_err(|e| held_or(&failure, &e))?
     };
-    let mut response = octets(held.into_body(service.metrics.clone()));
+    let mut response = octets(held.into_body(service.metrics.clone(), service.limits.body_timeout));
     if let Some(value) = context {
         response.headers_mut().insert(CONTEXT_HEADER, value);
     }
@@ -713,19 +714,25 @@ async fn open_whole(
 
 /// The message's stored context as a JSON object.
 fn context_json(header: &Header) -> serde_json::Value {
-    let map: serde_json::Map<String, serde_json::Value> = header
-        .body
-        .context
+    context_json_of(&header.body.context)
+}
+
+fn context_json_of(context: &EncryptionContext) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = context
         .iter()
         .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
         .collect();
     serde_json::Value::Object(map)
 }
 
-/// The message's stored context for the `X-Encryption-Context` response header: JSON
-/// with everything outside printable ASCII escaped, as a header value must be.
+/// The message's stored context for the `X-Encryption-Context` response header.
 fn context_header(header: &Header) -> Option<HeaderValue> {
-    let json = context_json(header).to_string();
+    HeaderValue::from_str(&ascii_json(&context_json(header).to_string())).ok()
+}
+
+/// JSON with everything outside printable ASCII escaped (`\uXXXX`, UTF-16 as JSON
+/// has it), as a header value must be.
+fn ascii_json(json: &str) -> String {
     let mut ascii = String::with_capacity(json.len());
     for c in json.chars() {
         if c.is_ascii() && !c.is_ascii_control() {
@@ -737,7 +744,7 @@ fn context_header(header: &Header) -> Option<HeaderValue> {
             }
         }
     }
-    HeaderValue::from_str(&ascii).ok()
+    ascii
 }
 
 // ---- /v1/kms/encrypt and /v1/kms/decrypt: the direct method, one KMS call each
@@ -885,4 +892,52 @@ fn kms_key(key: &ServerKey) -> Result<&crate::keys::KmsKeyring, ApiError> {
             format!("{} is not a KMS key: /v1/kms routes need one", key.name),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_and_header_give_the_key_and_context() {
+        let uri: Uri = "/v1/encrypt?key=alias%2Fapp&context=tenant=acme&context=path=a%3Db+c"
+            .parse()
+            .unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTEXT_HEADER,
+            HeaderValue::from_static(r#"{"from":"header"}"#),
+        );
+        let p = params(&uri, &headers).unwrap();
+        assert_eq!(p.key.as_deref(), Some("alias/app"));
+        assert_eq!(p.context.get("tenant"), Some("acme"));
+        assert_eq!(p.context.get("path"), Some("a=b c"));
+        assert_eq!(p.context.get("from"), Some("header"));
+        for bad in [
+            "/x?context=novalue",
+            "/x?context==v",
+            "/x?other=1",
+            "/x?key=%FF",
+        ] {
+            let uri: Uri = bad.parse().unwrap();
+            assert!(params(&uri, &HeaderMap::new()).is_err(), "{bad}");
+        }
+        headers.insert(CONTEXT_HEADER, HeaderValue::from_static(r#"{"n":1}"#));
+        assert!(params(&"/x".parse().unwrap(), &headers).is_err());
+    }
+
+    #[test]
+    fn the_context_header_is_printable_ascii_json() {
+        let context: EncryptionContext = [("tenant", "é\u{1F600}"), ("line", "a\nb\u{7f}")]
+            .into_iter()
+            .collect();
+        let json = context_json_of(&context).to_string();
+        let value = ascii_json(&json);
+        let text = HeaderValue::from_str(&value).unwrap();
+        let back: std::collections::BTreeMap<String, String> =
+            serde_json::from_slice(text.as_bytes()).unwrap();
+        assert_eq!(back.get("tenant").unwrap(), "é\u{1F600}");
+        assert_eq!(back.get("line").unwrap(), "a\nb\u{7f}");
+        assert!(value.bytes().all(|b| (0x20..0x7f).contains(&b)), "{value}");
+    }
 }
