@@ -71,7 +71,7 @@ async fn admission(State(service): State<Arc<Service>>, request: Request, next: 
     let response = match service.slots.clone().try_acquire_owned() {
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "TooManyRequestsInFlight",
+            "ServiceUnavailable",
             format!(
                 "the server is answering {} requests already; retry shortly",
                 service.limits.max_concurrent
