@@ -2168,3 +2168,144 @@ fn two_thousand_requests_take_a_handful_of_kms_calls() {
         "cache hits {hits}, misses {misses}"
     );
 }
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, made with the venv's
+/// `cryptography`: (cert.pem, key.pem).
+const SELF_SIGNED: &str = r#"
+import datetime, ipaddress, sys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+key = ec.generate_private_key(ec.SECP256R1())
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+now = datetime.datetime.now(datetime.timezone.utc)
+cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+    .public_key(key.public_key()).serial_number(x509.random_serial_number())
+    .not_valid_before(now - datetime.timedelta(minutes=5))
+    .not_valid_after(now + datetime.timedelta(days=1))
+    .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+    .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    .sign(key, hashes.SHA256()))
+open(sys.argv[1], "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+open(sys.argv[2], "wb").write(key.private_bytes(serialization.Encoding.PEM,
+    serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+print("ok")
+"#;
+
+#[test]
+fn tls_serves_https_on_any_address_and_bad_certificates_stop_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = raw_key(dir.path(), "k");
+    let tokens = token_file(dir.path(), "tokens", &[ALL.to_string()]);
+    let (cert, private) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (c, k) = (cert.display().to_string(), private.display().to_string());
+    python(
+        "make a self-signed certificate",
+        SELF_SIGNED,
+        &[&c, &k],
+        b"",
+    );
+
+    // With TLS, a non-loopback address needs no --insecure-listen.
+    let mut child = sealpipe(dir.path(), None)
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--key",
+            &key,
+            "--token-file",
+            &tokens,
+        ])
+        .args(["--tls-cert", &c, "--tls-key", &k])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let port: u16 = first
+        .strip_prefix("sealpipe serve: listening on https://0.0.0.0:")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("first line {first:?} names no https port")
+        });
+    let plaintext = secret_text(200_000);
+    let input = dir.path().join("plain");
+    std::fs::write(&input, &plaintext).unwrap();
+    let curl = |path: &str, body: &Path, out: &Path, extra: &[&str]| {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "30", "-o"])
+            .arg(out)
+            .args(["-w", "%{http_code}", "--data-binary"])
+            .arg(format!("@{}", body.display()))
+            .args(["-H", &format!("Authorization: Bearer {ALL}")])
+            .args(extra)
+            .arg(format!("https://localhost:{port}{path}"))
+            .output()
+            .expect("curl (apt-get install curl)")
+    };
+    let sealed = dir.path().join("sealed");
+    let o = curl("/v1/encrypt", &input, &sealed, &["--cacert", &c]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "200", "{o:?}");
+    let opened = dir.path().join("opened");
+    let o = curl("/v1/decrypt", &sealed, &opened, &["--cacert", &c]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "200", "{o:?}");
+    assert_eq!(std::fs::read(&opened).unwrap(), plaintext);
+    // Without the certificate trusted, curl refuses the server: it really is TLS.
+    let o = curl("/v1/encrypt", &input, &sealed, &[]);
+    assert!(
+        !o.status.success(),
+        "an untrusted certificate is refused: {o:?}"
+    );
+    // Plain HTTP to the TLS port gets no answer.
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/healthz"))
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&o.stdout), "200", "{o:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A certificate that is not PEM, a key that does not match: exit 2 before listening.
+    std::fs::write(dir.path().join("junk.pem"), "not a certificate\n").unwrap();
+    let junk = dir.path().join("junk.pem").display().to_string();
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let (c2, k2) = (
+        other.join("cert.pem").display().to_string(),
+        other.join("key.pem").display().to_string(),
+    );
+    python("make a second certificate", SELF_SIGNED, &[&c2, &k2], b"");
+    for (cert, key, what) in [(&junk, &k, "junk certificate"), (&c, &k2, "mismatched key")] {
+        let out = sealpipe(dir.path(), None)
+            .args(["serve", "--listen", "127.0.0.1:0", "--key", &key])
+            .args([
+                "--token-file",
+                &tokens,
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                key,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{what}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("TLS"), "{what}: {err}");
+    }
+}
