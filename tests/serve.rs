@@ -2292,7 +2292,7 @@ fn tls_serves_https_on_any_address_and_bad_certificates_stop_the_start() {
     python("make a second certificate", SELF_SIGNED, &[&c2, &k2], b"");
     for (cert, key, what) in [(&junk, &k, "junk certificate"), (&c, &k2, "mismatched key")] {
         let out = sealpipe(dir.path(), None)
-            .args(["serve", "--listen", "127.0.0.1:0", "--key", &key])
+            .args(["serve", "--listen", "127.0.0.1:0", "--key", key.as_str()])
             .args([
                 "--token-file",
                 &tokens,
