@@ -74,19 +74,34 @@ pub async fn run(s: &ServeSettings, aws: &Aws, kms: &KmsSource) -> anyhow::Resul
     let scheme = if tls.is_some() { "https" } else { "http" };
     // The first line, always (also with --quiet): scripts and tests read the port here.
     say!("sealpipe serve: listening on {scheme}://{bound}");
-    let cancel = sealpipe::pipeline::Cancel::default();
-    let stopped = cancel.clone();
-    let stop = async move {
-        super::cancel_on_signal(stopped).await;
-    };
-    listen(listener, tls, app, s.limits.header_timeout, stop)
+    listen(listener, tls, app, s.limits.header_timeout, stop_signal())
         .await
         .context("the listener failed")?;
-    Ok(if cancel.is_cancelled() {
-        Outcome::Interrupted
-    } else {
-        Outcome::Success
-    })
+    // Stopping is how a server ends (systemd, Kubernetes): not an interruption.
+    Ok(Outcome::Success)
+}
+
+/// The first SIGINT or SIGTERM: stop accepting, let the requests in progress finish.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    if tokio::signal::ctrl_c().await.is_err() {
+        return std::future::pending().await;
+    }
+    say!("sealpipe serve: stopping: no new connections; requests in progress finish");
 }
 
 /// The address to bind: plain HTTP only on loopback unless the operator says so, since
@@ -189,6 +204,23 @@ fn wrapping_name(keyref: &str) -> Option<String> {
     keyref::split_raw_aes(keyref).map(|r| format!("{}/{}", r.namespace, r.name))
 }
 
+/// The request's URI with API Gateway's stage taken off the front of its path: a REST
+/// API's stage (`/prod/v1/encrypt`), or a named HTTP API stage, is not part of the
+/// route. `None` if there is nothing to take off.
+fn without_stage(uri: &http::Uri, stage: Option<&str>) -> Option<http::Uri> {
+    let stage = stage.filter(|s| !s.is_empty() && *s != "$default")?;
+    let rest = uri.path().strip_prefix('/')?.strip_prefix(stage)?;
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
+    }
+    let path = if rest.is_empty() { "/" } else { rest };
+    let text = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    text.parse().ok()
+}
+
 /// Answers API Gateway (REST or HTTP API) and function URL invocations with the same
 /// routes. Lambda hands over whole bodies and takes whole responses.
 async fn serve_lambda(app: axum::Router) -> anyhow::Result<Outcome> {
@@ -196,7 +228,17 @@ async fn serve_lambda(app: axum::Router) -> anyhow::Result<Outcome> {
     let handler = lambda_http::tower::service_fn(move |request: lambda_http::Request| {
         let app = app.clone();
         async move {
-            let (parts, body) = request.into_parts();
+            use lambda_http::RequestExt as _;
+            use lambda_http::request::RequestContext;
+            let stage = match request.request_context_ref() {
+                Some(RequestContext::ApiGatewayV1(c)) => c.stage.clone(),
+                Some(RequestContext::ApiGatewayV2(c)) => c.stage.clone(),
+                _ => None,
+            };
+            let (mut parts, body) = request.into_parts();
+            if let Some(uri) = without_stage(&parts.uri, stage.as_deref()) {
+                parts.uri = uri;
+            }
             let bytes: Vec<u8> = match body {
                 lambda_http::Body::Empty => Vec::new(),
                 lambda_http::Body::Text(text) => text.into_bytes(),
@@ -215,4 +257,23 @@ async fn serve_lambda(app: axum::Router) -> anyhow::Result<Outcome> {
         .await
         .map_err(|e| anyhow!("the Lambda runtime stopped: {e}"))?;
     Ok(Outcome::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stage_is_not_part_of_the_route() {
+        let uri = |s: &str| s.parse::<http::Uri>().unwrap();
+        let cut = |u: &str, stage| without_stage(&uri(u), stage).map(|u| u.to_string());
+        assert_eq!(
+            cut("/prod/v1/encrypt?key=a", Some("prod")).as_deref(),
+            Some("/v1/encrypt?key=a")
+        );
+        assert_eq!(cut("/prod", Some("prod")).as_deref(), Some("/"));
+        assert_eq!(cut("/production/healthz", Some("prod")), None);
+        assert_eq!(cut("/v1/encrypt", Some("$default")), None);
+        assert_eq!(cut("/v1/encrypt", None), None);
+    }
 }

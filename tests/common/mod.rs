@@ -5,6 +5,7 @@ pub mod cli;
 pub mod counting_proxy;
 pub mod faults;
 pub mod iam;
+pub mod lambda;
 pub mod legacy;
 pub mod moto;
 pub mod world;
