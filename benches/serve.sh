@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench-serve.sh: load on `sealpipe serve` with oha (HTTP load generator, crates.io),
+# serve.sh: load on `sealpipe serve` with oha (HTTP load generator, crates.io),
 # over loopback only:
 #   - raw AES key: POST /v1/encrypt of 1 KiB and 1 MiB bodies, POST /v1/decrypt of a
 #     1 KiB and a 1 MiB message (each made once, before its run);
@@ -11,15 +11,15 @@
 # sealpipe_kms_requests_total before and after each run) and every command it ran.
 # Writes the table (summary.md), oha's JSON of each run and the server logs to OUT_DIR.
 #
-# Run `bench-serve.sh --help` for usage.
+# Run `serve.sh --help` for usage.
 
 set -Eeuo pipefail
 export LC_ALL=C
-trap 'echo "bench-serve.sh: line $LINENO: \`$BASH_COMMAND\` failed (exit $?)" >&2' ERR
+trap 'echo "serve.sh: line $LINENO: \`$BASH_COMMAND\` failed (exit $?)" >&2' ERR
 
 usage() {
 	cat <<'EOF'
-Usage: bench-serve.sh [-h|--help]
+Usage: serve.sh [-h|--help]
 
 Environment (defaults in brackets):
   SEALPIPE_BIN   the sealpipe binary [target/release/sealpipe of this repository;
@@ -47,7 +47,7 @@ case ${1:-} in
 	;;
 "") ;;
 *)
-	echo "bench-serve.sh: unknown argument $1 (see --help)" >&2
+	echo "serve.sh: unknown argument $1 (see --help)" >&2
 	exit 2
 	;;
 esac
@@ -66,7 +66,7 @@ OUT_DIR=$(cd "$OUT_DIR" && pwd)
 
 log() { echo "[bench-serve $(date +%H:%M:%S)] $*" >&2; }
 die() {
-	echo "bench-serve.sh: $*" >&2
+	echo "serve.sh: $*" >&2
 	exit 1
 }
 wants() { [[ ,$ROUTES, == *,$1,* ]]; }
@@ -121,7 +121,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-printf '# bench-serve.sh\n%s\n' "$TOKEN" >"$WORK/tokens"
+printf '# serve.sh\n%s\n' "$TOKEN" >"$WORK/tokens"
 head -c 32 /dev/urandom >"$WORK/k.key"
 head -c 1024 /dev/urandom >"$WORK/1KiB.bin"
 head -c 1048576 /dev/urandom >"$WORK/1MiB.bin"
