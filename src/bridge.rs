@@ -284,6 +284,12 @@ impl ChunkReader {
         }
     }
 
+    /// Stops the pump from elsewhere (the request this reader serves was dropped): the
+    /// reader then fails at its next read instead of waiting on the body.
+    pub fn abort_handle(&self) -> tokio::task::AbortHandle {
+        self.pump.abort_handle()
+    }
+
     fn fail(&mut self, e: Error) -> io::Error {
         let message = e.to_string();
         self.failure = Some(e);

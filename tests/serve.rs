@@ -2309,3 +2309,173 @@ fn tls_serves_https_on_any_address_and_bad_certificates_stop_the_start() {
         assert!(err.contains("TLS"), "{what}: {err}");
     }
 }
+
+#[test]
+fn a_streamed_request_keeps_its_slot_and_its_deadline_after_its_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = raw_key(dir.path(), "k");
+    let tokens = token_file(dir.path(), "tokens", &[ALL.to_string()]);
+    let server = Server::start(Opts::new(&[
+        "--key",
+        &key,
+        "--token-file",
+        &tokens,
+        "--max-concurrent",
+        "1",
+        "--request-timeout",
+        "3s",
+        "--body-timeout",
+        "30s",
+    ]));
+    // A chunked encrypt streams: its head (and the message's header) comes back at
+    // once, while its body is still arriving.
+    let mut slow = server.connect(Duration::from_secs(20));
+    write!(
+        slow,
+        "POST /v1/encrypt HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ALL}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n"
+    )
+    .unwrap();
+    slow.flush().unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = slow.read(&mut buf).expect("the streamed head arrives");
+        assert!(
+            n > 0,
+            "closed before its head: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
+
+    // It still holds the only slot: another request is refused, but /healthz, outside
+    // the cap, answers.
+    server
+        .post("/v1/encrypt", ALL, b"second")
+        .error(503, Some("ServiceUnavailable"));
+    server.get("/healthz", None).expect(200);
+
+    // Its body stalls; the request's deadline (3 s) ends it, and the response is cut
+    // off: no last chunk, so no client can take it for a whole message.
+    let started = Instant::now();
+    let Raw::Closed(rest) = read_until_closed(&mut slow) else {
+        panic!("the stalled streamed request was not ended by its deadline")
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "ended by the deadline, not the body timeout"
+    );
+    let mut all = head;
+    all.extend_from_slice(&rest);
+    assert!(
+        !all.ends_with(b"0\r\n\r\n"),
+        "a cut-off response must not end cleanly: {:?}",
+        String::from_utf8_lossy(&all[all.len().saturating_sub(40)..])
+    );
+    // Then the slot is free again.
+    assert!(eventually(Duration::from_secs(5), || {
+        server.post("/v1/encrypt", ALL, b"third").status == 200
+    }));
+}
+
+#[test]
+fn the_scheme_is_case_insensitive_and_refusals_do_not_show_server_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (raw_key(dir.path(), "a"), raw_key(dir.path(), "b"));
+    let tokens = token_file(
+        dir.path(),
+        "tokens",
+        &[ALL.to_string(), format!("{OTHER} * keys={a}")],
+    );
+    let server = Server::start(Opts::new(&[
+        "--key",
+        &a,
+        "--key",
+        &b,
+        "--token-file",
+        &tokens,
+    ]));
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let header = format!("Authorization: {scheme} {ALL}");
+        server
+            .curl(
+                "POST",
+                "/v1/encrypt",
+                None,
+                Some(b"x".as_slice()),
+                &[&header],
+            )
+            .expect(200);
+    }
+    // The key file's path is the server's business: the 403 names the key without it.
+    let path = format!("/v1/encrypt?key={}", enc(&b));
+    let reply = server.post(&path, OTHER, b"x");
+    reply.error(403, Some("Forbidden"));
+    let message = reply.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains(&format!("raw-aes:{NAMESPACE}:b")),
+        "{message}"
+    );
+    assert!(
+        !message.contains(&dir.path().display().to_string()),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_kms_key_named_by_its_alias_decrypts_and_kms_refusals_of_a_blob_are_the_clients() {
+    let moto = Moto::start();
+    let arn = create_kms_key(&moto);
+    boto(
+        &moto,
+        "name the key with an alias",
+        r#"client("kms").create_alias(AliasName="alias/serve-app", TargetKeyId=sys.argv[2])"#,
+        &[&arn],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = token_file(
+        dir.path(),
+        "tokens",
+        &[ALL.to_string(), format!("{OTHER} * keys=alias/serve-app")],
+    );
+    let server =
+        Server::start(Opts::new(&["--key", "alias/serve-app", "--token-file", &tokens]).aws(&moto));
+    // A message written under the alias names the key ARN; the server unwraps it with
+    // that ARN, for the token limited to the alias too.
+    let plaintext = secret_text(5000);
+    let sealed = server.post("/v1/encrypt", OTHER, &plaintext);
+    let sealed = sealed.expect(200).body.clone();
+    let (header, _) = sealpipe::stream::read_header(&mut &sealed[..], &Default::default()).unwrap();
+    assert_eq!(
+        header.body.encrypted_data_keys[0].provider_info,
+        arn.as_bytes(),
+        "the message names the key ARN"
+    );
+    for token in [ALL, OTHER] {
+        let opened = server.post("/v1/decrypt", token, &sealed);
+        assert_eq!(opened.expect(200).body, plaintext);
+    }
+    // A blob KMS refuses as tampered is the client's error (400), not the server's
+    // (502), and the answer does not carry the server's KMS details.
+    let blob = server.post("/v1/kms/encrypt", ALL, b"db-password");
+    let mut blob = B64.decode(blob.expect(200).text().trim()).unwrap();
+    let last = blob.len() - 1;
+    blob[last] ^= 1;
+    let reply = server.post("/v1/kms/decrypt", ALL, B64.encode(&blob).as_bytes());
+    assert!(
+        reply.status == 400,
+        "a tampered blob: want 400, got {} {}",
+        reply.status,
+        reply.text()
+    );
+    check_error_doc("a tampered blob", &reply.json(), Some("InvalidCiphertext"));
+}

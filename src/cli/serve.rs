@@ -180,11 +180,33 @@ async fn server_keys(s: &ServeSettings, kms: &KmsSource) -> anyhow::Result<Vec<S
         pool.warm_up(&EncryptionContext::new())
             .await
             .with_context(|| format!("the key {name} cannot make data keys"))?;
+        let (unwrapping, recorded_name) = match (&kms_key, wrapping_name(name)) {
+            (_, Some(recorded)) => (keyring.clone(), Some(recorded)),
+            (Some(_), None) => {
+                // An alias or key ID: the data key just made names the key ARN KMS
+                // used, which is what messages carry and what unwrapping matches.
+                let made = pool
+                    .materials(&EncryptionContext::new(), 0)
+                    .await
+                    .with_context(|| format!("the key {name} cannot make data keys"))?;
+                let arn = made
+                    .encrypted_data_keys
+                    .first()
+                    .and_then(|edk| String::from_utf8(edk.provider_info.clone()).ok())
+                    .filter(|arn| KmsArn::parse(arn).is_some())
+                    .ok_or_else(|| anyhow!("KMS named no key ARN for {name}"))?;
+                let by_arn: Arc<dyn sealpipe::keys::Keyring> =
+                    Arc::new(KmsKeyring::new(arn.clone(), kms.context().await.clone()));
+                (by_arn, Some(arn))
+            }
+            (None, None) => (keyring.clone(), None),
+        };
         let cache = DecryptCache::new(DECRYPT_CACHE_ENTRIES, s.pool.max_age, pool.stats().clone());
         keys.push(ServerKey {
-            recorded_name: wrapping_name(name),
+            recorded_name,
             name: name.clone(),
             keyring,
+            unwrapping,
             pool,
             cache,
             kms: kms_key,
@@ -204,9 +226,8 @@ fn wrapping_name(keyref: &str) -> Option<String> {
     keyref::split_raw_aes(keyref).map(|r| format!("{}/{}", r.namespace, r.name))
 }
 
-/// The request's URI with API Gateway's stage taken off the front of its path: a REST
-/// API's stage (`/prod/v1/encrypt`), or a named HTTP API stage, is not part of the
-/// route. `None` if there is nothing to take off.
+/// The request's URI with an HTTP API's named stage taken off the front of its raw
+/// path (`/prod/v1/encrypt`): the stage is not part of the route. `None` if there is nothing to take off.
 fn without_stage(uri: &http::Uri, stage: Option<&str>) -> Option<http::Uri> {
     let stage = stage.filter(|s| !s.is_empty() && *s != "$default")?;
     let rest = uri.path().strip_prefix('/')?.strip_prefix(stage)?;
@@ -214,6 +235,16 @@ fn without_stage(uri: &http::Uri, stage: Option<&str>) -> Option<http::Uri> {
         return None;
     }
     let path = if rest.is_empty() { "/" } else { rest };
+    let text = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    text.parse().ok()
+}
+
+/// `uri` with its path replaced by `path` (its query kept); `None` if that is no URI.
+fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
+    let path = if path.is_empty() { "/" } else { path };
     let text = match uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
@@ -230,20 +261,33 @@ async fn serve_lambda(app: axum::Router) -> anyhow::Result<Outcome> {
         async move {
             use lambda_http::RequestExt as _;
             use lambda_http::request::RequestContext;
-            let stage = match request.request_context_ref() {
-                Some(RequestContext::ApiGatewayV1(c)) => c.stage.clone(),
-                Some(RequestContext::ApiGatewayV2(c)) => c.stage.clone(),
+            // A REST API's event carries the path without its stage (lambda_http puts
+            // the stage in front); an HTTP API's named stage is in its raw path.
+            let route = match request.request_context_ref() {
+                Some(RequestContext::ApiGatewayV1(_)) => {
+                    with_path(request.uri(), request.raw_http_path())
+                }
+                Some(RequestContext::ApiGatewayV2(c)) => {
+                    without_stage(request.uri(), c.stage.as_deref())
+                }
                 _ => None,
             };
             let (mut parts, body) = request.into_parts();
-            if let Some(uri) = without_stage(&parts.uri, stage.as_deref()) {
+            if let Some(uri) = route {
                 parts.uri = uri;
             }
             let bytes: Vec<u8> = match body {
                 lambda_http::Body::Empty => Vec::new(),
                 lambda_http::Body::Text(text) => text.into_bytes(),
                 lambda_http::Body::Binary(bytes) => bytes,
-                _ => Vec::new(),
+                _ => {
+                    use axum::response::IntoResponse as _;
+                    let refused = sealpipe::serve::ApiError::bad_request(
+                        "BadRequest",
+                        "the invocation's body is of a kind this function does not take",
+                    );
+                    return Ok(refused.into_response());
+                }
             };
             let request = http::Request::from_parts(parts, axum::body::Body::from(bytes));
             let response = app

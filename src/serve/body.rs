@@ -19,6 +19,30 @@ use crate::Error;
 use crate::bridge::BlockingRead;
 use crate::store::{Body, BoxFuture};
 
+/// How long a body may take: `idle` at most between two chunks, and all of it done by
+/// `deadline` (the request's).
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    /// The longest silence.
+    pub idle: Duration,
+    /// When the whole request must be done.
+    pub deadline: tokio::time::Instant,
+}
+
+impl Pace {
+    /// How long the next wait may be, and whether it is the deadline that bounds it.
+    fn next_wait(&self) -> (Duration, bool) {
+        let left = self
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now());
+        if left < self.idle {
+            (left, true)
+        } else {
+            (self.idle, false)
+        }
+    }
+}
+
 /// Why a request body stopped, kept for the answer: the codec only sees an I/O error.
 pub type BodyFailure = Arc<Mutex<Option<ApiError>>>;
 
@@ -28,7 +52,7 @@ pub struct RequestBody {
     inner: axum::body::Body,
     limit: u64,
     received: u64,
-    idle: Duration,
+    pace: Pace,
     failure: BodyFailure,
     counted: Arc<super::metrics::Metrics>,
 }
@@ -38,7 +62,7 @@ impl RequestBody {
     pub fn new(
         inner: axum::body::Body,
         limit: u64,
-        idle: Duration,
+        pace: Pace,
         counted: Arc<super::metrics::Metrics>,
     ) -> (Self, BodyFailure) {
         let failure = BodyFailure::default();
@@ -46,7 +70,7 @@ impl RequestBody {
             inner,
             limit,
             received: 0,
-            idle,
+            pace,
             failure: failure.clone(),
             counted,
         };
@@ -63,9 +87,17 @@ impl RequestBody {
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
         loop {
             let next = std::future::poll_fn(|cx| Pin::new(&mut self.inner).poll_frame(cx));
-            let frame = match tokio::time::timeout(self.idle, next).await {
+            let (wait, at_deadline) = self.pace.next_wait();
+            let frame = match tokio::time::timeout(wait, next).await {
+                Err(_) if at_deadline => {
+                    return Err(self.fail(ApiError::new(
+                        axum::http::StatusCode::REQUEST_TIMEOUT,
+                        "RequestTimeout",
+                        "the request body did not arrive within the request timeout",
+                    )));
+                }
                 Err(_) => {
-                    return Err(self.fail(ApiError::body_timeout(self.idle)));
+                    return Err(self.fail(ApiError::body_timeout(self.pace.idle)));
                 }
                 Ok(None) => return Ok(None),
                 Ok(Some(Err(e))) => {
@@ -169,15 +201,12 @@ pub struct ChannelWriter {
     /// response unread: a client that stops reading must not hold the codec's thread
     /// (and its slot) forever.
     runtime: tokio::runtime::Handle,
-    idle: Duration,
+    pace: Pace,
 }
 
 /// A response body and the writer that feeds it, which gives up once the client has
 /// read nothing for `idle`. Call from within the runtime.
-pub fn channel(
-    counted: Arc<super::metrics::Metrics>,
-    idle: Duration,
-) -> (ChannelWriter, ChannelBody) {
+pub fn channel(counted: Arc<super::metrics::Metrics>, pace: Pace) -> (ChannelWriter, ChannelBody) {
     let (tx, rx) = mpsc::channel(4);
     let finished = Arc::new(AtomicBool::new(false));
     (
@@ -186,7 +215,7 @@ pub fn channel(
             buf: BytesMut::new(),
             finished: finished.clone(),
             runtime: tokio::runtime::Handle::current(),
-            idle,
+            pace,
         },
         ChannelBody {
             rx,
@@ -198,10 +227,10 @@ pub fn channel(
 
 impl ChannelWriter {
     fn send(&mut self, item: io::Result<Bytes>) -> io::Result<()> {
-        let (tx, idle) = (&self.tx, self.idle);
+        let (tx, (wait, _)) = (&self.tx, self.pace.next_wait());
         match self
             .runtime
-            .block_on(async { tokio::time::timeout(idle, tx.send(item)).await })
+            .block_on(async { tokio::time::timeout(wait, tx.send(item)).await })
         {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(io::Error::new(
@@ -211,8 +240,8 @@ impl ChannelWriter {
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
-                    "the client read nothing of the response for {} s",
-                    idle.as_secs_f64()
+                    "the client did not read the response in time ({} s)",
+                    wait.as_secs_f64()
                 ),
             )),
         }
@@ -313,7 +342,8 @@ impl Held {
     pub fn into_body(
         self,
         counted: Arc<super::metrics::Metrics>,
-        idle: Duration,
+        pace: Pace,
+        slot: impl Send + 'static,
     ) -> axum::body::Body {
         match self {
             Held::Memory(mut v, _, _) => {
@@ -325,8 +355,10 @@ impl Held {
                 axum::body::Body::from(v)
             }
             Held::File(mut file, _) => {
-                let (mut writer, body) = channel(counted, idle);
+                let (mut writer, body) = channel(counted, pace);
                 tokio::task::spawn_blocking(move || {
+                    // The request counts against the cap until its plaintext is sent.
+                    let _slot = slot;
                     let copied = file
                         .seek(io::SeekFrom::Start(0))
                         .and_then(|_| io::copy(&mut file, &mut writer));

@@ -20,6 +20,9 @@ pub struct ApiError {
     pub message: String,
     /// `Retry-After`, in seconds, for 429 and 503.
     pub retry_after: Option<u64>,
+    /// What the server's log gets besides: details a client must not see (the
+    /// server's own principal in a KMS denial, advice about its key policy).
+    pub detail: Option<String>,
 }
 
 impl ApiError {
@@ -30,6 +33,7 @@ impl ApiError {
             code,
             message: crate::escape::text(&message.into()).into_owned(),
             retry_after: None,
+            detail: None,
         }
     }
 
@@ -54,6 +58,12 @@ impl ApiError {
             "RequestTimeout",
             format!("no request body bytes arrived for {} s", idle.as_secs_f64()),
         )
+    }
+
+    /// Adds what only the server's log gets.
+    pub fn with_detail(mut self, detail: String) -> Self {
+        self.detail = Some(detail);
+        self
     }
 
     /// Sets `Retry-After`.
@@ -87,13 +97,40 @@ impl ApiError {
             Error::Keyring(KeyringError::NoMatchingKey {
                 transient: false, ..
             }) => Self::bad_request("NoMatchingKey", text),
+            Error::Encode(_) => Self::bad_request("BadContext", text),
+            // KMS refused what the client sent: a blob that is not a ciphertext, or not
+            // under this key with this context.
+            Error::Keyring(KeyringError::Kms { action, code, .. })
+                if matches!(
+                    code.as_str(),
+                    "InvalidCiphertextException" | "IncorrectKeyException" | "ValidationException"
+                ) =>
+            {
+                Self::bad_request(
+                    "InvalidCiphertext",
+                    format!(
+                        "KMS {action} refused the request ({code}): the blob was not made under \
+                         this key with this encryption context"
+                    ),
+                )
+                .with_detail(text)
+            }
             Error::Keyring(k) if k.is_transient() => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "KmsUnavailable", text)
                     .retry_after(Duration::from_secs(1))
             }
-            Error::Keyring(KeyringError::Kms { .. } | KeyringError::Unwrap { .. }) => {
-                Self::new(StatusCode::BAD_GATEWAY, "KmsError", text)
-            }
+            Error::Keyring(KeyringError::Kms { action, code, .. }) => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "KmsError",
+                format!("KMS {action} failed: {code} (the server's log says more)"),
+            )
+            .with_detail(text),
+            Error::Keyring(KeyringError::Unwrap { .. }) => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "KmsError",
+                "the data key could not be unwrapped (the server's log says more)",
+            )
+            .with_detail(text),
             _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", text),
         }
     }

@@ -37,8 +37,10 @@ pub const KMS_MAX_PLAINTEXT: usize = 4096;
 /// most 6,144 bytes) with some whitespace, or the JSON around it.
 pub const KMS_MAX_BODY: usize = 16 * 1024;
 
-/// The most the JSON variants buffer: the body is decoded whole.
-pub const MAX_JSON_BODY: u64 = 64 << 20;
+/// The most the JSON variants buffer: the body is decoded whole, and its answer encoded
+/// whole, so it costs about three times its size in memory. JSON is for small
+/// payloads; anything larger goes as a raw body, which streams.
+pub const MAX_JSON_BODY: u64 = 8 << 20;
 
 impl Default for Limits {
     fn default() -> Self {

@@ -39,8 +39,11 @@ use crate::stream::{DecryptOptions, EncryptOptions};
 pub struct ServerKey {
     /// The reference as the operator gave it; requests and tokens name keys by it.
     pub name: String,
-    /// Wraps and unwraps.
+    /// Wraps (the pool's keyring).
     pub keyring: Arc<dyn Keyring>,
+    /// Unwraps: the same keyring, except for a KMS key named by an alias or a key ID,
+    /// which can only recognise its data keys by the key ARN it resolves to.
+    pub unwrapping: Arc<dyn Keyring>,
     /// Data keys for `/v1/encrypt`.
     pub pool: DataKeyPool,
     /// Data keys unwrapped by this key alone: a token allowed only other keys never
@@ -51,6 +54,19 @@ pub struct ServerKey {
     /// The wrapping-key name this key writes into messages (`namespace/name` or a key
     /// ARN) when its reference says it; tells a 403 from an unknown key.
     pub recorded_name: Option<String>,
+}
+
+impl ServerKey {
+    /// The key's name for clients: a raw AES key without the path of its file.
+    pub fn shown(&self) -> &str {
+        match self.name.strip_prefix("raw-aes:") {
+            Some(rest) => match rest.splitn(3, ':').nth(2) {
+                Some(path) => &self.name[..self.name.len() - path.len() - 1],
+                None => &self.name,
+            },
+            None => &self.name,
+        }
+    }
 }
 
 /// Everything a request is answered with.
@@ -87,6 +103,13 @@ impl Service {
         kms_stats: Option<Arc<KmsStats>>,
         buffered: bool,
     ) -> Self {
+        let mut limits = limits;
+        if buffered {
+            // A spilled plaintext is read back as a stream, which a whole response
+            // cannot be: past the in-memory limit, refuse (Lambda's own payload limit
+            // is far below the default anyway).
+            limits.spill_dir = None;
+        }
         Self {
             rates: limits.token_rate.map(limits::TokenRates::new),
             slots: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent.max(1))),

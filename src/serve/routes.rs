@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -35,17 +35,19 @@ const CONTEXT_HEADER: &str = "x-encryption-context";
 
 /// The API.
 pub fn router(service: Arc<Service>) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/v1/encrypt", post(encrypt))
         .route("/v1/decrypt", post(decrypt))
         .route("/v1/kms/encrypt", post(kms_encrypt))
         .route("/v1/kms/decrypt", post(kms_decrypt))
         .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(service.clone(), admission))
-        .with_state(service)
+        .with_state(service);
+    // Outside the cap: a busy server is alive, and a liveness probe that got 503s
+    // would have it restarted, requests in progress and all.
+    Router::new().route("/healthz", get(healthz)).merge(api)
 }
 
 type Answer = Result<Response, ApiError>;
@@ -63,13 +65,28 @@ fn route_name(path: &str) -> &'static str {
     }
 }
 
+/// A request's place under `--max-concurrent`, and its deadline. It is shared: a
+/// response that streams after its head (an encrypt as its body arrives, spilled
+/// plaintext read back) keeps a clone until its last byte, so such responses count
+/// against the cap, and keep the request's deadline, for as long as they run.
+#[derive(Clone)]
+pub(super) struct Slot {
+    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+    /// When the request must be done, head and body.
+    pub deadline: tokio::time::Instant,
+}
+
 /// Around every request: the concurrency cap, the request timeout, and the counters.
-async fn admission(State(service): State<Arc<Service>>, request: Request, next: Next) -> Response {
+async fn admission(
+    State(service): State<Arc<Service>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let route = route_name(request.uri().path());
     let metrics = service.metrics.clone();
     let response = match service.slots.clone().try_acquire_owned() {
-        Err(_) => ApiError::new(
+        Err(_) => answer(Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
             format!(
@@ -77,26 +94,27 @@ async fn admission(State(service): State<Arc<Service>>, request: Request, next: 
                 service.limits.max_concurrent
             ),
         )
-        .retry_after(std::time::Duration::from_secs(1))
-        .into_response(),
-        Ok(slot) => {
+        .retry_after(std::time::Duration::from_secs(1)))),
+        Ok(permit) => {
+            let timeout = service.limits.request_timeout;
+            request.extensions_mut().insert(Slot {
+                _permit: Arc::new(permit),
+                deadline: tokio::time::Instant::now() + timeout,
+            });
             metrics
                 .in_flight
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let timeout = service.limits.request_timeout;
             let answered = tokio::time::timeout(timeout, next.run(request)).await;
             metrics
                 .in_flight
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            drop(slot);
             match answered {
                 Ok(response) => response,
-                Err(_) => ApiError::new(
+                Err(_) => answer(Err(ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
                     "RequestTimeout",
                     format!("the request took longer than {} s", timeout.as_secs_f64()),
-                )
-                .into_response(),
+                ))),
             }
         }
     };
@@ -108,6 +126,17 @@ async fn admission(State(service): State<Arc<Service>>, request: Request, next: 
     response
 }
 
+/// Stops a body's pump when the request is dropped (its deadline passed, the client
+/// went away): the codec reading from it then fails at once instead of holding its
+/// thread for as long as the client keeps sending.
+struct StopPump(tokio::task::AbortHandle);
+
+impl Drop for StopPump {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The error code of a refused request, for the counters.
 #[derive(Clone, Copy)]
 struct ErrorCode(&'static str);
@@ -116,12 +145,27 @@ struct ErrorCode(&'static str);
 fn answer(result: Answer) -> Response {
     match result {
         Ok(response) => response,
-        Err(e) => {
+        Err(mut e) => {
             let code = e.code;
+            if let Some(detail) = e.detail.take() {
+                log_failure(code, &detail);
+            }
             let mut response = e.into_response();
             response.extensions_mut().insert(ErrorCode(code));
             response
         }
+    }
+}
+
+/// A failure's whole story, for the operator: JSON logs get an event, text logs a line.
+fn log_failure(code: &str, detail: &str) {
+    if crate::events::enabled() {
+        let mut fields = serde_json::Map::new();
+        fields.insert("code".into(), code.into());
+        fields.insert("error".into(), crate::events::untrusted(detail));
+        crate::events::emit("request_failed", fields);
+    } else {
+        eprintln!("sealpipe serve: {code}: {}", crate::escape::text(detail));
     }
 }
 
@@ -185,10 +229,10 @@ impl Service {
         let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
             unauthorized("no Authorization header: send `Authorization: Bearer TOKEN`")
         })?;
-        let presented = value
-            .as_bytes()
-            .strip_prefix(b"Bearer ")
-            .map(|t| t.trim_ascii())
+        // The scheme is case-insensitive (RFC 9110, section 11.1).
+        let bytes = value.as_bytes();
+        let presented = (bytes.len() > 7 && bytes[..7].eq_ignore_ascii_case(b"bearer "))
+            .then(|| bytes[7..].trim_ascii())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| unauthorized("the Authorization header is not `Bearer TOKEN`"))?;
         let tokens = self.tokens.current();
@@ -231,7 +275,7 @@ impl Service {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "Forbidden",
-                format!("this token may not use the key {}", key.name),
+                format!("this token may not use the key {}", key.shown()),
             ));
         }
         Ok(key)
@@ -250,7 +294,7 @@ impl Service {
         for key in self.keys.iter().filter(|k| grant.allows_key(&k.name)) {
             match key
                 .cache
-                .materials(key.keyring.as_ref(), &header.body, reproduced)
+                .materials(key.unwrapping.as_ref(), &header.body, reproduced)
                 .await
             {
                 Ok(m) => return Ok(m),
@@ -295,8 +339,12 @@ impl Service {
         })
     }
 
-    fn body(&self, body: Body, limit: u64) -> (RequestBody, body::BodyFailure) {
-        RequestBody::new(body, limit, self.limits.body_timeout, self.metrics.clone())
+    fn body(&self, body: Body, limit: u64, slot: &Slot) -> (RequestBody, body::BodyFailure) {
+        let pace = body::Pace {
+            idle: self.limits.body_timeout,
+            deadline: slot.deadline,
+        };
+        RequestBody::new(body, limit, pace, self.metrics.clone())
     }
 }
 
@@ -415,10 +463,11 @@ fn b64_field(value: &str, field: &str) -> Result<Vec<u8>, ApiError> {
 /// Parses a JSON request body of at most `limit` bytes.
 async fn json_body<T: serde::de::DeserializeOwned>(
     service: &Service,
+    slot: &Slot,
     body: Body,
     limit: u64,
 ) -> Result<T, ApiError> {
-    let (mut body, failure) = service.body(body, limit);
+    let (mut body, failure) = service.body(body, limit, slot);
     let bytes = body.collect().await.map_err(|e| body_or(&failure, &e))?;
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request("BadRequest", format!("the JSON body is not valid: {e}"))
@@ -429,11 +478,12 @@ async fn json_body<T: serde::de::DeserializeOwned>(
 
 async fn encrypt(
     State(service): State<Arc<Service>>,
+    Extension(slot): Extension<Slot>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    answer(encrypt_request(&service, &uri, &headers, body).await)
+    answer(encrypt_request(&service, &slot, &uri, &headers, body).await)
 }
 
 #[derive(Deserialize)]
@@ -448,6 +498,7 @@ struct EncryptJson {
 
 async fn encrypt_request(
     service: &Arc<Service>,
+    slot: &Slot,
     uri: &Uri,
     headers: &HeaderMap,
     body: Body,
@@ -456,7 +507,7 @@ async fn encrypt_request(
     let mut p = params(uri, headers)?;
     if is_json(headers) {
         let limit = MAX_JSON_BODY.min(service.limits.max_body.saturating_mul(4) / 3 + 1024);
-        let request: EncryptJson = json_body(service, body, limit).await?;
+        let request: EncryptJson = json_body(service, slot, body, limit).await?;
         let plaintext = b64_field(&request.plaintext, "plaintext")?;
         if let Some(pairs) = request.context {
             p.context = pairs.into();
@@ -472,7 +523,7 @@ async fn encrypt_request(
     if length.is_some_and(|n| n > service.limits.max_body) {
         return Err(ApiError::too_large(service.limits.max_body));
     }
-    let (mut request_body, failure) = service.body(body, service.limits.max_body);
+    let (mut request_body, failure) = service.body(body, service.limits.max_body, slot);
     if service.buffered || length.is_some_and(|n| n <= WHOLE_BODY) {
         let plaintext = request_body
             .collect()
@@ -496,11 +547,14 @@ async fn encrypt_request(
         .await
         .map_err(|e| ApiError::from_error(&e))?;
     let reader = ChunkReader::new(Box::new(request_body), Bytes::new(), Cancel::default());
-    let (writer, response_body) =
-        body::channel(service.metrics.clone(), service.limits.body_timeout);
+    let (writer, response_body) = body::channel(service.metrics.clone(), pace(service, slot));
     let options = service.encrypt.clone();
     let metrics = service.metrics.clone();
+    // The request's place under the cap goes with the work: the response streams on
+    // after its head, and counts until its end.
+    let slot = slot.clone();
     tokio::spawn(async move {
+        let _slot = slot;
         let sealed = bridge::codec("encrypt", move || {
             let mut reader = reader;
             let mut sealing = match EncryptingWriter::new(writer, &materials, &options) {
@@ -527,6 +581,15 @@ async fn encrypt_request(
         }
     });
     Ok(octets(Body::new(response_body)))
+}
+
+/// How long a response may wait for its client: the body timeout per chunk, the
+/// request's deadline in all.
+fn pace(service: &Service, slot: &Slot) -> body::Pace {
+    body::Pace {
+        idle: service.limits.body_timeout,
+        deadline: slot.deadline,
+    }
 }
 
 /// Seals a plaintext held in memory into one message.
@@ -563,11 +626,12 @@ async fn seal_whole(
 
 async fn decrypt(
     State(service): State<Arc<Service>>,
+    Extension(slot): Extension<Slot>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    answer(decrypt_request(&service, &uri, &headers, body).await)
+    answer(decrypt_request(&service, &slot, &uri, &headers, body).await)
 }
 
 #[derive(Deserialize)]
@@ -580,6 +644,7 @@ struct DecryptJson {
 
 async fn decrypt_request(
     service: &Arc<Service>,
+    slot: &Slot,
     uri: &Uri,
     headers: &HeaderMap,
     body: Body,
@@ -594,7 +659,7 @@ async fn decrypt_request(
     }
     if is_json(headers) {
         let limit = MAX_JSON_BODY.min(service.limits.max_body.saturating_mul(4) / 3 + 1024);
-        let request: DecryptJson = json_body(service, body, limit).await?;
+        let request: DecryptJson = json_body(service, slot, body, limit).await?;
         let message = b64_field(&request.ciphertext, "ciphertext")?;
         if let Some(pairs) = request.context {
             p.context = pairs.into();
@@ -622,7 +687,7 @@ async fn decrypt_request(
     if length.is_some_and(|n| n > service.limits.max_body) {
         return Err(ApiError::too_large(service.limits.max_body));
     }
-    let (mut request_body, failure) = service.body(body, service.limits.max_body);
+    let (mut request_body, failure) = service.body(body, service.limits.max_body, slot);
     let (header, rest) = crate::ops::read_header(&mut request_body, &service.decrypt.limits)
         .await
         .map_err(|e| body_or(&failure, &e))?;
@@ -636,6 +701,9 @@ async fn decrypt_request(
         open_whole(service, decryptor, rest, tail).await?
     } else {
         let mut reader = ChunkReader::new(Box::new(request_body), rest, Cancel::default());
+        // Dropped with this request (its deadline, a client gone): the pump stops, and
+        // the decrypt reading from it ends instead of holding its thread.
+        let _stop = StopPump(reader.abort_handle());
         let mut held = Held::new(
             service.limits.max_in_memory,
             service.limits.spill_dir.clone(),
@@ -647,7 +715,8 @@ async fn decrypt_request(
         .map_err(|e| ApiError::from_error(&e))?;
         opened.map_err(|e| held_or(&failure, &e))?
     };
-    let mut response = octets(held.into_body(service.metrics.clone(), service.limits.body_timeout));
+    let mut response =
+        octets(held.into_body(service.metrics.clone(), pace(service, slot), slot.clone()));
     if let Some(value) = context {
         response.headers_mut().insert(CONTEXT_HEADER, value);
     }
@@ -773,6 +842,7 @@ struct KmsDecryptJson {
 
 async fn kms_encrypt(
     State(service): State<Arc<Service>>,
+    Extension(slot): Extension<Slot>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -784,14 +854,14 @@ async fn kms_encrypt(
             let json = is_json(&headers);
             let plaintext = if json {
                 let request: KmsEncryptJson =
-                    json_body(&service, body, KMS_MAX_BODY as u64).await?;
+                    json_body(&service, &slot, body, KMS_MAX_BODY as u64).await?;
                 if let Some(pairs) = request.context {
                     p.context = pairs.into();
                 }
                 p.key = request.key_id.or(p.key);
                 b64_field(&request.plaintext, "Plaintext")?
             } else {
-                let (mut body, failure) = service.body(body, KMS_MAX_PLAINTEXT as u64);
+                let (mut body, failure) = service.body(body, KMS_MAX_PLAINTEXT as u64, &slot);
                 body.collect()
                     .await
                     .map_err(|e| body_or(&failure, &e))?
@@ -837,6 +907,7 @@ async fn kms_encrypt(
 
 async fn kms_decrypt(
     State(service): State<Arc<Service>>,
+    Extension(slot): Extension<Slot>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -848,14 +919,14 @@ async fn kms_decrypt(
             let json = is_json(&headers);
             let blob = if json {
                 let request: KmsDecryptJson =
-                    json_body(&service, body, KMS_MAX_BODY as u64).await?;
+                    json_body(&service, &slot, body, KMS_MAX_BODY as u64).await?;
                 if let Some(pairs) = request.context {
                     p.context = pairs.into();
                 }
                 p.key = request.key_id.or(p.key);
                 b64_field(&request.blob, "CiphertextBlob")?
             } else {
-                let (mut body, failure) = service.body(body, KMS_MAX_BODY as u64);
+                let (mut body, failure) = service.body(body, KMS_MAX_BODY as u64, &slot);
                 let text = body.collect().await.map_err(|e| body_or(&failure, &e))?;
                 let text = std::str::from_utf8(&text).map_err(|_| {
                     ApiError::bad_request(
@@ -889,7 +960,7 @@ fn kms_key(key: &ServerKey) -> Result<&crate::keys::KmsKeyring, ApiError> {
     key.kms.as_ref().ok_or_else(|| {
         ApiError::bad_request(
             "NotAKmsKey",
-            format!("{} is not a KMS key: /v1/kms routes need one", key.name),
+            format!("{} is not a KMS key: /v1/kms routes need one", key.shown()),
         )
     })
 }
