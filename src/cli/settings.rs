@@ -1865,4 +1865,105 @@ mod tests {
             (true, Origin::Env("SEALPIPE_QUIET"))
         );
     }
+
+    fn serve(args: &[&str], toml: &str, env: &[(&str, &str)]) -> anyhow::Result<ServeSettings> {
+        let mut all = vec!["serve"];
+        all.extend_from_slice(args);
+        match settings(&all, toml, env)?.command {
+            Resolved::Serve(s) => Ok(*s),
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn serve_takes_flags_over_its_config_section_and_tokens_from_the_environment() {
+        let toml = r#"
+            [serve]
+            listen = "127.0.0.1:9000"
+            keys = ["raw-aes:ns:k:k.key"]
+            token_files = ["tokens.txt"]
+            max_body = "10MiB"
+            body_timeout = "500ms"
+            max_concurrent = 8
+            token_rate = 5.0
+            no_spill = true
+            tls_cert = "cert.pem"
+            tls_key = "key.pem"
+            [cache]
+            max_messages = 1000
+        "#;
+        let s = serve(
+            &[],
+            toml,
+            &[("SEALPIPE_SERVE_TOKENS", "tok-0123456789abcdef")],
+        )
+        .unwrap();
+        assert_eq!(s.listen.value, "127.0.0.1:9000");
+        assert_eq!(s.write.keys.refs.value, ["raw-aes:ns:k:k.key"]);
+        assert_eq!(
+            s.write.keys.base,
+            PathBuf::from("conf"),
+            "config keys resolve beside it"
+        );
+        assert_eq!(s.token_files, [PathBuf::from("conf/tokens.txt")]);
+        assert_eq!(s.token_env.as_deref(), Some("tok-0123456789abcdef"));
+        assert_eq!(s.limits.max_body, 10 << 20);
+        assert_eq!(s.limits.body_timeout, Duration::from_millis(500));
+        assert_eq!(s.limits.max_concurrent, 8);
+        assert_eq!(s.limits.token_rate, Some(5.0));
+        assert_eq!(s.limits.spill_dir, None, "no_spill");
+        assert_eq!(
+            s.tls,
+            Some((
+                PathBuf::from("conf/cert.pem"),
+                PathBuf::from("conf/key.pem")
+            ))
+        );
+        assert_eq!(s.pool.max_messages, 1000);
+        assert_eq!(s.token_reload, Duration::from_secs(60));
+
+        let flags = [
+            "--listen",
+            "[::1]:0",
+            "--key",
+            "alias/app",
+            "--max-body",
+            "1KiB",
+            "--body-timeout",
+            "2",
+            "--token-file",
+            "other.txt",
+            "--token-reload",
+            "1s",
+        ];
+        let s = serve(&flags, toml, &[]).unwrap();
+        assert_eq!(s.listen.value, "[::1]:0");
+        assert_eq!(s.write.keys.refs.value, ["alias/app"]);
+        assert_eq!(s.limits.max_body, 1024);
+        assert_eq!(s.limits.body_timeout, Duration::from_secs(2));
+        assert_eq!(s.token_files, [PathBuf::from("other.txt")]);
+        assert_eq!(s.token_reload, Duration::from_secs(1));
+
+        // Out of range, wherever it comes from: refused before anything starts.
+        for (args, toml) in [
+            (&["--key", "alias/a", "--body-timeout", "0"][..], ""),
+            (&["--key", "alias/a", "--max-concurrent", "0"][..], ""),
+            (&["--key", "alias/a", "--token-rate", "NaN"][..], ""),
+            (&["--key", "alias/a"][..], "[serve]\nrequest_timeout = -1\n"),
+            (
+                &[
+                    "--key",
+                    "alias/a",
+                    "--tls-cert",
+                    "c.pem",
+                    "--tls-key",
+                    "k.pem",
+                ][..],
+                "[serve]\nbogus = 1\n",
+            ),
+            (&[][..], ""),
+        ] {
+            assert!(serve(args, toml, &[]).is_err(), "{args:?} {toml:?}");
+        }
+    }
 }
