@@ -406,26 +406,6 @@ fn the_batch_operations_function_and_job_are_what_the_services_take() {
     );
 }
 
-/// A Secrets Manager secret on moto holding `value`; its ARN.
-fn create_secret(w: &World, name: &str, value: &str) -> String {
-    let script = r#"
-import sys, boto3
-endpoint, name = sys.argv[1:3]
-sm = boto3.client("secretsmanager", endpoint_url=endpoint, region_name="us-east-1",
-                  aws_access_key_id="test", aws_secret_access_key="test")
-print(sm.create_secret(Name=name, SecretString=sys.stdin.read())["ARN"])
-"#;
-    let endpoint = w.moto.endpoint();
-    common::venv_python(
-        "create a secret on moto",
-        script,
-        &[Path::new(&endpoint), Path::new(name)],
-        value.as_bytes(),
-    )
-    .trim()
-    .to_string()
-}
-
 /// The statements of the first inline policy of an IAM role resource.
 fn role_statements(role: &Value) -> Vec<Value> {
     let policies = role["Properties"]["Policies"].as_array().unwrap();
@@ -594,7 +574,7 @@ fn the_serve_function_and_http_api_are_what_the_services_take() {
     // (tests/serve_lambda.rs runs the same command under a Runtime API emulator.)
     let w = World::start("deploy-serve");
     let key = w.create_kms_key();
-    let secret_arn = create_secret(&w, "sealpipe-serve-tokens", &"T".repeat(48));
+    let secret_arn = w.create_secret("sealpipe-serve-tokens", &"T".repeat(48));
     let args: Vec<String> = command
         .iter()
         .map(|a| match a {
@@ -611,37 +591,6 @@ fn the_serve_function_and_http_api_are_what_the_services_take() {
         stderr.contains("AWS_LAMBDA_RUNTIME_API is not set"),
         "{stderr}"
     );
-}
-
-/// A self-signed certificate for `localhost` and 127.0.0.1 (Python's `cryptography`,
-/// from the test venv): `(cert.pem, key.pem)` written into `dir`.
-fn self_signed_certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let script = r#"
-import datetime, ipaddress, sys
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-cert_path, key_path = sys.argv[1:3]
-key = ec.generate_private_key(ec.SECP256R1())
-name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-now = datetime.datetime.now(datetime.timezone.utc)
-cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256()))
-open(cert_path, "wb").write(cert.public_bytes(serialization.Encoding.PEM))
-open(key_path, "wb").write(key.private_bytes(serialization.Encoding.PEM,
-    serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-"#;
-    let cert = dir.join("tls.crt");
-    let key = dir.join("tls.key");
-    common::venv_python("make a test certificate", script, &[&cert, &key], b"");
-    (cert, key)
 }
 
 /// HTTPS requests to `base` trusting only `ca`: `(method, path, token, body)` each;
@@ -766,7 +715,7 @@ fn the_serve_deployment_answers_its_probe_over_https_with_its_mounted_tokens() {
     let kms_key = w.create_kms_key();
     let root = w.path("etc-sealpipe");
     std::fs::create_dir_all(root.join("tls")).unwrap();
-    let (cert, _) = self_signed_certificate(&root.join("tls"));
+    let (cert, _) = common::self_signed_certificate(&root.join("tls"));
     let token = "k8s-token-0a1b2c3d4e5f6a7b8c9d";
     std::fs::write(
         root.join("tokens"),

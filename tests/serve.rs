@@ -2169,44 +2169,13 @@ fn two_thousand_requests_take_a_handful_of_kms_calls() {
     );
 }
 
-/// A self-signed certificate for `localhost` and 127.0.0.1, made with the venv's
-/// `cryptography`: (cert.pem, key.pem).
-const SELF_SIGNED: &str = r#"
-import datetime, ipaddress, sys
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-key = ec.generate_private_key(ec.SECP256R1())
-name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-now = datetime.datetime.now(datetime.timezone.utc)
-cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-    .public_key(key.public_key()).serial_number(x509.random_serial_number())
-    .not_valid_before(now - datetime.timedelta(minutes=5))
-    .not_valid_after(now + datetime.timedelta(days=1))
-    .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-    .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-    .sign(key, hashes.SHA256()))
-open(sys.argv[1], "wb").write(cert.public_bytes(serialization.Encoding.PEM))
-open(sys.argv[2], "wb").write(key.private_bytes(serialization.Encoding.PEM,
-    serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-print("ok")
-"#;
-
 #[test]
 fn tls_serves_https_on_any_address_and_bad_certificates_stop_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let key = raw_key(dir.path(), "k");
     let tokens = token_file(dir.path(), "tokens", &[ALL.to_string()]);
-    let (cert, private) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (cert, private) = common::self_signed_certificate(dir.path());
     let (c, k) = (cert.display().to_string(), private.display().to_string());
-    python(
-        "make a self-signed certificate",
-        SELF_SIGNED,
-        &[&c, &k],
-        b"",
-    );
 
     // With TLS, a non-loopback address needs no --insecure-listen.
     let mut child = sealpipe(dir.path(), None)
@@ -2285,11 +2254,8 @@ fn tls_serves_https_on_any_address_and_bad_certificates_stop_the_start() {
     let junk = dir.path().join("junk.pem").display().to_string();
     let other = dir.path().join("other");
     std::fs::create_dir(&other).unwrap();
-    let (c2, k2) = (
-        other.join("cert.pem").display().to_string(),
-        other.join("key.pem").display().to_string(),
-    );
-    python("make a second certificate", SELF_SIGNED, &[&c2, &k2], b"");
+    let (_, k2) = common::self_signed_certificate(&other);
+    let k2 = k2.display().to_string();
     for (cert, key, what) in [(&junk, &k, "junk certificate"), (&c, &k2, "mismatched key")] {
         let out = sealpipe(dir.path(), None)
             .args(["serve", "--listen", "127.0.0.1:0", "--key", key.as_str()])

@@ -843,26 +843,6 @@ fn the_data_key_pool_lives_across_warm_invocations() {
     function.stop();
 }
 
-/// Creates a Secrets Manager secret on moto; its ARN.
-fn create_secret(w: &World, name: &str, value: &str) -> String {
-    let script = r#"
-import sys, boto3
-endpoint, name = sys.argv[1:3]
-sm = boto3.client("secretsmanager", endpoint_url=endpoint, region_name="us-east-1",
-                  aws_access_key_id="test", aws_secret_access_key="test")
-print(sm.create_secret(Name=name, SecretString=sys.stdin.read())["ARN"])
-"#;
-    let endpoint = w.moto.endpoint();
-    common::venv_python(
-        "create the token secret",
-        script,
-        &[Path::new(&endpoint), Path::new(name)],
-        value.as_bytes(),
-    )
-    .trim()
-    .to_string()
-}
-
 /// `aws kms decrypt` of a CiphertextBlob (base64) on moto: the plaintext.
 fn kms_decrypt(w: &World, blob_b64: &str) -> Vec<u8> {
     let script = r#"
@@ -899,7 +879,7 @@ fn the_templates_command_serves_with_its_token_from_secrets_manager() {
     let kms_key = w.create_kms_key();
     let token = "Q7wz3K9mTb2VxR8nLp4HcY6dFj1Gs5Ua0Ne7Mk3Wq9Zt2Bv8";
     assert_eq!(token.len(), 48);
-    let secret = create_secret(&w, "sealpipe-serve-tokens", token);
+    let secret = w.create_secret("sealpipe-serve-tokens", token);
     let resolved: Vec<String> =
         template["Resources"]["Function"]["Properties"]["ImageConfig"]["Command"]
             .as_array()

@@ -154,18 +154,23 @@ async fn parse_keyref(
     Ok(Arc::new(keyring))
 }
 
-/// The name sealpipe's marker records for the key a reference names, when the
-/// reference says it: a KMS key ARN as it is, `NAMESPACE/NAME` for a raw AES key.
-/// Aliases and key IDs name no ARN until KMS answers, so they give none.
-pub fn recorded_name(keyref: &str) -> Option<String> {
-    let name = match (kms_identifier(keyref), split_raw_aes(keyref)) {
+/// The name a reference's key writes into messages when the reference says it: a KMS
+/// key ARN as it is, `NAMESPACE/NAME` for a raw AES key. Aliases and key IDs name no
+/// ARN until KMS answers, so they give none.
+pub fn wrapping_name(keyref: &str) -> Option<String> {
+    match (kms_identifier(keyref), split_raw_aes(keyref)) {
         (Some(id), _) => KmsArn::parse(id)
             .filter(|arn| arn.resource_type == "key")
-            .map(|arn| arn.to_string())?,
-        (None, Some(r)) => format!("{}/{}", r.namespace, r.name),
-        (None, None) => return None,
-    };
-    Some(sealpipe::ops::marker::recorded_name(&name))
+            .map(|arn| arn.to_string()),
+        (None, Some(r)) => Some(format!("{}/{}", r.namespace, r.name)),
+        (None, None) => None,
+    }
+}
+
+/// The name sealpipe's marker records for the key a reference names, when the
+/// reference says it ([`wrapping_name`], in the marker's alphabet).
+pub fn recorded_name(keyref: &str) -> Option<String> {
+    wrapping_name(keyref).map(|name| sealpipe::ops::marker::recorded_name(&name))
 }
 
 /// The KMS key identifier in a reference, if it is one.

@@ -212,9 +212,8 @@ async fn run_job(
     Ok(result?)
 }
 
-/// Turns the first SIGINT or SIGTERM into a cooperative stop, so in-flight objects
-/// remove their partial outputs instead of being killed mid-write.
-pub(super) async fn cancel_on_signal(cancel: Cancel) {
+/// Waits for the first SIGINT or SIGTERM; `false` at once if they cannot be caught.
+pub(super) async fn stop_requested() -> bool {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -222,15 +221,24 @@ pub(super) async fn cancel_on_signal(cancel: Cancel) {
             signal(SignalKind::interrupt()),
             signal(SignalKind::terminate()),
         ) else {
-            return;
+            return false;
         };
         tokio::select! {
             _ = int.recv() => {}
             _ = term.recv() => {}
         }
+        true
     }
     #[cfg(not(unix))]
-    if tokio::signal::ctrl_c().await.is_err() {
+    {
+        tokio::signal::ctrl_c().await.is_ok()
+    }
+}
+
+/// Turns the first SIGINT or SIGTERM into a cooperative stop, so in-flight objects
+/// remove their partial outputs instead of being killed mid-write.
+pub(super) async fn cancel_on_signal(cancel: Cancel) {
+    if !stop_requested().await {
         return;
     }
     say!("stopping: finishing no new objects; partial outputs are removed");

@@ -17,10 +17,6 @@ use super::keyref::{self, KmsSource};
 use super::output::say;
 use super::settings::{Aws, SERVE_TOKENS, ServeSettings};
 
-/// Data keys each key's decrypt cache holds: messages of that many distinct data keys
-/// are read with one unwrap each while they stay in it.
-const DECRYPT_CACHE_ENTRIES: u64 = 4096;
-
 /// Builds the service and serves until SIGINT or SIGTERM (or, as a Lambda function,
 /// until Lambda ends the process).
 pub async fn run(s: &ServeSettings, aws: &Aws, kms: &KmsSource) -> anyhow::Result<Outcome> {
@@ -83,22 +79,8 @@ pub async fn run(s: &ServeSettings, aws: &Aws, kms: &KmsSource) -> anyhow::Resul
 
 /// The first SIGINT or SIGTERM: stop accepting, let the requests in progress finish.
 async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    if tokio::signal::ctrl_c().await.is_err() {
+    if !super::stop_requested().await {
+        // Without signals, the server runs until it is killed.
         return std::future::pending().await;
     }
     say!("sealpipe serve: stopping: no new connections; requests in progress finish");
@@ -180,7 +162,7 @@ async fn server_keys(s: &ServeSettings, kms: &KmsSource) -> anyhow::Result<Vec<S
         pool.warm_up(&EncryptionContext::new())
             .await
             .with_context(|| format!("the key {name} cannot make data keys"))?;
-        let (unwrapping, recorded_name) = match (&kms_key, wrapping_name(name)) {
+        let (unwrapping, recorded_name) = match (&kms_key, keyref::wrapping_name(name)) {
             (_, Some(recorded)) => (keyring.clone(), Some(recorded)),
             (Some(_), None) => {
                 // An alias or key ID: the data key just made names the key ARN KMS
@@ -201,7 +183,11 @@ async fn server_keys(s: &ServeSettings, kms: &KmsSource) -> anyhow::Result<Vec<S
             }
             (None, None) => (keyring.clone(), None),
         };
-        let cache = DecryptCache::new(DECRYPT_CACHE_ENTRIES, s.pool.max_age, pool.stats().clone());
+        let cache = DecryptCache::new(
+            DecryptCache::DEFAULT_CAPACITY,
+            s.pool.max_age,
+            pool.stats().clone(),
+        );
         keys.push(ServerKey {
             recorded_name,
             name: name.clone(),
@@ -215,31 +201,16 @@ async fn server_keys(s: &ServeSettings, kms: &KmsSource) -> anyhow::Result<Vec<S
     Ok(keys)
 }
 
-/// The wrapping-key name a reference's key writes into messages, when the reference
-/// says it: a KMS key ARN as it is, `NAMESPACE/NAME` for a raw AES key.
-fn wrapping_name(keyref: &str) -> Option<String> {
-    if let Some(id) = keyref::kms_identifier(keyref) {
-        return KmsArn::parse(id)
-            .filter(|arn| arn.resource_type == "key")
-            .map(|arn| arn.to_string());
-    }
-    keyref::split_raw_aes(keyref).map(|r| format!("{}/{}", r.namespace, r.name))
-}
-
 /// The request's URI with an HTTP API's named stage taken off the front of its raw
-/// path (`/prod/v1/encrypt`): the stage is not part of the route. `None` if there is nothing to take off.
+/// path (`/prod/v1/encrypt`): the stage is not part of the route. `None` if there is
+/// nothing to take off.
 fn without_stage(uri: &http::Uri, stage: Option<&str>) -> Option<http::Uri> {
     let stage = stage.filter(|s| !s.is_empty() && *s != "$default")?;
     let rest = uri.path().strip_prefix('/')?.strip_prefix(stage)?;
     if !(rest.is_empty() || rest.starts_with('/')) {
         return None;
     }
-    let path = if rest.is_empty() { "/" } else { rest };
-    let text = match uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
-    };
-    text.parse().ok()
+    with_path(uri, rest)
 }
 
 /// `uri` with its path replaced by `path` (its query kept); `None` if that is no URI.

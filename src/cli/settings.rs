@@ -1299,17 +1299,7 @@ fn bench_workload(
         };
         Some((refs(&a.keys)?, refs(new)?))
     };
-    // The data-key pool's limits, as a job takes them (values in range already).
-    let (flags, cache, pool) = (&g.aws, &config.cache, PoolLimits::default());
-    let max_age = layers.pick(flags.cache_max_age, None, cache.max_age_seconds)?;
-    let max_messages = layers.pick(flags.cache_max_messages, None, cache.max_messages)?;
-    let max_bytes = layers.pick(flags.cache_max_bytes, None, cache.max_bytes)?;
-    let pool_limits = PoolLimits {
-        max_age: max_age.value.map_or(pool.max_age, |s| s.duration()),
-        max_messages: max_messages.value.map_or(pool.max_messages, |m| m.0),
-        max_bytes: max_bytes.value.map_or(pool.max_bytes, |b| b.0),
-        ..pool
-    };
+    let pool_limits = pool_limits(layers, &g.aws, config)?;
     Ok(Some(BenchWorkload {
         mix,
         target,
@@ -1477,11 +1467,6 @@ fn serve(
             .value
             .map(|r| r.get()),
     };
-    let (f, cache) = (&globals.flags.aws, &config.cache);
-    let pool = PoolLimits::default();
-    let max_age = layers.pick(f.cache_max_age, None, cache.max_age_seconds)?;
-    let max_messages = layers.pick(f.cache_max_messages, None, cache.max_messages)?;
-    let max_bytes = layers.pick(f.cache_max_bytes, None, cache.max_bytes)?;
     Ok(ServeSettings {
         listen: layers
             .pick(a.listen.clone(), None, c.listen.clone())?
@@ -1508,12 +1493,26 @@ fn serve(
             .value,
         limits,
         aead: backend(globals.aead.clone())?,
-        pool: PoolLimits {
-            max_age: max_age.value.map_or(pool.max_age, |s| s.duration()),
-            max_messages: max_messages.value.map_or(pool.max_messages, |m| m.0),
-            max_bytes: max_bytes.value.map_or(pool.max_bytes, |b| b.0),
-            ..pool
-        },
+        pool: pool_limits(layers, &globals.flags.aws, config)?,
+    })
+}
+
+/// The data-key pool's limits of a benchmark or a server, as a job takes them: the
+/// `--cache-max-*` flags over `[cache]` (values in range already).
+fn pool_limits(
+    layers: &Layers,
+    flags: &super::args::AwsArgs,
+    config: &Config,
+) -> anyhow::Result<PoolLimits> {
+    let (cache, pool) = (&config.cache, PoolLimits::default());
+    let max_age = layers.pick(flags.cache_max_age, None, cache.max_age_seconds)?;
+    let max_messages = layers.pick(flags.cache_max_messages, None, cache.max_messages)?;
+    let max_bytes = layers.pick(flags.cache_max_bytes, None, cache.max_bytes)?;
+    Ok(PoolLimits {
+        max_age: max_age.value.map_or(pool.max_age, |s| s.duration()),
+        max_messages: max_messages.value.map_or(pool.max_messages, |m| m.0),
+        max_bytes: max_bytes.value.map_or(pool.max_bytes, |b| b.0),
+        ..pool
     })
 }
 

@@ -356,7 +356,6 @@ impl KmsKeyring {
 
     async fn wrap(&self, mut m: EncryptionMaterials) -> Result<EncryptionMaterials, KeyringError> {
         let client = self.client();
-        let region = KmsArn::region_of(&self.key);
         let context = kms_context(&m.context);
         let (arn, ciphertext) = match &m.data_key {
             None => {
@@ -378,17 +377,7 @@ impl KmsKeyring {
                     .await;
                 let out = match result {
                     Ok(out) => out,
-                    Err(e) => {
-                        let region = region.as_deref();
-                        return Err(kms_failure(
-                            &self.kms,
-                            region,
-                            "GenerateDataKey",
-                            &self.key,
-                            e,
-                        )
-                        .await);
-                    }
+                    Err(e) => return Err(self.failure("GenerateDataKey", e).await),
                 };
                 let plaintext = out
                     .plaintext
@@ -416,10 +405,7 @@ impl KmsKeyring {
                     .await;
                 let out = match result {
                     Ok(out) => out,
-                    Err(e) => {
-                        let region = region.as_deref();
-                        return Err(kms_failure(&self.kms, region, "Encrypt", &self.key, e).await);
-                    }
+                    Err(e) => return Err(self.failure("Encrypt", e).await),
                 };
                 (out.key_id, out.ciphertext_blob)
             }
@@ -436,11 +422,6 @@ impl KmsKeyring {
             ciphertext,
         });
         Ok(m)
-    }
-
-    /// The key as given: ARN, key ID, alias name or alias ARN.
-    pub fn key(&self) -> &str {
-        &self.key
     }
 
     /// One KMS `Encrypt` of a caller's small secret (at most 4,096 bytes, KMS's own
@@ -468,12 +449,7 @@ impl KmsKeyring {
             .await;
         let out = match result {
             Ok(out) => out,
-            Err(e) => {
-                let region = KmsArn::region_of(&self.key);
-                return Err(
-                    kms_failure(&self.kms, region.as_deref(), "Encrypt", &self.key, e).await,
-                );
-            }
+            Err(e) => return Err(self.failure("Encrypt", e).await),
         };
         let blob = out
             .ciphertext_blob
@@ -507,18 +483,23 @@ impl KmsKeyring {
             .await;
         let out = match result {
             Ok(out) => out,
-            Err(e) => {
-                let region = KmsArn::region_of(&self.key);
-                return Err(
-                    kms_failure(&self.kms, region.as_deref(), "Decrypt", &self.key, e).await,
-                );
-            }
+            Err(e) => return Err(self.failure("Decrypt", e).await),
         };
         let plaintext = out
             .plaintext
             .map(|p| zeroize::Zeroizing::new(p.into_inner()))
             .ok_or_else(|| self.bad_response("Decrypt", "no plaintext"))?;
         Ok((out.key_id.unwrap_or_else(|| self.key.clone()), plaintext))
+    }
+
+    /// A failed call of `action` with this key, named as [`kms_failure`] names it.
+    async fn failure<E: ProvideErrorMetadata + std::fmt::Debug>(
+        &self,
+        action: &'static str,
+        e: SdkError<E, aws_smithy_runtime_api::http::Response>,
+    ) -> KeyringError {
+        let region = KmsArn::region_of(&self.key);
+        kms_failure(&self.kms, region.as_deref(), action, &self.key, e).await
     }
 
     fn bad_response(&self, action: &'static str, what: &str) -> KeyringError {

@@ -405,6 +405,10 @@ pub struct DecryptCache {
 }
 
 impl DecryptCache {
+    /// Data keys a cache holds unless told otherwise: messages of that many distinct
+    /// data keys are read with one unwrap each while they stay in it.
+    pub const DEFAULT_CAPACITY: u64 = 4096;
+
     /// A cache holding at most `capacity` data keys, each for at most `max_age`.
     pub fn new(capacity: u64, max_age: Duration, stats: Arc<PoolStats>) -> Self {
         Self {

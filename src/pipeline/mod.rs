@@ -51,9 +51,6 @@ use crate::stream::{DecryptOptions, EncryptOptions, HeaderNonce};
 /// the semaphore that counts them has a ceiling of its own.
 pub const MAX_CONCURRENCY: usize = 65_536;
 
-/// Unwrapped data keys a job keeps, whatever their age.
-const DECRYPT_CACHE_ENTRIES: u64 = 4096;
-
 /// What writing messages takes once a job runs: a warm pool of data keys.
 struct Sealed {
     pool: DataKeyPool,
@@ -217,7 +214,7 @@ fn open(opening: &Opening, key_stats: &Arc<PoolStats>) -> Result<Opened, Error> 
     Ok(Opened {
         keyring: loaded(&opening.keys, plan::NO_UNWRAPPING_KEY)?,
         cache: DecryptCache::new(
-            DECRYPT_CACHE_ENTRIES,
+            DecryptCache::DEFAULT_CAPACITY,
             opening.cache_max_age,
             key_stats.clone(),
         ),
@@ -240,7 +237,7 @@ fn start_rewrap(from: &Opening, to: &Rewrapping) -> Result<(Running, Arc<PoolSta
         old,
         new,
         to.keep.clone(),
-        (DECRYPT_CACHE_ENTRIES, from.cache_max_age),
+        (DecryptCache::DEFAULT_CAPACITY, from.cache_max_age),
         key_stats.clone(),
     );
     let signed = match &to.reencrypt_signed {

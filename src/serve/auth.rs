@@ -5,6 +5,8 @@
 //! constant-time and none cut short, so neither the time to answer nor a memory dump
 //! tells a caller anything about the tokens.
 
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
@@ -84,7 +86,7 @@ pub const MIN_TOKEN_LEN: usize = 16;
 /// A set of tokens, parsed from one or more token files.
 #[derive(Clone, Debug, Default)]
 pub struct Tokens {
-    entries: Vec<([u8; 32], Grant)>,
+    entries: Vec<([u8; 32], Arc<Grant>)>,
 }
 
 impl Tokens {
@@ -151,14 +153,14 @@ impl Tokens {
                 operations: operations.unwrap_or(u8::MAX),
                 keys,
             };
-            entries.push((digest, grant));
+            entries.push((digest, Arc::new(grant)));
         }
         Ok(Self { entries })
     }
 
     /// Tokens of several files; a token in two of them keeps the first's grant.
     pub fn merge(sets: impl IntoIterator<Item = Tokens>) -> Self {
-        let mut entries: Vec<([u8; 32], Grant)> = Vec::new();
+        let mut entries: Vec<([u8; 32], Arc<Grant>)> = Vec::new();
         for set in sets {
             for (digest, grant) in set.entries {
                 if !entries.iter().any(|(d, _)| d == &digest) {
@@ -180,8 +182,9 @@ impl Tokens {
     }
 
     /// The grant of `presented`, if it is one of the tokens. Every digest is compared,
-    /// in constant time, whatever matches.
-    pub fn find(&self, presented: &[u8]) -> Option<&Grant> {
+    /// in constant time, whatever matches. Shared, not copied: it is looked up for
+    /// every request.
+    pub fn find(&self, presented: &[u8]) -> Option<Arc<Grant>> {
         let digest: [u8; 32] = Sha256::digest(presented).into();
         let mut found = subtle::Choice::from(0);
         let mut index = 0u64;
@@ -190,7 +193,7 @@ impl Tokens {
             index.conditional_assign(&(i as u64), same);
             found |= same;
         }
-        bool::from(found).then(|| &self.entries[index as usize].1)
+        bool::from(found).then(|| self.entries[index as usize].1.clone())
     }
 }
 

@@ -87,7 +87,12 @@ impl TokenRates {
                 *level + now.duration_since(*at).as_secs_f64() * rate < burst
             });
         }
-        let (level, at) = buckets.entry(id.to_string()).or_insert((burst, now));
+        if !buckets.contains_key(id) {
+            buckets.insert(id.to_string(), (burst, now));
+        }
+        let Some((level, at)) = buckets.get_mut(id) else {
+            return Ok(());
+        };
         *level = (*level + now.duration_since(*at).as_secs_f64() * self.rate).min(burst);
         *at = now;
         if *level >= 1.0 {

@@ -224,7 +224,7 @@ async fn metrics(State(service): State<Arc<Service>>, headers: HeaderMap) -> Res
 
 impl Service {
     /// The grant of the request's bearer token, if it may call `operation` now.
-    fn admit(&self, headers: &HeaderMap, operation: Operation) -> Result<Grant, ApiError> {
+    fn admit(&self, headers: &HeaderMap, operation: Operation) -> Result<Arc<Grant>, ApiError> {
         let unauthorized = |why: &str| ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", why);
         let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
             unauthorized("no Authorization header: send `Authorization: Bearer TOKEN`")
@@ -238,8 +238,7 @@ impl Service {
         let tokens = self.tokens.current();
         let grant = tokens
             .find(presented)
-            .ok_or_else(|| unauthorized("unknown token"))?
-            .clone();
+            .ok_or_else(|| unauthorized("unknown token"))?;
         if !grant.allows(operation) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -818,26 +817,95 @@ fn ascii_json(json: &str) -> String {
 
 // ---- /v1/kms/encrypt and /v1/kms/decrypt: the direct method, one KMS call each
 
+/// A `/v1/kms/*` JSON body, in KMS's own field names: `Plaintext` to encrypt,
+/// `CiphertextBlob` to decrypt.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KmsEncryptJson {
-    #[serde(rename = "Plaintext")]
-    plaintext: String,
+struct KmsJson {
+    #[serde(rename = "Plaintext", default)]
+    plaintext: Option<String>,
+    #[serde(rename = "CiphertextBlob", default)]
+    blob: Option<String>,
     #[serde(rename = "KeyId", default)]
     key_id: Option<String>,
     #[serde(rename = "EncryptionContext", default)]
     context: Option<std::collections::BTreeMap<String, String>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KmsDecryptJson {
-    #[serde(rename = "CiphertextBlob")]
-    blob: String,
-    #[serde(rename = "KeyId", default)]
-    key_id: Option<String>,
-    #[serde(rename = "EncryptionContext", default)]
-    context: Option<std::collections::BTreeMap<String, String>>,
+/// What a `/v1/kms/*` request carries, whichever form it came in.
+struct KmsRequest {
+    grant: Arc<Grant>,
+    params: Params,
+    /// The plaintext (encrypt) or the blob (decrypt).
+    bytes: zeroize::Zeroizing<Vec<u8>>,
+    json: bool,
+}
+
+/// Admits a `/v1/kms/*` request and reads it: a JSON body (its `field` in base64,
+/// key and context beside it, over the query's), or a raw body of at most `raw_limit`
+/// bytes, base64 text if `raw_base64`.
+async fn kms_request(
+    service: &Service,
+    slot: &Slot,
+    (uri, headers): (&Uri, &HeaderMap),
+    body: Body,
+    operation: Operation,
+    (field, raw_limit, raw_base64): (&str, usize, bool),
+) -> Result<KmsRequest, ApiError> {
+    let grant = service.admit(headers, operation)?;
+    let mut params = params(uri, headers)?;
+    let json = is_json(headers);
+    let bytes = if json {
+        let request: KmsJson = json_body(service, slot, body, KMS_MAX_BODY as u64).await?;
+        let (wanted, other) = match field {
+            "Plaintext" => (request.plaintext, request.blob.is_some()),
+            _ => (request.blob, request.plaintext.is_some()),
+        };
+        let value = match (wanted, other) {
+            (Some(value), false) => value,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "BadRequest",
+                    format!("the JSON body needs {field} (base64), and no other payload field"),
+                ));
+            }
+        };
+        if let Some(pairs) = request.context {
+            params.context = pairs.into();
+        }
+        params.key = request.key_id.or(params.key);
+        b64_field(&value, field)?
+    } else {
+        let (mut body, failure) = service.body(body, raw_limit as u64, slot);
+        let raw = body.collect().await.map_err(|e| body_or(&failure, &e))?;
+        if raw_base64 {
+            let text = std::str::from_utf8(&raw).map_err(|_| {
+                ApiError::bad_request("BadRequest", "the body must be the base64 CiphertextBlob")
+            })?;
+            b64_field(text, "the body")?
+        } else {
+            raw.to_vec()
+        }
+    };
+    Ok(KmsRequest {
+        grant,
+        params,
+        bytes: zeroize::Zeroizing::new(bytes),
+        json,
+    })
+}
+
+impl KmsRequest {
+    /// The KMS key the request names, if the token may use it.
+    fn key<'a>(&self, service: &'a Service) -> Result<&'a crate::keys::KmsKeyring, ApiError> {
+        let key = service.key(&self.grant, self.params.key.as_deref())?;
+        key.kms.as_ref().ok_or_else(|| {
+            ApiError::bad_request(
+                "NotAKmsKey",
+                format!("{} is not a KMS key: /v1/kms routes need one", key.shown()),
+            )
+        })
+    }
 }
 
 async fn kms_encrypt(
@@ -849,42 +917,35 @@ async fn kms_encrypt(
 ) -> Response {
     answer(
         async {
-            let grant = service.admit(&headers, Operation::KmsEncrypt)?;
-            let mut p = params(&uri, &headers)?;
-            let json = is_json(&headers);
-            let plaintext = if json {
-                let request: KmsEncryptJson =
-                    json_body(&service, &slot, body, KMS_MAX_BODY as u64).await?;
-                if let Some(pairs) = request.context {
-                    p.context = pairs.into();
+            let form = ("Plaintext", KMS_MAX_PLAINTEXT, false);
+            let r = kms_request(
+                &service,
+                &slot,
+                (&uri, &headers),
+                body,
+                Operation::KmsEncrypt,
+                form,
+            )
+            .await?;
+            match r.bytes.len() {
+                0 => {
+                    return Err(ApiError::bad_request(
+                        "BadRequest",
+                        "KMS Encrypt takes 1 to 4096 bytes; the plaintext is empty",
+                    ));
                 }
-                p.key = request.key_id.or(p.key);
-                b64_field(&request.plaintext, "Plaintext")?
-            } else {
-                let (mut body, failure) = service.body(body, KMS_MAX_PLAINTEXT as u64, &slot);
-                body.collect()
-                    .await
-                    .map_err(|e| body_or(&failure, &e))?
-                    .to_vec()
-            };
-            let plaintext = zeroize::Zeroizing::new(plaintext);
-            if plaintext.len() > KMS_MAX_PLAINTEXT {
-                return Err(ApiError::too_large(KMS_MAX_PLAINTEXT as u64));
+                n if n > KMS_MAX_PLAINTEXT => {
+                    return Err(ApiError::too_large(KMS_MAX_PLAINTEXT as u64));
+                }
+                _ => {}
             }
-            if plaintext.is_empty() {
-                return Err(ApiError::bad_request(
-                    "BadRequest",
-                    "KMS Encrypt takes 1 to 4096 bytes; the body is empty",
-                ));
-            }
-            let key = service.key(&grant, p.key.as_deref())?;
-            let kms = kms_key(key)?;
-            let (arn, blob) = kms
-                .encrypt_secret(&plaintext, &p.context)
+            let (arn, blob) = r
+                .key(&service)?
+                .encrypt_secret(&r.bytes, &r.params.context)
                 .await
                 .map_err(|e| ApiError::from_error(&Error::Keyring(e)))?;
             let blob = B64.encode(blob);
-            Ok(if json {
+            Ok(if r.json {
                 json_response(serde_json::json!({
                     "CiphertextBlob": blob,
                     "KeyId": arn,
@@ -914,35 +975,22 @@ async fn kms_decrypt(
 ) -> Response {
     answer(
         async {
-            let grant = service.admit(&headers, Operation::KmsDecrypt)?;
-            let mut p = params(&uri, &headers)?;
-            let json = is_json(&headers);
-            let blob = if json {
-                let request: KmsDecryptJson =
-                    json_body(&service, &slot, body, KMS_MAX_BODY as u64).await?;
-                if let Some(pairs) = request.context {
-                    p.context = pairs.into();
-                }
-                p.key = request.key_id.or(p.key);
-                b64_field(&request.blob, "CiphertextBlob")?
-            } else {
-                let (mut body, failure) = service.body(body, KMS_MAX_BODY as u64, &slot);
-                let text = body.collect().await.map_err(|e| body_or(&failure, &e))?;
-                let text = std::str::from_utf8(&text).map_err(|_| {
-                    ApiError::bad_request(
-                        "BadRequest",
-                        "the body must be the base64 CiphertextBlob",
-                    )
-                })?;
-                b64_field(text, "the body")?
-            };
-            let key = service.key(&grant, p.key.as_deref())?;
-            let kms = kms_key(key)?;
-            let (arn, plaintext) = kms
-                .decrypt_secret(&blob, &p.context)
+            let form = ("CiphertextBlob", KMS_MAX_BODY, true);
+            let r = kms_request(
+                &service,
+                &slot,
+                (&uri, &headers),
+                body,
+                Operation::KmsDecrypt,
+                form,
+            )
+            .await?;
+            let (arn, plaintext) = r
+                .key(&service)?
+                .decrypt_secret(&r.bytes, &r.params.context)
                 .await
                 .map_err(|e| ApiError::from_error(&Error::Keyring(e)))?;
-            Ok(if json {
+            Ok(if r.json {
                 json_response(serde_json::json!({
                     "Plaintext": B64.encode(&*plaintext),
                     "KeyId": arn,
@@ -954,15 +1002,6 @@ async fn kms_decrypt(
         }
         .await,
     )
-}
-
-fn kms_key(key: &ServerKey) -> Result<&crate::keys::KmsKeyring, ApiError> {
-    key.kms.as_ref().ok_or_else(|| {
-        ApiError::bad_request(
-            "NotAKmsKey",
-            format!("{} is not a KMS key: /v1/kms routes need one", key.shown()),
-        )
-    })
 }
 
 #[cfg(test)]

@@ -408,6 +408,28 @@ impl World {
         finished.map(|status| (status, std::fs::read_to_string(err).unwrap_or_default()))
     }
 
+    // ---- Secrets Manager --------------------------------------------------------------
+
+    /// A Secrets Manager secret on moto holding `value` as its `SecretString`; its ARN.
+    pub fn create_secret(&self, name: &str, value: &str) -> String {
+        let script = r#"
+import sys, boto3
+endpoint, name = sys.argv[1:3]
+sm = boto3.client("secretsmanager", endpoint_url=endpoint, region_name="us-east-1",
+                  aws_access_key_id="test", aws_secret_access_key="test")
+print(sm.create_secret(Name=name, SecretString=sys.stdin.read())["ARN"])
+"#;
+        let endpoint = self.moto.endpoint();
+        super::venv_python(
+            "create a secret on moto",
+            script,
+            &[std::path::Path::new(&endpoint), std::path::Path::new(name)],
+            value.as_bytes(),
+        )
+        .trim()
+        .to_string()
+    }
+
     // ---- KMS ------------------------------------------------------------------------
 
     /// A fresh symmetric KMS key in moto (us-east-1); its ARN.
