@@ -1487,6 +1487,24 @@ fn tokens_from_the_environment_and_bad_configurations() {
         ],
         "plain HTTP on 0.0.0.0 without --insecure-listen",
     );
+    // A spill directory that cannot take a file is found out at start, not by the
+    // first large decrypt (which answered 500).
+    let not_a_dir = dir.path().join("tokens").display().to_string();
+    for spill in ["/nonexistent/spill", not_a_dir.as_str()] {
+        refuse(
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--key",
+                &key,
+                "--token-file",
+                &tokens,
+                "--spill-dir",
+                spill,
+            ],
+            "an unusable --spill-dir",
+        );
+    }
 }
 
 #[test]

@@ -35,6 +35,15 @@ pub async fn run(s: &ServeSettings, aws: &Aws, kms: &KmsSource) -> anyhow::Resul
         Some((cert, key)) => Some(Tls::from_pem_files(cert, key).map_err(|e| anyhow!("TLS: {e}"))?),
         None => None,
     };
+    if let Some(dir) = &s.limits.spill_dir {
+        // Found out now, not by the first large decrypt.
+        tempfile::tempfile_in(dir).with_context(|| {
+            format!(
+                "--spill-dir {}: cannot make a temporary file there (or give --no-spill)",
+                sealpipe::escape::path(dir)
+            )
+        })?;
+    }
     let tokens = Arc::new(load_tokens(s, aws).await?);
     let keys = server_keys(s, kms).await?;
     let service = Arc::new(Service::new(

@@ -1948,6 +1948,10 @@ mod tests {
             (&["--key", "alias/a", "--body-timeout", "0"][..], ""),
             (&["--key", "alias/a", "--max-concurrent", "0"][..], ""),
             (&["--key", "alias/a", "--token-rate", "NaN"][..], ""),
+            (
+                &["--key", "alias/a", "--header-timeout", "0.0001ms"][..],
+                "",
+            ),
             (&["--key", "alias/a"][..], "[serve]\nrequest_timeout = -1\n"),
             (
                 &[

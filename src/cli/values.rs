@@ -514,8 +514,8 @@ impl TokenRate {
     }
 }
 
-/// A timeout or interval of the server: `30` or `30s` (seconds), `500ms`; more than 0
-/// and at most one day. In the config file a number of seconds or such a string.
+/// A timeout or interval of the server: `30` or `30s` (seconds), `500ms`; from a
+/// millisecond to one day. In the config file a number of seconds or such a string.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
 #[serde(try_from = "SecondsValue")]
 pub struct Seconds(f64);
@@ -529,14 +529,16 @@ pub enum SecondsValue {
 }
 
 impl Seconds {
+    /// A millisecond: below it a timeout would end every request before it began.
+    const MIN: f64 = 0.001;
     const MAX: f64 = 86_400.0;
 
     fn check(v: f64, got: &str) -> Result<Self, String> {
-        if v > 0.0 && v <= Self::MAX {
+        if (Self::MIN..=Self::MAX).contains(&v) {
             Ok(Self(v))
         } else {
             Err(format!(
-                "a duration must be more than 0 and at most {} s (e.g. 30s, 500ms), not {}",
+                "a duration must be from 1ms to {} s (e.g. 30s, 500ms), not {}",
                 Self::MAX,
                 sealpipe::escape::text(got)
             ))

@@ -139,7 +139,7 @@ impl Tokens {
                     operations = Some(parse_operations(word).map_err(at)?);
                 } else {
                     return Err(at(format!(
-                        "unexpected {:?}: a line is TOKEN [OPERATIONS] [keys=REF,...]",
+                        "unexpected \"{}\": a line is TOKEN [OPERATIONS] [keys=REF,...]",
                         crate::escape::text(word)
                     )));
                 }
@@ -206,7 +206,7 @@ fn parse_operations(word: &str) -> Result<u8, String> {
         let op = Operation::parse(name).ok_or_else(|| {
             let known: Vec<_> = Operation::ALL.iter().map(|o| o.name()).collect();
             format!(
-                "unknown operation {:?} (expected {} or *)",
+                "unknown operation \"{}\" (expected {} or *)",
                 crate::escape::text(name),
                 known.join(", ")
             )
