@@ -151,6 +151,9 @@ pub enum Error {
     /// The operating system's random number generator failed.
     #[error("random number generator failed: {0}")]
     Random(getrandom::Error),
+    /// An object of the S3 Encryption Client cannot be read.
+    #[error(transparent)]
+    S3ec(#[from] crate::s3ec::S3ecError),
     /// The header names an algorithm suite this build does not know. The header itself
     /// decodes (`inspect` shows it); decryption refuses it before any key is fetched.
     #[error("unsupported algorithm suite 0x{id:04X}: not one of the ESDK suites sealpipe reads")]
@@ -191,6 +194,7 @@ impl Error {
                 | Error::HeaderAuthentication
                 | Error::FrameAuthentication { .. }
                 | Error::Signature(_)
+                | Error::S3ec(crate::s3ec::S3ecError::ContentAuthentication)
         )
     }
 }

@@ -7,6 +7,7 @@
 //! The layers, from the bytes up:
 //! - [`format`]: the pure message codec (no I/O, no keys);
 //! - [`crypto`]: AES-GCM backends, key derivation and commitment, ECDSA, secret types;
+//! - [`s3ec`]: reading what the Amazon S3 Encryption Client wrote;
 //! - [`keys`]: keyrings that wrap and unwrap data keys;
 //! - [`retry`]: backoff and rate limits for KMS and S3 calls;
 //! - [`stream`]: whole messages over readers and writers, frames sealed on rayon;
@@ -57,6 +58,7 @@ pub mod keys;
 pub mod ops;
 pub mod pipeline;
 pub mod retry;
+pub mod s3ec;
 pub mod serve;
 pub mod store;
 pub mod stream;

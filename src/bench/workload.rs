@@ -302,6 +302,7 @@ fn job(
         },
         reproduced_context: EncryptionContext::new(),
         cache_max_age: config.pool_limits.max_age,
+        source_format: Default::default(),
     };
     let output = |name: &str| Output::To(area.location(name));
     let (work, source) = match mode {

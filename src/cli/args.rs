@@ -467,9 +467,14 @@ pub struct ReadArgs {
     #[arg(long = "reproduced-context", value_name = "K=V")]
     pub reproduced_context: Vec<String>,
     /// require-encrypt-require-decrypt (default: only key-committing messages) or
-    /// require-encrypt-allow-decrypt (also legacy v1 messages).
+    /// require-encrypt-allow-decrypt (also legacy v1 messages and S3 Encryption Client
+    /// v2 objects, whose AES-GCM does not commit to its key).
     #[arg(long, value_name = "POLICY")]
     pub commitment_policy: Option<String>,
+    /// What the sources are: auto (default: ESDK messages, and S3 Encryption Client
+    /// objects recognised by their metadata or instruction file), esdk, or s3ec.
+    #[arg(long, value_name = "FORMAT")]
+    pub source_format: Option<String>,
     /// Refuse messages with more encrypted data keys than this, 1 to 65535 [default: 16].
     #[arg(long, value_name = "N")]
     pub max_encrypted_data_keys: Option<MaxDataKeys>,

@@ -137,6 +137,7 @@ pub fn job(settings: &JobSettings, parts: Parts) -> anyhow::Result<Job> {
         },
         reproduced_context: r.reproduced_context.value.clone(),
         cache_max_age: pool_limits.max_age,
+        source_format: r.source_format.value,
     };
     let work = match (&settings.task, output) {
         (Task::Verify(r), _) => Work::Verify { from: opening(r) },

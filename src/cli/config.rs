@@ -111,6 +111,7 @@ pub struct EncryptSection {
 #[serde(deny_unknown_fields)]
 pub struct DecryptSection {
     pub commitment_policy: Option<String>,
+    pub source_format: Option<String>,
     pub max_encrypted_data_keys: Option<MaxDataKeys>,
     pub max_header_size: Option<HeaderSize>,
     pub max_frame_length: Option<FrameLength>,

@@ -343,6 +343,13 @@ fn print_summary(report: &Report, quiet: bool, kms: &keyref::KmsSource) {
                  key, whatever the number of objects"
             );
         }
+        if matches!(report.mode, Mode::Decrypt | Mode::Reencrypt | Mode::Verify) {
+            say!(
+                "dry run: ESDK messages share data keys (one KMS Decrypt per data key); an S3 \
+                 Encryption Client object has a data key of its own, so each costs one KMS \
+                 Decrypt on the way in (`sealpipe scan` counts them)"
+            );
+        }
         return;
     }
     // For display only: `as u64` below saturates, and the ratio is never NaN.

@@ -18,7 +18,7 @@ use sealpipe::bench::{BenchConfig, Mix};
 use sealpipe::crypto::AeadBackend;
 use sealpipe::format::{AlgorithmSuite, DecodeLimits, EncryptionContext};
 use sealpipe::keys::PoolLimits;
-use sealpipe::pipeline::{Mode, Shard, ShardBy, Source};
+use sealpipe::pipeline::{Mode, Shard, ShardBy, Source, SourceFormat};
 use sealpipe::retry::RetryPolicy;
 use sealpipe::store::{Location, S3Settings};
 use sealpipe::stream::{CommitmentPolicy, DEFAULT_FRAME_LENGTH};
@@ -389,6 +389,7 @@ pub struct Reading {
     pub discovery_partition: String,
     pub reproduced_context: Sourced<EncryptionContext>,
     pub commitment_policy: Sourced<CommitmentPolicy>,
+    pub source_format: Sourced<SourceFormat>,
     pub max_encrypted_data_keys: Sourced<u16>,
     pub max_header_len: Sourced<usize>,
     pub max_frame_length: Sourced<u32>,
@@ -1089,16 +1090,18 @@ fn reading(
 ) -> anyhow::Result<Reading> {
     let d = &config.decrypt;
     let limits = DecodeLimits::default();
-    let (policy, edks, header, frame) = match flags {
+    let (policy, format, edks, header, frame) = match flags {
         Some(f) => (
             f.commitment_policy.clone(),
+            f.source_format.clone(),
             f.max_encrypted_data_keys,
             f.max_header_size,
             f.max_frame_len,
         ),
-        None => (None, None, None, None),
+        None => (None, None, None, None, None),
     };
     let policy = layers.pick(policy, None, d.commitment_policy.clone())?;
+    let format = layers.pick(format, None, d.source_format.clone())?;
     let edks = layers.pick(edks, None, d.max_encrypted_data_keys)?;
     let header = layers.pick(header, None, d.max_header_size)?;
     let frame = layers.pick(frame, None, d.max_frame_length)?;
@@ -1117,6 +1120,9 @@ fn reading(
         )?,
         commitment_policy: policy.parse("--commitment-policy", Default::default(), |p| {
             p.parse().map_err(|e: String| anyhow!(e))
+        })?,
+        source_format: format.parse("--source-format", Default::default(), |f| {
+            f.parse().map_err(|e: String| anyhow!(e))
         })?,
         max_encrypted_data_keys: edks.map(|m| m.0).or(limits.max_encrypted_data_keys),
         max_header_len: header.map(|m| m.0).or(limits.max_header_len),

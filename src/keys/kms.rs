@@ -14,12 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::operation::decrypt::DecryptOutput;
 use aws_sdk_kms::primitives::Blob;
 
 use super::{DecryptRequest, EncryptionMaterials, Keyring, KeyringError, KeyringFuture};
 use crate::crypto::DataKey;
 use crate::format::{EncryptedDataKey, EncryptionContext};
 use crate::retry::{RateLimiter, RetryPolicy, RetryStats, Transience, classify_sdk_error};
+use crate::s3ec;
 
 /// The provider ID of every KMS-wrapped data key.
 pub const KMS_PROVIDER_ID: &str = "aws-kms";
@@ -512,6 +514,35 @@ impl KmsKeyring {
         }
     }
 
+    /// An S3EC object's data key: KMS `Decrypt` of its blob under this key, with its
+    /// stored context (which KMS checks; for `kms+context` it names the content cipher).
+    async fn unwrap_s3ec(
+        &self,
+        envelope: &s3ec::Envelope,
+    ) -> Result<Option<DataKey>, KeyringError> {
+        if !matches!(envelope.wrap, s3ec::Wrap::KmsContext | s3ec::Wrap::Kms) {
+            return Ok(None);
+        }
+        let client = self.client();
+        let context = s3ec_kms_context(envelope);
+        let result = self
+            .kms
+            .call(&self.kms.stats.decrypt, ("Decrypt", &self.key), || {
+                client
+                    .decrypt()
+                    .key_id(&self.key)
+                    .ciphertext_blob(Blob::new(envelope.encrypted_key.clone()))
+                    .set_encryption_context(context.clone())
+                    .set_grant_tokens(self.kms.grant_tokens())
+                    .send()
+            })
+            .await;
+        match result {
+            Ok(out) => s3ec_data_key(out, &self.key).map(Some),
+            Err(e) => Err(self.failure("Decrypt", e).await),
+        }
+    }
+
     async fn unwrap(&self, request: &DecryptRequest<'_>) -> Result<Option<DataKey>, KeyringError> {
         let Some(configured) = KmsArn::parse(&self.key).filter(|a| a.resource_type == "key") else {
             // Only a key ARN can say which data key is ours; aliases and bare IDs never
@@ -594,6 +625,26 @@ async fn decrypt_first<'a>(
     last_error.map_or(Ok(None), Err)
 }
 
+/// The context an S3EC envelope's KMS `Decrypt` is given: exactly the stored one.
+fn s3ec_kms_context(envelope: &s3ec::Envelope) -> Option<HashMap<String, String>> {
+    (!envelope.context.is_empty()).then(|| envelope.context.clone().into_iter().collect())
+}
+
+/// The data key from an S3EC envelope's `Decrypt`: 32 bytes, as every client writes.
+fn s3ec_data_key(out: DecryptOutput, key: &str) -> Result<DataKey, KeyringError> {
+    out.plaintext
+        .map(Blob::into_inner)
+        .map(DataKey::new)
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| KeyringError::Kms {
+            action: "Decrypt",
+            key: key.to_string(),
+            code: "InvalidResponse".into(),
+            message: "KMS returned no 32-byte data key".into(),
+            transient: false,
+        })
+}
+
 impl Keyring for KmsKeyring {
     fn on_encrypt<'a>(&'a self, m: EncryptionMaterials) -> KeyringFuture<'a, EncryptionMaterials> {
         Box::pin(self.wrap(m))
@@ -601,6 +652,13 @@ impl Keyring for KmsKeyring {
 
     fn on_decrypt<'a>(&'a self, r: &'a DecryptRequest<'a>) -> KeyringFuture<'a, Option<DataKey>> {
         Box::pin(self.unwrap(r))
+    }
+
+    fn on_decrypt_s3ec<'a>(
+        &'a self,
+        envelope: &'a s3ec::Envelope,
+    ) -> KeyringFuture<'a, Option<DataKey>> {
+        Box::pin(self.unwrap_s3ec(envelope))
     }
 
     fn describe(&self) -> String {
@@ -660,6 +718,49 @@ impl Keyring for KmsDiscoveryKeyring {
                 self.allowed(arn).then(|| arn.clone())
             })
             .await
+        })
+    }
+
+    /// Without a key to name, KMS finds it in the blob; a key the filter does not
+    /// allow is refused after the call (an S3EC envelope does not name its key).
+    fn on_decrypt_s3ec<'a>(
+        &'a self,
+        envelope: &'a s3ec::Envelope,
+    ) -> KeyringFuture<'a, Option<DataKey>> {
+        Box::pin(async move {
+            if !matches!(envelope.wrap, s3ec::Wrap::KmsContext | s3ec::Wrap::Kms) {
+                return Ok(None);
+            }
+            let client = self.kms.clients.client(None);
+            let context = s3ec_kms_context(envelope);
+            let what = "(the key in the S3EC envelope)";
+            let result = self
+                .kms
+                .call(&self.kms.stats.decrypt, ("Decrypt", what), || {
+                    client
+                        .decrypt()
+                        .ciphertext_blob(Blob::new(envelope.encrypted_key.clone()))
+                        .set_encryption_context(context.clone())
+                        .set_grant_tokens(self.kms.grant_tokens())
+                        .send()
+                })
+                .await;
+            let out = match result {
+                Ok(out) => out,
+                Err(e) => return Err(kms_failure(&self.kms, None, "Decrypt", what, e).await),
+            };
+            let key = out.key_id.clone().unwrap_or_default();
+            if !KmsArn::parse(&key).is_some_and(|arn| self.allowed(&arn)) {
+                return Err(KeyringError::Unwrap {
+                    keyring: self.describe(),
+                    reason: format!(
+                        "the object's data key is under {}, which the discovery filter does                          not allow",
+                        crate::escape::text(&key)
+                    ),
+                    transient: false,
+                });
+            }
+            s3ec_data_key(out, &key).map(Some)
         })
     }
 

@@ -60,6 +60,16 @@ pub trait Keyring: Send + Sync + std::fmt::Debug {
         request: &'a DecryptRequest<'a>,
     ) -> KeyringFuture<'a, Option<DataKey>>;
 
+    /// Recovers the data key of an object the S3 Encryption Client wrote, from its
+    /// envelope. `Ok(None)` means the envelope's wrap is not one this keyring does.
+    fn on_decrypt_s3ec<'a>(
+        &'a self,
+        envelope: &'a crate::s3ec::Envelope,
+    ) -> KeyringFuture<'a, Option<DataKey>> {
+        let _ = envelope;
+        Box::pin(async { Ok(None) })
+    }
+
     /// A short description for messages and reports, e.g. `raw-aes:ns:name`.
     fn describe(&self) -> String;
 }

@@ -25,6 +25,35 @@ impl MultiKeyring {
     fn all(&self) -> impl Iterator<Item = &Arc<dyn Keyring>> {
         std::iter::once(&self.generator).chain(&self.children)
     }
+
+    /// The first data key `unwrap` recovers with one of the keyrings, in order; `None`
+    /// if none is for it; every failure, if some were and all of those failed.
+    async fn first<'a>(
+        &'a self,
+        unwrap: impl Fn(&'a dyn Keyring) -> KeyringFuture<'a, Option<DataKey>>,
+    ) -> Result<Option<DataKey>, KeyringError> {
+        let mut errors = Vec::new();
+        let mut transient = false;
+        for keyring in self.all() {
+            match unwrap(keyring.as_ref()).await {
+                Ok(Some(key)) => return Ok(Some(key)),
+                Ok(None) => {}
+                Err(e) => {
+                    transient |= e.is_transient();
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(None)
+        } else {
+            Err(KeyringError::Unwrap {
+                keyring: self.describe(),
+                reason: errors.join("; "),
+                transient,
+            })
+        }
+    }
 }
 
 impl Keyring for MultiKeyring {
@@ -51,29 +80,14 @@ impl Keyring for MultiKeyring {
         &'a self,
         request: &'a DecryptRequest<'a>,
     ) -> KeyringFuture<'a, Option<DataKey>> {
-        Box::pin(async move {
-            let mut errors = Vec::new();
-            let mut transient = false;
-            for keyring in self.all() {
-                match keyring.on_decrypt(request).await {
-                    Ok(Some(key)) => return Ok(Some(key)),
-                    Ok(None) => {}
-                    Err(e) => {
-                        transient |= e.is_transient();
-                        errors.push(e.to_string());
-                    }
-                }
-            }
-            if errors.is_empty() {
-                Ok(None)
-            } else {
-                Err(KeyringError::Unwrap {
-                    keyring: self.describe(),
-                    reason: errors.join("; "),
-                    transient,
-                })
-            }
-        })
+        Box::pin(self.first(move |keyring| keyring.on_decrypt(request)))
+    }
+
+    fn on_decrypt_s3ec<'a>(
+        &'a self,
+        envelope: &'a crate::s3ec::Envelope,
+    ) -> KeyringFuture<'a, Option<DataKey>> {
+        Box::pin(self.first(move |keyring| keyring.on_decrypt_s3ec(envelope)))
     }
 
     fn describe(&self) -> String {

@@ -135,6 +135,41 @@ impl RawAesKeyring {
     }
 }
 
+impl RawAesKeyring {
+    /// An S3EC object's data key under the `AES/GCM` wrap: the wrapped key is
+    /// `IV (12) || the data key sealed || tag (16)`, sealed with the content cipher's
+    /// name (`AES/GCM/NoPadding`, or `115` for the committing suite) as AAD. The
+    /// material description does not say which key: any raw AES key may try it.
+    fn unwrap_s3ec(
+        &self,
+        envelope: &crate::s3ec::Envelope,
+    ) -> Result<Option<DataKey>, KeyringError> {
+        if envelope.wrap != crate::s3ec::Wrap::AesGcm {
+            return Ok(None);
+        }
+        let failed = |reason: &str| KeyringError::Unwrap {
+            keyring: self.describe(),
+            reason: reason.into(),
+            transient: false,
+        };
+        let wrapped = &envelope.encrypted_key;
+        if wrapped.len() != IV_LEN + 32 + TAG_LEN {
+            return Err(failed(
+                "the S3EC wrapped key is not 60 bytes (IV, 32-byte key, tag)",
+            ));
+        }
+        let (iv, rest) = wrapped.split_at(IV_LEN);
+        let (sealed, tag) = rest.split_at(32);
+        let iv: &[u8; IV_LEN] = iv.try_into().expect("split at IV_LEN");
+        let tag: &[u8; TAG_LEN] = tag.try_into().expect("split at the key's length");
+        let mut key = Zeroizing::new(sealed.to_vec());
+        self.wrapping_key
+            .open_in_place(iv, envelope.cipher.name().as_bytes(), &mut key, tag)
+            .map_err(|_| failed("authentication failed (not this wrapping key, or tampered)"))?;
+        Ok(Some(DataKey::new(key.to_vec())))
+    }
+}
+
 impl Keyring for RawAesKeyring {
     fn on_encrypt<'a>(
         &'a self,
@@ -151,6 +186,13 @@ impl Keyring for RawAesKeyring {
         request: &'a DecryptRequest<'a>,
     ) -> KeyringFuture<'a, Option<DataKey>> {
         Box::pin(async move { self.unwrap(request) })
+    }
+
+    fn on_decrypt_s3ec<'a>(
+        &'a self,
+        envelope: &'a crate::s3ec::Envelope,
+    ) -> KeyringFuture<'a, Option<DataKey>> {
+        Box::pin(async move { self.unwrap_s3ec(envelope) })
     }
 
     fn describe(&self) -> String {

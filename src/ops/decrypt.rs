@@ -153,7 +153,7 @@ pub async fn verify(
 }
 
 /// `verify`'s destination.
-struct Nowhere;
+pub(super) struct Nowhere;
 
 impl MakeSink for Nowhere {
     fn make(

@@ -15,12 +15,14 @@ pub mod marker;
 mod reencrypt;
 pub mod resume;
 mod rewrap;
+mod s3ec;
 
 pub use decrypt::{Opener, decrypt, verify};
 pub use encrypt::{Sealer, encrypt};
 pub use header::read as read_header;
 pub use reencrypt::reencrypt;
 pub use rewrap::{BodyCopy, Rewrap, Signed, rewrap, wrapped_as_wanted};
+pub use s3ec::{decrypt_s3ec, reencrypt_s3ec, verify_s3ec};
 
 use std::io::Write;
 
@@ -79,6 +81,14 @@ impl Failed {
                 "NotAValidMessage".into()
             }
             Error::Io(_) => "IOError".into(),
+            Error::S3ec(e) => match e {
+                crate::s3ec::S3ecError::Metadata(_)
+                | crate::s3ec::S3ecError::InstructionFile(_) => "InvalidS3ecMetadata".into(),
+                crate::s3ec::S3ecError::Unsupported(_) => "UnsupportedFormat".into(),
+                crate::s3ec::S3ecError::NotCommitting { .. } => "CommitmentPolicy".into(),
+                crate::s3ec::S3ecError::Context(_) => "ContextMismatch".into(),
+                _ => "Error".into(),
+            },
             _ => "Error".into(),
         };
         Self {

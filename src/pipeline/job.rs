@@ -71,6 +71,38 @@ pub struct Opening {
     pub reproduced_context: EncryptionContext,
     /// How long an unwrapped data key stays cached for later messages.
     pub cache_max_age: Duration,
+    /// Which format sources are in: ESDK messages, S3 Encryption Client objects, or
+    /// either, told apart by metadata and first bytes.
+    pub source_format: SourceFormat,
+}
+
+/// Which format a job's sources are in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SourceFormat {
+    /// ESDK messages or S3 Encryption Client objects, each told by its metadata (and
+    /// an instruction file, for an S3 object that is no ESDK message).
+    #[default]
+    Auto,
+    /// ESDK messages only: S3EC metadata is ignored.
+    Esdk,
+    /// S3 Encryption Client objects only: one without envelope metadata must have an
+    /// instruction file.
+    S3ec,
+}
+
+impl std::str::FromStr for SourceFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "esdk" => Ok(Self::Esdk),
+            "s3ec" => Ok(Self::S3ec),
+            other => Err(format!(
+                "unknown source format {:?} (expected auto, esdk or s3ec)",
+                crate::escape::text(other)
+            )),
+        }
+    }
 }
 
 /// How messages get their new encrypted data keys.

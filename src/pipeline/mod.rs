@@ -13,6 +13,7 @@ mod merge;
 mod object;
 mod plan;
 mod presence;
+mod s3ec;
 mod shard;
 mod standing;
 mod stats;
@@ -27,7 +28,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 pub use crate::bridge::Cancel;
 pub use filter::ObjectFilter;
-pub use job::{Job, Keys, Mode, Opening, Output, Rewrapping, Sealing, Source, Work};
+pub use job::{Job, Keys, Mode, Opening, Output, Rewrapping, Sealing, Source, SourceFormat, Work};
 pub use latency::LatencyHistogram;
 pub use merge::{CompletionRow, Merged, NotOneJob, merge};
 pub use object::Finished;
@@ -75,6 +76,7 @@ struct Opened {
     cache: DecryptCache,
     options: DecryptOptions,
     reproduced_context: EncryptionContext,
+    source_format: SourceFormat,
 }
 
 impl Opened {
@@ -220,6 +222,7 @@ fn open(opening: &Opening, key_stats: &Arc<PoolStats>) -> Result<Opened, Error> 
         ),
         options: opening.options.clone(),
         reproduced_context: opening.reproduced_context.clone(),
+        source_format: opening.source_format,
     })
 }
 

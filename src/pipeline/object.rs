@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::plan::Target;
 use super::presence::Presence;
+use super::s3ec::{self, Reading};
 use super::{Context, Job, Opening, Rewrapping, Running, Work};
 use crate::Error;
 use crate::keys::data_key_fingerprint;
@@ -263,19 +264,39 @@ async fn attempt(
             }
             ops::encrypt(sealed.sealer(), source, &out, cancel).await
         }
-        Running::Decrypt(opened) => ops::decrypt(opened.opener(), source, &out, cancel).await,
-        Running::Verify(opened) => ops::verify(opened.opener(), source, cancel).await,
-        Running::Reencrypt(opened, sealed) => {
-            let skip_if_wrapped = job.in_place();
-            ops::reencrypt(
-                opened.opener(),
-                sealed.sealer(),
-                source,
-                &out,
-                skip_if_wrapped,
-                cancel,
-            )
-            .await
+        Running::Decrypt(opened) | Running::Verify(opened) | Running::Reencrypt(opened, _) => {
+            let s3 = job.s3.as_ref();
+            let envelope =
+                match s3ec::reading(s3, &listed.id, &source.info, opened.source_format).await? {
+                    Reading::Esdk => None,
+                    Reading::S3ec(envelope) => Some(envelope),
+                    Reading::InstructionFile => {
+                        return Ok(Some(Outcome::Skipped(
+                            "an S3 Encryption Client instruction file: read with its object".into(),
+                        )));
+                    }
+                };
+            let opener = opened.opener();
+            match (&ctx.running, envelope) {
+                (Running::Decrypt(_), None) => ops::decrypt(opener, source, &out, cancel).await,
+                (Running::Decrypt(_), Some(e)) => {
+                    ops::decrypt_s3ec(opener, &e, source, &out, cancel).await
+                }
+                (Running::Verify(_), None) => ops::verify(opener, source, cancel).await,
+                (Running::Verify(_), Some(e)) => ops::verify_s3ec(opener, &e, source, cancel).await,
+                (Running::Reencrypt(_, sealed), None) => {
+                    let skip_if_wrapped = job.in_place();
+                    let sealer = sealed.sealer();
+                    ops::reencrypt(opener, sealer, source, &out, skip_if_wrapped, cancel).await
+                }
+                (Running::Reencrypt(_, sealed), Some(e)) => {
+                    ops::reencrypt_s3ec(opener, sealed.sealer(), &e, source, &out, cancel).await
+                }
+                _ => Err(Failed::with_code(
+                    "Error",
+                    "internal error: a job that reads messages changed its work".into(),
+                )),
+            }
         }
         Running::Rewrap(r) => {
             let copy = body_copy(&listed.id, &target, &source.info, r.copy_above);

@@ -414,6 +414,36 @@ impl S3Store {
         })
     }
 
+    /// The whole body and metadata of a small object (an S3 Encryption Client
+    /// instruction file), or `None` if it does not exist; an object larger than
+    /// `limit` is refused after reading no more than `limit + 1` bytes of it.
+    pub async fn get_small(
+        &self,
+        id: &ObjectId,
+        limit: usize,
+    ) -> Result<Option<(Bytes, ObjectMeta)>, S3Error> {
+        super::s3_only("GetObject", id)?;
+        let shared = &self.shared;
+        let got = match retried(shared, || {
+            get(shared, id, Some((0, limit as u64 + 1)), None)
+        })
+        .await
+        {
+            Ok(got) => got,
+            Err(e) if e.status == Some(404) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if got.size > limit as u64 {
+            return Err(S3Error::new(
+                "GetObject",
+                id,
+                "TooLarge",
+                format!("it holds {} bytes, more than the {limit} it may", got.size),
+            ));
+        }
+        Ok(Some((got.body.prefix(limit), got.meta.unwrap_or_default())))
+    }
+
     async fn tags(&self, id: &ObjectId) -> Result<Vec<(String, String)>, S3Error> {
         let (bucket, key, version) = s3_parts(id);
         let client = self.shared.client(bucket).await;
