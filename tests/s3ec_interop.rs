@@ -503,3 +503,152 @@ fn tampered_objects_are_refused_with_nothing_written() {
     );
     assert!(t.w.uploads(BUCKET).is_empty(), "{:?}", t.w.uploads(BUCKET));
 }
+
+#[test]
+fn scan_counts_objects_by_what_protects_them() {
+    let t = Written::new("s3ec_scan");
+    let all = objects(&t.manifest);
+    let w = &t.w;
+    // Beside the S3EC objects: plaintext, SSE-S3, SSE-KMS with a bucket key, and ESDK
+    // messages sealpipe writes.
+    let kms_key = t.key.clone();
+    w.rt.block_on(async {
+        use aws_sdk_s3::types::ServerSideEncryption;
+        for i in 0..3 {
+            let put = |key: String| {
+                w.client
+                    .put_object()
+                    .bucket(BUCKET)
+                    .key(key)
+                    .body(vec![7u8; 1000].into())
+            };
+            put(format!("plain/{i}")).send().await.unwrap();
+            put(format!("sse-s3/{i}"))
+                .server_side_encryption(ServerSideEncryption::Aes256)
+                .send()
+                .await
+                .unwrap();
+            put(format!("sse-kms/{i}"))
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(&kms_key)
+                .bucket_key_enabled(true)
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let key = t.kms_key();
+    w.run(&[
+        "encrypt",
+        "s3://s3ec/plain/",
+        "s3://s3ec/esdk/",
+        "--key",
+        &key,
+    ])
+    .assert_exit(0);
+    let report = w.path("scan.json");
+    let out = w
+        .command(&w.moto.endpoint())
+        .args(["scan", "s3://s3ec/", "--json", "--report"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "scan: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("scan --json prints JSON");
+    let count = |server: &str, client: &str| -> u64 {
+        doc["inventory"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["server_side"] == server && r["client_side"] == client)
+            .map(|r| r["objects"].as_u64().unwrap())
+            .sum()
+    };
+    let modes = |names: &[&str]| {
+        all.iter()
+            .filter(|o| names.contains(&o["mode"].as_str().unwrap()))
+            .count() as u64
+    };
+    let none = "none";
+    let plain = "none recognised (plaintext, or a format sealpipe does not know)";
+    let table = serde_json::to_string_pretty(&doc).unwrap();
+    assert_eq!(
+        count(none, "S3EC v3 committing AES-GCM (kms+context wrap)"),
+        modes(&["v3", "v3-multipart"]),
+        "{table}"
+    );
+    assert_eq!(
+        count(none, "S3EC v2 AES-GCM (kms+context wrap)"),
+        modes(&["v2", "v2-multipart"]),
+        "{table}"
+    );
+    assert_eq!(
+        count(none, "S3EC v2 AES-GCM (kms wrap)"),
+        modes(&["v2-legacy-kms"]),
+        "{table}"
+    );
+    assert_eq!(
+        count(
+            none,
+            "S3EC v3 committing AES-GCM (key in an instruction file)"
+        ),
+        modes(&["v3-instruction"]),
+        "{table}"
+    );
+    assert_eq!(
+        count(none, "S3EC instruction file"),
+        modes(&["v3-instruction", "v2-instruction"]),
+        "{table}"
+    );
+    // V2 objects whose whole envelope is in an instruction file, and plaintext.
+    assert_eq!(
+        count(none, plain),
+        modes(&["v2-instruction"]) + 3,
+        "{table}"
+    );
+    assert_eq!(count("SSE-S3", plain), 3, "{table}");
+    assert_eq!(
+        count(&format!("SSE-KMS {kms_key} (bucket key)"), plain),
+        3,
+        "{table}"
+    );
+    assert_eq!(
+        count(none, &format!("ESDK 0x0478 by {kms_key}")),
+        3,
+        "{table}"
+    );
+    let total: u64 = doc["inventory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["objects"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, doc["objects"].as_u64().unwrap());
+    let written = all.len() as u64 + modes(&["v3-instruction", "v2-instruction"]) + 12;
+    assert_eq!(total, written, "{table}");
+    // The report holds the same inventory.
+    let saved: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(saved["inventory"], doc["inventory"]);
+    assert_eq!(saved["mode"], "scan");
+    // The readable table names every kind.
+    let out = w
+        .command(&w.moto.endpoint())
+        .args(["scan", "s3://s3ec/"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("   OBJECTS"), "{text}");
+    for needle in [
+        "SSE-S3",
+        "SSE-KMS",
+        "S3EC v3",
+        "ESDK 0x0478",
+        "S3EC instruction file",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from\n{text}");
+    }
+}

@@ -306,6 +306,7 @@ fn job(
     };
     let output = |name: &str| Output::To(area.location(name));
     let (work, source) = match mode {
+        Mode::Scan => (Work::Scan, "encrypted"),
         Mode::Encrypt => (
             Work::Encrypt {
                 to: sealing(old),

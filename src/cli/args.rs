@@ -225,6 +225,24 @@ authenticated before anything is written; the body is copied, not read, so run
     Rewrap(RewrapArgs),
     /// Decrypt and discard: check that every message is authentic and readable.
     Verify(DecryptArgs),
+    /// Count objects and bytes by what protects them, before a migration: server-side
+    /// encryption (none, SSE-S3, SSE-KMS by key, DSSE-KMS, SSE-C) and client-side (ESDK
+    /// suite and wrapping keys, S3 Encryption Client version and wrap, none).
+    #[command(after_help = "\
+Each object costs one GET of its first 4 KiB (which brings its metadata and server-side
+encryption too; a longer ESDK header is read on); nothing is decrypted and no key is
+used. The table goes to stdout (--json: the report's inventory as JSON), the summary to
+stderr, and --report FILE has the same inventory.
+
+Examples:
+  sealpipe scan s3://data/                         # the whole bucket
+  sealpipe scan s3://data/logs/2026/ --json        # a prefix, for a script
+  sealpipe scan --manifest s3://inv/manifest.csv   # the objects an inventory lists
+  sealpipe scan ./archive                          # local files (ESDK or not)
+
+A migration: scan, then `sealpipe reencrypt SRC DST --dry-run ...`, then the run, then
+scan DST to see every object where it should be.")]
+    Scan(ScanArgs),
     /// Print a message's header as JSON: suite, message ID, context, data keys.
     Inspect(InspectArgs),
     /// Work with job reports: `sealpipe report merge` combines a split job's.
@@ -504,6 +522,16 @@ pub struct EncryptArgs {
     pub keys: Vec<String>,
     #[command(flatten)]
     pub write: WriteArgs,
+}
+
+/// `scan`.
+#[derive(Debug, Args, Default)]
+pub struct ScanArgs {
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+    /// Print the inventory as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `decrypt` and `verify`.

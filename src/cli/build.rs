@@ -92,6 +92,9 @@ pub fn job(settings: &JobSettings, parts: Parts) -> anyhow::Result<Job> {
         (Task::Verify(_), true, _) => bail!("verify writes nothing; drop --in-place"),
         (Task::Verify(_), false, Some(_)) => bail!("verify takes no destination"),
         (Task::Verify(_), false, None) => None,
+        (Task::Scan { .. }, true, _) => bail!("scan writes nothing; drop --in-place"),
+        (Task::Scan { .. }, false, Some(_)) => bail!("scan takes no destination"),
+        (Task::Scan { .. }, false, None) => None,
         (_, true, Some(dst)) if Source::Location(dst.clone()) != settings.source => {
             let src = &settings.source;
             bail!(
@@ -141,6 +144,7 @@ pub fn job(settings: &JobSettings, parts: Parts) -> anyhow::Result<Job> {
     };
     let work = match (&settings.task, output) {
         (Task::Verify(r), _) => Work::Verify { from: opening(r) },
+        (Task::Scan { .. }, _) => Work::Scan,
         (Task::Encrypt(w), Some(output)) => Work::Encrypt {
             to: sealing(w),
             output,

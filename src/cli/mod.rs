@@ -26,7 +26,7 @@ use sealpipe::pipeline::{self, Cancel, Job, Mode, Report, Source, Stats};
 
 pub use args::Cli;
 use files::ReportFile;
-use settings::{JobSettings, Resolved};
+use settings::{JobSettings, Resolved, Task};
 
 /// How the process ends.
 pub enum Outcome {
@@ -104,6 +104,11 @@ async fn execute(
     )
     .await?;
     print_summary(&report, quiet, kms);
+    if let Task::Scan { json } = settings.task
+        && !settings.dry_run
+    {
+        print_inventory(&report, json)?;
+    }
     if let Some(file) = report_file {
         file.commit(&report_json(&report, kms)?)?;
     }
@@ -321,6 +326,7 @@ fn print_summary(report: &Report, quiet: bool, kms: &keyref::KmsSource) {
         Mode::Reencrypt => "re-encrypted",
         Mode::Verify => "verified",
         Mode::Rewrap => "rewrapped",
+        Mode::Scan => "scanned",
     };
     if report.dry_run {
         let o = &report.objects;
@@ -390,6 +396,34 @@ fn print_summary(report: &Report, quiet: bool, kms: &keyref::KmsSource) {
             human_bytes(s3.budget_bytes)
         );
     }
+}
+
+/// A scan's inventory on stdout: a table, most objects first, or its JSON.
+fn print_inventory(report: &Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        let doc = serde_json::json!({
+            "objects": report.objects.ok,
+            "bytes": report.inventory.iter().map(|r| r.bytes).sum::<u64>(),
+            "failed": report.objects.failed,
+            "inventory": report.inventory,
+        });
+        return output::stdout_line(&serde_json::to_string_pretty(&doc)?);
+    }
+    output::stdout_line(&format!(
+        "{:>10}  {:>10}  {:<40}  CLIENT-SIDE",
+        "OBJECTS", "BYTES", "SERVER-SIDE"
+    ))?;
+    for row in &report.inventory {
+        // The kinds hold key ARNs and names from object metadata: escaped.
+        output::stdout_line(&format!(
+            "{:>10}  {:>10}  {:<40}  {}",
+            row.objects,
+            human_bytes(row.bytes),
+            sealpipe::escape::text(&row.server_side),
+            sealpipe::escape::text(&row.client_side)
+        ))?;
+    }
+    Ok(())
 }
 
 fn human_bytes(n: u64) -> String {

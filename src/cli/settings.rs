@@ -303,8 +303,18 @@ pub enum Task {
     Encrypt(Writing),
     Decrypt(Reading),
     Verify(Reading),
-    Reencrypt { read: Reading, write: Writing },
-    Rewrap { read: Reading, rewrap: Rewrapping },
+    /// `scan`: no keys; `json` prints the inventory as JSON.
+    Scan {
+        json: bool,
+    },
+    Reencrypt {
+        read: Reading,
+        write: Writing,
+    },
+    Rewrap {
+        read: Reading,
+        rewrap: Rewrapping,
+    },
 }
 
 /// How `rewrap` changes the encrypted data keys.
@@ -327,6 +337,7 @@ impl Task {
             Task::Encrypt(w) | Task::Reencrypt { write: w, .. } => &w.keys.refs.value,
             Task::Rewrap { rewrap, .. } => &rewrap.write.keys.refs.value,
             Task::Decrypt(r) | Task::Verify(r) => &r.keys.refs.value,
+            Task::Scan { .. } => &[],
         }
     }
 
@@ -335,6 +346,7 @@ impl Task {
             Task::Encrypt(_) => "encrypt",
             Task::Decrypt(_) => "decrypt",
             Task::Verify(_) => "verify",
+            Task::Scan { .. } => "scan",
             Task::Reencrypt { .. } => "reencrypt",
             Task::Rewrap { .. } => "rewrap",
         }
@@ -347,7 +359,7 @@ impl Task {
             Task::Rewrap { rewrap, .. } => {
                 (!rewrap.write.keys.refs.value.is_empty()).then_some(&rewrap.write)
             }
-            Task::Decrypt(_) | Task::Verify(_) => None,
+            Task::Decrypt(_) | Task::Verify(_) | Task::Scan { .. } => None,
         }
     }
 
@@ -357,7 +369,7 @@ impl Task {
             | Task::Verify(r)
             | Task::Reencrypt { read: r, .. }
             | Task::Rewrap { read: r, .. } => Some(r),
-            Task::Encrypt(_) => None,
+            Task::Encrypt(_) | Task::Scan { .. } => None,
         }
     }
 }
@@ -529,6 +541,9 @@ fn resolve_with(
         Command::Verify(a) => {
             let read = reading(&layers, &a.keys, &config.job.keys, Some(&a.read), config)?;
             globals.job(Task::Verify(read), &layers, &a.transfer, config)?
+        }
+        Command::Scan(a) => {
+            globals.job(Task::Scan { json: a.json }, &layers, &a.transfer, config)?
         }
         Command::Reencrypt(a) => {
             let write = writing(&layers, &a.key_change.keys, &a.write, config)?;
@@ -975,7 +990,8 @@ impl Objects<'_> {
             .map(|p| parse(p))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let manifest = self.manifest.map(parse).transpose()?;
-        let verify = name == "verify";
+        // Like verify, scan reads and writes nothing.
+        let verify = name == "verify" || name == "scan";
         let usage =
             |expected: &str| anyhow!("{name} expects {expected}; got {} path(s)", paths.len());
         if self.batch_operations {

@@ -16,6 +16,7 @@ mod reencrypt;
 pub mod resume;
 mod rewrap;
 mod s3ec;
+mod scan;
 
 pub use decrypt::{Opener, decrypt, verify};
 pub use encrypt::{Sealer, encrypt};
@@ -23,6 +24,7 @@ pub use header::read as read_header;
 pub use reencrypt::reencrypt;
 pub use rewrap::{BodyCopy, Rewrap, Signed, rewrap, wrapped_as_wanted};
 pub use s3ec::{decrypt_s3ec, reencrypt_s3ec, verify_s3ec};
+pub use scan::{Protection, scan, server_side};
 
 use std::io::Write;
 

@@ -26,6 +26,9 @@ pub enum Mode {
     /// ESDK messages in, the same messages out with new encrypted data keys: the data
     /// key rewrapped, the body copied unchanged.
     Rewrap,
+    /// Any objects in, nothing out: what protects each (server-side encryption, ESDK
+    /// suite and keys, S3 Encryption Client envelope), counted by kind.
+    Scan,
 }
 
 impl Mode {
@@ -170,6 +173,8 @@ pub enum Work {
         /// How the messages are read.
         from: Opening,
     },
+    /// Objects in, an inventory of their protection out; no keys.
+    Scan,
     /// Messages in, the same messages with new encrypted data keys out.
     Rewrap {
         /// How the old messages are read (the old keys unwrap).
@@ -190,6 +195,7 @@ impl Work {
             Work::Reencrypt { .. } => Mode::Reencrypt,
             Work::Verify { .. } => Mode::Verify,
             Work::Rewrap { .. } => Mode::Rewrap,
+            Work::Scan => Mode::Scan,
         }
     }
 
@@ -198,7 +204,7 @@ impl Work {
         match self {
             Work::Encrypt { to, .. } | Work::Reencrypt { to, .. } => Some(to),
             Work::Rewrap { to, .. } => to.reencrypt_signed.as_ref(),
-            Work::Decrypt { .. } | Work::Verify { .. } => None,
+            Work::Decrypt { .. } | Work::Verify { .. } | Work::Scan => None,
         }
     }
 
@@ -209,18 +215,18 @@ impl Work {
             | Work::Verify { from }
             | Work::Reencrypt { from, .. }
             | Work::Rewrap { from, .. } => Some(from),
-            Work::Encrypt { .. } => None,
+            Work::Encrypt { .. } | Work::Scan => None,
         }
     }
 
-    /// Where outputs go; `None` for `verify`.
+    /// Where outputs go; `None` for `verify` and `scan`.
     pub fn output(&self) -> Option<&Output> {
         match self {
             Work::Encrypt { output, .. }
             | Work::Decrypt { output, .. }
             | Work::Reencrypt { output, .. }
             | Work::Rewrap { output, .. } => Some(output),
-            Work::Verify { .. } => None,
+            Work::Verify { .. } | Work::Scan => None,
         }
     }
 }

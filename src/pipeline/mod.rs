@@ -36,7 +36,8 @@ pub use shard::{MAX_SHARDS, Shard, ShardBy};
 pub use standing::StandingJob;
 pub(crate) use stats::reset_peak_rss;
 pub use stats::{
-    CacheCounts, Failure, Latency, ObjectCounts, PartialCounts, Report, S3Counts, Stats,
+    CacheCounts, Failure, InventoryRow, Latency, ObjectCounts, PartialCounts, Report, S3Counts,
+    Stats,
 };
 
 use crate::Error;
@@ -134,6 +135,8 @@ enum Running {
     Verify(Opened),
     Reencrypt(Opened, Sealed),
     Rewrap(Box<Rewrapped>),
+    /// Reads metadata and first bytes only: no keys.
+    Scan,
 }
 
 impl Running {
@@ -145,7 +148,7 @@ impl Running {
                 Some((_, sealed)) => &sealed.pool,
                 None => return,
             },
-            Running::DryRun | Running::Decrypt(_) | Running::Verify(_) => return,
+            Running::DryRun | Running::Decrypt(_) | Running::Verify(_) | Running::Scan => return,
         };
         pool.settle().await;
     }
@@ -196,6 +199,7 @@ async fn start(job: &Job) -> Result<(Running, Arc<PoolStats>), Error> {
         (Work::Encrypt { .. }, Some(sealed)) => Running::Encrypt(sealed),
         (Work::Decrypt { from, .. }, _) => Running::Decrypt(open(from, &key_stats)?),
         (Work::Verify { from }, _) => Running::Verify(open(from, &key_stats)?),
+        (Work::Scan, _) => Running::Scan,
         (Work::Reencrypt { from, .. }, Some(sealed)) => {
             Running::Reencrypt(open(from, &key_stats)?, sealed)
         }

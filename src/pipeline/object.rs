@@ -211,6 +211,9 @@ async fn attempt(
     if job.dry_run {
         return dry_run(ctx, listed).await;
     }
+    if let Running::Scan = ctx.running {
+        return scan(ctx, listed).await;
+    }
     // The object's minimum working set in the byte budget, held until it is done.
     let _budget = match &job.s3 {
         Some(s3) => {
@@ -314,8 +317,53 @@ async fn attempt(
             .await
         }
         Running::DryRun => return dry_run(ctx, listed).await,
+        Running::Scan => return scan(ctx, listed).await,
     };
     outcome.map(Some)
+}
+
+/// The first GET of a scanned object: its metadata and enough bytes for most ESDK
+/// headers (a longer one is read on).
+const SCAN_FIRST_GET: u64 = 4096;
+
+/// Scans one object into the job's inventory: one GET of its first bytes, which brings
+/// metadata and server-side encryption too.
+async fn scan(ctx: &Context, listed: &Listed) -> Result<Option<Outcome>, Failed> {
+    let _budget = match (&ctx.job.s3, &listed.id) {
+        (Some(s3), ObjectId::S3 { .. }) => {
+            Some(s3.reserve_object(Some(SCAN_FIRST_GET), None).await)
+        }
+        _ => None,
+    };
+    let opened = open(
+        ctx,
+        listed,
+        ReadAhead::OnDemand {
+            first: SCAN_FIRST_GET,
+        },
+    )
+    .await;
+    let (protection, size) = match opened {
+        Ok(source) => {
+            let size = source.info.size;
+            let limits = stream::DecryptOptions::default().limits;
+            (ops::scan(source, &limits).await?, size)
+        }
+        // S3 refuses to serve an SSE-C object, even its metadata, without its key.
+        Err(Error::S3(e)) if e.code == "InvalidRequest" && e.message.contains("Server Side") => (
+            ops::Protection {
+                server_side: "SSE-C".into(),
+                client_side: "unknown (an SSE-C object is read only with its key)".into(),
+            },
+            listed.size.unwrap_or(0),
+        ),
+        Err(e) => return Err(Failed::new("read", e)),
+    };
+    ctx.stats.scanned(protection, size);
+    Ok(Some(Outcome::Done {
+        bytes_in: size.min(SCAN_FIRST_GET),
+        bytes_out: 0,
+    }))
 }
 
 /// What a dry run can tell without reading bodies or using keys: sizes a manifest did

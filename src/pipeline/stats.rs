@@ -49,6 +49,8 @@ pub struct Stats {
     pub latency: LatencyHistogram,
     /// Fingerprints of the data keys of the messages rewrapped (or, in a dry run, to be).
     data_keys_seen: Mutex<HashSet<[u8; 32]>>,
+    /// `scan`: objects and bytes by what protects them.
+    inventory: Mutex<std::collections::BTreeMap<crate::ops::Protection, (u64, u64)>>,
     keys: OnceLock<Arc<PoolStats>>,
     s3: OnceLock<Arc<S3Stats>>,
     budget: OnceLock<ByteBudget>,
@@ -130,6 +132,14 @@ impl Stats {
             ]);
             let _ = w.flush();
         }
+    }
+
+    /// Counts a scanned object of `size` bytes under its protection.
+    pub(super) fn scanned(&self, protection: crate::ops::Protection, size: u64) {
+        let mut inventory = self.inventory.lock().expect("not poisoned");
+        let tally = inventory.entry(protection).or_default();
+        tally.0 += 1;
+        tally.1 += size;
     }
 
     /// Counts a message's data key, by its fingerprint, once however many share it.
@@ -292,6 +302,19 @@ impl Stats {
         let failed = self.objects_failed.load(Relaxed);
         let conflicts = self.objects_conflict.load(Relaxed);
         let partials_not_removed = self.partials_not_removed.load(Relaxed);
+        let mut inventory: Vec<InventoryRow> = self
+            .inventory
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|(p, (objects, bytes))| InventoryRow {
+                server_side: p.server_side.clone(),
+                client_side: p.client_side.clone(),
+                objects: *objects,
+                bytes: *bytes,
+            })
+            .collect();
+        inventory.sort_by_key(|r| std::cmp::Reverse(r.objects));
         Report {
             shard: None,
             mode,
@@ -342,6 +365,7 @@ impl Stats {
                 .saturating_sub(failures.len() as u64),
             failures,
             skipped: self.skipped.lock().expect("not poisoned").clone(),
+            inventory,
         }
     }
 }
@@ -518,6 +542,22 @@ pub struct Report {
     /// of that share.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<super::Shard>,
+    /// `scan`: objects and bytes by what protects them, most objects first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inventory: Vec<InventoryRow>,
+}
+
+/// One kind of protection among the scanned objects.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InventoryRow {
+    /// Server-side encryption: `none`, `SSE-S3`, `SSE-KMS KEY`, `SSE-C`, ...
+    pub server_side: String,
+    /// In the bytes: `none recognised`, `ESDK 0x0478 by KEYS`, `S3EC v3 ...`, ...
+    pub client_side: String,
+    /// How many objects.
+    pub objects: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 impl Report {

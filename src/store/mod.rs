@@ -30,7 +30,7 @@ pub use s3::{
     SourceShape,
 };
 pub use sink::{Discard, Payload, Precondition, Sink};
-pub use source::{Body, BoxFuture, SourceInfo, SourceObject};
+pub use source::{Body, BoxFuture, ServerSide, SourceInfo, SourceObject};
 
 /// Where objects are read from or written to, as given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]

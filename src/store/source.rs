@@ -48,6 +48,22 @@ pub struct SourceInfo {
     /// The first bytes of the body, when already fetched (S3): enough to recognise a
     /// message header without another request. The body still yields them.
     pub head: Bytes,
+    /// How S3 encrypts the object at rest (`None` for local files).
+    pub server_side: Option<ServerSide>,
+}
+
+/// An S3 object's server-side encryption, as GetObject and HeadObject report it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerSide {
+    /// `AES256` (SSE-S3), `aws:kms` (SSE-KMS), `aws:kms:dsse` (DSSE-KMS); `None` when
+    /// S3 reports none.
+    pub algorithm: Option<String>,
+    /// The KMS key of SSE-KMS and DSSE-KMS.
+    pub kms_key: Option<String>,
+    /// Whether an S3 Bucket Key makes the object's data keys.
+    pub bucket_key: bool,
+    /// SSE-C's algorithm, when the object's key was given by its writer.
+    pub customer_algorithm: Option<String>,
 }
 
 /// An object opened for reading.

@@ -59,6 +59,7 @@ pub async fn open_local(path: &Path) -> Result<SourceObject, crate::Error> {
                     ..Default::default()
                 },
                 head: bytes::Bytes::new(),
+                server_side: None,
             },
             body: Box::new(body),
         })

@@ -19,6 +19,20 @@ macro_rules! object_meta {
     };
 }
 
+/// Server-side encryption from a GetObject or HeadObject response.
+macro_rules! server_side {
+    ($out:expr) => {
+        crate::store::ServerSide {
+            algorithm: $out
+                .server_side_encryption()
+                .map(|a| a.as_str().to_string()),
+            kms_key: $out.ssekms_key_id().map(str::to_string),
+            bucket_key: $out.bucket_key_enabled().unwrap_or(false),
+            customer_algorithm: $out.sse_customer_algorithm().map(str::to_string),
+        }
+    };
+}
+
 /// Sets metadata and write options on a PutObject or CreateMultipartUpload request
 /// (the two builders share setters).
 macro_rules! with_meta {
@@ -84,4 +98,4 @@ pub(super) fn unquote(etag: &str) -> String {
     etag.trim_matches('"').to_string()
 }
 
-pub(super) use {object_meta, with_meta};
+pub(super) use {object_meta, server_side, with_meta};

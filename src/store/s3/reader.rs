@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::error::{S3Error, classify, error_chain};
-use super::meta::{object_meta, unquote, user_metadata};
+use super::meta::{object_meta, server_side, unquote, user_metadata};
 use super::request::{InFlight, retried, send};
 use super::{S3Store, Shared, s3_parts};
 use crate::retry::Transience;
@@ -23,6 +23,7 @@ const CHUNK: usize = 1 << 20;
 struct Got {
     /// Present on the first GET only.
     meta: Option<ObjectMeta>,
+    server_side: crate::store::ServerSide,
     size: u64,
     etag: Option<String>,
     version: Option<String>,
@@ -127,6 +128,7 @@ async fn get(
     .map_err(|e| classify("GetObject", id, e))?;
     let first = range.is_none_or(|(start, _)| start == 0);
     let meta = first.then(|| object_meta!(out));
+    let server_side = server_side!(out);
     let size = total_size(out.content_range(), out.content_length());
     let out_range = out.content_range().map(str::to_string);
     let etag = out.e_tag().map(unquote);
@@ -184,6 +186,7 @@ async fn get(
     }
     Ok(Got {
         meta,
+        server_side,
         size,
         etag,
         version,
@@ -409,6 +412,7 @@ impl S3Store {
                 version: first.version,
                 meta,
                 head,
+                server_side: Some(first.server_side),
             },
             body: Box::new(body),
         })
