@@ -130,3 +130,41 @@ impl Body for Prefixed {
         Err(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_side_labels() {
+        let sse =
+            |algorithm: Option<&str>, key: Option<&str>, bucket_key, customer: bool| ServerSide {
+                algorithm: algorithm.map(str::to_string),
+                kms_key: key.map(str::to_string),
+                bucket_key,
+                customer_algorithm: customer.then(|| "AES256".to_string()),
+            };
+        let label = |s: ServerSide| server_side(Some(&s));
+        assert_eq!(server_side(None), "local file");
+        assert_eq!(label(sse(None, None, false, false)), "none");
+        assert_eq!(label(sse(Some("AES256"), None, false, false)), "SSE-S3");
+        assert_eq!(
+            label(sse(Some("aws:kms"), Some("arn:k"), true, false)),
+            "SSE-KMS arn:k (bucket key)"
+        );
+        assert_eq!(
+            label(sse(Some("aws:kms"), None, false, false)),
+            "SSE-KMS (key not reported)"
+        );
+        assert_eq!(
+            label(sse(Some("aws:kms:dsse"), Some("arn:k"), false, false)),
+            "DSSE-KMS arn:k"
+        );
+        assert_eq!(label(sse(Some("AES256"), None, false, true)), "SSE-C");
+        // A key name from a response is escaped.
+        assert_eq!(
+            label(sse(Some("aws:kms"), Some("a\nb"), false, false)),
+            "SSE-KMS a\\nb"
+        );
+    }
+}

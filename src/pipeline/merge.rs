@@ -43,6 +43,8 @@ pub fn merge(
     let mut merged = Map::new();
     let mut workers = Vec::new();
     let mut failures = Vec::new();
+    let mut inventory: std::collections::BTreeMap<(String, String), (u64, u64)> =
+        std::collections::BTreeMap::new();
     let mut skipped = Vec::new();
     let mut omitted = 0u64;
     let mut shards: Option<(u64, BTreeMap<u64, String>)> = None;
@@ -172,6 +174,21 @@ pub fn merge(
                 }
             }
         }
+        // A scan's inventory: the shards' rows of one kind add up.
+        for row in report
+            .get("inventory")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let text = |k: &str| row.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let num = |k: &str| row.get(k).and_then(Value::as_u64).unwrap_or(0);
+            let tally = inventory
+                .entry((text("server_side"), text("client_side")))
+                .or_insert((0u64, 0u64));
+            tally.0 += num("objects");
+            tally.1 += num("bytes");
+        }
         if let Some(latency) = report.get("latency").filter(|l| l.is_object()) {
             let slot = merged
                 .entry("latency")
@@ -195,6 +212,18 @@ pub fn merge(
             "shards".into(),
             json!({"count": count, "reported": seen.keys().collect::<Vec<_>>(), "missing": missing}),
         );
+    }
+    if !inventory.is_empty() {
+        let mut rows: Vec<_> = inventory.into_iter().collect();
+        rows.sort_by_key(|(_, (objects, _))| std::cmp::Reverse(*objects));
+        let rows: Vec<Value> = rows
+            .into_iter()
+            .map(|((server_side, client_side), (objects, bytes))| {
+                json!({"server_side": server_side, "client_side": client_side,
+                       "objects": objects, "bytes": bytes})
+            })
+            .collect();
+        merged.insert("inventory".into(), Value::Array(rows));
     }
     let completion = merge_completions(completions, &mut problems);
     if let Some(c) = completion {
@@ -359,6 +388,26 @@ mod tests {
         assert_eq!(r["latency"]["worst_p99_ms"], 7.0);
         assert_eq!(r["shards"]["missing"], json!([]));
         assert_eq!(r["workers"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn scan_inventories_add_up_by_kind() {
+        let row = |server: &str, client: &str, objects: u64| {
+            json!({"server_side": server, "client_side": client, "objects": objects,
+                   "bytes": objects * 100})
+        };
+        let mut a = report(Some((0, 2)), 3, 0);
+        a["mode"] = json!("scan");
+        a["inventory"] = json!([row("SSE-S3", "none", 2), row("none", "ESDK 0x0478 by k", 1)]);
+        let mut b = report(Some((1, 2)), 4, 0);
+        b["mode"] = json!("scan");
+        b["inventory"] = json!([row("none", "ESDK 0x0478 by k", 4)]);
+        let m = merge(&named(vec![a, b]), &[]).unwrap();
+        assert!(m.problems.is_empty(), "{:?}", m.problems);
+        assert_eq!(
+            m.report["inventory"],
+            json!([row("none", "ESDK 0x0478 by k", 5), row("SSE-S3", "none", 2)])
+        );
     }
 
     #[test]
